@@ -1,0 +1,19 @@
+//! Per-CPU counter updates. Per-CPU slots need no atomics: only the program
+//! running on that CPU writes them.
+
+use aya_ebpf::btf_maps::PerCpuArray;
+use ingress_common::TrafficCounters;
+
+/// Adds one packet of `bytes` bytes to slot `index` of `map`; an index out of
+/// range is ignored (the verifier still sees the bounds check).
+#[inline(always)]
+pub fn count<const N: usize>(map: &PerCpuArray<TrafficCounters, N>, index: u32, bytes: u64) {
+    if let Some(counters) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU array slot is valid for the whole program run and
+        // only this CPU writes it.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += bytes;
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Embeds the XDP object built by `cargo xtask build-ebpf`: the daemon is one file.
+
+use std::{env, path::PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=XDP_INGRESS_EBPF_OBJECT");
+    let object = match env::var_os("XDP_INGRESS_EBPF_OBJECT") {
+        Some(path) => PathBuf::from(path),
+        None => default_object_path(),
+    };
+    println!("cargo:rerun-if-changed={}", object.display());
+    if !object.is_file() {
+        let release = if env::var("PROFILE").as_deref() == Ok("release") {
+            " --release"
+        } else {
+            ""
+        };
+        panic!(
+            "\n\nThe XDP object {} is missing.\nBuild it first with:\n\n    cargo xtask build-ebpf{release}\n\n(`cargo xtask setup` installs what that needs.)\n",
+            object.display()
+        );
+    }
+    println!(
+        "cargo:rustc-env=XDP_INGRESS_EBPF_OBJECT={}",
+        object.display()
+    );
+}
+
+/// `<target dir>/bpfel-unknown-none/<profile>/ingress-ebpf`, with the target
+/// directory found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`), so
+/// that CARGO_TARGET_DIR is honoured.
+fn default_object_path() -> PathBuf {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let profile = if env::var("PROFILE").as_deref() == Ok("release") {
+        "release"
+    } else {
+        "debug"
+    };
+    let target_dir = out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"))
+                .join("../target")
+        });
+    target_dir
+        .join("bpfel-unknown-none")
+        .join(profile)
+        .join("ingress-ebpf")
+}

@@ -1,0 +1,370 @@
+//! The XDP program on the node: load the embedded object, pin its maps,
+//! attach it to interfaces, keep the listener map in sync, and undo it all.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    util::nr_cpus,
+};
+use ingress_common::{ListenerKey, ListenerValue, TrafficCounters, XDP_PROGRAM_NAME, map_names};
+use tracing::{info, warn};
+
+use super::listeners::{ListenerSyncPlan, TooManyListeners, plan_sync};
+
+/// The XDP object, built by `cargo xtask build-ebpf` and embedded at build time.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("XDP_INGRESS_EBPF_OBJECT"));
+
+/// How to attach the program, as `--xdp-mode` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeChoice {
+    /// In the driver (fastest); fails where the driver has no XDP support.
+    Native,
+    /// Generic XDP in the kernel stack; works on every interface.
+    Skb,
+    /// Native first, generic when the driver refuses.
+    Auto,
+}
+
+/// The mode an interface ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// Native (driver) mode.
+    Native,
+    /// Generic (skb) mode.
+    Skb,
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// Everything that can go wrong on the XDP side.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The object did not load (maps or program).
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// The kernel refused the program.
+    #[error("the kernel refused the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    /// The interface does not exist.
+    #[error("interface {interface} does not exist (see `ip link`)")]
+    UnknownInterface {
+        /// The name given.
+        interface: String,
+    },
+    /// Another XDP program is attached to the interface.
+    #[error(
+        "interface {interface} already has an XDP program attached (is another xdp-ingress running?): stop it, or detach it with `ip link set dev {interface} xdp off`"
+    )]
+    AlreadyAttached {
+        /// The interface.
+        interface: String,
+    },
+    /// Attaching failed otherwise.
+    #[error("attaching XDP to {interface} in {mode} mode: {source}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode tried.
+        mode: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing from the object (a build mismatch).
+    #[error("map {0} is missing from the XDP object: rebuild with `cargo xtask build-ebpf`")]
+    MissingMap(&'static str),
+    /// A map operation failed.
+    #[error("map {map}: {source}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// The error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Unpinning failed.
+    #[error("removing pin {path}: {source}")]
+    Unpin {
+        /// The pin.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener map is full.
+    #[error(transparent)]
+    TooManyListeners(#[from] TooManyListeners),
+}
+
+/// One interface the program is attached to.
+#[derive(Debug)]
+struct Attachment {
+    interface: String,
+    link: XdpLinkId,
+}
+
+/// The loaded XDP program with its maps, pinned or not.
+#[derive(Debug)]
+pub struct XdpEdge {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    attachments: Vec<Attachment>,
+}
+
+impl XdpEdge {
+    /// Loads the embedded object. With `pin_dir`, the maps are pinned there
+    /// (and reused when pins of the same shape exist, as after a restart).
+    pub fn load(pin_dir: Option<&Path>) -> Result<Self, EdgeError> {
+        Self::load_object(XDP_OBJECT, pin_dir)
+    }
+
+    /// Loads `object` (an XDP object built from `ingress-ebpf`).
+    pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Self, EdgeError> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pin_dir {
+            for (name, file) in map_names::PINNED {
+                loader.map_pin_path(name, dir.join(file));
+            }
+        }
+        let mut ebpf = loader.load(object)?;
+        let program = Self::program_in(&mut ebpf)?;
+        program.load().map_err(EdgeError::Program)?;
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            attachments: Vec::new(),
+        })
+    }
+
+    fn program_in(ebpf: &mut Ebpf) -> Result<&mut Xdp, EdgeError> {
+        let program = ebpf
+            .program_mut(XDP_PROGRAM_NAME)
+            .ok_or(EdgeError::MissingMap(XDP_PROGRAM_NAME))?;
+        program
+            .try_into()
+            .map_err(|error: ProgramError| EdgeError::Program(error))
+    }
+
+    /// The loaded program, for attaching or for `BPF_PROG_TEST_RUN`.
+    pub fn program(&mut self) -> Result<&mut Xdp, EdgeError> {
+        Self::program_in(&mut self.ebpf)
+    }
+
+    /// Attaches to `interface`; in [`XdpModeChoice::Auto`] falls back to skb
+    /// mode when the driver refuses native mode, and says so.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: XdpModeChoice,
+    ) -> Result<AttachedMode, EdgeError> {
+        let attempts: &[(XdpMode, AttachedMode)] = match mode {
+            XdpModeChoice::Native => &[(XdpMode::Driver, AttachedMode::Native)],
+            XdpModeChoice::Skb => &[(XdpMode::Skb, AttachedMode::Skb)],
+            XdpModeChoice::Auto => &[
+                (XdpMode::Driver, AttachedMode::Native),
+                (XdpMode::Skb, AttachedMode::Skb),
+            ],
+        };
+        let program = self.program()?;
+        let mut last_error = None;
+        for (index, &(xdp_mode, attached)) in attempts.iter().enumerate() {
+            match program.attach(interface, xdp_mode) {
+                Ok(link) => {
+                    self.attachments.push(Attachment {
+                        interface: interface.to_owned(),
+                        link,
+                    });
+                    return Ok(attached);
+                }
+                Err(ProgramError::UnknownInterface { .. }) => {
+                    return Err(EdgeError::UnknownInterface {
+                        interface: interface.to_owned(),
+                    });
+                }
+                Err(error) if is_busy(&error) => {
+                    return Err(EdgeError::AlreadyAttached {
+                        interface: interface.to_owned(),
+                    });
+                }
+                Err(error) => {
+                    if index + 1 < attempts.len() {
+                        warn!(%interface, %error, "native XDP refused, falling back to skb (generic) mode");
+                    }
+                    last_error = Some((attached, error));
+                }
+            }
+        }
+        let (attached, source) = last_error.expect("at least one attempt");
+        Err(EdgeError::Attach {
+            interface: interface.to_owned(),
+            mode: match attached {
+                AttachedMode::Native => "native",
+                AttachedMode::Skb => "skb",
+            },
+            source,
+        })
+    }
+
+    /// Interfaces the program is attached to, in attach order.
+    pub fn attached_interfaces(&self) -> Vec<&str> {
+        self.attachments
+            .iter()
+            .map(|a| a.interface.as_str())
+            .collect()
+    }
+
+    /// Detaches from every interface (the reverse of attach order).
+    pub fn detach_all(&mut self) {
+        while let Some(attachment) = self.attachments.pop() {
+            let result = self
+                .program()
+                .and_then(|p| p.detach(attachment.link).map_err(EdgeError::Program));
+            match result {
+                Ok(()) => info!(interface = %attachment.interface, "detached XDP"),
+                Err(error) => {
+                    warn!(interface = %attachment.interface, %error, "detaching XDP failed")
+                }
+            }
+        }
+    }
+
+    /// Removes the pins (the kernel frees the maps once nothing uses them).
+    pub fn unpin(&mut self) -> Result<(), EdgeError> {
+        let Some(dir) = self.pin_dir.take() else {
+            return Ok(());
+        };
+        for (_, file) in map_names::PINNED {
+            let path = dir.join(file);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(EdgeError::Unpin { path, source }),
+            }
+        }
+        // Only our own pins were there; a directory that others use stays.
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    fn listeners_map(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, ListenerKey, ListenerValue>, EdgeError> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::LISTENERS)
+            .ok_or(EdgeError::MissingMap(map_names::LISTENERS))?;
+        HashMap::try_from(map).map_err(|source| EdgeError::Map {
+            map: map_names::LISTENERS,
+            source,
+        })
+    }
+
+    /// The listener map's contents.
+    pub fn listeners(&mut self) -> Result<BTreeMap<ListenerKey, ListenerValue>, EdgeError> {
+        let map = self.listeners_map()?;
+        map.iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| EdgeError::Map {
+                map: map_names::LISTENERS,
+                source,
+            })
+    }
+
+    /// Makes the listener map hold exactly `desired` (key -> action), keeping
+    /// the ids and counters of listeners that stay. Returns what it changed.
+    pub fn sync_listeners(
+        &mut self,
+        desired: &BTreeMap<ListenerKey, u32>,
+    ) -> Result<ListenerSyncPlan, EdgeError> {
+        let present = self.listeners()?;
+        let plan = plan_sync(&present, desired)?;
+        if !plan.fresh_slots.is_empty() {
+            let mut stats = self.per_cpu_counters(map_names::LISTENER_STATS)?;
+            for &slot in &plan.fresh_slots {
+                let zero =
+                    PerCpuValues::try_from(vec![TrafficCounters::default(); possible_cpus()])
+                        .expect("at least one CPU");
+                stats.set(slot, zero, 0).map_err(|source| EdgeError::Map {
+                    map: map_names::LISTENER_STATS,
+                    source,
+                })?;
+            }
+        }
+        let mut map = self.listeners_map()?;
+        for (key, value) in &plan.upserts {
+            map.insert(key, value, 0).map_err(|source| EdgeError::Map {
+                map: map_names::LISTENERS,
+                source,
+            })?;
+        }
+        for key in &plan.removals {
+            map.remove(key).map_err(|source| EdgeError::Map {
+                map: map_names::LISTENERS,
+                source,
+            })?;
+        }
+        Ok(plan)
+    }
+
+    fn per_cpu_counters(
+        &mut self,
+        name: &'static str,
+    ) -> Result<PerCpuArray<&mut MapData, TrafficCounters>, EdgeError> {
+        let map = self.ebpf.map_mut(name).ok_or(EdgeError::MissingMap(name))?;
+        PerCpuArray::try_from(map).map_err(|source| EdgeError::Map { map: name, source })
+    }
+
+    /// Per-CPU counters summed over CPUs, slot by slot.
+    pub fn counters(&mut self, name: &'static str) -> Result<Vec<TrafficCounters>, EdgeError> {
+        let map = self.per_cpu_counters(name)?;
+        sum_per_cpu(&map).map_err(|source| EdgeError::Map { map: name, source })
+    }
+}
+
+impl Drop for XdpEdge {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Sums every slot of a per-CPU counter array over the CPUs.
+pub fn sum_per_cpu<T: std::borrow::Borrow<MapData>>(
+    map: &PerCpuArray<T, TrafficCounters>,
+) -> Result<Vec<TrafficCounters>, aya::maps::MapError> {
+    map.iter()
+        .map(|slot| {
+            slot.map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .fold(TrafficCounters::default(), |sum, c| sum.plus(*c))
+            })
+        })
+        .collect()
+}
+
+fn possible_cpus() -> usize {
+    nr_cpus().unwrap_or(1)
+}
+
+/// EBUSY/EEXIST: another program owns the interface's XDP hook.
+fn is_busy(error: &ProgramError) -> bool {
+    let errno = match error {
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        ProgramError::XdpError(aya::programs::xdp::XdpError::NetlinkError(e)) => e.raw_os_error(),
+        _ => None,
+    };
+    matches!(errno, Some(libc::EBUSY) | Some(libc::EEXIST))
+}

@@ -1,0 +1,7 @@
+//! The kernel side as the daemon sees it: the BPF filesystem, the loaded XDP
+//! program and its maps, and reading the pins back.
+
+pub mod bpffs;
+pub mod edge;
+pub mod inspect;
+pub mod listeners;

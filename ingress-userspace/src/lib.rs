@@ -1,0 +1,7 @@
+//! xdp-ingress: a Kubernetes ingress controller whose edge runs in XDP.
+//!
+//! The binary (`src/main.rs`) wires these modules together; the library is
+//! what the tests use.
+
+pub mod bpf;
+pub mod cli;
