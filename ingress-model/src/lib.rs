@@ -1,0 +1,1 @@
+//! The routing model of xdp-ingress: a pure core, no I/O.
