@@ -10,13 +10,8 @@ fn main() {
     };
     println!("cargo:rerun-if-changed={}", object.display());
     if !object.is_file() {
-        let release = if env::var("PROFILE").as_deref() == Ok("release") {
-            " --release"
-        } else {
-            ""
-        };
         panic!(
-            "\n\nThe XDP object {} is missing.\nBuild it first with:\n\n    cargo xtask build-ebpf{release}\n\n(`cargo xtask setup` installs what that needs.)\n",
+            "\n\nThe XDP object {} is missing.\nBuild it first with:\n\n    cargo xtask build-ebpf\n\n(`cargo xtask setup` installs what that needs.)\n",
             object.display()
         );
     }
@@ -26,16 +21,12 @@ fn main() {
     );
 }
 
-/// `<target dir>/bpfel-unknown-none/<profile>/ingress-ebpf`, with the target
+/// `<target dir>/bpfel-unknown-none/release/ingress-ebpf` (the object is always
+/// optimised: the verifier rejects unoptimised BPF), with the target
 /// directory found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`), so
 /// that CARGO_TARGET_DIR is honoured.
 fn default_object_path() -> PathBuf {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let profile = if env::var("PROFILE").as_deref() == Ok("release") {
-        "release"
-    } else {
-        "debug"
-    };
     let target_dir = out_dir
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
@@ -46,6 +37,6 @@ fn default_object_path() -> PathBuf {
         });
     target_dir
         .join("bpfel-unknown-none")
-        .join(profile)
+        .join("release")
         .join("ingress-ebpf")
 }

@@ -1,6 +1,6 @@
 //! `xdp-ingress`: parse the command line, then run the edge or inspect it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io::IsTerminal};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -24,6 +24,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),

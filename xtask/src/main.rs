@@ -1,1 +1,48 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo`.
+
+mod command;
+mod demo;
+mod ebpf;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// xdp-ingress project tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install everything the project needs (Debian packages, rust-src,
+    /// bpf-linker), skipping what is present. Needs root.
+    Setup,
+    /// Build the XDP object (target/bpfel-unknown-none/release/ingress-ebpf),
+    /// which the daemon embeds.
+    BuildEbpf(ebpf::BuildEbpfArgs),
+    /// Set up if needed, build, and run every test (unit, kernel,
+    /// end-to-end), rustfmt --check and clippy -D warnings.
+    Test(test::TestArgs),
+    /// Build, start xdp-ingress on the edge of a lab of network namespaces,
+    /// send traffic through it and show what the XDP program counted.
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf(args) => ebpf::build(&args),
+        Task::Test(args) => test::run(&args),
+        Task::Demo(args) => demo::run(&args),
+    };
+    if let Err(error) = result {
+        eprintln!("\nerror: {error:#}");
+        std::process::exit(1);
+    }
+}
