@@ -5,3 +5,4 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod proxy;

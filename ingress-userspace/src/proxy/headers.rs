@@ -1,0 +1,196 @@
+//! Request and response header rewriting, as ingress-nginx does it: the
+//! forwarded headers for the upstream, and hop-by-hop headers removed both ways.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Scheme` (ingress-nginx sets it next to -Proto).
+pub const X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Real-IP`.
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Request-ID`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, and the headers that `Connection` names.
+/// With `keep_upgrade`, an `Upgrade` request keeps `Connection: upgrade` and
+/// `Upgrade` so that a WebSocket handshake passes through.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// What the proxy knows about the client side of a request.
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    /// The client's address (the TCP peer).
+    pub client_ip: IpAddr,
+    /// `http` or `https`: how the request reached us.
+    pub scheme: &'static str,
+    /// The port of the listener that took the request.
+    pub listener_port: u16,
+}
+
+/// Sets the forwarded headers on a request going upstream. `Host` is left as
+/// the client sent it. Returns the request id (the client's, or a new one).
+pub fn set_forwarded_headers(headers: &mut HeaderMap, client: &ClientContext) -> HeaderValue {
+    let client_ip = client.client_ip.to_canonical().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
+        _ => client_ip.clone(),
+    };
+    // Header values built from an IP address and ASCII text are always valid.
+    let value = |text: &str| HeaderValue::from_str(text).expect("ASCII header value");
+    headers.insert(X_FORWARDED_FOR, value(&forwarded_for));
+    headers.insert(X_REAL_IP, value(&client_ip));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+    headers.insert(X_FORWARDED_SCHEME, HeaderValue::from_static(client.scheme));
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(client.listener_port));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    let request_id = match headers.get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() => id.clone(),
+        _ => new_request_id(),
+    };
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    request_id
+}
+
+/// A new request id: 32 lower-case hex digits, like ingress-nginx's `$req_id`.
+pub fn new_request_id() -> HeaderValue {
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientContext {
+        ClientContext {
+            client_ip: "198.18.0.2".parse().unwrap(),
+            scheme: "http",
+            listener_port: 80,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_headers_are_set() {
+        let mut map = headers(&[("host", "web.example.com")]);
+        let id = set_forwarded_headers(&mut map, &client());
+        assert_eq!(map["x-forwarded-for"], "198.18.0.2");
+        assert_eq!(map["x-real-ip"], "198.18.0.2");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-scheme"], "http");
+        assert_eq!(map["x-forwarded-port"], "80");
+        assert_eq!(map["x-forwarded-host"], "web.example.com");
+        assert_eq!(map["host"], "web.example.com");
+        assert_eq!(map["x-request-id"], id);
+        assert_eq!(id.len(), 32);
+        assert!(id.to_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        set_forwarded_headers(&mut map, &client());
+        assert_eq!(map["x-forwarded-for"], "203.0.113.7, 198.18.0.2");
+    }
+
+    #[test]
+    fn a_client_request_id_is_kept() {
+        let mut map = headers(&[("x-request-id", "abc")]);
+        assert_eq!(set_forwarded_headers(&mut map, &client()), "abc");
+        assert_eq!(map["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_show_as_ipv4() {
+        let mut map = HeaderMap::new();
+        let mut ctx = client();
+        ctx.client_ip = "::ffff:198.18.0.9".parse().unwrap();
+        set_forwarded_headers(&mut map, &ctx);
+        assert_eq!(map["x-real-ip"], "198.18.0.9");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut map, false);
+        let names: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_survives_when_kept() {
+        let mut map = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        remove_hop_by_hop(&mut map, true);
+        assert_eq!(map["upgrade"], "websocket");
+        assert_eq!(map["connection"], "upgrade");
+    }
+}
