@@ -1,0 +1,131 @@
+//! Body adapters for streaming: an idle timeout between frames and a size
+//! limit, both without buffering the body.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::upstream::BoxError;
+
+/// The body went quiet for longer than its timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+/// The body grew past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// A body that fails with [`BodyTimeout`] when no frame arrives for `timeout`
+/// (nginx's proxy_read_timeout / client_body_timeout: between two reads, not
+/// for the whole body), and with [`BodyTooLarge`] past `limit` bytes.
+pub struct GuardedBody<B> {
+    inner: B,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl<B> GuardedBody<B> {
+    /// Wraps `inner`; `limit` of `None` means unlimited.
+    pub fn new(inner: B, timeout: Duration, limit: Option<u64>) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if let Some(limit) = this.limit
+                        && this.seen > limit
+                    {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
+                    }
+                }
+                let deadline = Instant::now() + this.timeout;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn small_bodies_pass_through() {
+        let body = GuardedBody::new(
+            Full::new(Bytes::from_static(b"hello")),
+            Duration::from_secs(1),
+            Some(5),
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_fail() {
+        let body = GuardedBody::new(
+            Full::new(Bytes::from_static(b"hello!")),
+            Duration::from_secs(1),
+            Some(5),
+        );
+        let error = body.collect().await.expect_err("over the limit");
+        assert!(error.downcast_ref::<BodyTooLarge>().is_some(), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out() {
+        let stream =
+            futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>();
+        let body = GuardedBody::new(StreamBody::new(stream), Duration::from_secs(60), None);
+        let error = body.collect().await.expect_err("timed out");
+        assert!(error.downcast_ref::<BodyTimeout>().is_some(), "{error}");
+    }
+}

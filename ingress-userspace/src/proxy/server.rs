@@ -1,0 +1,363 @@
+//! The client side: accept connections, speak HTTP/1.1 or HTTP/2 (h2c with
+//! prior knowledge), route each request and stream it to an endpoint.
+//!
+//! A request goes through these phases, in order:
+//! 1. `resolve`: host and path to an [`Upstream`] (or 404 from the default backend);
+//! 2. checks: endpoints present (else 503), declared body size (else 413);
+//! 3. `upstream_request`: hop-by-hop headers out, forwarded headers in;
+//! 4. `exchange`: connect (one retry on another endpoint when a connect
+//!    fails), send, wait for the response head (504 past the read timeout,
+//!    502 when the endpoint fails);
+//! 5. response: hop-by-hop headers out, body streamed back; a `101` bridges
+//!    the two upgraded connections (WebSocket).
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{debug, info, warn};
+
+use super::{
+    balance::RoundRobin,
+    body::{BodyTimeout, BodyTooLarge, GuardedBody},
+    headers::{ClientContext, remove_hop_by_hop, set_forwarded_headers},
+    upstream::{PooledBody, PooledConnection, ProxyBody, UpstreamPool},
+};
+
+/// Where a request goes: one Service port's endpoints.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `namespace/service:port`, for logs and errors.
+    pub name: Arc<str>,
+    /// The ready endpoints (may be empty: then 503).
+    pub endpoints: Arc<[SocketAddr]>,
+    /// The round-robin cursor of this upstream.
+    pub round_robin: Arc<RoundRobin>,
+}
+
+/// The answer of a route lookup.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// Proxy to this upstream.
+    Upstream(Upstream),
+    /// No rule matches and no default backend is configured: 404.
+    NoRoute,
+}
+
+/// Route lookup as the proxy needs it; implemented over the routing model's
+/// current snapshot, which can change between two requests.
+pub trait Resolve: Send + Sync + 'static {
+    /// The upstream for a request's host (as sent, port included) and path.
+    fn resolve(&self, host: &str, path: &str) -> Resolution;
+}
+
+/// Limits of the client side and of proxying, with ingress-nginx's defaults.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Largest request body (client-max-body-size / proxy-body-size: 1 MiB).
+    pub max_body_size: u64,
+    /// Wait for the response head, and between two reads of the response body (60 s).
+    pub read_timeout: Duration,
+    /// Between two reads of the request body while sending it upstream (60 s).
+    pub send_timeout: Duration,
+    /// Time for a client to send a request head (client-header-timeout: 60 s).
+    pub client_header_timeout: Duration,
+    /// Whether client connections are kept alive between requests.
+    pub keep_alive: bool,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            max_body_size: 1024 * 1024,
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(60),
+            keep_alive: true,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct ProxyState {
+    /// Route lookup.
+    pub resolver: Arc<dyn Resolve>,
+    /// Upstream connections.
+    pub pool: Arc<UpstreamPool>,
+    /// Limits.
+    pub settings: ProxySettings,
+}
+
+/// Serves `listener` until `shutdown` turns true, then lets open connections
+/// finish their requests (graceful shutdown) before returning.
+pub async fn serve(
+    listener: TcpListener,
+    scheme: &'static str,
+    state: Arc<ProxyState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let listener_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let client = ClientContext {
+            client_ip: peer.ip(),
+            scheme,
+            listener_port,
+        };
+        let header_timeout = state.settings.client_header_timeout;
+        let keep_alive = state.settings.keep_alive;
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(handle(request, &client, &state).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(keep_alive);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                debug!(%peer, %error, "client connection ended with an error");
+            }
+        });
+    }
+    info!(
+        connections = graceful.count(),
+        "draining client connections"
+    );
+    graceful.shutdown().await;
+}
+
+/// Proxies one request; never fails: every problem is an HTTP status.
+pub async fn handle(
+    mut request: Request<Incoming>,
+    client: &ClientContext,
+    state: &ProxyState,
+) -> Response<ProxyBody> {
+    let host = request_host(&request);
+    let upstream = match state.resolver.resolve(&host, request.uri().path()) {
+        Resolution::Upstream(upstream) => upstream,
+        Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
+    };
+    if upstream.endpoints.is_empty() {
+        debug!(upstream = %upstream.name, "no ready endpoints");
+        return error_response(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.settings.max_body_size) {
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    let upgrade = is_upgrade_request(&request);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let upstream_request = match upstream_request(request, &host, client, &state.settings, upgrade)
+    {
+        Ok(request) => request,
+        Err(status) => return error_response(status),
+    };
+    let (mut response, connection) = match exchange(upstream_request, &upstream, state).await {
+        Ok(exchanged) => exchanged,
+        Err(status) => return error_response(status),
+    };
+
+    if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let name = upstream.name.clone();
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(async move {
+                match (client_upgrade.await, upstream_upgrade.await) {
+                    (Ok(client_io), Ok(upstream_io)) => {
+                        let mut client_io = TokioIo::new(client_io);
+                        let mut upstream_io = TokioIo::new(upstream_io);
+                        let _ =
+                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
+                    }
+                    (client, upstream) => debug!(
+                        upstream = %name,
+                        client_ok = client.is_ok(),
+                        upstream_ok = upstream.is_ok(),
+                        "upgrade failed"
+                    ),
+                }
+            });
+        }
+        let (mut parts, _) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers, true);
+        return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
+    }
+
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers, false);
+    let body = PooledBody::new(body, connection, &state.pool);
+    let body = GuardedBody::new(body, state.settings.read_timeout, None);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// The host a request names: `Host`, else the URI's authority (HTTP/2).
+fn request_host<B>(request: &Request<B>) -> String {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default()
+}
+
+fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The request as it goes upstream: HTTP/1.1, origin-form URI, rewritten headers.
+fn upstream_request(
+    request: Request<Incoming>,
+    host: &str,
+    client: &ClientContext,
+    settings: &ProxySettings,
+    upgrade: bool,
+) -> Result<Request<ProxyBody>, StatusCode> {
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    parts.uri = Uri::try_from(path_and_query).map_err(|_| StatusCode::BAD_REQUEST)?;
+    parts.version = Version::HTTP_11;
+    remove_hop_by_hop(&mut parts.headers, upgrade);
+    if !parts.headers.contains_key(header::HOST) && !host.is_empty() {
+        let value = HeaderValue::from_str(host).map_err(|_| StatusCode::BAD_REQUEST)?;
+        parts.headers.insert(header::HOST, value);
+    }
+    set_forwarded_headers(&mut parts.headers, client);
+    let body: ProxyBody = if upgrade || body_is_empty(&body) {
+        Empty::new().map_err(|e| match e {}).boxed()
+    } else {
+        GuardedBody::new(body, settings.send_timeout, Some(settings.max_body_size)).boxed()
+    };
+    Ok(Request::from_parts(parts, body))
+}
+
+fn body_is_empty(body: &Incoming) -> bool {
+    use hyper::body::Body as _;
+    body.is_end_stream()
+}
+
+/// Sends `request` to one of the upstream's endpoints: a failed connect (or
+/// a pooled connection found dead before the request left) moves on to the
+/// next endpoint, once.
+async fn exchange(
+    mut request: Request<ProxyBody>,
+    upstream: &Upstream,
+    state: &ProxyState,
+) -> Result<(Response<Incoming>, PooledConnection), StatusCode> {
+    const ATTEMPTS: usize = 2;
+    let candidates: Vec<SocketAddr> = upstream
+        .round_robin
+        .order(&upstream.endpoints)
+        .take(ATTEMPTS)
+        .copied()
+        .collect();
+    for endpoint in candidates {
+        let mut connection = match state.pool.checkout(endpoint).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                warn!(upstream = %upstream.name, %error, "upstream connect failed");
+                continue;
+            }
+        };
+        let sent = tokio::time::timeout(
+            state.settings.read_timeout,
+            connection.sender.try_send_request(request),
+        )
+        .await;
+        match sent {
+            Err(_) => {
+                warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
+                return Err(StatusCode::GATEWAY_TIMEOUT);
+            }
+            Ok(Ok(response)) => return Ok((response, connection)),
+            Ok(Err(mut error)) => match error.take_message() {
+                Some(unsent) => {
+                    debug!(%endpoint, error = %error.error(), "connection closed before sending; retrying");
+                    request = unsent;
+                }
+                None => return Err(status_for_send_error(error.error(), upstream, endpoint)),
+            },
+        }
+    }
+    Err(StatusCode::BAD_GATEWAY)
+}
+
+fn status_for_send_error(
+    error: &hyper::Error,
+    upstream: &Upstream,
+    endpoint: SocketAddr,
+) -> StatusCode {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<BodyTooLarge>().is_some() {
+            return StatusCode::PAYLOAD_TOO_LARGE;
+        }
+        if cause.downcast_ref::<BodyTimeout>().is_some() {
+            return StatusCode::REQUEST_TIMEOUT;
+        }
+        source = cause.source();
+    }
+    warn!(upstream = %upstream.name, %endpoint, %error, "upstream failed");
+    StatusCode::BAD_GATEWAY
+}
+
+/// A small HTML error page, as nginx answers.
+pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let html = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>xdp-ingress</center>\r\n</body>\r\n</html>\r\n",
+        code = status.as_u16()
+    );
+    let mut response = Response::new(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
