@@ -5,4 +5,5 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod providers;
 pub mod proxy;
