@@ -1,0 +1,197 @@
+//! `lab-backend`: the backend process of the lab. Every request gets a JSON
+//! [`BackendReport`]: which backend and endpoint served it and what arrived.
+//!
+//! Special paths, for the tests:
+//! - `/delay/<ms>`: answer after that many milliseconds;
+//! - `/status/<code>`: answer with that status;
+//! - `/stream/<chunks>/<delay ms>`: a chunked body, one line per chunk;
+//! - a WebSocket-style `Upgrade` request: `101`, then every byte is echoed.
+//!
+//! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]`
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::{body::Frame, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::net::TcpListener;
+use xdp_ingress_lab::BackendReport;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn usage() -> ! {
+    eprintln!("usage: lab-backend --name NAME --listen ADDR:PORT [--listen ADDR:PORT ...]");
+    std::process::exit(2);
+}
+
+#[tokio::main]
+async fn main() {
+    let mut name = String::from("backend");
+    let mut listens: Vec<SocketAddr> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--name" => name = args.next().unwrap_or_else(|| usage()),
+            "--listen" => listens.push(
+                args.next()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| usage()),
+            ),
+            _ => usage(),
+        }
+    }
+    if listens.is_empty() {
+        usage();
+    }
+    let mut tasks = Vec::new();
+    for addr in listens {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("lab-backend: bind {addr}: {error}");
+                std::process::exit(1);
+            }
+        };
+        tasks.push(tokio::spawn(accept_loop(listener, name.clone())));
+    }
+    eprintln!("lab-backend {name} ready");
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String) {
+    let local = listener.local_addr().expect("bound");
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let name = name.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let name = name.clone();
+                async move { Ok::<_, Infallible>(respond(request, &name, local, peer).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn respond(
+    mut request: Request<hyper::body::Incoming>,
+    name: &str,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Response<Body> {
+    if request.headers().contains_key(header::UPGRADE) {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            }
+        });
+        let mut response = Response::new(full(""));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let protocol = request.headers()[header::UPGRADE].clone();
+        response.headers_mut().insert(header::UPGRADE, protocol);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, "upgrade".parse().expect("valid"));
+        return response;
+    }
+
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let mut report = BackendReport {
+        backend: name.to_owned(),
+        endpoint: local.to_string(),
+        peer: peer.to_string(),
+        method: request.method().to_string(),
+        path: path.clone(),
+        host: request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
+        body_bytes: 0,
+    };
+    // Count the body as it streams in, without keeping it.
+    let mut body = request.into_body();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            report.body_bytes += data.len() as u64;
+        }
+    }
+
+    let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+    let mut status = StatusCode::OK;
+    match segments.as_slice() {
+        ["", "delay", ms] => {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms.min(600_000))).await;
+        }
+        ["", "status", code] => {
+            status = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+        }
+        ["", "stream", chunks, delay] => {
+            let chunks: u32 = chunks.parse().unwrap_or(1).min(100_000);
+            let delay = Duration::from_millis(delay.parse().unwrap_or(0));
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                for i in 0..chunks {
+                    if i > 0 {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let line = Bytes::from(format!("chunk {i}\n"));
+                    if tx.send(Ok(Frame::data(line))).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut rx = rx;
+            let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let mut response = Response::new(StreamBody::new(stream).boxed());
+            response.headers_mut().insert(
+                "x-backend",
+                name.parse()
+                    .unwrap_or_else(|_| "backend".parse().expect("valid")),
+            );
+            return response;
+        }
+        _ => {}
+    }
+    let json = serde_json::to_vec(&report).expect("serializable");
+    let mut response = Response::new(full(json));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("valid"),
+    );
+    response
+}
