@@ -38,6 +38,9 @@ fn main() {
 
 #[tokio::main]
 async fn run(args: RunArgs) -> Result<()> {
+    // Installed first: a SIGTERM during start-up (a pod killed while
+    // starting) is held until start-up is done, then cleaned up as usual.
+    let mut shutdown = ShutdownSignals::install()?;
     if bpffs::ensure_pin_dir(&args.bpffs)? {
         info!(
             mount = bpffs::DEFAULT_BPFFS_MOUNT,
@@ -46,14 +49,14 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let _lock = PinDirLock::acquire(&args.bpffs)?;
     let mut edge = XdpEdge::load(Some(&args.bpffs)).context("loading the XDP program")?;
-    let result = serve(&mut edge, &args).await;
+    let result = serve(&mut edge, &args, &mut shutdown).await;
     edge.detach_all();
     edge.unpin()?;
     info!(bpffs = %args.bpffs.display(), "removed pins");
     result
 }
 
-async fn serve(edge: &mut XdpEdge, args: &RunArgs) -> Result<()> {
+async fn serve(edge: &mut XdpEdge, args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
     let mut listeners = BTreeMap::new();
     for addr in [args.http_addr, args.https_addr] {
         for key in keys_for_socket(addr, protocol::TCP) {
@@ -71,19 +74,31 @@ async fn serve(edge: &mut XdpEdge, args: &RunArgs) -> Result<()> {
         bpffs = %args.bpffs.display(),
         "xdp-ingress ready"
     );
-    wait_for_shutdown().await?;
+    shutdown.wait().await;
     Ok(())
 }
 
-async fn wait_for_shutdown() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, caught from the start of `run`.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => info!("SIGTERM: shutting down"),
+            _ = self.interrupt.recv() => info!("SIGINT: shutting down"),
+        }
+    }
 }
 
 fn print_maps(args: &MapsArgs) -> Result<()> {

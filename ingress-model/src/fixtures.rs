@@ -1,0 +1,371 @@
+//! Test fixtures: short builders for the Kubernetes objects the tests need.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Service, ServicePort, ServiceSpec, TypedLocalObjectReference},
+        discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
+        networking::v1::{
+            HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass,
+            IngressClassSpec, IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
+        },
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{ObjectMeta, Time},
+        util::intstr::IntOrString,
+    },
+    jiff::Timestamp,
+};
+
+use crate::{
+    backend::SERVICE_NAME_LABEL,
+    class::DEFAULT_CLASS_ANNOTATION,
+    object::KubeObject,
+    options::{CONTROLLER_NAME, DEFAULT_INGRESS_CLASS},
+    snapshot::ClusterObjects,
+};
+
+fn meta(namespace: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A port as a test writes it: a number or a name.
+pub trait IntoPort {
+    fn into_port(self) -> ServiceBackendPort;
+}
+
+impl IntoPort for i32 {
+    fn into_port(self) -> ServiceBackendPort {
+        ServiceBackendPort {
+            number: Some(self),
+            name: None,
+        }
+    }
+}
+
+impl IntoPort for &str {
+    fn into_port(self) -> ServiceBackendPort {
+        ServiceBackendPort {
+            number: None,
+            name: Some(self.to_owned()),
+        }
+    }
+}
+
+/// A Service backend.
+pub fn backend(service: &str, port: impl IntoPort) -> IngressBackend {
+    IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: service.to_owned(),
+            port: Some(port.into_port()),
+        }),
+        resource: None,
+    }
+}
+
+/// A resource backend.
+pub fn resource_backend(kind: &str, name: &str) -> IngressBackend {
+    IngressBackend {
+        service: None,
+        resource: Some(TypedLocalObjectReference {
+            api_group: Some("example.com".to_owned()),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        }),
+    }
+}
+
+/// One path of a rule.
+pub fn path(path: &str, path_type: &str, backend: IngressBackend) -> HTTPIngressPath {
+    HTTPIngressPath {
+        path: Some(path.to_owned()).filter(|p| !p.is_empty()),
+        path_type: path_type.to_owned(),
+        backend,
+    }
+}
+
+/// Builds an Ingress.
+pub struct IngressBuilder(Ingress);
+
+/// An Ingress with no class, rules or default backend yet.
+pub fn ingress(namespace: &str, name: &str) -> IngressBuilder {
+    IngressBuilder(Ingress {
+        metadata: meta(namespace, name),
+        spec: Some(IngressSpec::default()),
+        status: None,
+    })
+}
+
+impl IngressBuilder {
+    fn spec(&mut self) -> &mut IngressSpec {
+        self.0.spec.get_or_insert_with(IngressSpec::default)
+    }
+
+    pub fn class_name(mut self, class: &str) -> Self {
+        self.spec().ingress_class_name = Some(class.to_owned());
+        self
+    }
+
+    /// Our default class name, `xdp`.
+    pub fn ours(self) -> Self {
+        self.class_name(DEFAULT_INGRESS_CLASS)
+    }
+
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The creation time, in seconds since the epoch.
+    pub fn created(mut self, seconds: i64) -> Self {
+        self.0.metadata.creation_timestamp = Some(Time(Timestamp::from_second(seconds).unwrap()));
+        self
+    }
+
+    pub fn rule(mut self, host: Option<&str>, paths: Vec<HTTPIngressPath>) -> Self {
+        self.spec()
+            .rules
+            .get_or_insert_with(Vec::new)
+            .push(IngressRule {
+                host: host.map(str::to_owned),
+                http: Some(HTTPIngressRuleValue { paths }),
+            });
+        self
+    }
+
+    /// A rule with a host and no `http` section.
+    pub fn host_only(mut self, host: &str) -> Self {
+        self.spec()
+            .rules
+            .get_or_insert_with(Vec::new)
+            .push(IngressRule {
+                host: Some(host.to_owned()),
+                http: None,
+            });
+        self
+    }
+
+    pub fn default_backend(mut self, backend: IngressBackend) -> Self {
+        self.spec().default_backend = Some(backend);
+        self
+    }
+
+    pub fn build(self) -> Ingress {
+        self.0
+    }
+
+    pub fn object(self) -> KubeObject {
+        KubeObject::Ingress(self.0)
+    }
+}
+
+/// An IngressClass.
+pub fn ingress_class(name: &str, controller: &str, default: bool) -> IngressClass {
+    let mut metadata = ObjectMeta {
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    };
+    if default {
+        metadata.annotations = Some(BTreeMap::from([(
+            DEFAULT_CLASS_ANNOTATION.to_owned(),
+            "true".to_owned(),
+        )]));
+    }
+    IngressClass {
+        metadata,
+        spec: Some(IngressClassSpec {
+            controller: Some(controller.to_owned()),
+            parameters: None,
+        }),
+    }
+}
+
+/// Builds a Service.
+pub struct ServiceBuilder(Service);
+
+/// A ClusterIP Service with no ports yet.
+pub fn service(namespace: &str, name: &str) -> ServiceBuilder {
+    ServiceBuilder(Service {
+        metadata: meta(namespace, name),
+        spec: Some(ServiceSpec::default()),
+        status: None,
+    })
+}
+
+/// A target port as a test writes it.
+pub enum Target {
+    /// No `targetPort`: the port itself.
+    Unset,
+    Number(i32),
+    Name(&'static str),
+}
+
+impl ServiceBuilder {
+    fn spec(&mut self) -> &mut ServiceSpec {
+        self.0.spec.get_or_insert_with(ServiceSpec::default)
+    }
+
+    pub fn port(mut self, name: Option<&str>, port: i32, target: Target) -> Self {
+        let target_port = match target {
+            Target::Unset => None,
+            Target::Number(n) => Some(IntOrString::Int(n)),
+            Target::Name(n) => Some(IntOrString::String(n.to_owned())),
+        };
+        self.spec()
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(ServicePort {
+                name: name.map(str::to_owned),
+                port,
+                target_port,
+                ..ServicePort::default()
+            });
+        self
+    }
+
+    pub fn external_name(mut self, host: &str) -> Self {
+        let spec = self.spec();
+        spec.type_ = Some("ExternalName".to_owned());
+        spec.external_name = Some(host.to_owned());
+        self
+    }
+
+    pub fn build(self) -> Service {
+        self.0
+    }
+
+    pub fn object(self) -> KubeObject {
+        KubeObject::Service(self.0)
+    }
+}
+
+/// Builds an EndpointSlice.
+pub struct SliceBuilder(EndpointSlice);
+
+/// An IPv4 EndpointSlice of a Service, with `ports: null` and no endpoints.
+pub fn slice(namespace: &str, name: &str, service: &str) -> SliceBuilder {
+    let mut metadata = meta(namespace, name);
+    metadata.labels = Some(BTreeMap::from([(
+        SERVICE_NAME_LABEL.to_owned(),
+        service.to_owned(),
+    )]));
+    SliceBuilder(EndpointSlice {
+        metadata,
+        address_type: "IPv4".to_owned(),
+        endpoints: None,
+        ports: None,
+    })
+}
+
+impl SliceBuilder {
+    pub fn address_type(mut self, address_type: &str) -> Self {
+        self.0.address_type = address_type.to_owned();
+        self
+    }
+
+    pub fn port(mut self, name: Option<&str>, port: Option<i32>) -> Self {
+        self.0
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(EndpointPort {
+                name: name.map(str::to_owned),
+                port,
+                protocol: Some("TCP".to_owned()),
+                app_protocol: None,
+            });
+        self
+    }
+
+    pub fn udp_port(mut self, name: Option<&str>, port: i32) -> Self {
+        self.0
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(EndpointPort {
+                name: name.map(str::to_owned),
+                port: Some(port),
+                protocol: Some("UDP".to_owned()),
+                app_protocol: None,
+            });
+        self
+    }
+
+    /// An endpoint with the given conditions (`None` = unset).
+    pub fn endpoint(
+        mut self,
+        address: &str,
+        ready: Option<bool>,
+        serving: Option<bool>,
+        terminating: Option<bool>,
+    ) -> Self {
+        self.0
+            .endpoints
+            .get_or_insert_with(Vec::new)
+            .push(Endpoint {
+                addresses: vec![address.to_owned()],
+                conditions: Some(EndpointConditions {
+                    ready,
+                    serving,
+                    terminating,
+                }),
+                ..Endpoint::default()
+            });
+        self
+    }
+
+    /// A ready endpoint.
+    pub fn ready(self, address: &str) -> Self {
+        self.endpoint(address, Some(true), Some(true), Some(false))
+    }
+
+    pub fn build(self) -> EndpointSlice {
+        self.0
+    }
+
+    pub fn object(self) -> KubeObject {
+        KubeObject::EndpointSlice(self.0)
+    }
+}
+
+/// A Service with one unnamed port `port` -> `target` and a slice with the
+/// given ready addresses.
+pub fn ready_service(
+    namespace: &str,
+    name: &str,
+    port: i32,
+    target: i32,
+    addresses: &[&str],
+) -> [KubeObject; 2] {
+    let mut slice_builder = slice(namespace, &format!("{name}-abc"), name).port(None, Some(target));
+    for address in addresses {
+        slice_builder = slice_builder.ready(address);
+    }
+    [
+        service(namespace, name)
+            .port(None, port, Target::Number(target))
+            .object(),
+        slice_builder.object(),
+    ]
+}
+
+/// A snapshot with our IngressClass `xdp` and the given objects.
+pub fn world(objects: impl IntoIterator<Item = KubeObject>) -> ClusterObjects {
+    let mut snapshot = ClusterObjects::new();
+    snapshot.insert(KubeObject::IngressClass(ingress_class(
+        DEFAULT_INGRESS_CLASS,
+        CONTROLLER_NAME,
+        false,
+    )));
+    for object in objects {
+        snapshot.insert(object);
+    }
+    snapshot
+}

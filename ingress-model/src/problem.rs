@@ -1,0 +1,115 @@
+//! Problems found while building a route table: each names the object it
+//! came from, a machine reason and a human message. A problem affects only
+//! the rule it names; every other rule keeps routing.
+
+use std::fmt;
+
+use crate::object::ObjectRef;
+
+/// Why something in an object could not be routed as written. The names
+/// are the `reason` of the Kubernetes events the controller publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemReason {
+    /// The backend names a Service that does not exist. The rule still
+    /// routes, to an unavailable backend (503).
+    ServiceNotFound,
+    /// The Service exists but has no port with the number or name the
+    /// backend asks for. The rule routes to an unavailable backend (503).
+    PortNotFound,
+    /// The Service and port exist but no endpoint is ready or serving. The
+    /// rule routes to an empty endpoint set (503 until endpoints appear).
+    NoEndpoints,
+    /// A path is not valid for its pathType (or the pathType is missing or
+    /// unknown). The path is not routed.
+    InvalidPath,
+    /// A rule's host is not a valid DNS name or wildcard. The rule is not
+    /// routed.
+    InvalidHost,
+    /// A backend names neither a Service nor a resource, or a Service
+    /// without a port. The rule routes to an unavailable backend (503).
+    InvalidBackend,
+    /// Another Ingress (older, or first by namespace/name) already routes
+    /// the same host, path and path type. This path is not routed.
+    PathConflict,
+    /// Another Ingress already provides the default backend for the same
+    /// host (or the catch-all). This default backend is not used.
+    DefaultBackendConflict,
+    /// The backend is a `resource` backend or an ExternalName Service,
+    /// which the proxy does not serve. The rule routes to an unavailable
+    /// backend (503).
+    UnsupportedBackend,
+    /// The same object appears twice in the input; the later one wins.
+    DuplicateObject,
+}
+
+impl ProblemReason {
+    /// The reason as one CamelCase word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemReason::ServiceNotFound => "ServiceNotFound",
+            ProblemReason::PortNotFound => "PortNotFound",
+            ProblemReason::NoEndpoints => "NoEndpoints",
+            ProblemReason::InvalidPath => "InvalidPath",
+            ProblemReason::InvalidHost => "InvalidHost",
+            ProblemReason::InvalidBackend => "InvalidBackend",
+            ProblemReason::PathConflict => "PathConflict",
+            ProblemReason::DefaultBackendConflict => "DefaultBackendConflict",
+            ProblemReason::UnsupportedBackend => "UnsupportedBackend",
+            ProblemReason::DuplicateObject => "DuplicateObject",
+        }
+    }
+}
+
+impl fmt::Display for ProblemReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem with one object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Problem {
+    /// The object the problem was found in.
+    pub object: ObjectRef,
+    /// The machine reason.
+    pub reason: ProblemReason,
+    /// What is wrong, for a person: names the rule (host and path) and the
+    /// missing or conflicting thing.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem from its parts.
+    pub fn new(object: ObjectRef, reason: ProblemReason, message: impl Into<String>) -> Self {
+        Self {
+            object,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.object, self.reason, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::{ObjectKey, ObjectKind};
+
+    #[test]
+    fn problems_display_object_reason_and_message() {
+        let problem = Problem::new(
+            ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web")),
+            ProblemReason::ServiceNotFound,
+            "Service ns/api not found",
+        );
+        assert_eq!(
+            problem.to_string(),
+            "Ingress ns/web ServiceNotFound: Service ns/api not found"
+        );
+    }
+}

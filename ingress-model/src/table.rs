@@ -1,0 +1,1521 @@
+//! The route table: built once from a snapshot, then queried by (host,
+//! path) in time independent of the number of Ingresses.
+//!
+//! Layout: a hash map of exact hosts, a hash map of wildcard suffixes and
+//! one entry for rules without a host. Each host entry holds a hash map of
+//! Exact paths and one of prefix keys; a lookup tries the Exact path, then
+//! the request path's `/`-prefixes from longest to shortest, so it costs
+//! O(path segments) hash lookups.
+//!
+//! Host precedence is exact host, then wildcard, then no host; the most
+//! specific host entry that exists answers alone. A request whose path
+//! matches nothing there does not fall through to a less specific host: it
+//! gets that host's default backend (the `defaultBackend` of an Ingress with
+//! rules for it), else the table's fallback.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+};
+
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+
+use crate::{
+    backend::{Backend, BackendId, BackendResolver, Resolution, ServiceBackend},
+    class::select_ingresses,
+    host::{HostPattern, request_host, wildcard_suffix},
+    object::{ObjectKey, ObjectKind, ObjectRef},
+    options::ModelOptions,
+    path::{PathRule, request_path},
+    problem::{Problem, ProblemReason},
+    snapshot::ClusterObjects,
+};
+
+/// One routed path of an Ingress rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRoute {
+    /// The Ingress the rule belongs to.
+    pub ingress: ObjectKey,
+    /// The rule's host.
+    pub host: HostPattern,
+    /// The path, its type and lookup key.
+    pub path: PathRule,
+    /// Where matching requests go.
+    pub backend: Backend,
+}
+
+/// Where a default backend comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultOrigin {
+    /// The `defaultBackend` of this Ingress.
+    Ingress(ObjectKey),
+    /// The configured `--default-backend-service`.
+    ConfiguredService,
+    /// Nothing configured: the built-in 404.
+    BuiltIn,
+}
+
+/// Which requests a default route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultScope {
+    /// Requests for this host that match none of its paths.
+    Host(HostPattern),
+    /// Requests nothing else matches.
+    Fallback,
+}
+
+/// A default backend and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    /// Which requests it serves.
+    pub scope: DefaultScope,
+    /// Who set it.
+    pub origin: DefaultOrigin,
+    /// Where the requests go.
+    pub backend: Backend,
+}
+
+/// The answer to a lookup, borrowed from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMatch<'a> {
+    /// A path of a rule matched.
+    Path(&'a PathRoute),
+    /// No path matched: a default backend answers (the host's, else the
+    /// fallback).
+    Default(&'a DefaultRoute),
+}
+
+impl<'a> RouteMatch<'a> {
+    /// Where the request goes.
+    pub fn backend(&self) -> &'a Backend {
+        match self {
+            RouteMatch::Path(route) => &route.backend,
+            RouteMatch::Default(route) => &route.backend,
+        }
+    }
+
+    /// The Ingress whose rule or `defaultBackend` matched, if any.
+    pub fn ingress(&self) -> Option<&'a ObjectKey> {
+        match self {
+            RouteMatch::Path(route) => Some(&route.ingress),
+            RouteMatch::Default(DefaultRoute {
+                origin: DefaultOrigin::Ingress(ingress),
+                ..
+            }) => Some(ingress),
+            RouteMatch::Default(_) => None,
+        }
+    }
+
+    /// The matched path and type, when a path matched.
+    pub fn path(&self) -> Option<&'a PathRule> {
+        match self {
+            RouteMatch::Path(route) => Some(&route.path),
+            RouteMatch::Default(_) => None,
+        }
+    }
+}
+
+/// The routes of one host pattern.
+#[derive(Debug, Clone)]
+struct HostRoutes {
+    exact: HashMap<String, PathRoute>,
+    prefix: HashMap<String, PathRoute>,
+    default: Option<DefaultRoute>,
+}
+
+impl HostRoutes {
+    fn new() -> Self {
+        Self {
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            default: None,
+        }
+    }
+
+    /// The most specific path route matching `path`. An Exact match is the
+    /// whole path, which no prefix key can be longer than, and wins a tie.
+    fn match_path(&self, path: &str) -> Option<&PathRoute> {
+        if let Some(route) = self.exact.get(path) {
+            return Some(route);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        if let Some(route) = self.prefix.get(path) {
+            return Some(route);
+        }
+        path.rmatch_indices('/')
+            .find_map(|(end, _)| self.prefix.get(&path[..end]))
+    }
+}
+
+/// The resolved routes of our Ingresses, immutable once built. The daemon
+/// builds a new table on every change and swaps it in whole.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    exact_hosts: HashMap<String, HostRoutes>,
+    wildcard_hosts: HashMap<String, HostRoutes>,
+    any_host: Option<HostRoutes>,
+    fallback: DefaultRoute,
+}
+
+impl Default for RouteTable {
+    /// A table without routes: everything gets the built-in 404.
+    fn default() -> Self {
+        Self {
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: HashMap::new(),
+            any_host: None,
+            fallback: DefaultRoute {
+                scope: DefaultScope::Fallback,
+                origin: DefaultOrigin::BuiltIn,
+                backend: Backend::NotFound,
+            },
+        }
+    }
+}
+
+impl RouteTable {
+    /// Builds the table from a snapshot: picks our Ingresses (see
+    /// [`crate::class`]), resolves every backend and returns the problems
+    /// found. Each problem affects only its rule. Ingresses are taken oldest
+    /// first (`creationTimestamp`, a missing one counting as newest), then by
+    /// namespace/name, so of two rules for the same host, path and type the
+    /// first one taken wins.
+    pub fn build(objects: &ClusterObjects, options: &ModelOptions) -> (RouteTable, Vec<Problem>) {
+        let mut ours = select_ingresses(objects, options).ours;
+        ours.sort_by_cached_key(|(key, ingress)| {
+            let created = ingress.metadata.creation_timestamp.clone();
+            (created.is_none(), created, (*key).clone())
+        });
+        let mut builder = TableBuilder::new(objects);
+        for (key, ingress) in ours {
+            builder.add_ingress(key, ingress);
+        }
+        builder.finish(options)
+    }
+
+    /// Routes a request: `host` is the `Host` header or `:authority` (a port
+    /// and a trailing dot are ignored, case does not matter), `path` the
+    /// request target (the query string is ignored; matching is
+    /// case-sensitive and on the raw, undecoded path).
+    pub fn route(&self, host: &str, path: &str) -> RouteMatch<'_> {
+        let host = request_host(host);
+        let path = request_path(path);
+        let entry = self
+            .exact_hosts
+            .get(host.as_ref())
+            .or_else(|| wildcard_suffix(&host).and_then(|suffix| self.wildcard_hosts.get(suffix)))
+            .or(self.any_host.as_ref());
+        let Some(entry) = entry else {
+            return RouteMatch::Default(&self.fallback);
+        };
+        match entry.match_path(path) {
+            Some(route) => RouteMatch::Path(route),
+            None => RouteMatch::Default(entry.default.as_ref().unwrap_or(&self.fallback)),
+        }
+    }
+
+    /// The default route for requests nothing else matches.
+    pub fn fallback(&self) -> &DefaultRoute {
+        &self.fallback
+    }
+
+    /// How many paths are routed, all hosts together.
+    pub fn path_count(&self) -> usize {
+        self.host_entries()
+            .map(|(_, routes)| routes.exact.len() + routes.prefix.len())
+            .sum()
+    }
+
+    /// Every distinct resolved Service backend, by identity: what the proxy
+    /// keeps per-backend state for.
+    pub fn backends(&self) -> BTreeMap<&BackendId, &ServiceBackend> {
+        self.host_entries()
+            .flat_map(|(_, routes)| {
+                let paths = routes.exact.values().chain(routes.prefix.values());
+                paths
+                    .map(|route| &route.backend)
+                    .chain(routes.default.iter().map(|d| &d.backend))
+            })
+            .chain(std::iter::once(&self.fallback.backend))
+            .filter_map(|backend| match backend {
+                Backend::Service(service) => Some((&service.id, service)),
+                Backend::Unavailable(_) | Backend::NotFound => None,
+            })
+            .collect()
+    }
+
+    /// The resolved table as rows, sorted: by host (exact hosts, then
+    /// wildcards, then no host), within a host by path and type with the
+    /// host's default last, and the fallback last of all.
+    pub fn rows(&self) -> Vec<RouteRow> {
+        let mut rows = Vec::new();
+        let mut hosts: Vec<(HostPattern, &HostRoutes)> = self.host_entries().collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        for (host, routes) in hosts {
+            let mut paths: Vec<&PathRoute> = routes
+                .exact
+                .values()
+                .chain(routes.prefix.values())
+                .collect();
+            paths.sort_by(|a, b| {
+                (&a.path.path, a.path.path_type).cmp(&(&b.path.path, b.path.path_type))
+            });
+            rows.extend(paths.into_iter().map(|route| RouteRow {
+                host: Some(host.clone()),
+                path: Some(route.path.clone()),
+                ingress: Some(route.ingress.clone()),
+                backend: route.backend.clone(),
+            }));
+            if let Some(default) = &routes.default {
+                rows.push(RouteRow::of_default(Some(host.clone()), default));
+            }
+        }
+        rows.push(RouteRow::of_default(None, &self.fallback));
+        rows
+    }
+
+    fn host_entries(&self) -> impl Iterator<Item = (HostPattern, &HostRoutes)> {
+        let exact = self
+            .exact_hosts
+            .iter()
+            .map(|(host, routes)| (HostPattern::Exact(host.clone()), routes));
+        let wildcard = self
+            .wildcard_hosts
+            .iter()
+            .map(|(suffix, routes)| (HostPattern::Wildcard(suffix.clone()), routes));
+        let any = self
+            .any_host
+            .iter()
+            .map(|routes| (HostPattern::Any, routes));
+        exact.chain(wildcard).chain(any)
+    }
+}
+
+/// One row of the resolved table, for the `routes` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRow {
+    /// The host, `None` for the fallback row.
+    pub host: Option<HostPattern>,
+    /// The path and type, `None` for a default-backend row.
+    pub path: Option<PathRule>,
+    /// The Ingress the row comes from, if any.
+    pub ingress: Option<ObjectKey>,
+    /// Where requests go (its endpoints included).
+    pub backend: Backend,
+}
+
+impl RouteRow {
+    fn of_default(host: Option<HostPattern>, default: &DefaultRoute) -> Self {
+        let ingress = match &default.origin {
+            DefaultOrigin::Ingress(ingress) => Some(ingress.clone()),
+            DefaultOrigin::ConfiguredService | DefaultOrigin::BuiltIn => None,
+        };
+        Self {
+            host,
+            path: None,
+            ingress,
+            backend: default.backend.clone(),
+        }
+    }
+
+    /// The row's cells: host, path, type, Ingress, backend, endpoints.
+    pub fn cells(&self) -> [String; 6] {
+        let host = self
+            .host
+            .as_ref()
+            .map_or_else(|| "(fallback)".to_owned(), ToString::to_string);
+        let (path, path_type) = match &self.path {
+            Some(rule) => (rule.path.clone(), rule.path_type.to_string()),
+            None if self.host.is_some() => ("(default)".to_owned(), "-".to_owned()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let ingress = self
+            .ingress
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string);
+        let endpoints = match &self.backend {
+            Backend::Service(service) => service.endpoints.to_string(),
+            Backend::Unavailable(_) => "(503)".to_owned(),
+            Backend::NotFound => "(404)".to_owned(),
+        };
+        [
+            host,
+            path,
+            path_type,
+            ingress,
+            self.backend.to_string(),
+            endpoints,
+        ]
+    }
+}
+
+/// Rows laid out as an aligned text table with a header, for a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRowsTable<'a>(pub &'a [RouteRow]);
+
+impl fmt::Display for RouteRowsTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEADER: [&str; 6] = ["HOST", "PATH", "TYPE", "INGRESS", "BACKEND", "ENDPOINTS"];
+        let cells: Vec<[String; 6]> = self.0.iter().map(RouteRow::cells).collect();
+        let mut widths = HEADER.map(str::len);
+        for row in &cells {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let header = HEADER.map(str::to_owned);
+        for row in std::iter::once(&header).chain(&cells) {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}  "));
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects routes while Ingresses are added in precedence order.
+struct TableBuilder<'a> {
+    resolver: BackendResolver<'a>,
+    hosts: HashMap<HostPattern, HostRoutes>,
+    fallback: Option<DefaultRoute>,
+    problems: Vec<Problem>,
+    reported: HashSet<Problem>,
+}
+
+impl<'a> TableBuilder<'a> {
+    fn new(objects: &'a ClusterObjects) -> Self {
+        Self {
+            resolver: BackendResolver::new(objects),
+            hosts: HashMap::new(),
+            fallback: None,
+            problems: Vec::new(),
+            reported: HashSet::new(),
+        }
+    }
+
+    fn report(&mut self, object: &ObjectRef, reason: ProblemReason, message: String) {
+        let problem = Problem::new(object.clone(), reason, message);
+        if self.reported.insert(problem.clone()) {
+            self.problems.push(problem);
+        }
+    }
+
+    /// Resolves a backend, reporting its problem (if any) against `object`
+    /// with `context` (the rule) in front of the message.
+    fn resolve(&mut self, object: &ObjectRef, context: &str, backend: &IngressBackend) -> Backend {
+        let Resolution { backend, problem } = self
+            .resolver
+            .resolve_ingress_backend(&object.key.namespace, backend);
+        if let Some((reason, message)) = problem {
+            self.report(object, reason, format!("{context}: {message}"));
+        }
+        backend
+    }
+
+    fn add_ingress(&mut self, key: &ObjectKey, ingress: &Ingress) {
+        let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
+        let Some(spec) = &ingress.spec else {
+            return;
+        };
+        let rules = spec.rules.as_deref().unwrap_or_default();
+        let mut hosts_of_ingress: Vec<HostPattern> = Vec::new();
+        for rule in rules {
+            let host = match HostPattern::parse(rule.host.as_deref()) {
+                Ok(host) => host,
+                Err(why) => {
+                    self.report(&object, ProblemReason::InvalidHost, why);
+                    continue;
+                }
+            };
+            self.hosts
+                .entry(host.clone())
+                .or_insert_with(HostRoutes::new);
+            if !hosts_of_ingress.contains(&host) {
+                hosts_of_ingress.push(host.clone());
+            }
+            let paths = rule.http.as_ref().map(|http| http.paths.as_slice());
+            for path in paths.unwrap_or_default() {
+                self.add_path(&object, &host, path);
+            }
+        }
+        let Some(default_backend) = &spec.default_backend else {
+            return;
+        };
+        if rules.is_empty() {
+            if let Some(existing) = &self.fallback {
+                let message = format!(
+                    "defaultBackend for unmatched requests is already set by {}",
+                    describe_origin(&existing.origin)
+                );
+                self.report(&object, ProblemReason::DefaultBackendConflict, message);
+                return;
+            }
+            let backend = self.resolve(&object, "defaultBackend", default_backend);
+            self.fallback = Some(DefaultRoute {
+                scope: DefaultScope::Fallback,
+                origin: DefaultOrigin::Ingress(key.clone()),
+                backend,
+            });
+            return;
+        }
+        for host in hosts_of_ingress {
+            let existing = self.hosts.get(&host).and_then(|r| r.default.as_ref());
+            if let Some(existing) = existing {
+                let message = format!(
+                    "defaultBackend for host {host} is already set by {}",
+                    describe_origin(&existing.origin)
+                );
+                self.report(&object, ProblemReason::DefaultBackendConflict, message);
+                continue;
+            }
+            let backend = self.resolve(&object, "defaultBackend", default_backend);
+            if let Some(routes) = self.hosts.get_mut(&host) {
+                routes.default = Some(DefaultRoute {
+                    scope: DefaultScope::Host(host.clone()),
+                    origin: DefaultOrigin::Ingress(key.clone()),
+                    backend,
+                });
+            }
+        }
+    }
+
+    fn add_path(&mut self, object: &ObjectRef, host: &HostPattern, path: &HTTPIngressPath) {
+        let rule = match PathRule::parse(path.path.as_deref(), &path.path_type) {
+            Ok(rule) => rule,
+            Err(why) => {
+                self.report(
+                    object,
+                    ProblemReason::InvalidPath,
+                    format!("host {host}: {why}"),
+                );
+                return;
+            }
+        };
+        let context = format!("host {host} path {} ({})", rule.path, rule.path_type);
+        let existing = self.hosts.get(host).and_then(|routes| {
+            let map = if rule.path_type.is_prefix() {
+                &routes.prefix
+            } else {
+                &routes.exact
+            };
+            map.get(&rule.key)
+        });
+        if let Some(existing) = existing {
+            let owner = if existing.ingress == object.key {
+                "an earlier path of this Ingress".to_owned()
+            } else {
+                format!("Ingress {}", existing.ingress)
+            };
+            let message = format!(
+                "{context}: already routed by {owner} ({} {}), which wins",
+                existing.path.path, existing.path.path_type
+            );
+            self.report(object, ProblemReason::PathConflict, message);
+            return;
+        }
+        let backend = self.resolve(object, &context, &path.backend);
+        let route = PathRoute {
+            ingress: object.key.clone(),
+            host: host.clone(),
+            path: rule,
+            backend,
+        };
+        if let Some(routes) = self.hosts.get_mut(host) {
+            let map = if route.path.path_type.is_prefix() {
+                &mut routes.prefix
+            } else {
+                &mut routes.exact
+            };
+            map.insert(route.path.key.clone(), route);
+        }
+    }
+
+    fn finish(mut self, options: &ModelOptions) -> (RouteTable, Vec<Problem>) {
+        let fallback = match (self.fallback.take(), &options.default_backend_service) {
+            (Some(from_ingress), _) => from_ingress,
+            (None, Some(configured)) => {
+                let Resolution { backend, problem } = self
+                    .resolver
+                    .resolve_service(&configured.service, configured.port.as_ref());
+                if let Some((reason, message)) = problem {
+                    let object = ObjectRef::new(ObjectKind::Service, configured.service.clone());
+                    self.report(
+                        &object,
+                        reason,
+                        format!("default backend service: {message}"),
+                    );
+                }
+                DefaultRoute {
+                    scope: DefaultScope::Fallback,
+                    origin: DefaultOrigin::ConfiguredService,
+                    backend,
+                }
+            }
+            (None, None) => RouteTable::default().fallback,
+        };
+        let mut table = RouteTable {
+            fallback,
+            ..RouteTable::default()
+        };
+        for (host, routes) in self.hosts {
+            match host {
+                HostPattern::Exact(host) => {
+                    table.exact_hosts.insert(host, routes);
+                }
+                HostPattern::Wildcard(suffix) => {
+                    table.wildcard_hosts.insert(suffix, routes);
+                }
+                HostPattern::Any => table.any_host = Some(routes),
+            }
+        }
+        (table, self.problems)
+    }
+}
+
+fn describe_origin(origin: &DefaultOrigin) -> String {
+    match origin {
+        DefaultOrigin::Ingress(ingress) => format!("Ingress {ingress}, which wins"),
+        DefaultOrigin::ConfiguredService => "the configured default backend service".to_owned(),
+        DefaultOrigin::BuiltIn => "the built-in default backend".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        class::INGRESS_CLASS_ANNOTATION,
+        fixtures::{
+            IngressBuilder, Target, backend, ingress, ingress_class, path, ready_service,
+            resource_backend, service, slice, world,
+        },
+        object::KubeObject,
+        options::DefaultBackendService,
+        path::PathType,
+    };
+
+    /// Services `a` to `f` in namespace `ns`, each with one ready endpoint
+    /// 10.0.0.N:8080 behind port 80.
+    fn services() -> Vec<KubeObject> {
+        ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, name)| {
+                ready_service("ns", name, 80, 8080, &[&format!("10.0.0.{}", i + 1)])
+            })
+            .collect()
+    }
+
+    fn build(ingresses: impl IntoIterator<Item = IngressBuilder>) -> (RouteTable, Vec<Problem>) {
+        build_with(ingresses, &ModelOptions::default())
+    }
+
+    fn build_with(
+        ingresses: impl IntoIterator<Item = IngressBuilder>,
+        options: &ModelOptions,
+    ) -> (RouteTable, Vec<Problem>) {
+        let mut objects = services();
+        objects.extend(ingresses.into_iter().map(IngressBuilder::object));
+        RouteTable::build(&world(objects), options)
+    }
+
+    fn short(backend: &Backend) -> String {
+        match backend {
+            Backend::Service(service) => service.id.service.name.clone(),
+            Backend::Unavailable(unavailable) => format!("503:{}", unavailable.reason),
+            Backend::NotFound => "404".to_owned(),
+        }
+    }
+
+    /// A lookup's answer, compactly: `service path type` for a path match,
+    /// `default service` for a default backend.
+    fn answer(table: &RouteTable, host: &str, request: &str) -> String {
+        match table.route(host, request) {
+            RouteMatch::Path(route) => format!(
+                "{} {} {}",
+                short(&route.backend),
+                route.path.path,
+                route.path.path_type
+            ),
+            RouteMatch::Default(default) => format!("default {}", short(&default.backend)),
+        }
+    }
+
+    fn reasons(problems: &[Problem]) -> Vec<(String, ProblemReason)> {
+        problems
+            .iter()
+            .map(|p| (p.object.key.to_string(), p.reason))
+            .collect()
+    }
+
+    #[test]
+    fn hosts_exact_then_wildcard_then_any() {
+        let (table, problems) = build([
+            ingress("ns", "exact")
+                .ours()
+                .rule(Some("foo.com"), vec![path("/", "Prefix", backend("a", 80))]),
+            ingress("ns", "wild").ours().rule(
+                Some("*.foo.com"),
+                vec![path("/", "Prefix", backend("b", 80))],
+            ),
+            ingress("ns", "any")
+                .ours()
+                .rule(None, vec![path("/", "Prefix", backend("c", 80))]),
+            ingress("ns", "upper").ours().rule(
+                Some("Upper.Example.COM"),
+                vec![path("/", "Prefix", backend("d", 80))],
+            ),
+        ]);
+        assert_eq!(problems, []);
+        let cases = [
+            ("foo.com", "a / Prefix"),
+            ("FOO.com", "a / Prefix"),
+            ("foo.com:8080", "a / Prefix"),
+            ("foo.com.", "a / Prefix"),
+            ("bar.foo.com", "b / Prefix"),
+            ("BAR.foo.com:443", "b / Prefix"),
+            ("baz.bar.foo.com", "c / Prefix"),
+            ("other.com", "c / Prefix"),
+            ("xfoo.com", "c / Prefix"),
+            ("[::1]:80", "c / Prefix"),
+            ("10.0.0.1", "c / Prefix"),
+            ("", "c / Prefix"),
+            ("upper.example.com", "d / Prefix"),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(answer(&table, host, "/x"), expected, "{host}");
+        }
+    }
+
+    #[test]
+    fn an_exact_wildcard_host_pair_is_precise() {
+        let (table, _) = build([
+            ingress("ns", "exact").ours().rule(
+                Some("bar.foo.com"),
+                vec![path("/", "Prefix", backend("a", 80))],
+            ),
+            ingress("ns", "wild").ours().rule(
+                Some("*.foo.com"),
+                vec![path("/", "Prefix", backend("b", 80))],
+            ),
+        ]);
+        assert_eq!(answer(&table, "bar.foo.com", "/"), "a / Prefix");
+        assert_eq!(answer(&table, "baz.foo.com", "/"), "b / Prefix");
+        assert_eq!(answer(&table, "foo.com", "/"), "default 404");
+        assert_eq!(answer(&table, "x.bar.foo.com", "/"), "default 404");
+    }
+
+    #[test]
+    fn a_matched_host_does_not_fall_through_to_less_specific_hosts() {
+        let (table, _) = build([
+            ingress("ns", "api").ours().rule(
+                Some("foo.com"),
+                vec![path("/api", "Prefix", backend("a", 80))],
+            ),
+            ingress("ns", "wild").ours().rule(
+                Some("*.foo.com"),
+                vec![path("/api", "Prefix", backend("b", 80))],
+            ),
+            ingress("ns", "any")
+                .ours()
+                .rule(None, vec![path("/", "Prefix", backend("c", 80))]),
+        ]);
+        assert_eq!(answer(&table, "foo.com", "/api/v1"), "a /api Prefix");
+        assert_eq!(answer(&table, "foo.com", "/other"), "default 404");
+        assert_eq!(answer(&table, "x.foo.com", "/other"), "default 404");
+        assert_eq!(answer(&table, "elsewhere.com", "/other"), "c / Prefix");
+    }
+
+    #[test]
+    fn path_types_and_precedence() {
+        let (table, problems) = build([ingress("ns", "web").ours().rule(
+            Some("h.com"),
+            vec![
+                path("/", "Prefix", backend("a", 80)),
+                path("/aaa", "Prefix", backend("b", 80)),
+                path("/aaa/bbb", "Prefix", backend("c", 80)),
+                path("/foo", "Exact", backend("d", 80)),
+                path("/foo", "Prefix", backend("e", 80)),
+                path("/exact/", "Exact", backend("f", 80)),
+                path("/impl", "ImplementationSpecific", backend("a", 80)),
+                path("/trail/", "Prefix", backend("b", 80)),
+            ],
+        )]);
+        assert_eq!(problems, []);
+        let cases = [
+            ("/", "a / Prefix"),
+            ("/x", "a / Prefix"),
+            ("/aaa", "b /aaa Prefix"),
+            ("/aaa/", "b /aaa Prefix"),
+            ("/aaa/ccc", "b /aaa Prefix"),
+            ("/aaaa", "a / Prefix"),
+            ("/aaa/bbb", "c /aaa/bbb Prefix"),
+            ("/aaa/bbb/ccc", "c /aaa/bbb Prefix"),
+            ("/aaa/bbbxyz", "b /aaa Prefix"),
+            ("/foo", "d /foo Exact"),
+            ("/foo/", "e /foo Prefix"),
+            ("/foo/bar", "e /foo Prefix"),
+            ("/foobar", "a / Prefix"),
+            ("/FOO", "a / Prefix"),
+            ("/foo?x=1", "d /foo Exact"),
+            ("/foo#frag", "d /foo Exact"),
+            ("/exact/", "f /exact/ Exact"),
+            ("/exact", "a / Prefix"),
+            ("/exact/x", "a / Prefix"),
+            ("/impl/x", "a /impl ImplementationSpecific"),
+            ("/trail", "b /trail/ Prefix"),
+            ("/trail/x", "b /trail/ Prefix"),
+            ("", "a / Prefix"),
+            ("?q", "a / Prefix"),
+            ("*", "default 404"),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(answer(&table, "h.com", request), expected, "{request}");
+        }
+    }
+
+    #[test]
+    fn paths_for_a_host_merge_across_ingresses() {
+        let (table, problems) = build([
+            ingress("ns", "shop").ours().rule(
+                Some("h.com"),
+                vec![path("/shop", "Prefix", backend("a", 80))],
+            ),
+            ingress("ns", "api").ours().rule(
+                Some("h.com"),
+                vec![path("/api", "Prefix", backend("b", 80))],
+            ),
+            ingress("other", "root")
+                .ours()
+                .rule(Some("H.com"), vec![path("/", "Prefix", backend("c", 80))]),
+        ]);
+        // `other/root` names Service c in its own namespace, where there is none.
+        assert_eq!(
+            reasons(&problems),
+            [("other/root".to_owned(), ProblemReason::ServiceNotFound)]
+        );
+        assert_eq!(answer(&table, "h.com", "/shop/cart"), "a /shop Prefix");
+        assert_eq!(answer(&table, "h.com", "/api"), "b /api Prefix");
+        assert_eq!(answer(&table, "h.com", "/"), "503:ServiceNotFound / Prefix");
+        let RouteMatch::Path(route) = table.route("h.com", "/api") else {
+            panic!("no path match");
+        };
+        assert_eq!(route.ingress, ObjectKey::new("ns", "api"));
+        assert_eq!(table.route("h.com", "/api").ingress(), Some(&route.ingress));
+    }
+
+    #[test]
+    fn conflicts_have_a_deterministic_winner() {
+        struct Case {
+            name: &'static str,
+            ingresses: Vec<IngressBuilder>,
+            winner: &'static str,
+            loser: &'static str,
+        }
+        let rule = |b: IngressBuilder, p: &str, t: &str, svc: &str| {
+            b.ours()
+                .rule(Some("h.com"), vec![path(p, t, backend(svc, 80))])
+        };
+        let cases = [
+            Case {
+                name: "the older Ingress wins whatever its name",
+                ingresses: vec![
+                    rule(ingress("ns", "zz-old").created(100), "/x", "Prefix", "a"),
+                    rule(ingress("ns", "aa-new").created(200), "/x", "Prefix", "b"),
+                ],
+                winner: "a /x Prefix",
+                loser: "ns/aa-new",
+            },
+            Case {
+                name: "same age: namespace then name",
+                ingresses: vec![
+                    rule(ingress("ns", "b").created(100), "/x", "Prefix", "b"),
+                    rule(ingress("ns", "a").created(100), "/x", "Prefix", "a"),
+                ],
+                winner: "a /x Prefix",
+                loser: "ns/b",
+            },
+            Case {
+                name: "no timestamps: namespace then name",
+                ingresses: vec![
+                    rule(ingress("zz", "a"), "/x", "Exact", "b"),
+                    rule(ingress("ns", "z"), "/x", "Exact", "a"),
+                ],
+                winner: "a /x Exact",
+                loser: "zz/a",
+            },
+            Case {
+                name: "a missing timestamp counts as newest",
+                ingresses: vec![
+                    rule(ingress("ns", "a"), "/x", "Prefix", "a"),
+                    rule(ingress("ns", "b").created(100), "/x", "Prefix", "b"),
+                ],
+                winner: "b /x Prefix",
+                loser: "ns/a",
+            },
+            Case {
+                name: "a trailing slash makes the same Prefix",
+                ingresses: vec![
+                    rule(ingress("ns", "a"), "/x", "Prefix", "a"),
+                    rule(ingress("ns", "b"), "/x/", "Prefix", "b"),
+                ],
+                winner: "a /x Prefix",
+                loser: "ns/b",
+            },
+            Case {
+                name: "ImplementationSpecific is Prefix here",
+                ingresses: vec![
+                    rule(ingress("ns", "a"), "/x", "ImplementationSpecific", "a"),
+                    rule(ingress("ns", "b"), "/x", "Prefix", "b"),
+                ],
+                winner: "a /x ImplementationSpecific",
+                loser: "ns/b",
+            },
+            Case {
+                name: "twice in one Ingress: the first path wins",
+                ingresses: vec![ingress("ns", "a").ours().rule(
+                    Some("h.com"),
+                    vec![
+                        path("/x", "Prefix", backend("a", 80)),
+                        path("/x", "Prefix", backend("b", 80)),
+                    ],
+                )],
+                winner: "a /x Prefix",
+                loser: "ns/a",
+            },
+        ];
+        for case in cases {
+            let (table, problems) = build(case.ingresses);
+            assert_eq!(answer(&table, "h.com", "/x"), case.winner, "{}", case.name);
+            assert_eq!(
+                reasons(&problems),
+                [(case.loser.to_owned(), ProblemReason::PathConflict)],
+                "{}",
+                case.name
+            );
+            assert!(
+                problems[0].message.contains("already routed by"),
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn exact_and_prefix_on_the_same_path_do_not_conflict() {
+        let (table, problems) = build([
+            ingress("ns", "a")
+                .ours()
+                .rule(Some("h.com"), vec![path("/x", "Exact", backend("a", 80))]),
+            ingress("ns", "b")
+                .ours()
+                .rule(Some("h.com"), vec![path("/x", "Prefix", backend("b", 80))]),
+        ]);
+        assert_eq!(problems, []);
+        assert_eq!(answer(&table, "h.com", "/x"), "a /x Exact");
+        assert_eq!(answer(&table, "h.com", "/x/y"), "b /x Prefix");
+    }
+
+    #[test]
+    fn default_backends() {
+        let rules_less =
+            |name: &str, svc: &str| ingress("ns", name).ours().default_backend(backend(svc, 80));
+        let configured = ModelOptions {
+            default_backend_service: Some("ns/f".parse::<DefaultBackendService>().unwrap()),
+            ..ModelOptions::default()
+        };
+        struct Case {
+            name: &'static str,
+            ingresses: Vec<IngressBuilder>,
+            options: ModelOptions,
+            /// (host, path, answer)
+            lookups: Vec<(&'static str, &'static str, &'static str)>,
+            problems: Vec<(&'static str, ProblemReason)>,
+        }
+        let cases = [
+            Case {
+                name: "nothing configured: the built-in 404",
+                ingresses: vec![
+                    ingress("ns", "web")
+                        .ours()
+                        .rule(Some("h.com"), vec![path("/a", "Prefix", backend("a", 80))]),
+                ],
+                options: ModelOptions::default(),
+                lookups: vec![
+                    ("h.com", "/b", "default 404"),
+                    ("x.com", "/", "default 404"),
+                ],
+                problems: vec![],
+            },
+            Case {
+                name: "the configured service answers what nothing matches",
+                ingresses: vec![],
+                options: configured.clone(),
+                lookups: vec![("x.com", "/", "default f")],
+                problems: vec![],
+            },
+            Case {
+                name: "an Ingress without rules beats the configured service",
+                ingresses: vec![rules_less("catch", "e")],
+                options: configured.clone(),
+                lookups: vec![("x.com", "/", "default e")],
+                problems: vec![],
+            },
+            Case {
+                name: "an Ingress's defaultBackend serves its hosts' unmatched requests",
+                ingresses: vec![
+                    ingress("ns", "web")
+                        .ours()
+                        .rule(Some("h.com"), vec![path("/a", "Prefix", backend("a", 80))])
+                        .rule(
+                            Some("*.w.com"),
+                            vec![path("/a", "Prefix", backend("a", 80))],
+                        )
+                        .default_backend(backend("b", 80)),
+                ],
+                options: configured.clone(),
+                lookups: vec![
+                    ("h.com", "/a", "a /a Prefix"),
+                    ("h.com", "/b", "default b"),
+                    ("x.w.com", "/b", "default b"),
+                    ("other.com", "/b", "default f"),
+                ],
+                problems: vec![],
+            },
+            Case {
+                name: "a rule with a host and no paths claims the host for the defaultBackend",
+                ingresses: vec![
+                    ingress("ns", "web")
+                        .ours()
+                        .host_only("h.com")
+                        .default_backend(backend("c", 80)),
+                ],
+                options: ModelOptions::default(),
+                lookups: vec![
+                    ("h.com", "/anything", "default c"),
+                    ("x.com", "/", "default 404"),
+                ],
+                problems: vec![],
+            },
+            Case {
+                name: "two Ingresses without rules: the first wins",
+                ingresses: vec![rules_less("b-catch", "b"), rules_less("a-catch", "a")],
+                options: ModelOptions::default(),
+                lookups: vec![("x.com", "/", "default a")],
+                problems: vec![("ns/b-catch", ProblemReason::DefaultBackendConflict)],
+            },
+            Case {
+                name: "two defaultBackends for one host: the first wins",
+                ingresses: vec![
+                    ingress("ns", "one")
+                        .ours()
+                        .created(1)
+                        .rule(Some("h.com"), vec![path("/a", "Prefix", backend("a", 80))])
+                        .default_backend(backend("c", 80)),
+                    ingress("ns", "two")
+                        .ours()
+                        .created(2)
+                        .rule(Some("h.com"), vec![path("/b", "Prefix", backend("b", 80))])
+                        .default_backend(backend("d", 80)),
+                ],
+                options: ModelOptions::default(),
+                lookups: vec![("h.com", "/b", "b /b Prefix"), ("h.com", "/z", "default c")],
+                problems: vec![("ns/two", ProblemReason::DefaultBackendConflict)],
+            },
+            Case {
+                name: "a missing default backend service answers 503",
+                ingresses: vec![],
+                options: ModelOptions {
+                    default_backend_service: Some("ns/gone".parse().unwrap()),
+                    ..ModelOptions::default()
+                },
+                lookups: vec![("x.com", "/", "default 503:ServiceNotFound")],
+                problems: vec![("ns/gone", ProblemReason::ServiceNotFound)],
+            },
+            Case {
+                name: "a missing defaultBackend service of an Ingress answers 503",
+                ingresses: vec![rules_less("catch", "gone")],
+                options: ModelOptions::default(),
+                lookups: vec![("x.com", "/", "default 503:ServiceNotFound")],
+                problems: vec![("ns/catch", ProblemReason::ServiceNotFound)],
+            },
+        ];
+        for case in cases {
+            let (table, problems) = build_with(case.ingresses, &case.options);
+            for (host, request, expected) in &case.lookups {
+                assert_eq!(
+                    answer(&table, host, request),
+                    *expected,
+                    "{}: {host}{request}",
+                    case.name
+                );
+            }
+            let expected: Vec<(String, ProblemReason)> = case
+                .problems
+                .iter()
+                .map(|(object, reason)| ((*object).to_owned(), *reason))
+                .collect();
+            assert_eq!(reasons(&problems), expected, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn the_default_route_says_where_it_comes_from() {
+        let (table, _) = build([ingress("ns", "catch")
+            .ours()
+            .default_backend(backend("a", 80))]);
+        let found = table.route("x.com", "/");
+        assert_eq!(found.ingress(), Some(&ObjectKey::new("ns", "catch")));
+        assert_eq!(found.path(), None);
+        assert_eq!(table.fallback().scope, DefaultScope::Fallback);
+        let empty = RouteTable::default();
+        assert_eq!(empty.route("x", "/").backend(), &Backend::NotFound);
+        assert_eq!(empty.route("x", "/").ingress(), None);
+    }
+
+    #[test]
+    fn every_problem_kind_affects_only_its_rule() {
+        let mut objects = services();
+        objects.push(
+            service("ns", "noeps")
+                .port(None, 80, Target::Number(8080))
+                .object(),
+        );
+        objects.push(
+            slice("ns", "noeps-1", "noeps")
+                .port(None, Some(8080))
+                .endpoint("10.9.9.9", Some(false), Some(false), Some(false))
+                .object(),
+        );
+        objects.push(
+            service("ns", "ext")
+                .external_name("example.com")
+                .port(None, 80, Target::Unset)
+                .object(),
+        );
+        objects.push(
+            ingress("ns", "web")
+                .ours()
+                .rule(
+                    Some("h.com"),
+                    vec![
+                        path("/", "Prefix", backend("a", 80)),
+                        path("/ok", "Prefix", backend("b", 80)),
+                        path("/missing", "Prefix", backend("gone", 80)),
+                        path("/noport", "Prefix", backend("a", 81)),
+                        path("/noname", "Prefix", backend("a", "grpc")),
+                        path("/empty", "Prefix", backend("noeps", 80)),
+                        path("/bucket", "Prefix", resource_backend("Bucket", "static")),
+                        path("/ext", "Prefix", backend("ext", 80)),
+                        path("/bad[0-9]", "Prefix", backend("a", 80)),
+                        path("relative", "Exact", backend("a", 80)),
+                        path("/typeless", "", backend("a", 80)),
+                    ],
+                )
+                .rule(
+                    Some("bad_host.com"),
+                    vec![path("/", "Prefix", backend("a", 80))],
+                )
+                .object(),
+        );
+        let (table, problems) = RouteTable::build(&world(objects), &ModelOptions::default());
+        let found: Vec<ProblemReason> = problems.iter().map(|p| p.reason).collect();
+        assert_eq!(
+            found,
+            [
+                ProblemReason::ServiceNotFound,
+                ProblemReason::PortNotFound,
+                ProblemReason::PortNotFound,
+                ProblemReason::NoEndpoints,
+                ProblemReason::UnsupportedBackend,
+                ProblemReason::UnsupportedBackend,
+                ProblemReason::InvalidPath,
+                ProblemReason::InvalidPath,
+                ProblemReason::InvalidPath,
+                ProblemReason::InvalidHost,
+            ]
+        );
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.object.to_string() == "Ingress ns/web")
+        );
+        assert_eq!(
+            problems[0].message,
+            "host h.com path /missing (Prefix): Service ns/gone not found"
+        );
+        assert!(
+            problems[3].message.contains("no endpoint is ready"),
+            "{}",
+            problems[3]
+        );
+        let cases = [
+            ("/ok/x", "b /ok Prefix"),
+            ("/x", "a / Prefix"),
+            ("/missing/x", "503:ServiceNotFound /missing Prefix"),
+            ("/noport", "503:PortNotFound /noport Prefix"),
+            ("/noname", "503:PortNotFound /noname Prefix"),
+            ("/empty", "noeps /empty Prefix"),
+            ("/bucket", "503:UnsupportedBackend /bucket Prefix"),
+            ("/ext", "503:UnsupportedBackend /ext Prefix"),
+            ("/bad[0-9]", "a / Prefix"),
+            ("/typeless", "a / Prefix"),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(answer(&table, "h.com", request), expected, "{request}");
+        }
+        let empty = table.route("h.com", "/empty").backend();
+        assert!(matches!(empty, Backend::Service(s) if s.endpoints.is_empty()));
+        assert_eq!(empty.failure_status(), 503);
+        assert_eq!(answer(&table, "bad_host.com", "/"), "default 404");
+    }
+
+    #[test]
+    fn other_controllers_ingresses_route_nothing_and_report_nothing() {
+        let mut objects = services();
+        objects.push(KubeObject::IngressClass(ingress_class(
+            "nginx",
+            "k8s.io/ingress-nginx",
+            true,
+        )));
+        objects.push(
+            ingress("ns", "theirs")
+                .class_name("nginx")
+                .rule(
+                    Some("h.com"),
+                    vec![path("/", "Prefix", backend("gone", 80))],
+                )
+                .object(),
+        );
+        objects.push(
+            ingress("ns", "legacy")
+                .annotation(INGRESS_CLASS_ANNOTATION, "nginx")
+                .rule(
+                    Some("h.com"),
+                    vec![path("/bad[", "Prefix", backend("a", 80))],
+                )
+                .object(),
+        );
+        objects.push(
+            ingress("ns", "classless")
+                .rule(Some("h.com"), vec![path("/", "Prefix", backend("a", 80))])
+                .object(),
+        );
+        let (table, problems) =
+            RouteTable::build(&world(objects.clone()), &ModelOptions::default());
+        assert_eq!(problems, []);
+        assert_eq!(table.path_count(), 0);
+        assert_eq!(answer(&table, "h.com", "/"), "default 404");
+        let watching = ModelOptions {
+            watch_ingress_without_class: true,
+            ..ModelOptions::default()
+        };
+        let (table, _) = RouteTable::build(&world(objects), &watching);
+        assert_eq!(answer(&table, "h.com", "/"), "a / Prefix");
+    }
+
+    #[test]
+    fn rows_are_sorted_and_render_as_a_table() {
+        let (table, _) = build([
+            ingress("ns", "web")
+                .ours()
+                .rule(
+                    Some("b.com"),
+                    vec![
+                        path("/z", "Prefix", backend("a", 80)),
+                        path("/a", "Exact", backend("b", 80)),
+                    ],
+                )
+                .rule(Some("*.a.com"), vec![path("/", "Prefix", backend("c", 80))])
+                .rule(
+                    Some("a.com"),
+                    vec![path("/", "Prefix", backend("gone", 80))],
+                )
+                .default_backend(backend("d", 80)),
+            ingress("ns", "any").ours().rule(
+                None,
+                vec![path("/", "ImplementationSpecific", backend("e", 80))],
+            ),
+        ]);
+        let rows = table.rows();
+        let text = RouteRowsTable(&rows).to_string();
+        let expected = "\
+HOST        PATH       TYPE                    INGRESS  BACKEND                       ENDPOINTS
+a.com       /          Prefix                  ns/web   ns/gone:80 [ServiceNotFound]  (503)
+a.com       (default)  -                       ns/web   ns/d:80                       10.0.0.4:8080
+b.com       /a         Exact                   ns/web   ns/b:80                       10.0.0.2:8080
+b.com       /z         Prefix                  ns/web   ns/a:80                       10.0.0.1:8080
+b.com       (default)  -                       ns/web   ns/d:80                       10.0.0.4:8080
+*.a.com     /          Prefix                  ns/web   ns/c:80                       10.0.0.3:8080
+*.a.com     (default)  -                       ns/web   ns/d:80                       10.0.0.4:8080
+*           /          ImplementationSpecific  ns/any   ns/e:80                       10.0.0.5:8080
+(fallback)  -          -                       -        (built-in 404)                (404)
+";
+        assert_eq!(text, expected);
+        let ids: Vec<String> = table.backends().keys().map(|id| id.to_string()).collect();
+        assert_eq!(ids, ["ns/a:80", "ns/b:80", "ns/c:80", "ns/d:80", "ns/e:80"]);
+        assert_eq!(table.path_count(), 5);
+    }
+
+    #[test]
+    fn ten_thousand_ingresses_still_route() {
+        const COUNT: usize = 10_000;
+        let mut objects: Vec<KubeObject> = (0..10)
+            .flat_map(|n| {
+                ready_service(
+                    &format!("ns-{n}"),
+                    "svc",
+                    80,
+                    8080,
+                    &[&format!("10.1.0.{n}")],
+                )
+            })
+            .collect();
+        for i in 0..COUNT {
+            let namespace = format!("ns-{}", i % 10);
+            let mut builder = ingress(&namespace, &format!("ing-{i}"))
+                .ours()
+                .rule(
+                    Some(&format!("h{i}.example.com")),
+                    vec![path(&format!("/p{i}"), "Prefix", backend("svc", 80))],
+                )
+                .rule(
+                    None,
+                    vec![path(&format!("/shared/{i}"), "Exact", backend("svc", 80))],
+                );
+            if i % 100 == 0 {
+                builder = builder.rule(
+                    Some(&format!("*.w{i}.example.com")),
+                    vec![path("/", "Prefix", backend("svc", 80))],
+                );
+            }
+            objects.push(builder.object());
+        }
+        let (table, problems) = RouteTable::build(&world(objects), &ModelOptions::default());
+        assert_eq!(problems, []);
+        assert_eq!(table.path_count(), 2 * COUNT + COUNT / 100);
+        for i in [0, 1, 4_999, 9_999] {
+            let found = table.route(
+                &format!("H{i}.example.com:80"),
+                &format!("/p{i}/deep/path?q=1"),
+            );
+            let RouteMatch::Path(route) = found else {
+                panic!("h{i} did not match");
+            };
+            assert_eq!(route.ingress.name, format!("ing-{i}"));
+            let expected: SocketAddr = format!("10.1.0.{}:8080", i % 10).parse().unwrap();
+            assert_eq!(found.backend().endpoints(), [expected]);
+            assert_eq!(
+                answer(&table, &format!("h{i}.example.com"), &format!("/p{i}x")),
+                "default 404"
+            );
+            assert_eq!(
+                answer(&table, "x.com", &format!("/shared/{i}")),
+                format!("svc /shared/{i} Exact")
+            );
+        }
+        assert_eq!(answer(&table, "a.w9900.example.com", "/x"), "svc / Prefix");
+        assert_eq!(answer(&table, "a.w9901.example.com", "/x"), "default 404");
+        assert_eq!(table.backends().len(), 10);
+    }
+
+    /// One generated rule: (ingress index, host choice, path segments,
+    /// trailing slash, type choice).
+    type GeneratedPath = (usize, usize, Vec<usize>, bool, usize);
+
+    const HOSTS: [Option<&str>; 3] = [Some("a.com"), Some("*.a.com"), None];
+    const SEGMENTS: [&str; 3] = ["x", "y", "xy"];
+    const TYPES: [&str; 3] = ["Exact", "Prefix", "ImplementationSpecific"];
+    const REQUEST_HOSTS: [&str; 6] = [
+        "a.com",
+        "A.COM:80",
+        "b.a.com",
+        "c.b.a.com",
+        "other.com",
+        "[::1]:8080",
+    ];
+
+    fn rule_path(segments: &[usize], trailing: bool) -> String {
+        let joined: Vec<&str> = segments.iter().map(|s| SEGMENTS[*s]).collect();
+        let mut path = format!("/{}", joined.join("/"));
+        if trailing && path.len() > 1 {
+            path.push('/');
+        }
+        path
+    }
+
+    fn generated_ingresses(rules: &[GeneratedPath], created: &[Option<i64>]) -> Vec<KubeObject> {
+        let mut builders: Vec<IngressBuilder> = created
+            .iter()
+            .enumerate()
+            .map(|(i, created)| {
+                let builder = ingress("ns", &format!("i{i}")).ours();
+                match created {
+                    Some(seconds) => builder.created(*seconds),
+                    None => builder,
+                }
+            })
+            .collect();
+        for (index, host, segments, trailing, path_type) in rules {
+            let slot = index % builders.len();
+            let builder = std::mem::replace(&mut builders[slot], ingress("", ""));
+            builders[slot] = builder.rule(
+                HOSTS[*host],
+                vec![path(
+                    &rule_path(segments, *trailing),
+                    TYPES[*path_type],
+                    backend("a", 80),
+                )],
+            );
+        }
+        builders.into_iter().map(IngressBuilder::object).collect()
+    }
+
+    /// The answer by brute force: the most specific host kind that has any
+    /// rule, then the most specific matching path, ties to the earliest
+    /// Ingress (oldest, missing timestamps last, then name) and rule.
+    fn reference_answer(
+        rules: &[GeneratedPath],
+        created: &[Option<i64>],
+        host: &str,
+        request: &str,
+    ) -> Option<(String, String, PathType)> {
+        let host = request_host(host);
+        let request = request_path(request);
+        let order = |i: usize| (created[i].is_none(), created[i], format!("i{i}"));
+        let mut candidates: Vec<(usize, usize, HostPattern, PathRule)> = rules
+            .iter()
+            .enumerate()
+            .map(|(position, (index, h, segments, trailing, t))| {
+                let slot = index % created.len();
+                let pattern = HostPattern::parse(HOSTS[*h]).unwrap();
+                let rule =
+                    PathRule::parse(Some(&rule_path(segments, *trailing)), TYPES[*t]).unwrap();
+                (slot, position, pattern, rule)
+            })
+            .collect();
+        candidates.sort_by_key(|(slot, position, _, _)| (order(*slot), *position));
+        let kinds = [0, 1, 2];
+        let kind_of = |p: &HostPattern| match p {
+            HostPattern::Exact(_) => 0,
+            HostPattern::Wildcard(_) => 1,
+            HostPattern::Any => 2,
+        };
+        let kind = kinds.into_iter().find(|k| {
+            candidates
+                .iter()
+                .any(|(_, _, pattern, _)| kind_of(pattern) == *k && pattern.matches(&host))
+        })?;
+        candidates
+            .iter()
+            .filter(|(_, _, pattern, rule)| {
+                kind_of(pattern) == kind && pattern.matches(&host) && rule.matches(request)
+            })
+            .fold(
+                None,
+                |best: Option<&(usize, usize, HostPattern, PathRule)>, candidate| match best {
+                    Some(best) if best.3.specificity() >= candidate.3.specificity() => Some(best),
+                    _ => Some(candidate),
+                },
+            )
+            .map(|(slot, _, _, rule)| (format!("i{slot}"), rule.path.clone(), rule.path_type))
+    }
+
+    fn rules_strategy() -> impl Strategy<Value = (Vec<GeneratedPath>, Vec<Option<i64>>)> {
+        let rule = (
+            0..6usize,
+            0..3usize,
+            proptest::collection::vec(0..3usize, 0..3),
+            any::<bool>(),
+            0..3usize,
+        );
+        (
+            proptest::collection::vec(rule, 1..24),
+            proptest::collection::vec(proptest::option::of(0..4i64), 1..6),
+        )
+    }
+
+    fn request_strategy() -> impl Strategy<Value = (usize, String)> {
+        (
+            0..REQUEST_HOSTS.len(),
+            proptest::collection::vec(
+                proptest::sample::select(&["x", "y", "xy", "/", "?q"][..]),
+                0..6,
+            ),
+        )
+            .prop_map(|(host, parts)| (host, format!("/{}", parts.concat())))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn lookup_agrees_with_a_brute_force_reference(
+            (rules, created) in rules_strategy(),
+            requests in proptest::collection::vec(request_strategy(), 1..16),
+        ) {
+            let (table, _) = RouteTable::build(&world(generated_ingresses(&rules, &created)), &ModelOptions::default());
+            for (host, request) in &requests {
+                let host = REQUEST_HOSTS[*host];
+                let got = match table.route(host, request) {
+                    RouteMatch::Path(route) => Some((route.ingress.name.clone(), route.path.path.clone(), route.path.path_type)),
+                    RouteMatch::Default(_) => None,
+                };
+                prop_assert_eq!(got, reference_answer(&rules, &created, host, request), "{} {}", host, request);
+            }
+        }
+
+        #[test]
+        fn the_result_does_not_depend_on_the_order_ingresses_are_given(
+            (rules, created) in rules_strategy(),
+            seed in any::<u64>(),
+            requests in proptest::collection::vec(request_strategy(), 1..16),
+        ) {
+            let objects = generated_ingresses(&rules, &created);
+            let mut shuffled = objects.clone();
+            // A Fisher-Yates shuffle driven by the seed (xorshift).
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let (first, first_problems) = RouteTable::build(&world(objects), &ModelOptions::default());
+            let (second, second_problems) = RouteTable::build(&world(shuffled), &ModelOptions::default());
+            prop_assert_eq!(first.rows(), second.rows());
+            prop_assert_eq!(first_problems, second_problems);
+            for (host, request) in &requests {
+                let host = REQUEST_HOSTS[*host];
+                prop_assert_eq!(first.route(host, request), second.route(host, request));
+            }
+        }
+
+        #[test]
+        fn lookup_never_panics(host in any::<String>(), request in any::<String>(), tricky in "[\\[\\]:./?#A-Za-z0-9%*-]{0,40}") {
+            let (table, _) = build([
+                ingress("ns", "web")
+                    .ours()
+                    .rule(Some("a.com"), vec![path("/x", "Prefix", backend("a", 80)), path("/x/y", "Exact", backend("b", 80))])
+                    .rule(Some("*.a.com"), vec![path("/", "Prefix", backend("c", 80))])
+                    .rule(None, vec![path("/z", "Prefix", backend("d", 80))]),
+            ]);
+            let _ = table.route(&host, &request);
+            let _ = table.route(&tricky, &tricky);
+            let _ = table.route(&request, &host);
+            let _ = table.route(&format!("{tricky}.a.com"), &format!("/x{tricky}"));
+        }
+    }
+}
