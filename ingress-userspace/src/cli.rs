@@ -31,14 +31,73 @@ pub enum Command {
     /// Print the pinned maps of a running daemon: listeners and the counters
     /// summed over CPUs.
     Maps(MapsArgs),
+    /// Print the routing table that manifests resolve to (host, path, type,
+    /// Ingress, Service, endpoints) and the problems found, then exit.
+    Routes(RoutesArgs),
+}
+
+/// Which Ingresses are ours, and where unmatched requests go.
+#[derive(Debug, Clone, Args)]
+pub struct IngressArgs {
+    /// Kubernetes objects from YAML or JSON files: a file or a directory of
+    /// .yaml/.yml/.json files (repeatable). Changes apply live.
+    #[arg(long = "manifests", value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+
+    /// Name of our IngressClass (also accepted in the legacy
+    /// kubernetes.io/ingress.class annotation).
+    #[arg(long, value_name = "NAME", default_value = ingress_model::DEFAULT_INGRESS_CLASS)]
+    pub ingress_class: String,
+
+    /// The spec.controller value of IngressClasses that are ours.
+    #[arg(long, value_name = "NAME", default_value = ingress_model::CONTROLLER_NAME)]
+    pub controller_class: String,
+
+    /// Also take Ingresses that name no class, without a default IngressClass.
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+
+    /// Service (namespace/name[:port]) for requests that match no rule,
+    /// instead of the built-in 404.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub default_backend_service: Option<ingress_model::DefaultBackendService>,
+}
+
+impl IngressArgs {
+    /// The routing model's options.
+    pub fn model_options(&self) -> ingress_model::ModelOptions {
+        ingress_model::ModelOptions {
+            controller_name: self.controller_class.clone(),
+            ingress_class: self.ingress_class.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+            default_backend_service: self.default_backend_service.clone(),
+        }
+    }
+}
+
+/// Options of `xdp-ingress routes`.
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// Where the objects come from, and which are ours.
+    #[command(flatten)]
+    pub ingress: IngressArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `xdp-ingress run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A network interface to attach the XDP program to (repeat for several).
-    #[arg(long = "interface", short = 'i', value_name = "IFACE", required = true)]
+    /// Without any, only the proxy runs (no XDP edge).
+    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
     pub interfaces: Vec<String>,
+
+    /// Where the objects come from, and which are ours.
+    #[command(flatten)]
+    pub ingress: IngressArgs,
 
     /// XDP attach mode: native (in the driver), skb (generic, any interface),
     /// or auto (native, falling back to skb where the driver refuses).
@@ -50,13 +109,39 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_BPFFS_DIR)]
     pub bpffs: PathBuf,
 
-    /// Address of the HTTP listener; TCP to it is steered to the proxy.
+    /// Address of the HTTP listener (the proxy); XDP steers TCP to it to the stack.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:80")]
     pub http_addr: SocketAddr,
 
-    /// Address of the HTTPS listener; TCP to it is steered to the proxy.
+    /// Address of the HTTPS listener; XDP steers TCP to it to the stack.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:443")]
     pub https_addr: SocketAddr,
+
+    /// Largest request body in bytes (ingress-nginx's proxy-body-size, 1m);
+    /// larger requests get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub proxy_body_size: u64,
+
+    /// Seconds to wait for an upstream connection (proxy-connect-timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub proxy_connect_timeout: u64,
+
+    /// Seconds to wait for upstream response data (proxy-read-timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub proxy_read_timeout: u64,
+
+    /// Seconds to wait for request body data to send upstream (proxy-send-timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub proxy_send_timeout: u64,
+
+    /// Seconds a client may take to send a request head (client-header-timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub client_header_timeout: u64,
+
+    /// Seconds open client connections get to finish on shutdown before
+    /// they are closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub shutdown_grace_period: u64,
 }
 
 /// Options of `xdp-ingress maps`.
@@ -96,7 +181,46 @@ mod tests {
     }
 
     #[test]
-    fn run_needs_an_interface() {
-        assert!(Cli::try_parse_from(["xdp-ingress", "run"]).is_err());
+    fn run_parses_ingress_options() {
+        let cli = Cli::try_parse_from([
+            "xdp-ingress",
+            "run",
+            "--manifests",
+            "a.yaml",
+            "--manifests",
+            "dir",
+            "--default-backend-service",
+            "ns/fallback",
+            "--watch-ingress-without-class",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        assert!(run.interfaces.is_empty());
+        assert_eq!(
+            run.ingress.manifests,
+            vec![PathBuf::from("a.yaml"), PathBuf::from("dir")]
+        );
+        let options = run.ingress.model_options();
+        assert!(options.watch_ingress_without_class);
+        assert_eq!(options.ingress_class, "xdp");
+        assert_eq!(
+            options.default_backend_service.unwrap().to_string(),
+            "ns/fallback"
+        );
+    }
+
+    #[test]
+    fn a_bad_default_backend_is_refused() {
+        assert!(
+            Cli::try_parse_from([
+                "xdp-ingress",
+                "run",
+                "--default-backend-service",
+                "nonamespace"
+            ])
+            .is_err()
+        );
     }
 }

@@ -5,5 +5,8 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod config;
 pub mod providers;
 pub mod proxy;
+pub mod routing;
+pub mod shutdown;

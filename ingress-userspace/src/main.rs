@@ -1,10 +1,12 @@
 //! `xdp-ingress`: parse the command line, then run the edge or inspect it.
 
-use std::{collections::BTreeMap, io::IsTerminal};
+use std::{collections::BTreeMap, io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use ingress_common::{action, protocol};
+use ingress_model::{RouteRowsTable, RouteTable};
+use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 use xdp_ingress::{
     bpf::{
@@ -13,7 +15,14 @@ use xdp_ingress::{
         inspect,
         listeners::keys_for_socket,
     },
-    cli::{Cli, Command, MapsArgs, RunArgs},
+    cli::{Cli, Command, MapsArgs, RoutesArgs, RunArgs},
+    config::ConfigApplier,
+    providers::manifests,
+    proxy::{
+        server::{self, ProxySettings, ProxyState},
+        upstream::{UpstreamPool, UpstreamSettings},
+    },
+    routing::LiveRoutes,
 };
 
 fn main() {
@@ -29,6 +38,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Maps(args) => print_maps(&args),
+        Command::Routes(args) => print_routes(&args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -41,6 +51,10 @@ async fn run(args: RunArgs) -> Result<()> {
     // Installed first: a SIGTERM during start-up (a pod killed while
     // starting) is held until start-up is done, then cleaned up as usual.
     let mut shutdown = ShutdownSignals::install()?;
+    if args.interfaces.is_empty() {
+        info!("no --interface given: serving the proxy without the XDP edge");
+        return serve(&args, &mut shutdown).await;
+    }
     if bpffs::ensure_pin_dir(&args.bpffs)? {
         info!(
             mount = bpffs::DEFAULT_BPFFS_MOUNT,
@@ -49,14 +63,18 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let _lock = PinDirLock::acquire(&args.bpffs)?;
     let mut edge = XdpEdge::load(Some(&args.bpffs)).context("loading the XDP program")?;
-    let result = serve(&mut edge, &args, &mut shutdown).await;
+    let result = match start_edge(&mut edge, &args) {
+        Ok(()) => serve(&args, &mut shutdown).await,
+        Err(error) => Err(error),
+    };
     edge.detach_all();
     edge.unpin()?;
     info!(bpffs = %args.bpffs.display(), "removed pins");
     result
 }
 
-async fn serve(edge: &mut XdpEdge, args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
+/// Fills the listener map, then attaches to every interface.
+fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<()> {
     let mut listeners = BTreeMap::new();
     for addr in [args.http_addr, args.https_addr] {
         for key in keys_for_socket(addr, protocol::TCP) {
@@ -68,13 +86,69 @@ async fn serve(edge: &mut XdpEdge, args: &RunArgs, shutdown: &mut ShutdownSignal
         let mode = edge.attach(interface, args.xdp_mode)?;
         info!(%interface, %mode, "attached XDP");
     }
+    Ok(())
+}
+
+/// Runs the configuration provider and the proxy until a signal, then
+/// drains open connections (bounded by the grace period).
+async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
+    let routes = LiveRoutes::new();
+    let applier = Arc::new(ConfigApplier::new(
+        args.ingress.model_options(),
+        routes.clone(),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let provider = if args.ingress.manifests.is_empty() {
+        warn!("no --manifests given: no Ingress is configured, every request gets 404");
+        None
+    } else {
+        let task = manifests::start(
+            args.ingress.manifests.clone(),
+            applier.clone(),
+            stop_rx.clone(),
+        )
+        .context("watching --manifests")?;
+        Some(task)
+    };
+
+    let state = Arc::new(ProxyState {
+        resolver: routes,
+        pool: UpstreamPool::new(UpstreamSettings {
+            connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
+            ..UpstreamSettings::default()
+        }),
+        settings: ProxySettings {
+            max_body_size: args.proxy_body_size,
+            read_timeout: Duration::from_secs(args.proxy_read_timeout),
+            send_timeout: Duration::from_secs(args.proxy_send_timeout),
+            client_header_timeout: Duration::from_secs(args.client_header_timeout),
+            keep_alive: true,
+        },
+    });
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("listening on --http-addr {}", args.http_addr))?;
+    let http = tokio::spawn(server::serve(listener, "http", state, stop_rx));
     info!(
         http = %args.http_addr,
-        https = %args.https_addr,
+        interfaces = ?args.interfaces,
         bpffs = %args.bpffs.display(),
         "xdp-ingress ready"
     );
+
     shutdown.wait().await;
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(args.shutdown_grace_period);
+    if tokio::time::timeout(grace, http).await.is_err() {
+        warn!(
+            ?grace,
+            "connections still open after the grace period: closing them"
+        );
+    }
+    if let Some(provider) = provider {
+        provider.abort();
+    }
     Ok(())
 }
 
@@ -110,6 +184,43 @@ fn print_maps(args: &MapsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_table());
+    }
+    Ok(())
+}
+
+fn print_routes(args: &RoutesArgs) -> Result<()> {
+    if args.ingress.manifests.is_empty() {
+        anyhow::bail!("give the objects with --manifests PATH (a file or a directory)");
+    }
+    let objects = manifests::load(&args.ingress.manifests)?;
+    let (table, problems) = RouteTable::build(&objects, &args.ingress.model_options());
+    let rows = table.rows();
+    if args.json {
+        let json = serde_json::json!({
+            "routes": rows.iter().map(|row| {
+                let [host, path, path_type, ingress, backend, endpoints] = row.cells();
+                serde_json::json!({
+                    "host": host, "path": path, "pathType": path_type,
+                    "ingress": ingress, "backend": backend, "endpoints": endpoints,
+                })
+            }).collect::<Vec<_>>(),
+            "problems": problems.iter().map(|p| serde_json::json!({
+                "object": p.object.to_string(),
+                "reason": p.reason.to_string(),
+                "message": p.message,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    print!("{}", RouteRowsTable(&rows));
+    if problems.is_empty() {
+        println!("\nno problems");
+    } else {
+        println!("\nPROBLEMS");
+        for problem in &problems {
+            println!("{problem}");
+        }
     }
     Ok(())
 }

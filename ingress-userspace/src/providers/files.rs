@@ -81,6 +81,72 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<ManifestSource>, ReadError>
     Ok(sources)
 }
 
+/// The `--manifests` paths, split into files and directories, to tell which
+/// file-system events concern them (a file's directory also holds others).
+#[derive(Debug, Clone)]
+struct WatchedPaths {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl WatchedPaths {
+    fn new(paths: &[PathBuf]) -> Self {
+        let (dirs, files) = paths.iter().cloned().partition(|p| p.is_dir());
+        Self { files, dirs }
+    }
+
+    /// The directories to watch: each directory, and each file's directory
+    /// (editors and the kubelet replace files by renaming).
+    fn watch_targets(&self) -> Vec<PathBuf> {
+        let mut targets: Vec<PathBuf> = self.dirs.clone();
+        for file in &self.files {
+            let parent = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            if !targets.contains(&parent) {
+                targets.push(parent);
+            }
+        }
+        targets
+    }
+
+    /// Whether an event on `path` can change what the manifests say: one of
+    /// the files, a manifest in one of the directories, or a hidden entry
+    /// there (the `..data` link a ConfigMap volume swaps).
+    fn is_relevant(&self, path: &Path) -> bool {
+        let same_name = |file: &PathBuf| file.file_name() == path.file_name();
+        if self
+            .files
+            .iter()
+            .any(|file| same_name(file) && same_parent(file, path))
+        {
+            return true;
+        }
+        self.dirs.iter().any(|dir| {
+            path.parent().is_some_and(|parent| same_dir(parent, dir))
+                && (is_manifest(path)
+                    || path
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with("..")))
+        })
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+fn same_parent(file: &Path, event_path: &Path) -> bool {
+    let file_parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    event_path
+        .parent()
+        .is_some_and(|parent| same_dir(parent, file_parent))
+}
+
 /// Watches `paths` (a file's directory, or the directory itself) and sends
 /// one `()` per burst of changes, after `debounce` of quiet. Keep the
 /// returned watcher alive for as long as changes should be seen.
@@ -89,22 +155,19 @@ pub fn watch(
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+    let watched = WatchedPaths::new(paths);
+    let targets = watched.watch_targets();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if event.kind.is_access() => {}
-            Ok(_) => {
-                let _ = raw_tx.send(());
+            Ok(event) => {
+                if event.paths.iter().any(|path| watched.is_relevant(path)) {
+                    let _ = raw_tx.send(());
+                }
             }
             Err(error) => warn!(%error, "watching manifests"),
         })?;
-    for path in paths {
-        let target = if path.is_dir() {
-            path.clone()
-        } else {
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        };
+    for target in targets {
         watcher.watch(&target, RecursiveMode::NonRecursive)?;
     }
     let (tx, rx) = mpsc::channel(1);
@@ -150,12 +213,45 @@ mod tests {
     }
 
     #[test]
+    fn only_events_on_our_files_count() {
+        let dir = temp_dir("relevant");
+        let conf = dir.join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        let file = dir.join("routes.yaml");
+        std::fs::write(&file, "a").unwrap();
+        let watched = WatchedPaths::new(&[file.clone(), conf.clone()]);
+        assert!(watched.is_relevant(&file));
+        assert!(!watched.is_relevant(&dir.join("daemon.log")));
+        assert!(!watched.is_relevant(&dir.join("other.yaml")));
+        assert!(watched.is_relevant(&conf.join("extra.yml")));
+        assert!(watched.is_relevant(&conf.join("..data")));
+        assert!(!watched.is_relevant(&conf.join("notes.txt")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_missing_path_is_an_error_naming_it() {
         let error = read_sources(&[PathBuf::from("/nonexistent/xdpi.yaml")]).unwrap_err();
         assert!(
             error.to_string().contains("/nonexistent/xdpi.yaml"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn writes_next_to_the_file_are_ignored() {
+        let dir = temp_dir("ignore");
+        let file = dir.join("routes.yaml");
+        std::fs::write(&file, "a").unwrap();
+        let (_watcher, mut changes) =
+            watch(std::slice::from_ref(&file), Duration::from_millis(50)).unwrap();
+        std::fs::write(dir.join("daemon.log"), "log line").unwrap();
+        let noticed = tokio::time::timeout(Duration::from_millis(400), changes.recv()).await;
+        assert!(
+            noticed.is_err(),
+            "a write to another file was taken for a change"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -47,6 +47,9 @@ pub struct Upstream {
 pub enum Resolution {
     /// Proxy to this upstream.
     Upstream(Upstream),
+    /// A rule matches but its backend cannot be served (missing Service or
+    /// port, unsupported backend): 503.
+    Unavailable,
     /// No rule matches and no default backend is configured: 404.
     NoRoute,
 }
@@ -115,7 +118,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
         let client = ClientContext {
@@ -163,6 +166,7 @@ pub async fn handle(
     let host = request_host(&request);
     let upstream = match state.resolver.resolve(&host, request.uri().path()) {
         Resolution::Upstream(upstream) => upstream,
+        Resolution::Unavailable => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
     };
     if upstream.endpoints.is_empty() {

@@ -1,0 +1,84 @@
+//! The one path from Kubernetes objects to what serves traffic: every
+//! provider (manifest files, later the API server) hands a
+//! [`ClusterObjects`] snapshot to [`ConfigApplier::apply`], which builds the
+//! route table (pure, in `ingress-model`), reports the problems, and swaps
+//! the table into the live routes.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ingress_model::{ClusterObjects, ModelOptions, Problem, RouteTable};
+use tracing::{info, warn};
+
+use crate::routing::LiveRoutes;
+
+/// What one apply did, for logs and tests.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    /// Paths routed.
+    pub paths: usize,
+    /// Distinct Service backends.
+    pub backends: usize,
+    /// Problems found (each affects only its own rule).
+    pub problems: Vec<Problem>,
+    /// Time to build and install the table.
+    pub took: Duration,
+}
+
+/// Builds and installs route tables from object snapshots.
+pub struct ConfigApplier {
+    options: ModelOptions,
+    routes: Arc<LiveRoutes>,
+    reported: Mutex<BTreeSet<Problem>>,
+}
+
+impl ConfigApplier {
+    /// An applier that installs into `routes`.
+    pub fn new(options: ModelOptions, routes: Arc<LiveRoutes>) -> Self {
+        Self {
+            options,
+            routes,
+            reported: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Builds the table for `objects` and installs it. Problems are logged
+    /// once each (when they appear), and when they go away.
+    pub fn apply(&self, objects: &ClusterObjects) -> ApplyOutcome {
+        let started = Instant::now();
+        let (table, problems) = RouteTable::build(objects, &self.options);
+        let paths = table.path_count();
+        let backends = table.backends().len();
+        self.routes.install(table);
+        let took = started.elapsed();
+        self.report(&problems);
+        info!(
+            paths,
+            backends,
+            problems = problems.len(),
+            took_us = took.as_micros() as u64,
+            "configuration applied"
+        );
+        ApplyOutcome {
+            paths,
+            backends,
+            problems,
+            took,
+        }
+    }
+
+    fn report(&self, problems: &[Problem]) {
+        let current: BTreeSet<Problem> = problems.iter().cloned().collect();
+        let mut reported = self.reported.lock().expect("problem set lock");
+        for problem in current.difference(&reported) {
+            warn!(object = %problem.object, reason = %problem.reason, "{}", problem.message);
+        }
+        for gone in reported.difference(&current) {
+            info!("resolved: {gone}");
+        }
+        *reported = current;
+    }
+}
