@@ -22,19 +22,23 @@ fn main() {
 }
 
 /// `<target dir>/bpfel-unknown-none/release/ingress-ebpf` (the object is always
-/// optimised: the verifier rejects unoptimised BPF), with the target
-/// directory found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`), so
-/// that CARGO_TARGET_DIR is honoured.
+/// optimised: the verifier rejects unoptimised BPF). The target directory is
+/// CARGO_TARGET_DIR when set, else the one holding OUT_DIR
+/// (`<target>/<profile>/build/<pkg>/out`, marked by cargo's CACHEDIR.TAG).
 fn default_object_path() -> PathBuf {
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let workspace = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"))
+        .join("..");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let target_dir = out_dir
-        .ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"))
-                .join("../target")
-        });
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .or_else(|| {
+            out_dir
+                .ancestors()
+                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| workspace.join("target"));
     target_dir
         .join("bpfel-unknown-none")
         .join("release")
