@@ -24,9 +24,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the edge: load the XDP program, attach it to the interfaces, fill
-    /// its listener map, and serve until SIGINT or SIGTERM, which detach the
-    /// program and remove its pins.
+    /// Run the controller: serve HTTP routed by the Ingresses (from
+    /// --manifests), with the XDP program on the --interface NICs steering
+    /// the listener ports to the proxy, until SIGINT or SIGTERM, which drain
+    /// open connections, detach the program and remove its pins.
     Run(RunArgs),
     /// Print the pinned maps of a running daemon: listeners and the counters
     /// summed over CPUs.
