@@ -27,8 +27,8 @@ fn main() {
 /// (`<target>/<profile>/build/<pkg>/out`, marked by cargo's CACHEDIR.TAG).
 fn default_object_path() -> PathBuf {
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
-    let workspace = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"))
-        .join("..");
+    let workspace =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("..");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(|dir| workspace.join(dir))
