@@ -1,35 +1,65 @@
-//! The lab of xdp-ingress's end-to-end tests, demo and benchmarks.
+//! The lab of xdp-ingress, shared by the end-to-end tests, `cargo xtask
+//! demo` and the benchmarks: network namespaces joined by veth pairs, the
+//! `xdp-ingress` daemon under test, `lab-backend` backends, clients, and the
+//! daemon's maps as the tools print them.
 //!
-//! `lab-backend` (src/bin) is the backend process: it reports which backend
-//! and endpoint served a request and what it received.
+//! Everything here cleans up after itself on `Drop`, also while a test
+//! panics; names are unique per process (`<pid>-<counter>`) so tests run in
+//! parallel, and leftovers of a killed run are reaped on the next one.
+//! Every wait is a bounded poll. Using the kernel needs root (see
+//! [`require_root`]).
+//!
+//! Addresses: only 198.18.0.0/15 (benchmarking), 2001:db8::/32
+//! (documentation, inside namespaces) and loopback.
+//!
+//! ```no_run
+//! use xdp_ingress_lab::{Backend, Daemon, Netns, Veth};
+//! # fn main() -> anyhow::Result<()> {
+//! let client = Netns::new("cli")?;
+//! let edge = Netns::new("edge")?;
+//! let link = Veth::between(Some(&client), Some(&edge))
+//!     .addrs_a(&["198.18.0.2/24"])
+//!     .addrs_b(&["198.18.0.1/24"])
+//!     .create()?;
+//! let _backend = Backend::start(&edge, "web", &["198.18.0.1:8080".parse()?])?;
+//! let _daemon = Daemon::in_netns(&edge)
+//!     .interface(&link.b.name)
+//!     .args(&["--xdp-mode", "native"])
+//!     .start()?;
+//! let reply = client.http_get("http://198.18.0.1:8080/", &[])?;
+//! println!("{} answered", reply.report()?.backend);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `lab-backend` (src/bin, feature `backend`) is the backend process: it
+//! reports which backend and endpoint served a request and what it received.
 
-/// What `lab-backend` answers (JSON), for the tests to decode.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct BackendReport {
-    /// The backend's name (`--name`, usually the Service's).
-    pub backend: String,
-    /// The local address that accepted the connection: the endpoint.
-    pub endpoint: String,
-    /// The client as the backend saw it (the proxy's address).
-    pub peer: String,
-    /// The request method.
-    pub method: String,
-    /// The request path with its query.
-    pub path: String,
-    /// The `Host` header.
-    pub host: String,
-    /// Every header, lower-case names, in order; repeated names repeat.
-    pub headers: Vec<(String, String)>,
-    /// The number of body bytes received.
-    pub body_bytes: u64,
-}
+mod backend;
+mod bpffs;
+mod daemon;
+mod http_client;
+mod maps;
+mod netns;
+mod process;
+mod raw_socket;
+mod reap;
+mod veth;
 
-impl BackendReport {
-    /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use backend::{BACKEND_READY_TIMEOUT, Backend, BackendReport, backend_binary};
+pub use bpffs::{
+    BPFFS_MOUNT, PinDir, ensure_bpffs, prog_ids_held_by, remove_pin_dir, unique_pin_dir,
+};
+pub use daemon::{
+    DAEMON_READY_TIMEOUT, DAEMON_STOP_TIMEOUT, Daemon, DaemonBuilder, daemon_binary,
+    run_daemon_once,
+};
+pub use http_client::HttpReply;
+pub use maps::{Counts, ListenerJson, MapsJson, bpftool_counters, read_maps};
+pub use netns::{Netns, XdpInfo, parse_xdp, xdp_mode};
+pub use process::{
+    Background, COMMAND_TIMEOUT, catches_signal, describe, poll_until, require_root, run_ok,
+    run_with_timeout, unique_suffix, wait_timeout,
+};
+pub use raw_socket::checksum;
+pub use veth::{Veth, VethBuilder, VethEnd};

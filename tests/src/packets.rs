@@ -692,24 +692,7 @@ impl PseudoHeader {
     }
 }
 
-/// The Internet checksum (RFC 1071) over the concatenation of `parts`
-/// (each part but the last must have an even length).
-pub fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    for part in parts {
-        let mut chunks = part.chunks_exact(2);
-        for pair in &mut chunks {
-            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-        }
-        if let [last] = chunks.remainder() {
-            sum += u32::from(*last) << 8;
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use xdp_ingress_lab::checksum;
 
 /// An ARP request (42 bytes, unpadded) from `sender` asking for `target`.
 pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {

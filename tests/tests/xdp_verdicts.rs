@@ -13,12 +13,10 @@ use ingress_common::{
     ListenerKey, MAX_LISTENERS, TrafficCounters, action, map_names, protocol, verdict,
 };
 use xdp_ingress::bpf::{edge::XdpEdge, listeners::key_for_ip};
-use xdp_ingress_tests::{
-    lab,
-    packets::{
-        ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_P_LLDP, ExtHeader,
-        Packet, Prng, arp_request, ipproto,
-    },
+use xdp_ingress_lab as lab;
+use xdp_ingress_tests::packets::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_P_LLDP, ExtHeader, Packet,
+    Prng, arp_request, ipproto,
 };
 
 const XDP_ABORTED: u32 = 0;

@@ -15,13 +15,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Cargo's target directory (CARGO_TARGET_DIR, else target/ in the workspace).
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// A step heading, so long runs show where they are.
 pub fn step(message: &str) {
     println!("\n==> {message}");

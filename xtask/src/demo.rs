@@ -1,15 +1,29 @@
-//! `cargo xtask demo`: a lab of network namespaces (client and edge), the
-//! daemon attached to the edge's interface, traffic from the client, and the
-//! XDP counters as they grow.
+//! `cargo xtask demo`: the quick-start of the ingress-nginx tutorial
+//! (deploy/examples/quickstart.yaml) on xdp-ingress, in a lab of network
+//! namespaces built with the shared lab crate:
+//!
+//! ```text
+//!  client                 edge                                    backends
+//!  198.18.0.2/24 <-veth-> 198.18.0.1/24 (XDP, proxy on :80)
+//!                         198.18.3.1/24                <-veth->   198.18.3.2/24
+//!                         198.18.1.0/24, 198.18.2.0/24            198.18.1.1-3 nginx-web :80
+//!                           via 198.18.3.2                        198.18.2.1   web-httpd :80
+//! ```
+//!
+//! The client sends requests for the tutorial's two hosts and an unknown
+//! one; the demo prints who answered each, and the XDP counters.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use xdp_ingress_lab::{self as lab, Backend, Daemon, HttpReply, Netns, Veth};
 
 use crate::{
     command::{self, is_root, step, workspace_root},
@@ -28,9 +42,34 @@ pub struct DemoArgs {
     pub xdp_mode: String,
 }
 
+/// The manifests of the tutorial's quick-start, relative to the workspace.
+const MANIFESTS: &str = "deploy/examples/quickstart.yaml";
+/// Where the daemon pins its maps (its default, so the hints are the usual ones).
+const BPFFS_DIR: &str = "/sys/fs/bpf/xdp-ingress";
+/// The edge's address on the client's link: the "node" curl talks to.
 const EDGE_ADDR: &str = "198.18.0.1";
 const CLIENT_ADDR: &str = "198.18.0.2";
-const BPFFS_DIR: &str = "/sys/fs/bpf/xdp-ingress";
+/// The link between the edge and the backends' namespace.
+const EDGE_BACKEND_LINK_ADDR: &str = "198.18.3.1";
+const BACKENDS_LINK_ADDR: &str = "198.18.3.2";
+/// The Services of the quick-start: name, endpoint addresses (port 80), and
+/// the subnet the edge routes to the backends' namespace.
+const SERVICES: [(&str, &[&str], &str); 2] = [
+    (
+        "nginx-web",
+        &["198.18.1.1", "198.18.1.2", "198.18.1.3"],
+        "198.18.1.0/24",
+    ),
+    ("web-httpd", &["198.18.2.1"], "198.18.2.0/24"),
+];
+/// The requests of one round: the Host header, how many times.
+const REQUESTS: [(&str, usize); 3] = [
+    ("web.myingressplayroom.com", 3),
+    ("httpd.ingressplayroom.com", 1),
+    ("unknown.example.com", 1),
+];
+/// Time from the start of one round to the start of the next.
+const ROUND_INTERVAL: Duration = Duration::from_secs(2);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -38,163 +77,95 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// The demo's namespaces and daemon; removed on drop, also after an error.
-struct DemoLab {
-    client: String,
-    edge: String,
-    edge_if: String,
-    daemon: Option<Child>,
-    log: PathBuf,
+/// The demo's namespaces, links and backends; removed on drop (fields drop
+/// in declaration order: backends, links, then namespaces), also after an
+/// error or Ctrl-C.
+struct QuickstartLab {
+    backends: Vec<Backend>,
+    client_link: Veth,
+    backend_link: Veth,
+    client: Netns,
+    edge: Netns,
+    backend_ns: Netns,
 }
 
-impl DemoLab {
+impl QuickstartLab {
     fn create() -> Result<Self> {
-        let id = std::process::id() % 100_000;
-        let lab = Self {
-            client: format!("xdpi-demo-{id}-client"),
-            edge: format!("xdpi-demo-{id}-edge"),
-            edge_if: format!("xdpe{id}"),
-            daemon: None,
-            log: std::env::temp_dir().join(format!("xdp-ingress-demo-{id}.log")),
+        let client = Netns::new("client")?;
+        let edge = Netns::new("edge")?;
+        let backend_ns = Netns::new("backends")?;
+        let client_link = Veth::between(Some(&client), Some(&edge))
+            .addrs_a(&[&format!("{CLIENT_ADDR}/24")])
+            .addrs_b(&[&format!("{EDGE_ADDR}/24")])
+            .create()?;
+        let backend_link = Veth::between(Some(&edge), Some(&backend_ns))
+            .addrs_a(&[&format!("{EDGE_BACKEND_LINK_ADDR}/24")])
+            .addrs_b(&[&format!("{BACKENDS_LINK_ADDR}/24")])
+            .create()?;
+        let mut lab = Self {
+            backends: Vec::new(),
+            client_link,
+            backend_link,
+            client,
+            edge,
+            backend_ns,
         };
-        let client_if = format!("xdpc{id}");
-        for ns in [&lab.client, &lab.edge] {
-            command::run(Command::new("ip").args(["netns", "add", ns]))?;
-            ip(ns, &["link", "set", "lo", "up"])?;
+        // The endpoints are host addresses in the backends' namespace, like
+        // pod IPs, which the edge reaches through its routes; the replies
+        // go back over the link's own subnet. The client only reaches the
+        // edge: no forwarding, the proxy is the way in.
+        for (name, endpoints, subnet) in SERVICES {
+            let hosts: Vec<String> = endpoints.iter().map(|ip| format!("{ip}/32")).collect();
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            lab.backend_ns.add_addrs(&lab.backend_link.b.name, &hosts)?;
+            lab.edge.add_route(subnet, BACKENDS_LINK_ADDR)?;
+            let addrs = endpoints
+                .iter()
+                .map(|ip| format!("{ip}:80").parse())
+                .collect::<Result<Vec<SocketAddr>, _>>()?;
+            lab.backends
+                .push(Backend::start(&lab.backend_ns, name, &addrs)?);
+            for addr in addrs {
+                lab.edge
+                    .wait_tcp(addr, Duration::from_secs(5))
+                    .context("the edge cannot reach a backend")?;
+            }
         }
-        command::run(Command::new("ip").args([
-            "link",
-            "add",
-            &client_if,
-            "netns",
-            &lab.client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.edge_if,
-            "netns",
-            &lab.edge,
-        ]))?;
-        ip(
-            &lab.client,
-            &[
-                "addr",
-                "add",
-                &format!("{CLIENT_ADDR}/24"),
-                "dev",
-                &client_if,
-            ],
-        )?;
-        ip(
-            &lab.edge,
-            &[
-                "addr",
-                "add",
-                &format!("{EDGE_ADDR}/24"),
-                "dev",
-                &lab.edge_if,
-            ],
-        )?;
-        ip(&lab.client, &["link", "set", &client_if, "up"])?;
-        ip(&lab.edge, &["link", "set", &lab.edge_if, "up"])?;
         Ok(lab)
     }
 
-    /// Starts the daemon inside the edge namespace. `nsenter --net` (not
-    /// `ip netns exec`) keeps the host's /sys, so the pins land on the
-    /// host's bpffs where bpftool and `xdp-ingress maps` see them.
-    fn start_daemon(&mut self, binary: &Path, xdp_mode: &str) -> Result<()> {
-        let log = std::fs::File::create(&self.log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.edge))
-            .arg(binary)
-            .args(["run", "--interface", &self.edge_if, "--xdp-mode", xdp_mode])
-            .args(["--bpffs", BPFFS_DIR])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting xdp-ingress")?;
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.contains("xdp-ingress ready") {
-                print!("{text}");
-                return Ok(());
-            }
-            if let Some(status) = self
-                .daemon
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("xdp-ingress exited ({status}):\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!(
-            "xdp-ingress did not become ready within 15 s; its log is {}",
-            self.log.display()
-        )
+    /// The edge's interface on the client's link, where XDP goes.
+    fn edge_interface(&self) -> &str {
+        &self.client_link.b.name
     }
 
-    fn stop_daemon(&mut self) {
-        let Some(mut child) = self.daemon.take() else {
-            return;
-        };
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                // The daemon's own account of its shutdown (detach, unpin).
-                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                for line in &lines[lines.len().saturating_sub(4)..] {
-                    println!("{line}");
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for DemoLab {
-    fn drop(&mut self) {
-        self.stop_daemon();
-        for ns in [&self.client, &self.edge] {
-            let _ = command::output(Command::new("ip").args(["netns", "del", ns]));
-        }
-        let _ = std::fs::remove_file(&self.log);
+    /// Prints who is where.
+    fn describe(&self) {
         println!(
-            "\nlab removed (namespaces {} and {})",
-            self.client, self.edge
+            "  client   {:<26} {CLIENT_ADDR}/24 on {}",
+            self.client.name(),
+            self.client_link.a.name
         );
+        println!(
+            "  edge     {:<26} {EDGE_ADDR}/24 on {} (XDP, proxy :80), {EDGE_BACKEND_LINK_ADDR}/24 on {}",
+            self.edge.name(),
+            self.client_link.b.name,
+            self.backend_link.a.name
+        );
+        println!(
+            "  backends {:<26} {BACKENDS_LINK_ADDR}/24 on {}",
+            self.backend_ns.name(),
+            self.backend_link.b.name
+        );
+        for backend in &self.backends {
+            let addrs: Vec<String> = backend.addrs().iter().map(|a| a.to_string()).collect();
+            println!(
+                "           lab-backend {:<14} {}",
+                backend.name(),
+                addrs.join(" ")
+            );
+        }
     }
-}
-
-fn ip(ns: &str, args: &[&str]) -> Result<()> {
-    command::run(Command::new("ip").args(["-n", ns]).args(args))
-}
-
-fn in_ns(ns: &str, script: &str) -> Result<std::process::Output> {
-    command::output(Command::new("ip").args(["netns", "exec", ns, "bash", "-c", script]))
-}
-
-/// One round of traffic from the client: HTTP and HTTPS connection attempts
-/// (steered to the proxy by XDP) and UDP datagrams to a port without a listener.
-fn send_round(lab: &DemoLab) -> Result<String> {
-    let script = format!(
-        "ok=0; for i in 1 2 3; do curl -s -o /dev/null -m 1 http://{EDGE_ADDR}/ && ok=$((ok+1)); done; \
-         curl -s -o /dev/null -m 1 https://{EDGE_ADDR}/ ; \
-         for i in 1 2 3 4 5; do echo demo > /dev/udp/{EDGE_ADDR}/5353; done; echo $ok"
-    );
-    let out = in_ns(&lab.client, &script)?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// `cargo xtask demo`.
@@ -211,15 +182,23 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         setup::run()?;
     }
     ebpf::build(&BuildEbpfArgs { release: false })?;
-    step("Building xdp-ingress");
+    step("Building xdp-ingress and lab-backend");
     let root = workspace_root();
     command::run(Command::new("cargo").current_dir(&root).args([
         "build",
         "--package",
         "ingress-userspace",
+        "--package",
+        "xdp-ingress-lab",
     ]))?;
-    let binary = command::target_dir().join("debug/xdp-ingress");
+    let binary = lab::daemon_binary()?;
+    let manifests = root.join(MANIFESTS);
 
+    step(&format!("xdp-ingress routes --manifests {MANIFESTS}"));
+    print_routes(&binary, &manifests)?;
+
+    // Ctrl-C only stops the loop below; the lab's processes have their own
+    // process group, so the guards stop them in order.
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
         libc::signal(
@@ -232,62 +211,177 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         );
     }
 
-    step("Creating the lab: client namespace <-> edge namespace (veth)");
-    let mut lab = DemoLab::create()?;
-    println!(
-        "client {CLIENT_ADDR} in {}, edge {EDGE_ADDR} in {} ({})",
-        lab.client, lab.edge, lab.edge_if
-    );
+    step("Creating the lab: client <-> edge <-> backends (network namespaces)");
+    let lab = QuickstartLab::create()?;
+    lab.describe();
 
-    step("Starting xdp-ingress on the edge");
-    lab.start_daemon(&binary, &args.xdp_mode)?;
+    step(&format!(
+        "Starting xdp-ingress on the edge ({})",
+        lab.edge_interface()
+    ));
+    let manifests_arg = manifests.display().to_string();
+    let mut daemon = Daemon::in_netns(&lab.edge)
+        .interface(lab.edge_interface())
+        .bpffs(BPFFS_DIR)
+        .args(&[
+            "--xdp-mode",
+            &args.xdp_mode,
+            "--manifests",
+            &manifests_arg,
+            "--http-addr",
+            "0.0.0.0:80",
+        ])
+        .start()?;
+    print_indented(&daemon.log());
     println!(
-        "\nWhile the demo runs, read the pinned maps from another terminal:\n  \
+        "\nWhile the demo runs, from another terminal:\n  \
          bpftool map dump pinned {BPFFS_DIR}/verdict_stats\n  \
-         bpftool map dump pinned {BPFFS_DIR}/listeners\n  \
-         {} maps\n",
-        binary.display()
-    );
-    println!(
-        "The L7 proxy is not in this build yet, so connections to ports 80/443 are refused by the\n\
-         edge's kernel after XDP has counted them and passed them up (pass-to-proxy)."
+         {} maps\n  \
+         ip netns exec {} curl -H 'Host: web.myingressplayroom.com' http://{EDGE_ADDR}/\n\n\
+         A round of requests every {} s{}.",
+        binary.display(),
+        lab.client.name(),
+        ROUND_INTERVAL.as_secs(),
+        match args.seconds {
+            Some(seconds) => format!(" for {seconds} s"),
+            None => ", until Ctrl-C".to_owned(),
+        }
     );
 
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
+    let over =
+        || INTERRUPTED.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d);
+    let mut spread: BTreeMap<String, u64> = BTreeMap::new();
     let mut round = 0u64;
-    while !INTERRUPTED.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
+    while !over() {
         round += 1;
-        let answered = send_round(&lab)?;
+        let started = Instant::now();
         step(&format!(
-            "Round {round}: 3 HTTP + 1 HTTPS connection attempts ({answered} answered), 5 UDP datagrams to port 5353"
+            "Round {round}: requests from the client to http://{EDGE_ADDR}/"
         ));
-        let maps = command::output(Command::new(&binary).args(["maps", "--bpffs", BPFFS_DIR]))?;
-        print!("{}", String::from_utf8_lossy(&maps.stdout));
-        if !maps.status.success() {
-            bail!(
-                "xdp-ingress maps failed: {}",
-                String::from_utf8_lossy(&maps.stderr)
-            );
+        if !send_requests(&lab.client, &mut spread) {
+            break;
         }
-        for _ in 0..20 {
-            if INTERRUPTED.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
+        if !daemon.running() {
+            bail!("xdp-ingress stopped unexpectedly:\n{}", daemon.log());
+        }
+        let tally: Vec<String> = spread.iter().map(|(e, n)| format!("{e} x{n}")).collect();
+        println!("  nginx-web endpoints so far: {}", tally.join(", "));
+        println!("\n  xdp-ingress maps:");
+        let maps = lab::run_ok(Command::new(&binary).args(["maps", "--bpffs", BPFFS_DIR]))?;
+        print_indented(&maps);
+        while !over() && started.elapsed() < ROUND_INTERVAL {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
     step("Stopping");
-    lab.stop_daemon();
-    let left = Path::new(BPFFS_DIR).exists();
+    let status = daemon.stop()?;
+    let log = daemon.log();
+    let lines: Vec<&str> = log.lines().collect();
+    print_indented(&lines[lines.len().saturating_sub(3)..].join("\n"));
+    println!("  xdp-ingress exited ({status})");
+    if !status.success() {
+        bail!("xdp-ingress did not exit cleanly:\n{log}");
+    }
+    drop(daemon);
+    let names = [
+        lab.client.name().to_owned(),
+        lab.edge.name().to_owned(),
+        lab.backend_ns.name().to_owned(),
+    ];
+    drop(lab);
     println!(
-        "pins {}",
-        if left {
+        "  lab removed (namespaces {}); pins {}",
+        names.join(", "),
+        if Path::new(BPFFS_DIR).exists() {
             "still present (unexpected)"
         } else {
             "removed"
         }
     );
     Ok(())
+}
+
+/// `xdp-ingress routes --manifests FILE`, or a note when this build of the
+/// daemon has no `routes` subcommand.
+fn print_routes(binary: &Path, manifests: &Path) -> Result<()> {
+    let out = lab::run_with_timeout(
+        Command::new(binary)
+            .arg("routes")
+            .arg("--manifests")
+            .arg(manifests),
+        lab::COMMAND_TIMEOUT,
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        print_indented(&String::from_utf8_lossy(&out.stdout));
+    } else if stderr.contains("unrecognized subcommand") {
+        println!("  (skipped: this build of xdp-ingress has no `routes` subcommand)");
+    } else {
+        bail!("xdp-ingress routes failed ({}):\n{stderr}", out.status);
+    }
+    Ok(())
+}
+
+/// One round of [`REQUESTS`] from the client, a line each; counts which
+/// nginx-web endpoint answered in `spread`. False when interrupted.
+fn send_requests(client: &Netns, spread: &mut BTreeMap<String, u64>) -> bool {
+    println!(
+        "  {:<27} {:<6} {:<10} ENDPOINT",
+        "HOST", "STATUS", "BACKEND"
+    );
+    for (host, count) in REQUESTS {
+        for _ in 0..count {
+            let reply =
+                client.http_get(&format!("http://{EDGE_ADDR}/"), &[&format!("Host: {host}")]);
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                // Ctrl-C reached curl too; its failure means nothing.
+                return false;
+            }
+            let (status, backend, endpoint) = describe_reply(reply);
+            if backend == "nginx-web" {
+                *spread.entry(endpoint.clone()).or_default() += 1;
+            }
+            println!("  {host:<27} {status:<6} {backend:<10} {endpoint}");
+        }
+    }
+    true
+}
+
+/// (status, backend, endpoint) of a reply, for a line of the table: the
+/// backend's own report, or what the proxy (or curl) said instead.
+fn describe_reply(reply: Result<HttpReply>) -> (String, String, String) {
+    match reply {
+        Ok(reply) => match reply.report() {
+            Ok(report) => (reply.status.to_string(), report.backend, report.endpoint),
+            Err(_) => (
+                reply.status.to_string(),
+                "-".to_owned(),
+                format!("(from xdp-ingress: {})", page_title(&reply.text())),
+            ),
+        },
+        Err(error) => ("-".to_owned(), "-".to_owned(), format!("{error:#}")),
+    }
+}
+
+/// The `<title>` of the proxy's own (nginx-style) error page, else the
+/// body's first line.
+fn page_title(body: &str) -> &str {
+    body.split_once("<title>")
+        .and_then(|(_, rest)| rest.split_once("</title>"))
+        .map_or_else(|| body.lines().next().unwrap_or(""), |(title, _)| title)
+        .trim()
+}
+
+fn print_indented(text: &str) {
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            println!();
+        } else {
+            println!("  {line}");
+        }
+    }
 }

@@ -63,11 +63,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
         "warnings",
     ]))?;
 
-    step("Building the daemon (the end-to-end tests run it)");
+    step("Building the daemon and lab-backend (the end-to-end tests run them)");
     command::run(Command::new("cargo").current_dir(&root).args([
         "build",
         "--package",
         "ingress-userspace",
+        "--package",
+        "xdp-ingress-lab",
     ]))?;
 
     if !is_root() {
