@@ -60,6 +60,7 @@ pub mod path;
 pub mod problem;
 pub mod snapshot;
 pub mod table;
+pub mod tls;
 
 #[cfg(test)]
 mod fixtures;
@@ -79,3 +80,4 @@ pub use table::{
     DefaultOrigin, DefaultRoute, DefaultScope, PathRoute, RouteMatch, RouteRow, RouteRowsTable,
     RouteTable,
 };
+pub use tls::{TLS_SECRET_TYPE, TlsBinding, TlsPlan};

@@ -40,6 +40,18 @@ pub enum ProblemReason {
     UnsupportedBackend,
     /// The same object appears twice in the input; the later one wins.
     DuplicateObject,
+    /// A `spec.tls` entry names a Secret that does not exist. Its hosts
+    /// are served with the default certificate.
+    SecretNotFound,
+    /// A `spec.tls` entry names a Secret that is not a `kubernetes.io/tls`
+    /// Secret with `tls.crt` and `tls.key`.
+    InvalidSecret,
+    /// A TLS Secret's certificate or key cannot be used (unparsable, key not
+    /// matching the certificate, expired). Reported by the daemon, which
+    /// keeps the host's last good certificate or the default one.
+    InvalidCertificate,
+    /// An annotation has a value we cannot read; it is ignored.
+    InvalidAnnotation,
 }
 
 impl ProblemReason {
@@ -56,6 +68,10 @@ impl ProblemReason {
             ProblemReason::DefaultBackendConflict => "DefaultBackendConflict",
             ProblemReason::UnsupportedBackend => "UnsupportedBackend",
             ProblemReason::DuplicateObject => "DuplicateObject",
+            ProblemReason::SecretNotFound => "SecretNotFound",
+            ProblemReason::InvalidSecret => "InvalidSecret",
+            ProblemReason::InvalidCertificate => "InvalidCertificate",
+            ProblemReason::InvalidAnnotation => "InvalidAnnotation",
         }
     }
 }

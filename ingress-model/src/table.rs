@@ -29,6 +29,7 @@ use crate::{
     path::{PathRule, request_path},
     problem::{Problem, ProblemReason},
     snapshot::ClusterObjects,
+    tls::{TlsPlan, bool_annotation, plan_tls},
 };
 
 /// One routed path of an Ingress rule.
@@ -42,6 +43,10 @@ pub struct PathRoute {
     pub path: PathRule,
     /// Where matching requests go.
     pub backend: Backend,
+    /// Plain-HTTP requests get a 308 to HTTPS: the host has TLS and the
+    /// Ingress does not set `ssl-redirect: "false"`, or the Ingress sets
+    /// `force-ssl-redirect: "true"`.
+    pub https_redirect: bool,
 }
 
 /// Where a default backend comes from.
@@ -73,6 +78,8 @@ pub struct DefaultRoute {
     pub origin: DefaultOrigin,
     /// Where the requests go.
     pub backend: Backend,
+    /// Plain-HTTP requests get a 308 to HTTPS (as for [`PathRoute`]).
+    pub https_redirect: bool,
 }
 
 /// The answer to a lookup, borrowed from the table.
@@ -86,6 +93,14 @@ pub enum RouteMatch<'a> {
 }
 
 impl<'a> RouteMatch<'a> {
+    /// Whether a plain-HTTP request must be redirected to HTTPS instead.
+    pub fn https_redirect(&self) -> bool {
+        match self {
+            RouteMatch::Path(route) => route.https_redirect,
+            RouteMatch::Default(default) => default.https_redirect,
+        }
+    }
+
     /// Where the request goes.
     pub fn backend(&self) -> &'a Backend {
         match self {
@@ -157,6 +172,7 @@ pub struct RouteTable {
     wildcard_hosts: HashMap<String, HostRoutes>,
     any_host: Option<HostRoutes>,
     fallback: DefaultRoute,
+    tls: TlsPlan,
 }
 
 impl Default for RouteTable {
@@ -170,7 +186,9 @@ impl Default for RouteTable {
                 scope: DefaultScope::Fallback,
                 origin: DefaultOrigin::BuiltIn,
                 backend: Backend::NotFound,
+                https_redirect: false,
             },
+            tls: TlsPlan::default(),
         }
     }
 }
@@ -188,11 +206,18 @@ impl RouteTable {
             let created = ingress.metadata.creation_timestamp.clone();
             (created.is_none(), created, (*key).clone())
         });
-        let mut builder = TableBuilder::new(objects);
+        let (tls, tls_problems) = plan_tls(objects, ours.iter().copied());
+        let mut builder = TableBuilder::new(objects, tls);
+        builder.problems.extend(tls_problems);
         for (key, ingress) in ours {
             builder.add_ingress(key, ingress);
         }
         builder.finish(options)
+    }
+
+    /// The TLS view of our Ingresses: which hosts want which Secret.
+    pub fn tls(&self) -> &TlsPlan {
+        &self.tls
     }
 
     /// Routes a request: `host` is the `Host` header or `:authority` (a port
@@ -384,6 +409,10 @@ impl fmt::Display for RouteRowsTable<'_> {
 /// Collects routes while Ingresses are added in precedence order.
 struct TableBuilder<'a> {
     resolver: BackendResolver<'a>,
+    tls: TlsPlan,
+    /// The redirect annotations of the Ingress being added.
+    ssl_redirect: Option<bool>,
+    force_ssl_redirect: bool,
     hosts: HashMap<HostPattern, HostRoutes>,
     fallback: Option<DefaultRoute>,
     problems: Vec<Problem>,
@@ -391,9 +420,12 @@ struct TableBuilder<'a> {
 }
 
 impl<'a> TableBuilder<'a> {
-    fn new(objects: &'a ClusterObjects) -> Self {
+    fn new(objects: &'a ClusterObjects, tls: TlsPlan) -> Self {
         Self {
             resolver: BackendResolver::new(objects),
+            tls,
+            ssl_redirect: None,
+            force_ssl_redirect: false,
             hosts: HashMap::new(),
             fallback: None,
             problems: Vec::new(),
@@ -420,11 +452,25 @@ impl<'a> TableBuilder<'a> {
         backend
     }
 
+    /// Whether plain HTTP for `host` of the current Ingress redirects.
+    fn https_redirect(&self, host: Option<&HostPattern>) -> bool {
+        self.force_ssl_redirect
+            || (self.ssl_redirect != Some(false) && host.is_some_and(|h| self.tls.has_tls(h)))
+    }
+
     fn add_ingress(&mut self, key: &ObjectKey, ingress: &Ingress) {
         let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
         let Some(spec) = &ingress.spec else {
             return;
         };
+        let mut annotation_problems = Vec::new();
+        self.ssl_redirect = bool_annotation(ingress, key, "ssl-redirect", &mut annotation_problems);
+        self.force_ssl_redirect =
+            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
+                .unwrap_or(false);
+        for problem in annotation_problems {
+            self.report(&problem.object, problem.reason, problem.message);
+        }
         let rules = spec.rules.as_deref().unwrap_or_default();
         let mut hosts_of_ingress: Vec<HostPattern> = Vec::new();
         for rule in rules {
@@ -463,6 +509,7 @@ impl<'a> TableBuilder<'a> {
                 scope: DefaultScope::Fallback,
                 origin: DefaultOrigin::Ingress(key.clone()),
                 backend,
+                https_redirect: self.force_ssl_redirect,
             });
             return;
         }
@@ -477,11 +524,13 @@ impl<'a> TableBuilder<'a> {
                 continue;
             }
             let backend = self.resolve(&object, "defaultBackend", default_backend);
+            let https_redirect = self.https_redirect(Some(&host));
             if let Some(routes) = self.hosts.get_mut(&host) {
                 routes.default = Some(DefaultRoute {
                     scope: DefaultScope::Host(host.clone()),
                     origin: DefaultOrigin::Ingress(key.clone()),
                     backend,
+                    https_redirect,
                 });
             }
         }
@@ -527,6 +576,7 @@ impl<'a> TableBuilder<'a> {
             host: host.clone(),
             path: rule,
             backend,
+            https_redirect: self.https_redirect(Some(host)),
         };
         if let Some(routes) = self.hosts.get_mut(host) {
             let map = if route.path.path_type.is_prefix() {
@@ -557,12 +607,14 @@ impl<'a> TableBuilder<'a> {
                     scope: DefaultScope::Fallback,
                     origin: DefaultOrigin::ConfiguredService,
                     backend,
+                    https_redirect: false,
                 }
             }
             (None, None) => RouteTable::default().fallback,
         };
         let mut table = RouteTable {
             fallback,
+            tls: self.tls,
             ..RouteTable::default()
         };
         for (host, routes) in self.hosts {
