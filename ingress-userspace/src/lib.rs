@@ -10,3 +10,4 @@ pub mod providers;
 pub mod proxy;
 pub mod routing;
 pub mod shutdown;
+pub mod tls;

@@ -74,9 +74,18 @@ pub struct ClientContext {
 /// the client sent it. Returns the request id (the client's, or a new one).
 pub fn set_forwarded_headers(headers: &mut HeaderMap, client: &ClientContext) -> HeaderValue {
     let client_ip = client.client_ip.to_canonical().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
-        _ => client_ip.clone(),
+    // Several header lines are one comma-separated list (RFC 9110 5.3).
+    let previous: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let forwarded_for = if previous.is_empty() {
+        client_ip.clone()
+    } else {
+        format!("{}, {client_ip}", previous.join(", "))
     };
     // Header values built from an IP address and ASCII text are always valid.
     let value = |text: &str| HeaderValue::from_str(text).expect("ASCII header value");
@@ -146,6 +155,19 @@ mod tests {
         let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
         set_forwarded_headers(&mut map, &client());
         assert_eq!(map["x-forwarded-for"], "203.0.113.7, 198.18.0.2");
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_all_kept() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "192.0.2.1, 192.0.2.2"),
+        ]);
+        set_forwarded_headers(&mut map, &client());
+        assert_eq!(
+            map.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.7, 192.0.2.1, 192.0.2.2, 198.18.0.2"]
+        );
     }
 
     #[test]

@@ -272,7 +272,9 @@ fn upstream_request(
         parts.headers.insert(header::HOST, value);
     }
     set_forwarded_headers(&mut parts.headers, client);
-    let body: ProxyBody = if upgrade || body_is_empty(&body) {
+    // An upgrade request may carry a body (curl's `Upgrade: h2c` POST) that
+    // a backend declining the upgrade reads: it goes up like any other.
+    let body: ProxyBody = if body_is_empty(&body) {
         Empty::new().map_err(|e| match e {}).boxed()
     } else {
         GuardedBody::new(body, settings.send_timeout, Some(settings.max_body_size)).boxed()
@@ -364,4 +366,83 @@ pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+    use hyper::{client::conn::http1 as client_http1, server::conn::http1 as server_http1};
+
+    use super::*;
+    use crate::proxy::upstream::UpstreamSettings;
+
+    /// Every request goes to one endpoint.
+    struct Fixed(SocketAddr);
+
+    impl Resolve for Fixed {
+        fn resolve(&self, _host: &str, _path: &str) -> Resolution {
+            Resolution::Upstream(Upstream {
+                name: Arc::from("test/fixed:80"),
+                endpoints: Arc::from([self.0]),
+                round_robin: Arc::default(),
+            })
+        }
+    }
+
+    /// A backend that ignores `Upgrade` and answers how many body bytes came.
+    async fn counting_backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let body = request.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(
+                        body.len().to_string(),
+                    ))))
+                });
+                tokio::spawn(
+                    server_http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_declined_upgrade_still_sends_the_request_body() {
+        let backend = counting_backend().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let state = Arc::new(ProxyState {
+            resolver: Arc::new(Fixed(backend)),
+            pool: UpstreamPool::new(UpstreamSettings::default()),
+            settings: ProxySettings {
+                read_timeout: Duration::from_secs(5),
+                ..ProxySettings::default()
+            },
+        });
+        let (_stop, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(listener, "http", state, stop_rx));
+
+        let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (mut sender, connection) = client_http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection.with_upgrades());
+        // What `curl --http2 -d hello http://...` sends.
+        let request = Request::post("/submit")
+            .header(header::HOST, "example.com")
+            .header(header::CONNECTION, "Upgrade, HTTP2-Settings")
+            .header(header::UPGRADE, "h2c")
+            .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+            .header(header::CONTENT_LENGTH, "5")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("the proxy answered in time")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"5", "the backend got the whole body");
+    }
 }
