@@ -28,7 +28,7 @@ pub enum Command {
     /// --manifests), with the XDP program on the --interface NICs steering
     /// the listener ports to the proxy, until SIGINT or SIGTERM, which drain
     /// open connections, detach the program and remove its pins.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the pinned maps of a running daemon: listeners and the counters
     /// summed over CPUs.
     Maps(MapsArgs),
@@ -118,6 +118,28 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:443")]
     pub https_addr: SocketAddr,
 
+    /// Secret (namespace/name, type kubernetes.io/tls) with the certificate
+    /// for TLS handshakes without SNI or for unknown names; without it a
+    /// self-signed certificate is generated at start.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
+    pub default_ssl_certificate: Option<ingress_model::ObjectKey>,
+
+    /// Send Strict-Transport-Security on HTTPS responses (ingress-nginx's hsts).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+
+    /// The max-age of Strict-Transport-Security, in seconds (hsts-max-age).
+    #[arg(long, value_name = "SECONDS", default_value_t = 31_536_000)]
+    pub hsts_max_age: u64,
+
+    /// Add includeSubDomains to Strict-Transport-Security (hsts-include-subdomains).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
+
+    /// Add preload to Strict-Transport-Security (hsts-preload).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub hsts_preload: bool,
+
     /// Largest request body in bytes (ingress-nginx's proxy-body-size, 1m);
     /// larger requests get 413.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
@@ -143,6 +165,35 @@ pub struct RunArgs {
     /// they are closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_grace_period: u64,
+}
+
+impl RunArgs {
+    /// The Strict-Transport-Security value, `None` when turned off.
+    pub fn hsts_value(&self) -> Option<String> {
+        if !self.hsts {
+            return None;
+        }
+        let mut value = format!("max-age={}", self.hsts_max_age);
+        if self.hsts_include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if self.hsts_preload {
+            value.push_str("; preload");
+        }
+        Some(value)
+    }
+}
+
+/// `namespace/name`.
+fn parse_object_key(value: &str) -> Result<ingress_model::ObjectKey, String> {
+    match value.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(ingress_model::ObjectKey::new(namespace, name))
+        }
+        _ => Err(format!("{value:?} is not namespace/name")),
+    }
 }
 
 /// Options of `xdp-ingress maps`.
@@ -209,6 +260,38 @@ mod tests {
         assert_eq!(
             options.default_backend_service.unwrap().to_string(),
             "ns/fallback"
+        );
+    }
+
+    #[test]
+    fn tls_options() {
+        let cli = Cli::try_parse_from([
+            "xdp-ingress",
+            "run",
+            "--default-ssl-certificate",
+            "ingress/default-cert",
+            "--hsts-max-age",
+            "60",
+            "--hsts-include-subdomains",
+            "false",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(
+            run.default_ssl_certificate,
+            Some(ingress_model::ObjectKey::new("ingress", "default-cert"))
+        );
+        assert_eq!(run.hsts_value().as_deref(), Some("max-age=60"));
+        let cli = Cli::try_parse_from(["xdp-ingress", "run", "--hsts", "false"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(run.hsts_value(), None);
+        assert!(
+            Cli::try_parse_from(["xdp-ingress", "run", "--default-ssl-certificate", "nope"])
+                .is_err()
         );
     }
 

@@ -13,7 +13,10 @@ use std::{
 use ingress_model::{ClusterObjects, ModelOptions, Problem, RouteTable};
 use tracing::{info, warn};
 
-use crate::routing::LiveRoutes;
+use crate::{
+    routing::LiveRoutes,
+    tls::{certs::unix_now, store::CertStore},
+};
 
 /// What one apply did, for logs and tests.
 #[derive(Debug, Clone)]
@@ -32,15 +35,22 @@ pub struct ApplyOutcome {
 pub struct ConfigApplier {
     options: ModelOptions,
     routes: Arc<LiveRoutes>,
+    certificates: Option<Arc<CertStore>>,
     reported: Mutex<BTreeSet<Problem>>,
 }
 
 impl ConfigApplier {
-    /// An applier that installs into `routes`.
-    pub fn new(options: ModelOptions, routes: Arc<LiveRoutes>) -> Self {
+    /// An applier that installs into `routes`, and into `certificates`
+    /// when HTTPS is served.
+    pub fn new(
+        options: ModelOptions,
+        routes: Arc<LiveRoutes>,
+        certificates: Option<Arc<CertStore>>,
+    ) -> Self {
         Self {
             options,
             routes,
+            certificates,
             reported: Mutex::new(BTreeSet::new()),
         }
     }
@@ -49,9 +59,13 @@ impl ConfigApplier {
     /// once each (when they appear), and when they go away.
     pub fn apply(&self, objects: &ClusterObjects) -> ApplyOutcome {
         let started = Instant::now();
-        let (table, problems) = RouteTable::build(objects, &self.options);
+        let (table, mut problems) = RouteTable::build(objects, &self.options);
         let paths = table.path_count();
         let backends = table.backends().len();
+        if let Some(certificates) = &self.certificates {
+            let update = certificates.update(table.tls(), objects, unix_now());
+            problems.extend(update.problems);
+        }
         self.routes.install(table);
         let took = started.elapsed();
         self.report(&problems);

@@ -4,9 +4,11 @@ use std::{collections::BTreeMap, io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use http::HeaderValue;
 use ingress_common::{action, protocol};
 use ingress_model::{RouteRowsTable, RouteTable};
 use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use xdp_ingress::{
     bpf::{
@@ -19,10 +21,11 @@ use xdp_ingress::{
     config::ConfigApplier,
     providers::manifests,
     proxy::{
-        server::{self, ProxySettings, ProxyState},
+        server::{self, ProxySettings, ProxyState, ProxyStats},
         upstream::{UpstreamPool, UpstreamSettings},
     },
     routing::LiveRoutes,
+    tls::{self, certs::self_signed_default, store::CertStore},
 };
 
 fn main() {
@@ -36,7 +39,7 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Maps(args) => print_maps(&args),
         Command::Routes(args) => print_routes(&args),
     };
@@ -93,9 +96,22 @@ fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<()> {
 /// drains open connections (bounded by the grace period).
 async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
     let routes = LiveRoutes::new();
+    let default_certificate =
+        self_signed_default().context("generating the default certificate")?;
+    match &args.default_ssl_certificate {
+        Some(secret) => {
+            info!(%secret, "default certificate: from --default-ssl-certificate once it loads")
+        }
+        None => info!("no --default-ssl-certificate: generated a self-signed default certificate"),
+    }
+    let certificates = Arc::new(CertStore::new(
+        default_certificate.key,
+        args.default_ssl_certificate.clone(),
+    ));
     let applier = Arc::new(ConfigApplier::new(
         args.ingress.model_options(),
         routes.clone(),
+        Some(certificates.clone()),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -113,6 +129,7 @@ async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
     };
 
     let state = Arc::new(ProxyState {
+        stats: ProxyStats::default(),
         resolver: routes,
         pool: UpstreamPool::new(UpstreamSettings {
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
@@ -124,14 +141,35 @@ async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
             send_timeout: Duration::from_secs(args.proxy_send_timeout),
             client_header_timeout: Duration::from_secs(args.client_header_timeout),
             keep_alive: true,
+            https_port: args.https_addr.port(),
+            hsts: args
+                .hsts_value()
+                .map(|v| HeaderValue::from_str(&v).expect("HSTS value is ASCII")),
+            ..ProxySettings::default()
         },
     });
-    let listener = TcpListener::bind(args.http_addr)
+    let http_listener = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("listening on --http-addr {}", args.http_addr))?;
-    let http = tokio::spawn(server::serve(listener, "http", state, stop_rx));
+    let https_listener = TcpListener::bind(args.https_addr)
+        .await
+        .with_context(|| format!("listening on --https-addr {}", args.https_addr))?;
+    let acceptor = TlsAcceptor::from(tls::server_config(certificates)?);
+    let http = tokio::spawn(server::serve(
+        http_listener,
+        None,
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    let https = tokio::spawn(server::serve(
+        https_listener,
+        Some(acceptor),
+        state,
+        stop_rx,
+    ));
     info!(
         http = %args.http_addr,
+        https = %args.https_addr,
         interfaces = ?args.interfaces,
         bpffs = %args.bpffs.display(),
         "xdp-ingress ready"
@@ -140,7 +178,10 @@ async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
     shutdown.wait().await;
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(args.shutdown_grace_period);
-    if tokio::time::timeout(grace, http).await.is_err() {
+    if tokio::time::timeout(grace, async { tokio::join!(http, https) })
+        .await
+        .is_err()
+    {
         warn!(
             ?grace,
             "connections still open after the grace period: closing them"

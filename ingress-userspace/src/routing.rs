@@ -77,7 +77,9 @@ impl LiveRoutes {
 impl Resolve for LiveRoutes {
     fn resolve(&self, host: &str, path: &str) -> Resolution {
         let snapshot = self.current.load();
-        match snapshot.table.route(host, path).backend() {
+        let found = snapshot.table.route(host, path);
+        let https_redirect = found.https_redirect();
+        match found.backend() {
             Backend::Service(service) => {
                 let state = snapshot
                     .backends
@@ -91,9 +93,10 @@ impl Resolve for LiveRoutes {
                     name: state.name,
                     endpoints: service.endpoints.shared(),
                     round_robin: state.round_robin,
+                    https_redirect,
                 })
             }
-            Backend::Unavailable(_) => Resolution::Unavailable,
+            Backend::Unavailable(_) => Resolution::Unavailable { https_redirect },
             Backend::NotFound => Resolution::NoRoute,
         }
     }
@@ -157,7 +160,9 @@ endpoints: [{addresses: [198.18.1.1]}, {addresses: [198.18.1.2]}]
         assert_eq!(upstream.endpoints.len(), 2);
         assert!(matches!(
             routes.resolve("web.example.com", "/broken/x"),
-            Resolution::Unavailable
+            Resolution::Unavailable {
+                https_redirect: false
+            }
         ));
         assert!(matches!(
             routes.resolve("other.example.com", "/"),

@@ -11,7 +11,15 @@
 //! 5. response: hop-by-hop headers out, body streamed back; a `101` bridges
 //!    the two upgraded connections (WebSocket).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -19,9 +27,13 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -40,6 +52,8 @@ pub struct Upstream {
     pub endpoints: Arc<[SocketAddr]>,
     /// The round-robin cursor of this upstream.
     pub round_robin: Arc<RoundRobin>,
+    /// Plain-HTTP requests get a 308 to HTTPS instead.
+    pub https_redirect: bool,
 }
 
 /// The answer of a route lookup.
@@ -48,8 +62,11 @@ pub enum Resolution {
     /// Proxy to this upstream.
     Upstream(Upstream),
     /// A rule matches but its backend cannot be served (missing Service or
-    /// port, unsupported backend): 503.
-    Unavailable,
+    /// port, unsupported backend): 503, or the redirect to HTTPS.
+    Unavailable {
+        /// Plain-HTTP requests get a 308 to HTTPS instead.
+        https_redirect: bool,
+    },
     /// No rule matches and no default backend is configured: 404.
     NoRoute,
 }
@@ -74,6 +91,12 @@ pub struct ProxySettings {
     pub client_header_timeout: Duration,
     /// Whether client connections are kept alive between requests.
     pub keep_alive: bool,
+    /// The HTTPS port that redirects point to (omitted from the URL when 443).
+    pub https_port: u16,
+    /// The `Strict-Transport-Security` value for HTTPS responses, if any.
+    pub hsts: Option<HeaderValue>,
+    /// Time for a client to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -84,12 +107,28 @@ impl Default for ProxySettings {
             send_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(60),
             keep_alive: true,
+            https_port: 443,
+            hsts: Some(HeaderValue::from_static(
+                "max-age=31536000; includeSubDomains",
+            )),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
+/// Counters of the client side, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_errors: AtomicU64,
+}
+
 /// What every request handler shares.
 pub struct ProxyState {
+    /// Counters.
+    pub stats: ProxyStats,
     /// Route lookup.
     pub resolver: Arc<dyn Resolve>,
     /// Upstream connections.
@@ -99,15 +138,17 @@ pub struct ProxyState {
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
-/// finish their requests (graceful shutdown) before returning.
+/// finish their requests (graceful shutdown) before returning. With `tls`,
+/// every connection starts with a TLS handshake (HTTPS).
 pub async fn serve(
     listener: TcpListener,
-    scheme: &'static str,
+    tls: Option<TlsAcceptor>,
     state: Arc<ProxyState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
     let listener_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -126,47 +167,119 @@ pub async fn serve(
             scheme,
             listener_port,
         };
-        let header_timeout = state.settings.client_header_timeout;
-        let keep_alive = state.settings.keep_alive;
         let state = state.clone();
-        let service = service_fn(move |request| {
-            let state = state.clone();
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(handle(request, &client, &state).await) }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .keep_alive(keep_alive);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = watched.await {
-                debug!(%peer, %error, "client connection ended with an error");
+            match tls {
+                None => serve_connection(TokioIo::new(stream), client, state, watcher).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        state.settings.tls_handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            state.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                            serve_connection(TokioIo::new(tls_stream), client, state, watcher)
+                                .await;
+                        }
+                        Ok(Err(error)) => {
+                            state
+                                .stats
+                                .tls_handshake_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            state
+                                .stats
+                                .tls_handshake_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
             }
         });
     }
     info!(
+        scheme,
         connections = graceful.count(),
         "draining client connections"
     );
-    graceful.shutdown().await;
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        graceful.shutdown().await;
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by the connection preface) on one client
+/// connection, watched for graceful shutdown.
+async fn serve_connection<IO>(
+    io: IO,
+    client: ClientContext,
+    state: Arc<ProxyState>,
+    watcher: Watcher,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let header_timeout = state.settings.client_header_timeout;
+    let keep_alive = state.settings.keep_alive;
+    let peer = client.client_ip;
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(handle(request, &client, &state).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(keep_alive);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        debug!(%peer, %error, "client connection ended with an error");
+    }
 }
 
 /// Proxies one request; never fails: every problem is an HTTP status.
 pub async fn handle(
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     client: &ClientContext,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
     let host = request_host(&request);
-    let upstream = match state.resolver.resolve(&host, request.uri().path()) {
+    let mut response = route_request(request, &host, client, state).await;
+    if client.scheme == "https"
+        && let Some(hsts) = &state.settings.hsts
+    {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    response
+}
+
+async fn route_request(
+    mut request: Request<Incoming>,
+    host: &str,
+    client: &ClientContext,
+    state: &ProxyState,
+) -> Response<ProxyBody> {
+    let plain_http = client.scheme == "http";
+    let upstream = match state.resolver.resolve(host, request.uri().path()) {
+        Resolution::Upstream(upstream) if plain_http && upstream.https_redirect => {
+            return https_redirect(&request, host, state.settings.https_port);
+        }
         Resolution::Upstream(upstream) => upstream,
-        Resolution::Unavailable => return error_response(StatusCode::SERVICE_UNAVAILABLE),
+        Resolution::Unavailable {
+            https_redirect: true,
+        } if plain_http => {
+            return https_redirect(&request, host, state.settings.https_port);
+        }
+        Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
     };
     if upstream.endpoints.is_empty() {
@@ -184,8 +297,7 @@ pub async fn handle(
 
     let upgrade = is_upgrade_request(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let upstream_request = match upstream_request(request, &host, client, &state.settings, upgrade)
-    {
+    let upstream_request = match upstream_request(request, host, client, &state.settings, upgrade) {
         Ok(request) => request,
         Err(status) => return error_response(status),
     };
@@ -225,6 +337,31 @@ pub async fn handle(
     let body = PooledBody::new(body, connection, &state.pool);
     let body = GuardedBody::new(body, state.settings.read_timeout, None);
     Response::from_parts(parts, body.boxed())
+}
+
+/// A 308 to the same host and request target over HTTPS, as ingress-nginx
+/// answers plain HTTP for hosts with TLS.
+fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Response<ProxyBody> {
+    let name = ingress_model::host::request_host(host);
+    let name = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name.into_owned()
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut response = error_response(StatusCode::PERMANENT_REDIRECT);
+    match HeaderValue::from_str(&format!("https://{name}{port}{target}")) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => error_response(StatusCode::BAD_REQUEST),
+    }
 }
 
 /// The host a request names: `Host`, else the URI's authority (HTTP/2).
@@ -385,6 +522,7 @@ mod tests {
                 name: Arc::from("test/fixed:80"),
                 endpoints: Arc::from([self.0]),
                 round_robin: Arc::default(),
+                https_redirect: false,
             })
         }
     }
@@ -415,6 +553,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
+            stats: ProxyStats::default(),
             resolver: Arc::new(Fixed(backend)),
             pool: UpstreamPool::new(UpstreamSettings::default()),
             settings: ProxySettings {
@@ -423,7 +562,7 @@ mod tests {
             },
         });
         let (_stop, stop_rx) = watch::channel(false);
-        tokio::spawn(serve(listener, "http", state, stop_rx));
+        tokio::spawn(serve(listener, None, state, stop_rx));
 
         let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
         let (mut sender, connection) = client_http1::handshake(TokioIo::new(stream)).await.unwrap();
