@@ -53,6 +53,7 @@
 pub mod backend;
 pub mod class;
 pub mod host;
+pub mod maglev;
 pub mod manifest;
 pub mod object;
 pub mod options;
@@ -70,6 +71,7 @@ pub use backend::{
 };
 pub use class::{ClassMatch, ClassMismatch, IgnoredIngress, IngressSelection, select_ingresses};
 pub use host::HostPattern;
+pub use maglev::{MaglevError, MaglevTable};
 pub use manifest::{ManifestError, ManifestErrorReason, parse_manifests};
 pub use object::{KubeObject, ObjectKey, ObjectKind, ObjectRef, SkippedObject};
 pub use options::{CONTROLLER_NAME, DEFAULT_INGRESS_CLASS, DefaultBackendService, ModelOptions};
