@@ -18,6 +18,9 @@ use rustls::{
 /// Why a Secret's certificate cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
+    /// The Secret is not of type `kubernetes.io/tls`.
+    #[error("the Secret has type {0:?}, not kubernetes.io/tls")]
+    NotATlsSecret(String),
     /// `tls.crt` or `tls.key` is missing.
     #[error("the Secret has no {0}")]
     MissingField(&'static str),
@@ -67,6 +70,11 @@ fn field<'a>(secret: &'a Secret, name: &'static str) -> Result<&'a [u8], CertErr
 
 /// Loads the certificate of a TLS Secret, checked at `now` (Unix seconds).
 pub fn load_secret(secret: &Secret, now: i64) -> Result<LoadedCert, CertError> {
+    if let Some(type_) = &secret.type_
+        && type_ != ingress_model::TLS_SECRET_TYPE
+    {
+        return Err(CertError::NotATlsSecret(type_.clone()));
+    }
     load_pem(field(secret, "tls.crt")?, field(secret, "tls.key")?, now)
 }
 
