@@ -5,7 +5,7 @@ use std::{
     fs::File,
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, ExitStatus, Stdio},
     time::Duration,
 };
 
@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::{
     netns::Netns,
-    process::{describe, guard_process, poll_until, terminate, workspace_binary},
+    process::{Launch, describe, guard_process, poll_until, terminate, workspace_binary},
     reap::{log_path, reap_stale},
 };
 
@@ -68,6 +68,73 @@ pub fn backend_binary() -> Result<PathBuf> {
     )
 }
 
+/// Builds a [`Backend`] with launch options:
+/// `Backend::builder(&ns, "web", &addrs).cpus("0").start()`.
+#[derive(Debug)]
+pub struct BackendBuilder<'a> {
+    ns: &'a Netns,
+    name: String,
+    addrs: Vec<SocketAddr>,
+    launch: Launch,
+}
+
+impl BackendBuilder<'_> {
+    /// Runs this binary instead of [`backend_binary`] (a release build).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.launch.binary = Some(path.into());
+        self
+    }
+
+    /// Restricts the backend to the CPUs of `list` (`taskset -c LIST`),
+    /// from its start on.
+    pub fn cpus(mut self, list: &str) -> Self {
+        self.launch.cpus = Some(list.to_owned());
+        self
+    }
+
+    /// Sets an environment variable of the backend (`TOKIO_WORKER_THREADS`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.launch.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts it; see [`Backend::start`].
+    pub fn start(self) -> Result<Backend> {
+        let (ns, name, addrs) = (self.ns, self.name.as_str(), self.addrs.as_slice());
+        ensure!(!addrs.is_empty(), "a backend needs an address to listen on");
+        reap_stale();
+        let binary = match &self.launch.binary {
+            Some(binary) => binary.clone(),
+            None => backend_binary()?,
+        };
+        let log = log_path("backend");
+        let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut command = self.launch.nsenter(ns);
+        command.arg(binary).args(["--name", name]);
+        for addr in addrs {
+            command.arg("--listen").arg(addr.to_string());
+        }
+        let line = describe(&command);
+        guard_process(&mut command);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting `{line}`"))?;
+        let mut backend = Backend {
+            child,
+            name: name.to_owned(),
+            addrs: addrs.to_vec(),
+            log,
+        };
+        backend
+            .wait_ready(ns)
+            .with_context(|| format!("`{line}` did not get ready:\n{}", backend.log()))?;
+        Ok(backend)
+    }
+}
+
 /// A `lab-backend` process inside a namespace, as a guard: SIGTERM (then
 /// SIGKILL) on drop.
 #[derive(Debug)]
@@ -87,36 +154,18 @@ impl Backend {
     /// The backend gets SIGTERM if the starting thread dies, so keep the
     /// guard on the thread that created it.
     pub fn start(ns: &Netns, name: &str, addrs: &[SocketAddr]) -> Result<Self> {
-        ensure!(!addrs.is_empty(), "a backend needs an address to listen on");
-        reap_stale();
-        let log = log_path("backend");
-        let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", ns.path().display()))
-            .arg(backend_binary()?)
-            .args(["--name", name]);
-        for addr in addrs {
-            command.arg("--listen").arg(addr.to_string());
-        }
-        let line = describe(&command);
-        guard_process(&mut command);
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting `{line}`"))?;
-        let mut backend = Self {
-            child,
+        Self::builder(ns, name, addrs).start()
+    }
+
+    /// Starts describing a backend with options (binary, CPUs,
+    /// environment); see [`BackendBuilder`].
+    pub fn builder<'a>(ns: &'a Netns, name: &str, addrs: &[SocketAddr]) -> BackendBuilder<'a> {
+        BackendBuilder {
+            ns,
             name: name.to_owned(),
             addrs: addrs.to_vec(),
-            log,
-        };
-        backend
-            .wait_ready(ns)
-            .with_context(|| format!("`{line}` did not get ready:\n{}", backend.log()))?;
-        Ok(backend)
+            launch: Launch::default(),
+        }
     }
 
     fn wait_ready(&mut self, ns: &Netns) -> Result<()> {

@@ -17,7 +17,7 @@ use crate::{
     maps::{MapsJson, read_maps},
     netns::{Netns, link_json, parse_xdp},
     process::{
-        catches_signal, describe, guard_process, poll_until, run_with_timeout, terminate,
+        Launch, catches_signal, describe, guard_process, poll_until, run_with_timeout, terminate,
         workspace_binary,
     },
     reap::{log_path, reap_stale},
@@ -46,6 +46,7 @@ pub struct DaemonBuilder<'a> {
     interfaces: Vec<String>,
     bpffs: Option<PathBuf>,
     args: Vec<String>,
+    launch: Launch,
 }
 
 impl DaemonBuilder<'_> {
@@ -68,6 +69,28 @@ impl DaemonBuilder<'_> {
         self
     }
 
+    /// Runs this binary instead of [`daemon_binary`] (a release build, for
+    /// the benchmarks).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.launch.binary = Some(path.into());
+        self
+    }
+
+    /// Restricts the daemon to the CPUs of `list` (`taskset -c LIST`: `1`,
+    /// `0-3`), from its first instruction on, so runtimes that size
+    /// themselves by the CPUs they may use see only those.
+    pub fn cpus(mut self, list: &str) -> Self {
+        self.launch.cpus = Some(list.to_owned());
+        self
+    }
+
+    /// Sets an environment variable of the daemon (`TOKIO_WORKER_THREADS`,
+    /// `RUST_LOG`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.launch.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Starts `xdp-ingress run --interface I... --bpffs DIR ARGS...` in the
     /// namespace (entered with `nsenter --net`, which keeps the host's /sys
     /// so the pins are visible from the root namespace); returns once it is
@@ -75,21 +98,24 @@ impl DaemonBuilder<'_> {
     /// attached, it handles SIGTERM, and its proxy accepts connections on
     /// `--http-addr` (default `0.0.0.0:80`; probed from inside the
     /// namespace, over loopback, so XDP on the interfaces counts nothing).
+    /// Without any interface the daemon runs its proxy only and pins
+    /// nothing: then it is ready once it handles SIGTERM and accepts
+    /// connections.
     ///
     /// The daemon gets SIGTERM if the starting thread dies (a killed run),
     /// so keep the guard on the thread that created it.
     pub fn start(self) -> Result<Daemon> {
         reap_stale();
         ensure_bpffs()?;
-        let binary = daemon_binary()?;
+        let binary = match &self.launch.binary {
+            Some(binary) => binary.clone(),
+            None => daemon_binary()?,
+        };
         let bpffs = self.bpffs.unwrap_or_else(unique_pin_dir);
         let log = log_path("daemon");
         let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.ns.path().display()))
-            .arg(&binary)
-            .arg("run");
+        let mut command = self.launch.nsenter(self.ns);
+        command.arg(&binary).arg("run");
         for iface in &self.interfaces {
             command.args(["--interface", iface]);
         }
@@ -103,6 +129,7 @@ impl DaemonBuilder<'_> {
             .spawn()
             .with_context(|| format!("starting `{line}`"))?;
         let http_addr = http_addr(&self.args)?;
+        let proxy_only = self.interfaces.is_empty() && !names_an_interface(&self.args);
         let mut daemon = Daemon {
             child,
             netns: self.ns.name().to_owned(),
@@ -112,7 +139,7 @@ impl DaemonBuilder<'_> {
             exit: None,
         };
         daemon
-            .wait_ready(self.ns, http_addr)
+            .wait_ready(self.ns, http_addr, proxy_only)
             .with_context(|| format!("`{line}` did not get ready:\n{}", daemon.log()))?;
         Ok(daemon)
     }
@@ -138,6 +165,7 @@ impl Daemon {
             interfaces: Vec::new(),
             bpffs: None,
             args: Vec::new(),
+            launch: Launch::default(),
         }
     }
 
@@ -159,7 +187,9 @@ impl Daemon {
             .start()
     }
 
-    fn wait_ready(&mut self, ns: &Netns, http_addr: SocketAddr) -> Result<()> {
+    /// Waits until the daemon serves; `proxy_only` (no interface) expects
+    /// no pins and no attachment.
+    fn wait_ready(&mut self, ns: &Netns, http_addr: SocketAddr, proxy_only: bool) -> Result<()> {
         let listeners_pin = self.bpffs.join("listeners");
         let pid = self.child.id();
         poll_until(
@@ -170,7 +200,7 @@ impl Daemon {
                     self.exit = Some(status);
                     bail!("the daemon exited early ({status})");
                 }
-                if !listeners_pin.exists() {
+                if !proxy_only && !listeners_pin.exists() {
                     return Ok(None);
                 }
                 let held = prog_ids_held_by(pid);
@@ -213,6 +243,19 @@ impl Daemon {
     /// `xdp-ingress maps --bpffs DIR --json`, run from the root namespace.
     pub fn maps(&self) -> Result<MapsJson> {
         read_maps(&self.bpffs)
+    }
+
+    /// Sends it SIGTERM without waiting: it drains, then exits (see
+    /// [`Self::stop`] to wait, which may follow: the daemon keeps its
+    /// handler, so a second SIGTERM is harmless).
+    pub fn sigterm(&self) -> Result<()> {
+        if self.exit.is_none() {
+            // SAFETY: kill by the pid of our own child, which we have not reaped.
+            if unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("SIGTERM to the daemon");
+            }
+        }
+        Ok(())
     }
 
     /// Stops it with SIGTERM (bounded wait, then SIGKILL) and returns how it exited.
@@ -264,6 +307,13 @@ fn http_addr(args: &[String]) -> Result<SocketAddr> {
         .with_context(|| format!("--http-addr {value}"))
 }
 
+/// True when `args` give an interface themselves (`--interface I`,
+/// `--interface=I`, `-i I`), not through [`DaemonBuilder::interface`].
+fn names_an_interface(args: &[String]) -> bool {
+    args.iter()
+        .any(|arg| arg == "--interface" || arg == "-i" || arg.starts_with("--interface="))
+}
+
 /// Runs `xdp-ingress ARGS` to completion inside `ns` (with `nsenter --net`),
 /// for commands that are expected to exit (errors, `--help`).
 pub fn run_daemon_once(ns: &Netns, args: &[&str], timeout: Duration) -> Result<Output> {
@@ -294,5 +344,14 @@ mod tests {
             "198.18.0.1:80".parse().unwrap()
         );
         assert!(http_addr(&args(&["--http-addr"])).is_err());
+    }
+
+    #[test]
+    fn interfaces_given_as_arguments_are_noticed() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(!names_an_interface(&args(&["--manifests", "m.yaml"])));
+        assert!(names_an_interface(&args(&["--interface", "eth0"])));
+        assert!(names_an_interface(&args(&["--interface=eth0"])));
+        assert!(names_an_interface(&args(&["-i", "eth0"])));
     }
 }

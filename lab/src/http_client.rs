@@ -74,3 +74,76 @@ impl Netns {
         })
     }
 }
+
+/// A response that [`Netns::curl`] received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurlReply {
+    /// The status code.
+    pub status: u16,
+    /// The HTTP version curl spoke (`1.1`, `2`).
+    pub http_version: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl CurlReply {
+    /// The body as a `lab-backend` report.
+    pub fn report(&self) -> Result<BackendReport> {
+        BackendReport::parse(&self.body)
+            .with_context(|| format!("status {}, body {:?}", self.status, self.text()))
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Netns {
+    /// Runs curl from inside the namespace with `args` (options and the
+    /// URL: `["--http2-prior-knowledge", "-H", "Host: a", "http://..."]`),
+    /// bounded by a few seconds. Any status is a reply; no reply at all is
+    /// an error that carries curl's message.
+    pub fn curl(&self, args: &[&str]) -> Result<CurlReply> {
+        let timeout = REQUEST_TIMEOUT.as_secs().to_string();
+        let mut command = vec![
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "-m",
+            &timeout,
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ];
+        command.extend_from_slice(args);
+        let out = self.exec_timeout(&command, REQUEST_TIMEOUT + Duration::from_secs(5))?;
+        if !out.status.success() {
+            bail!(
+                "curl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // `-w` appended "\n<version> <code>" to the body.
+        let split = out
+            .stdout
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .context("curl printed no status")?;
+        let (body, trailer) = (&out.stdout[..split], &out.stdout[split + 1..]);
+        let trailer = String::from_utf8_lossy(trailer);
+        let (http_version, status) = trailer
+            .trim()
+            .split_once(' ')
+            .and_then(|(version, code)| Some((version.to_owned(), code.parse().ok()?)))
+            .with_context(|| format!("curl's version and status {trailer:?}"))?;
+        Ok(CurlReply {
+            status,
+            http_version,
+            body: body.to_vec(),
+        })
+    }
+}

@@ -32,21 +32,29 @@
 //! # }
 //! ```
 //!
+//! [`EdgeLab`] is the three-namespace lab of the L7 edge (client, edge,
+//! backends), with [`ManifestDir`] for the daemon's `--manifests`,
+//! [`HttpConnection`] for hand-written HTTP/1.1 and [`Netns::curl`].
+//!
 //! `lab-backend` (src/bin, feature `backend`) is the backend process: it
 //! reports which backend and endpoint served a request and what it received.
 
 mod backend;
 mod bpffs;
 mod daemon;
+mod edge_lab;
 mod http_client;
+mod http_conn;
+mod manifests;
 mod maps;
 mod netns;
 mod process;
 mod raw_socket;
 mod reap;
+mod scratch;
 mod veth;
 
-pub use backend::{BACKEND_READY_TIMEOUT, Backend, BackendReport, backend_binary};
+pub use backend::{BACKEND_READY_TIMEOUT, Backend, BackendBuilder, BackendReport, backend_binary};
 pub use bpffs::{
     BPFFS_MOUNT, PinDir, ensure_bpffs, prog_ids_held_by, remove_pin_dir, unique_pin_dir,
 };
@@ -54,7 +62,12 @@ pub use daemon::{
     DAEMON_READY_TIMEOUT, DAEMON_STOP_TIMEOUT, Daemon, DaemonBuilder, daemon_binary,
     run_daemon_once,
 };
-pub use http_client::HttpReply;
+pub use edge_lab::{
+    BACKENDS_LINK_ADDR, CLIENT_ADDR, EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, ENDPOINT_SUBNET, EdgeLab,
+};
+pub use http_client::{CurlReply, HttpReply};
+pub use http_conn::{HttpConnection, RawResponse, ResponseHead};
+pub use manifests::{ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, service_yaml};
 pub use maps::{Counts, ListenerJson, MapsJson, bpftool_counters, read_maps};
 pub use netns::{Netns, XdpInfo, parse_xdp, xdp_mode};
 pub use process::{
@@ -62,4 +75,5 @@ pub use process::{
     run_with_timeout, unique_suffix, wait_timeout,
 };
 pub use raw_socket::checksum;
+pub use scratch::ScratchDir;
 pub use veth::{Veth, VethBuilder, VethEnd};

@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
+use crate::netns::Netns;
+
 /// How long an ordinary command (`ip`, `curl`, ...) may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -198,6 +200,37 @@ pub(crate) fn workspace_binary(name: &str, env_var: &str, build: &str) -> Result
                     .join(", ")
             )
         })
+}
+
+/// How a lab process is launched inside a namespace: which binary (when not
+/// the default), on which CPUs, with which extra environment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Launch {
+    /// The binary to run instead of the default one.
+    pub binary: Option<PathBuf>,
+    /// `taskset -c` CPU list.
+    pub cpus: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// `[taskset -c CPUS] nsenter --net=NS` with the environment set; the
+    /// caller appends the program and its arguments. Both tools exec what
+    /// follows, so the child's pid is the program's.
+    pub(crate) fn nsenter(&self, ns: &Netns) -> Command {
+        let mut command = match &self.cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", cpus, "nsenter"]);
+                command
+            }
+            None => Command::new("nsenter"),
+        };
+        command.arg(format!("--net={}", ns.path().display()));
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
 }
 
 /// Prepares `command` to run as a guarded process: the kernel sends it

@@ -30,7 +30,8 @@ pub(crate) fn log_path(what: &str) -> PathBuf {
 }
 
 /// Removes what earlier, killed runs left behind: namespaces, root-side
-/// veths, logs and pin directories named by the lab whose process is gone.
+/// veths, logs, manifest directories and pin directories named by the lab
+/// whose process is gone.
 /// Pin directories still locked by a daemon and namespaces with processes in
 /// them are left alone. Runs once per process.
 pub(crate) fn reap_stale() {
@@ -38,8 +39,13 @@ pub(crate) fn reap_stale() {
     ONCE.call_once(|| {
         reap_namespaces();
         reap_veths();
+        // Logs, and directories of manifests (see `ManifestDir`).
         reap_files(&std::env::temp_dir(), |path| {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         });
         reap_files(Path::new(BPFFS_MOUNT), |path| {
             if !pin_dir_locked(path) {

@@ -204,6 +204,9 @@ pub async fn serve(
             }
         });
     }
+    // Refuse new connections while draining (as nginx closes its listening
+    // sockets), rather than leave them in the backlog until the exit.
+    drop(listener);
     info!(
         scheme,
         connections = graceful.count(),
@@ -527,13 +530,17 @@ mod tests {
         }
     }
 
-    /// A backend that ignores `Upgrade` and answers how many body bytes came.
+    /// A backend that ignores `Upgrade` and answers how many body bytes came
+    /// (after 1 s for `/slow`).
     async fn counting_backend() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let service = service_fn(|request: Request<Incoming>| async move {
+                    if request.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     let body = request.into_body().collect().await?.to_bytes();
                     Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(
                         body.len().to_string(),
@@ -547,8 +554,9 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn a_declined_upgrade_still_sends_the_request_body() {
+    /// A plain-HTTP proxy in front of a [`counting_backend`]: its address,
+    /// the switch that stops it, and its task.
+    async fn proxy() -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let backend = counting_backend().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
@@ -561,9 +569,52 @@ mod tests {
                 ..ProxySettings::default()
             },
         });
-        let (_stop, stop_rx) = watch::channel(false);
-        tokio::spawn(serve(listener, None, state, stop_rx));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, None, state, stop_rx));
+        (proxy, stop, task)
+    }
 
+    #[tokio::test]
+    async fn draining_refuses_new_connections_and_finishes_open_requests() {
+        let (proxy, stop, task) = proxy().await;
+        let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (mut sender, connection) = client_http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let request = Request::get("/slow")
+            .header(header::HOST, "example.com")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let in_flight = tokio::spawn(sender.send_request(request));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        stop.send(true).unwrap();
+        let mut refused = false;
+        for _ in 0..30 {
+            if tokio::net::TcpStream::connect(proxy).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            refused && !in_flight.is_finished(),
+            "new connections are still accepted while a request drains"
+        );
+        let response = tokio::time::timeout(Duration::from_secs(5), in_flight)
+            .await
+            .expect("the open request finished in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the server finished draining")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_declined_upgrade_still_sends_the_request_body() {
+        let (proxy, _stop, _task) = proxy().await;
         let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
         let (mut sender, connection) = client_http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(connection.with_upgrades());

@@ -5,7 +5,9 @@
 //! - `/delay/<ms>`: answer after that many milliseconds;
 //! - `/status/<code>`: answer with that status;
 //! - `/stream/<chunks>/<delay ms>`: a chunked body, one line per chunk;
-//! - a WebSocket-style `Upgrade` request: `101`, then every byte is echoed.
+//! - an `Upgrade: websocket` request: `101`, then every byte is echoed; other
+//!   upgrades (`h2c`) are declined, as by servers that do not speak them:
+//!   the request is answered as usual.
 //!
 //! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]`
 
@@ -89,13 +91,24 @@ async fn accept_loop(listener: TcpListener, name: String) {
     }
 }
 
+/// True for an `Upgrade` request that names `websocket`.
+fn wants_websocket<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
+}
+
 async fn respond(
     mut request: Request<hyper::body::Incoming>,
     name: &str,
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if request.headers().contains_key(header::UPGRADE) {
+    if wants_websocket(&request) {
         let upgrade = hyper::upgrade::on(&mut request);
         tokio::spawn(async move {
             if let Ok(upgraded) = upgrade.await {
