@@ -1,7 +1,7 @@
 //! Paths: the path types of the Ingress spec, the checks a rule's path must
 //! pass, and the key a path is stored under for lookup.
 
-use std::{fmt, str::FromStr};
+use std::{borrow::Cow, fmt, str::FromStr};
 
 /// How a rule's path is compared with the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -152,13 +152,73 @@ pub(crate) fn prefix_key_matches(key: &str, request_path: &str) -> bool {
 }
 
 /// The path routing sees: the request target without the query string (and
-/// fragment); an empty path is `/`.
-pub fn request_path(target: &str) -> &str {
+/// fragment), normalised as nginx does before it matches locations: `%XX`
+/// escapes of unreserved characters decoded, `//` merged, `.` and `..`
+/// segments resolved (never above `/`). So `/foo/../admin` is routed as
+/// `/admin`, as ingress-nginx routes it, and cannot reach `/foo`'s backend.
+/// An empty path is `/`. Paths that need none of this are borrowed.
+pub fn request_path(target: &str) -> Cow<'_, str> {
     let end = target.find(['?', '#']).unwrap_or(target.len());
-    match &target[..end] {
-        "" => "/",
-        path => path,
+    let path = &target[..end];
+    if path.is_empty() {
+        return Cow::Borrowed("/");
     }
+    let needs_work = path.contains('%')
+        || path.contains("//")
+        || path.contains("/./")
+        || path.contains("/../")
+        || path.ends_with("/.")
+        || path.ends_with("/..");
+    // Only origin-form paths are normalised (`*` of `OPTIONS *` stays).
+    if !needs_work || !path.starts_with('/') {
+        return Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let mut normalised = String::with_capacity(decoded.len());
+    for segment in &segments {
+        normalised.push('/');
+        normalised.push_str(segment);
+    }
+    // A trailing slash (or dot segment) of the request is kept.
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    if normalised.is_empty() || trailing {
+        normalised.push('/');
+    }
+    Cow::Owned(normalised)
+}
+
+/// Decodes `%XX` escapes of unreserved characters (RFC 3986: letters,
+/// digits, `-._~`); other escapes (`%2F` among them) stay as they are.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = path
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            && (byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
+        {
+            out.push(byte as char);
+            i += 3;
+            continue;
+        }
+        let ch = path[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -279,6 +339,26 @@ mod tests {
             rule("/foo/", "Prefix").specificity(),
             rule("/foo", "Prefix").specificity()
         );
+    }
+
+    #[test]
+    fn request_paths_are_normalised_like_nginx() {
+        for (target, expected) in [
+            ("/foo/../admin", "/admin"),
+            ("/foo/%2e%2e/admin", "/admin"),
+            ("/foo/%2E%2E/admin?x=1", "/admin"),
+            ("//foo///bar", "/foo/bar"),
+            ("/foo/./bar/", "/foo/bar/"),
+            ("/../../etc", "/etc"),
+            ("/a/b/..", "/a/"),
+            ("/a/%7Euser", "/a/~user"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/plain/path", "/plain/path"),
+        ] {
+            assert_eq!(request_path(target), expected, "{target}");
+        }
+        assert!(matches!(request_path("/plain/path?q"), Cow::Borrowed(_)));
     }
 
     #[test]

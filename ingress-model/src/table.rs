@@ -227,6 +227,7 @@ impl RouteTable {
     pub fn route(&self, host: &str, path: &str) -> RouteMatch<'_> {
         let host = request_host(host);
         let path = request_path(path);
+        let path: &str = &path;
         let entry = self
             .exact_hosts
             .get(host.as_ref())
@@ -1473,7 +1474,7 @@ b.com       (default)  -                       ns/web   ns/d:80                 
         candidates
             .iter()
             .filter(|(_, _, pattern, rule)| {
-                kind_of(pattern) == kind && pattern.matches(&host) && rule.matches(request)
+                kind_of(pattern) == kind && pattern.matches(&host) && rule.matches(&request)
             })
             .fold(
                 None,
