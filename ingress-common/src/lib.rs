@@ -15,11 +15,56 @@ pub mod map_names {
     pub const LISTENER_STATS: &str = "LISTENER_STATS";
     /// Per-CPU [`crate::TrafficCounters`] indexed by a [`crate::verdict`] reason.
     pub const VERDICT_STATS: &str = "VERDICT_STATS";
+    /// [`crate::L4Config`] at index 0: the L4 tier's global settings.
+    pub const L4_CONFIG: &str = "L4_CONFIG";
+    /// [`crate::L4ServiceKey`] -> [`crate::L4Service`].
+    pub const L4_SERVICES: &str = "L4_SERVICES";
+    /// The Maglev slots: a flat array of backend indices, see [`crate::maglev_slot`]
+    /// and [`crate::MaglevLanes`].
+    pub const L4_MAGLEV: &str = "L4_MAGLEV";
+    /// [`crate::L4Backend`] by backend index.
+    pub const L4_BACKENDS: &str = "L4_BACKENDS";
+    /// LRU [`crate::L4FlowKey`] (client side) -> [`crate::L4Flow`].
+    pub const L4_FLOWS: &str = "L4_FLOWS";
+    /// LRU [`crate::L4FlowKey`] (a reply as it arrives) -> [`crate::L4ReverseNat`].
+    pub const L4_REVERSE: &str = "L4_REVERSE";
+    /// Per-CPU [`crate::L4PortCursor`]: each CPU's share of the source ports of full NAT.
+    pub const L4_PORTS: &str = "L4_PORTS";
+    /// Per-CPU [`crate::L4Counters`] by service index.
+    pub const L4_SERVICE_STATS: &str = "L4_SERVICE_STATS";
+    /// Per-CPU [`crate::L4Counters`] by backend index.
+    pub const L4_BACKEND_STATS: &str = "L4_BACKEND_STATS";
+    /// The ports in use by L4 services and backends, four bits a port
+    /// (see [`crate::l4::port_flags`]).
+    pub const L4_PORT_FLAGS: &str = "L4_PORT_FLAGS";
+    /// The maps of the L4 tier, with the file names of their pins.
+    pub const L4_PINNED: [(&str, &str); 10] = [
+        (L4_CONFIG, "l4_config"),
+        (L4_SERVICES, "l4_services"),
+        (L4_MAGLEV, "l4_maglev"),
+        (L4_BACKENDS, "l4_backends"),
+        (L4_FLOWS, "l4_flows"),
+        (L4_REVERSE, "l4_reverse"),
+        (L4_PORTS, "l4_ports"),
+        (L4_SERVICE_STATS, "l4_service_stats"),
+        (L4_BACKEND_STATS, "l4_backend_stats"),
+        (L4_PORT_FLAGS, "l4_port_flags"),
+    ];
     /// Every map the daemon pins, with the file name of its pin.
-    pub const PINNED: [(&str, &str); 3] = [
+    pub const PINNED: [(&str, &str); 13] = [
         (LISTENERS, "listeners"),
         (LISTENER_STATS, "listener_stats"),
         (VERDICT_STATS, "verdict_stats"),
+        L4_PINNED[0],
+        L4_PINNED[1],
+        L4_PINNED[2],
+        L4_PINNED[3],
+        L4_PINNED[4],
+        L4_PINNED[5],
+        L4_PINNED[6],
+        L4_PINNED[7],
+        L4_PINNED[8],
+        L4_PINNED[9],
     ];
 }
 
@@ -76,8 +121,26 @@ pub mod verdict {
     pub const PASS_TO_PROXY: u32 = 4;
     /// A listener with [`crate::action::DROP`]: dropped.
     pub const DROP_LISTENER: u32 = 5;
+    /// To an L4 service: translated and sent to a backend (`XDP_TX` or redirect).
+    pub const L4_FORWARD: u32 = 6;
+    /// A backend's reply: translated back and sent to the client.
+    pub const L4_REPLY: u32 = 7;
+    /// To an L4 service without backends: passed untouched (the stack
+    /// answers with a RST or an ICMP unreachable).
+    pub const L4_NO_BACKEND: u32 = 8;
+    /// Translated, but the FIB gave no next hop (no neighbour entry yet, no
+    /// route, forwarding off): passed translated, for the stack to route.
+    pub const L4_FIB_PASS: u32 = 9;
+    /// To an L4 service, but no source port was free for full NAT: passed untouched.
+    pub const L4_NO_PORT: u32 = 10;
+    /// To an L4 service but not translatable (a fragment, VLAN-tagged, IPv6
+    /// extension headers): passed untouched.
+    pub const L4_UNSUPPORTED: u32 = 11;
+    /// To an L4 service or a reply, but the FIB has no route (or no source
+    /// address for full NAT): passed untouched.
+    pub const L4_NO_ROUTE: u32 = 12;
     /// Number of verdict reasons (the size of `VERDICT_STATS`).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 13;
 
     /// A short lower-case name for each reason, by index.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -87,6 +150,13 @@ pub mod verdict {
         "pass-no-listener",
         "pass-to-proxy",
         "drop-listener",
+        "l4-forward",
+        "l4-reply",
+        "l4-no-backend",
+        "l4-fib-pass",
+        "l4-no-port",
+        "l4-unsupported",
+        "l4-no-route",
     ];
 }
 
@@ -95,7 +165,8 @@ pub mod verdict {
 /// `addr` holds the destination address in network byte order: IPv4 in the
 /// first four bytes and zeros after, IPv6 in all sixteen. An all-zero `addr`
 /// is the wildcard for its family, looked up when no exact entry matches.
-#[repr(C)]
+/// Aligned to 4 so the XDP program builds it with word stores.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerKey {
     /// Destination address, network byte order.
@@ -148,6 +219,304 @@ impl TrafficCounters {
     }
 }
 
+/// The L4 tier: sizes, NAT modes and the layout of its maps.
+///
+/// Addresses in L4 keys and values are four `u32` words holding the address
+/// bytes in network order as they lie in memory (IPv4 in word 0, the other
+/// words zero; see [`addr_words`]), so the XDP program copies them with word
+/// loads and stores. Ports are in host byte order.
+pub mod l4 {
+    /// Maglev tables (service indices): the number of distinct
+    /// (protocol, port) services, each with its own table.
+    pub const MAX_SERVICES: u32 = 64;
+    /// Entries of the service map: a service listens on several addresses.
+    pub const MAX_SERVICE_KEYS: u32 = 1024;
+    /// Backend indices (a Maglev slot holds one as a `u16`).
+    pub const MAX_BACKENDS: u32 = 4096;
+    /// Entries of the connection table (and of the reverse-NAT table).
+    pub const MAX_FLOWS: u32 = 131_072;
+    /// Maglev slots per table half in the object as built; the daemon sets
+    /// the map's real size at load time from `--maglev-table-size`.
+    pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+    /// Tries at finding a free source port for one new flow in full NAT.
+    pub const PORT_TRIES: u32 = 8;
+
+    /// Full NAT: destination to the backend, source to the edge's address
+    /// and a port the program allocates. Replies are translated back.
+    pub const NAT_FULL: u32 = 0;
+    /// Destination NAT only: the backend sees the client's address and
+    /// must route its replies back through the edge.
+    pub const NAT_DNAT: u32 = 1;
+
+    /// [`crate::L4Backend::flags`]: the slot holds a live backend.
+    pub const BACKEND_ACTIVE: u8 = 1;
+
+    /// How long a flow's cached next hop (`bpf_fib_lookup`'s answer) is
+    /// used before the FIB is asked again: route and neighbour changes
+    /// reach established flows within this time.
+    pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+
+    /// The bits of a port in `L4_PORT_FLAGS`: which kind of packet may be
+    /// the L4 tier's, checked before any hash lookup.
+    pub mod port_flags {
+        /// A TCP service listens on the port (destination port).
+        pub const SERVICE_TCP: u64 = 1;
+        /// A UDP service listens on the port.
+        pub const SERVICE_UDP: u64 = 2;
+        /// A TCP backend listens on the port (the source port of replies).
+        pub const BACKEND_TCP: u64 = 4;
+        /// A UDP backend listens on the port.
+        pub const BACKEND_UDP: u64 = 8;
+        /// Ports per 64-bit word.
+        pub const PORTS_PER_WORD: u32 = 16;
+        /// Words of the map.
+        pub const WORDS: u32 = 65_536 / PORTS_PER_WORD;
+
+        /// The bits of `port` in `word` (the word at `port / PORTS_PER_WORD`).
+        #[inline(always)]
+        pub const fn of(word: u64, port: u16) -> u64 {
+            (word >> ((port as u32 % PORTS_PER_WORD) * 4)) & 0xf
+        }
+    }
+}
+
+/// The position of `slot` of the table half `half` of service `service`,
+/// for tables of `table_size` slots, in the flat sequence of
+/// `MAX_SERVICES x 2 x table_size` backend indices that `L4_MAGLEV` holds.
+/// The map packs them four to an element ([`MaglevLanes`]): position `p` is
+/// lane `p % 4` of element `p / 4`.
+#[inline(always)]
+pub const fn maglev_slot(service: u32, half: u32, table_size: u32, slot: u32) -> u32 {
+    (service * 2 + half) * table_size + slot
+}
+
+/// An element of `L4_MAGLEV`: four backend indices. The kernel rounds array
+/// elements up to 8 bytes, so four `u16` lanes waste nothing (a `u32` value
+/// would waste half), and the memory-mapped array reads as one `u16` sequence.
+pub type MaglevLanes = [u16; 4];
+
+/// Elements of `L4_MAGLEV` for tables of `table_size` slots.
+pub const fn maglev_elements(table_size: u32) -> u32 {
+    (l4::MAX_SERVICES * 2 * table_size).div_ceil(4)
+}
+
+/// An address as the four words of L4 keys: `octets` (4 or 16 bytes, network
+/// order) in memory order, zero-padded.
+pub const fn addr_words(octets: &[u8]) -> [u32; 4] {
+    let mut words = [0u32; 4];
+    let mut i = 0;
+    while i < octets.len() && i < 16 {
+        let shift = (i % 4) * 8;
+        // Little- and big-endian hosts alike: byte i goes to memory offset i.
+        let word = if cfg!(target_endian = "little") {
+            (octets[i] as u32) << shift
+        } else {
+            (octets[i] as u32) << (24 - shift)
+        };
+        words[i / 4] |= word;
+        i += 1;
+    }
+    words
+}
+
+/// The sixteen address bytes (network order) of [`addr_words`] words.
+pub const fn words_octets(words: [u32; 4]) -> [u8; 16] {
+    let mut octets = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let bytes = words[i].to_ne_bytes();
+        octets[i * 4] = bytes[0];
+        octets[i * 4 + 1] = bytes[1];
+        octets[i * 4 + 2] = bytes[2];
+        octets[i * 4 + 3] = bytes[3];
+        i += 1;
+    }
+    octets
+}
+
+/// Settings of the L4 tier, at index 0 of `L4_CONFIG`. All zero (as the
+/// map starts) means no L4 service: the program skips the L4 lookups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Config {
+    /// Service keys in `L4_SERVICES`; 0 skips the L4 lookups.
+    pub services: u32,
+    /// [`l4::NAT_FULL`] or [`l4::NAT_DNAT`].
+    pub nat_mode: u32,
+    /// Lowest source port of full NAT (replies to other ports are not ours).
+    pub port_min: u16,
+    /// Highest source port of full NAT.
+    pub port_max: u16,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// Key of `L4_SERVICES`: an address and port the L4 tier balances.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct L4ServiceKey {
+    /// Destination address ([`addr_words`]).
+    pub addr: [u32; 4],
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// [`family::IPV4`] or [`family::IPV6`].
+    pub family: u8,
+    /// [`protocol::TCP`] or [`protocol::UDP`].
+    pub protocol: u8,
+}
+
+/// Value of `L4_SERVICES`: which Maglev table, and which half of it is live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Service {
+    /// Service index: Maglev table and `L4_SERVICE_STATS` slot, below
+    /// [`l4::MAX_SERVICES`]; allocated by userspace.
+    pub index: u32,
+    /// The half of the table lookups use (0 or 1). Userspace writes the
+    /// other half whole, then flips this, so no lookup sees a half-written table.
+    pub active_half: u32,
+    /// Slots of one table half (a prime).
+    pub table_size: u32,
+    /// Backends in the table; 0 passes the packets to the stack.
+    pub backends: u32,
+}
+
+/// Value of `L4_BACKENDS`: where a backend is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Backend {
+    /// Its address ([`addr_words`]).
+    pub addr: [u32; 4],
+    /// Its port, host byte order.
+    pub port: u16,
+    /// [`family::IPV4`] or [`family::IPV6`].
+    pub family: u8,
+    /// [`l4::BACKEND_ACTIVE`] while the slot holds a live backend.
+    pub flags: u8,
+    /// Bumped by userspace each time the slot gets a new backend, so a flow
+    /// pinned to a removed backend never follows its slot to another one.
+    pub generation: u32,
+}
+
+/// Key of `L4_FLOWS` (a client's packet: client -> service) and of
+/// `L4_REVERSE` (a reply as it arrives: backend -> the NAT address).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct L4FlowKey {
+    /// Source address ([`addr_words`]).
+    pub src: [u32; 4],
+    /// Destination address ([`addr_words`]).
+    pub dst: [u32; 4],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// [`family::IPV4`] or [`family::IPV6`].
+    pub family: u8,
+    /// [`protocol::TCP`] or [`protocol::UDP`].
+    pub protocol: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// A cached answer of `bpf_fib_lookup`: where a flow's packets leave.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4NextHop {
+    /// `bpf_ktime_get_coarse_ns` after which the FIB is asked again (0: never asked).
+    pub expires_ns: u64,
+    /// The egress interface.
+    pub ifindex: u32,
+    /// Destination then source MAC, as six 16-bit words in memory order.
+    pub macs: [u16; 6],
+}
+
+/// Value of `L4_FLOWS`: the backend a flow keeps, and how it is translated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Flow {
+    /// The source address toward the backend: the edge's (full NAT) or the
+    /// client's (DNAT).
+    pub nat_addr: [u32; 4],
+    /// Backend index.
+    pub backend: u32,
+    /// The backend's generation when the flow picked it.
+    pub generation: u32,
+    /// Service index (for the counters).
+    pub service: u32,
+    /// The source port toward the backend, host byte order.
+    pub nat_port: u16,
+    /// 1 once the client sent a FIN.
+    pub client_fin: u8,
+    /// 1 once the backend sent a FIN.
+    pub backend_fin: u8,
+    /// The next hop toward the backend.
+    pub hop: L4NextHop,
+}
+
+/// Value of `L4_REVERSE`: how to translate a reply back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4ReverseNat {
+    /// The client's address: the reply's new destination.
+    pub client: [u32; 4],
+    /// The service address: the reply's new source.
+    pub service_addr: [u32; 4],
+    /// The client's port.
+    pub client_port: u16,
+    /// The service port.
+    pub service_port: u16,
+    /// Service index (for the counters).
+    pub service: u32,
+    /// Backend index (for the counters).
+    pub backend: u32,
+    /// 1 once the client sent a FIN.
+    pub client_fin: u8,
+    /// 1 once the backend sent a FIN.
+    pub backend_fin: u8,
+    /// Zero.
+    pub reserved: u16,
+    /// The next hop toward the client.
+    pub hop: L4NextHop,
+}
+
+/// One CPU's share of the full-NAT source ports, at index 0 of `L4_PORTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4PortCursor {
+    /// The next port to try.
+    pub next: u16,
+    /// The CPU's lowest port.
+    pub min: u16,
+    /// The CPU's highest port.
+    pub max: u16,
+    /// Zero.
+    pub reserved: u16,
+}
+
+/// Per-CPU counters of a service or a backend, summed by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Counters {
+    /// Packets, both directions.
+    pub packets: u64,
+    /// Bytes from the Ethernet header on, both directions.
+    pub bytes: u64,
+    /// Flows that picked this service or backend.
+    pub new_flows: u64,
+}
+
+impl L4Counters {
+    /// The sum of two counters (wrapping, as the kernel side does).
+    pub const fn plus(self, other: Self) -> Self {
+        Self {
+            packets: self.packets.wrapping_add(other.packets),
+            bytes: self.bytes.wrapping_add(other.bytes),
+            new_flows: self.new_flows.wrapping_add(other.new_flows),
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` data without padding or pointers.
@@ -156,9 +525,55 @@ mod pod {
     unsafe impl aya::Pod for super::ListenerValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TrafficCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Service {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Flow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4ReverseNat {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4PortCursor {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4NextHop {}
 }
 
 // The layouts are part of the contract with the kernel side and with bpftool.
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ListenerValue>() == 8);
 const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 16);
+const _: () = assert!(core::mem::size_of::<L4Config>() == 16);
+const _: () = assert!(core::mem::size_of::<L4ServiceKey>() == 20);
+const _: () = assert!(core::mem::size_of::<L4Service>() == 16);
+const _: () = assert!(core::mem::size_of::<L4Backend>() == 24);
+const _: () = assert!(core::mem::size_of::<L4FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<L4NextHop>() == 24);
+const _: () = assert!(core::mem::size_of::<L4Flow>() == 56);
+const _: () = assert!(core::mem::size_of::<L4ReverseNat>() == 72);
+const _: () = assert!(core::mem::size_of::<L4PortCursor>() == 8);
+const _: () = assert!(core::mem::size_of::<L4Counters>() == 24);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_words_round_trip_in_memory_order() {
+        let words = addr_words(&[198, 18, 0, 1]);
+        assert_eq!(words[1..], [0, 0, 0]);
+        assert_eq!(words[0].to_ne_bytes(), [198, 18, 0, 1]);
+        let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(words_octets(addr_words(&v6)), v6);
+        assert_eq!(maglev_slot(0, 0, 7, 3), 3);
+        assert_eq!(maglev_slot(2, 1, 7, 3), 5 * 7 + 3);
+    }
+}

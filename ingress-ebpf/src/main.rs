@@ -1,10 +1,17 @@
-//! The XDP program of xdp-ingress: parse, look up the listener, count, decide.
+//! The XDP program of xdp-ingress: parse; balance L4 services and translate
+//! their replies (`l4`); else look up the listener; count; decide.
 #![no_std]
 #![no_main]
 
+mod csum;
+mod fib;
+mod l4;
 mod maps;
+mod nat;
 mod parse;
 mod stats;
+
+use core::mem::{MaybeUninit, size_of};
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use ingress_common::{ListenerKey, action, verdict};
@@ -19,7 +26,7 @@ use crate::{
 #[xdp]
 pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (reason, xdp_verdict) = decide(&ctx);
+    let (reason, xdp_verdict) = decide(&ctx, bytes);
     count(&VERDICT_STATS, reason, bytes);
     xdp_verdict
 }
@@ -27,20 +34,24 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
 /// Returns the verdict reason (`ingress_common::verdict`) and the XDP action.
 /// Anything the program cannot parse or does not own is passed.
 #[inline(always)]
-fn decide(ctx: &XdpContext) -> (u32, u32) {
+fn decide(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     let flow = match parse_flow(ctx) {
         Ok(flow) => flow,
         Err(reason) => return (reason, xdp_action::XDP_PASS),
     };
+    if let Some(decided) = l4::steer(ctx, &flow, bytes) {
+        return decided;
+    }
     let key = ListenerKey {
-        addr: flow.daddr,
+        // SAFETY: four words and sixteen bytes are the same plain data.
+        addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(flow.daddr) },
         port: flow.dport,
         family: flow.family,
         protocol: flow.protocol,
     };
     let listener = match LISTENERS.get_ptr(key) {
         Some(listener) => listener,
-        None => match LISTENERS.get_ptr(key.wildcard()) {
+        None => match LISTENERS.get_ptr(wildcard(&key, &mut MaybeUninit::uninit())) {
             Some(listener) => listener,
             None => return (verdict::PASS_NO_LISTENER, xdp_action::XDP_PASS),
         },
@@ -48,14 +59,29 @@ fn decide(ctx: &XdpContext) -> (u32, u32) {
     // SAFETY: the value stays valid for this run; a concurrent update may
     // replace it, and either version is a consistent answer.
     let (listener_action, listener_id) = unsafe { ((*listener).action, (*listener).listener_id) };
-    count(
-        &LISTENER_STATS,
-        listener_id,
-        (ctx.data_end() - ctx.data()) as u64,
-    );
+    count(&LISTENER_STATS, listener_id, bytes);
     match listener_action {
         action::DROP => (verdict::DROP_LISTENER, xdp_action::XDP_DROP),
         _ => (verdict::PASS_TO_PROXY, xdp_action::XDP_PASS),
+    }
+}
+
+/// Writes `key.wildcard()` into `out` with five word stores, in place: a
+/// zeroed array (or a copy of one) would become a call to `memset`, a byte
+/// loop, since the BPF target does not inline it.
+#[inline(always)]
+fn wildcard<'a>(key: &ListenerKey, out: &'a mut MaybeUninit<ListenerKey>) -> &'a ListenerKey {
+    const WORDS: usize = size_of::<ListenerKey>() / 4;
+    let source: *const u32 = core::ptr::from_ref(key).cast();
+    let words: *mut u32 = out.as_mut_ptr().cast();
+    // SAFETY: `ListenerKey` is 20 bytes, align(4), plain data: five words,
+    // the first four the address (zeroed), the last port, family, protocol.
+    unsafe {
+        for i in 0..4 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+        core::ptr::write_volatile(words.add(WORDS - 1), *source.add(WORDS - 1));
+        out.assume_init_ref()
     }
 }
 

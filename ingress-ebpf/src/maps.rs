@@ -1,11 +1,22 @@
 //! Every map of the XDP program, in one place, with its type and size.
 //! Names are the ones in `ingress_common::map_names`; userspace pins them.
+//!
+//! The L4 maps are connected by indices that userspace allocates: a service
+//! key leads to a service index (its Maglev table and counters), a Maglev
+//! slot to a backend index (its address and counters).
+
+use crate::fib::FibQuery;
 
 use aya_ebpf::{
-    btf_maps::{HashMap, PerCpuArray},
+    bindings::BPF_F_MMAPABLE,
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use ingress_common::{ListenerKey, ListenerValue, MAX_LISTENERS, TrafficCounters, verdict};
+use ingress_common::{
+    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
+    L4ServiceKey, ListenerKey, ListenerValue, MAX_LISTENERS, MaglevLanes, TrafficCounters, l4,
+    maglev_elements, verdict,
+};
 
 /// Where a packet goes -> what to do with it. Filled by userspace.
 #[btf_map]
@@ -20,4 +31,81 @@ pub static LISTENER_STATS: PerCpuArray<TrafficCounters, { MAX_LISTENERS as usize
 /// Per-CPU counters per verdict reason (`ingress_common::verdict`).
 #[btf_map]
 pub static VERDICT_STATS: PerCpuArray<TrafficCounters, { verdict::COUNT as usize }> =
+    PerCpuArray::new();
+
+/// The L4 tier's settings, at index 0. Filled by userspace.
+#[btf_map]
+pub static L4_CONFIG: Array<L4Config, 1> = Array::new();
+
+/// (address, port, family, protocol) -> service. Filled by userspace.
+#[btf_map]
+pub static L4_SERVICES: HashMap<L4ServiceKey, L4Service, { l4::MAX_SERVICE_KEYS as usize }> =
+    HashMap::new();
+
+/// The Maglev tables: service index x 2 halves x table size backend indices
+/// (`ingress_common::maglev_slot`), four to an element. Memory-mappable, so
+/// userspace writes a half with one copy; its real size is set at load time.
+#[btf_map]
+pub static L4_MAGLEV: Array<
+    MaglevLanes,
+    { maglev_elements(l4::DEFAULT_TABLE_SIZE) as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
+
+/// Four bits a port: which ports L4 services and backends use, so every
+/// other packet skips the L4 hash lookups. Memory-mappable; filled by userspace.
+#[btf_map]
+pub static L4_PORT_FLAGS: Array<
+    u64,
+    { l4::port_flags::WORDS as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
+
+/// Backend index -> backend. Filled by userspace.
+#[btf_map]
+pub static L4_BACKENDS: Array<L4Backend, { l4::MAX_BACKENDS as usize }> = Array::new();
+
+/// The connection table: a client's 5-tuple -> its backend and translation.
+#[btf_map]
+pub static L4_FLOWS: LruHashMap<L4FlowKey, L4Flow, { l4::MAX_FLOWS as usize }> = LruHashMap::new();
+
+/// Reverse NAT: a reply's 5-tuple as it arrives -> the client and service.
+#[btf_map]
+pub static L4_REVERSE: LruHashMap<L4FlowKey, L4ReverseNat, { l4::MAX_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// Each CPU's cursor in its share of the full-NAT source ports.
+#[btf_map]
+pub static L4_PORTS: PerCpuArray<L4PortCursor, 1> = PerCpuArray::new();
+
+/// Per-CPU counters per service index.
+#[btf_map]
+pub static L4_SERVICE_STATS: PerCpuArray<L4Counters, { l4::MAX_SERVICES as usize }> =
+    PerCpuArray::new();
+
+/// Per-CPU working memory for what does not fit the 512-byte stack: the
+/// FIB lookup's structure and a new flow's entries. Not pinned (no state).
+#[btf_map]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// The layout of [`SCRATCH`].
+#[repr(C)]
+pub struct Scratch {
+    /// `struct bpf_fib_lookup`, as eight words.
+    pub fib: [u64; 8],
+    /// A new flow's connection-table entry.
+    pub flow: L4Flow,
+    /// A new flow's reverse-NAT entry.
+    pub reverse: L4ReverseNat,
+    /// The packet's own flow key (client side, or the reply as it arrived).
+    pub key: L4FlowKey,
+    /// The key of the other direction.
+    pub other: L4FlowKey,
+    /// The addresses and ports the packet is translated to.
+    pub to: FibQuery,
+}
+
+/// Per-CPU counters per backend index.
+#[btf_map]
+pub static L4_BACKEND_STATS: PerCpuArray<L4Counters, { l4::MAX_BACKENDS as usize }> =
     PerCpuArray::new();

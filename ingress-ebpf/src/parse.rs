@@ -26,10 +26,10 @@ const IPPROTO_DSTOPTS: u8 = 60;
 // Every field documents the wire layout, even those the program never reads.
 #[allow(dead_code)]
 #[repr(C)]
-struct EthHdr {
-    dst: [u8; 6],
-    src: [u8; 6],
-    ether_type: [u8; 2],
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type: [u8; 2],
 }
 
 // Every field documents the wire layout, even those the program never reads.
@@ -40,32 +40,36 @@ struct VlanHdr {
     ether_type: [u8; 2],
 }
 
+/// The IPv4 header, as 16-bit words where the program reads or rewrites
+/// them: packet data is 2-byte aligned (Ethernet is 14 bytes), so these
+/// are plain loads and stores rather than byte by byte.
 // Every field documents the wire layout, even those the program never reads.
 #[allow(dead_code)]
 #[repr(C)]
-struct Ipv4Hdr {
-    version_ihl: u8,
-    tos: u8,
-    total_len: [u8; 2],
-    id: [u8; 2],
-    frag_off: [u8; 2],
-    ttl: u8,
-    protocol: u8,
-    check: [u8; 2],
-    saddr: [u8; 4],
-    daddr: [u8; 4],
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub saddr: [u16; 2],
+    pub daddr: [u16; 2],
 }
 
+/// The IPv6 header; addresses as 16-bit words (see [`Ipv4Hdr`]).
 // Every field documents the wire layout, even those the program never reads.
 #[allow(dead_code)]
 #[repr(C)]
-struct Ipv6Hdr {
-    version_class_flow: [u8; 4],
-    payload_len: [u8; 2],
-    next_header: u8,
-    hop_limit: u8,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
+pub struct Ipv6Hdr {
+    pub version_class_flow: [u8; 4],
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub saddr: [u16; 8],
+    pub daddr: [u16; 8],
 }
 
 /// The common start of hop-by-hop, routing, destination-options and AH headers.
@@ -87,13 +91,38 @@ struct Ipv6FragHdr {
     id: [u8; 4],
 }
 
-/// The ports come first in both TCP and UDP headers.
+/// The ports come first in both TCP and UDP headers (network order).
+#[repr(C)]
+pub struct L4Ports {
+    pub source: u16,
+    pub dest: u16,
+}
+
+/// The TCP header up to its checksum.
 // Every field documents the wire layout, even those the program never reads.
 #[allow(dead_code)]
 #[repr(C)]
-struct L4Ports {
-    source: [u8; 2],
-    dest: [u8; 2],
+pub struct TcpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub seq: [u16; 2],
+    pub ack_seq: [u16; 2],
+    pub offset_reserved: u8,
+    pub flags: u8,
+    pub window: u16,
+    pub check: u16,
+    pub urg_ptr: u16,
+}
+
+/// The UDP header.
+// Every field documents the wire layout, even those the program never reads.
+#[allow(dead_code)]
+#[repr(C)]
+pub struct UdpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub len: u16,
+    pub check: u16,
 }
 
 const TCP_HDR_LEN: usize = 20;
@@ -105,8 +134,23 @@ pub struct Flow {
     pub family: u8,
     /// `protocol::TCP` or `protocol::UDP`.
     pub protocol: u8,
-    /// Destination address, network order (IPv4 in the first four bytes).
-    pub daddr: [u8; 16],
+    /// TCP flags (zero for UDP).
+    pub tcp_flags: u8,
+    /// Untagged, not a fragment, no IPv6 extension header: a packet the L4
+    /// tier can translate in place.
+    pub plain: bool,
+    /// Length from the IP header on, as the IP header says.
+    pub ip_len: u16,
+    /// Offset of the IP header.
+    pub l3_offset: usize,
+    /// Offset of the TCP or UDP header.
+    pub l4_offset: usize,
+    /// Source address, as the words of `ingress_common::addr_words`.
+    pub saddr: [u32; 4],
+    /// Destination address, likewise.
+    pub daddr: [u32; 4],
+    /// Source port, host order.
+    pub sport: u16,
     /// Destination port, host order.
     pub dport: u16,
 }
@@ -114,18 +158,40 @@ pub struct Flow {
 /// A pointer to a `T` at `offset` bytes into the packet, or `Err` when the
 /// packet is too short. The only place that turns an offset into a pointer.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
         return Err(());
     }
-    Ok((start + offset) as *const T)
+    Ok((start + offset) as *mut T)
 }
 
 #[inline(always)]
 fn be16(bytes: [u8; 2]) -> u16 {
     u16::from_be_bytes(bytes)
+}
+
+/// Two 16-bit words of an address as one word of `addr_words` (memory order).
+#[inline(always)]
+pub fn join(words: [u16; 2]) -> u32 {
+    let (low, high) = if cfg!(target_endian = "little") {
+        (words[0], words[1])
+    } else {
+        (words[1], words[0])
+    };
+    u32::from(low) | (u32::from(high) << 16)
+}
+
+/// One word of `addr_words` as the two 16-bit words of the packet.
+#[inline(always)]
+pub fn split(word: u32) -> [u16; 2] {
+    let (low, high) = (word as u16, (word >> 16) as u16);
+    if cfg!(target_endian = "little") {
+        [low, high]
+    } else {
+        [high, low]
+    }
 }
 
 /// Parses the packet down to its TCP or UDP ports. `Err` carries the verdict
@@ -139,6 +205,7 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
     // SAFETY: `ptr_at` checked that the header lies inside the packet.
     let mut ether_type = be16(unsafe { (*eth).ether_type });
     let mut offset = size_of::<EthHdr>();
+    let mut plain = true;
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
@@ -147,21 +214,26 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
         // SAFETY: bounds checked by `ptr_at`.
         ether_type = be16(unsafe { (*vlan).ether_type });
         offset += size_of::<VlanHdr>();
+        plain = false;
     }
+    let l3_offset = offset;
 
-    let mut daddr = [0u8; 16];
+    let mut saddr = [0u32; 4];
+    let mut daddr = [0u32; 4];
+    let ip_len;
     let (family, l4_protocol, l4_offset) = match ether_type {
         ETH_P_IPV4 => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, offset).map_err(malformed)?;
             // SAFETY: bounds checked by `ptr_at`.
-            let (version_ihl, frag_off, proto, dst) = unsafe {
+            let (version_ihl, frag_off, proto, total_len) = unsafe {
                 (
                     (*ip).version_ihl,
-                    be16((*ip).frag_off),
+                    u16::from_be((*ip).frag_off),
                     (*ip).protocol,
-                    (*ip).daddr,
+                    u16::from_be((*ip).total_len),
                 )
             };
+            ip_len = total_len;
             let header_len = ((version_ihl & 0x0f) as usize) * 4;
             if version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Hdr>() {
                 return Err(verdict::PASS_MALFORMED);
@@ -172,18 +244,47 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
             if frag_off & 0x1fff != 0 {
                 return Err(verdict::PASS_OTHER_L4);
             }
-            daddr[..4].copy_from_slice(&dst);
+            // A first fragment has one, but the datagram goes on without it.
+            if frag_off & 0x2000 != 0 {
+                plain = false;
+            }
+            // SAFETY: bounds checked by `ptr_at`.
+            unsafe {
+                saddr[0] = join((*ip).saddr);
+                daddr[0] = join((*ip).daddr);
+            }
             (family::IPV4, proto, offset + header_len)
         }
         ETH_P_IPV6 => {
             let ip: *const Ipv6Hdr = ptr_at(ctx, offset).map_err(malformed)?;
             // SAFETY: bounds checked by `ptr_at`.
-            let (first, mut next, dst) =
-                unsafe { ((*ip).version_class_flow[0], (*ip).next_header, (*ip).daddr) };
+            let (first, mut next, payload_len) = unsafe {
+                (
+                    (*ip).version_class_flow[0],
+                    (*ip).next_header,
+                    u16::from_be((*ip).payload_len),
+                )
+            };
+            ip_len = payload_len.saturating_add(size_of::<Ipv6Hdr>() as u16);
             if first >> 4 != 6 {
                 return Err(verdict::PASS_MALFORMED);
             }
-            daddr = dst;
+            // SAFETY: bounds checked by `ptr_at`.
+            unsafe {
+                let (s, d) = (&(*ip).saddr, &(*ip).daddr);
+                saddr = [
+                    join([s[0], s[1]]),
+                    join([s[2], s[3]]),
+                    join([s[4], s[5]]),
+                    join([s[6], s[7]]),
+                ];
+                daddr = [
+                    join([d[0], d[1]]),
+                    join([d[2], d[3]]),
+                    join([d[4], d[5]]),
+                    join([d[6], d[7]]),
+                ];
+            }
             offset += size_of::<Ipv6Hdr>();
             let mut skipped = 0;
             while skipped < MAX_IPV6_EXT_HEADERS {
@@ -216,6 +317,7 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
                     _ => break,
                 }
                 skipped += 1;
+                plain = false;
             }
             (family::IPV6, next, offset)
         }
@@ -231,12 +333,26 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
     ptr_at::<u8>(ctx, l4_offset + header_len - 1).map_err(malformed)?;
     let ports: *const L4Ports = ptr_at(ctx, l4_offset).map_err(malformed)?;
     // SAFETY: bounds checked by `ptr_at`.
-    let dport = unsafe { be16((*ports).dest) };
+    let (sport, dport) = unsafe { (u16::from_be((*ports).source), u16::from_be((*ports).dest)) };
+    let tcp_flags = if l4_protocol == protocol::TCP {
+        let tcp: *const TcpHdr = ptr_at(ctx, l4_offset).map_err(malformed)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        unsafe { (*tcp).flags }
+    } else {
+        0
+    };
 
     Ok(Flow {
         family,
         protocol: l4_protocol,
+        tcp_flags,
+        plain,
+        ip_len,
+        l3_offset,
+        l4_offset,
+        saddr,
         daddr,
+        sport,
         dport,
     })
 }

@@ -2,7 +2,7 @@
 //! running on that CPU writes them.
 
 use aya_ebpf::btf_maps::PerCpuArray;
-use ingress_common::TrafficCounters;
+use ingress_common::{L4Counters, TrafficCounters};
 
 /// Adds one packet of `bytes` bytes to slot `index` of `map`; an index out of
 /// range is ignored (the verifier still sees the bounds check).
@@ -14,6 +14,20 @@ pub fn count<const N: usize>(map: &PerCpuArray<TrafficCounters, N>, index: u32, 
         unsafe {
             (*counters).packets += 1;
             (*counters).bytes += bytes;
+        }
+    }
+}
+
+/// Adds one packet of `bytes` bytes (and `new_flows`, 0 or 1) to an L4
+/// counter slot (from `get_ptr_mut` of a per-CPU array), if there is one.
+#[inline(always)]
+pub fn bump_l4(counters: Option<*mut L4Counters>, bytes: u64, new_flows: u64) {
+    if let Some(counters) = counters {
+        // SAFETY: as in `count`.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += bytes;
+            (*counters).new_flows += new_flows;
         }
     }
 }

@@ -334,12 +334,29 @@ impl<'a> BackendResolver<'a> {
         if let Some(found) = self.resolved.get(&cache_key) {
             return found.clone();
         }
-        let resolution = self.resolve_uncached(&cache_key.0, &cache_key.1);
+        let resolution = self.resolve_uncached(&cache_key.0, &cache_key.1, None);
         self.resolved.insert(cache_key, resolution.clone());
         resolution
     }
 
-    fn resolve_uncached(&mut self, key: &ObjectKey, port: &ServicePortRef) -> Resolution {
+    /// Resolves a Service port that must carry `protocol` (`TCP`, `UDP`),
+    /// for the L4 tier: a Service may have port 53 twice, once per protocol.
+    /// Not cached (the caches are keyed without the protocol).
+    pub fn resolve_service_port_with_protocol(
+        &mut self,
+        key: &ObjectKey,
+        port: &ServicePortRef,
+        protocol: &str,
+    ) -> Resolution {
+        self.resolve_uncached(key, port, Some(protocol))
+    }
+
+    fn resolve_uncached(
+        &mut self,
+        key: &ObjectKey,
+        port: &ServicePortRef,
+        protocol: Option<&str>,
+    ) -> Resolution {
         let target = format!("{key}:{port}");
         let Some(service) = self.objects.services.get(key) else {
             let message = format!("Service {key} not found");
@@ -350,8 +367,11 @@ impl<'a> BackendResolver<'a> {
             let message = format!("Service {key} is of type ExternalName, which is not supported");
             return unavailable(target, ProblemReason::UnsupportedBackend, message);
         }
-        let Some(service_port) = find_service_port(service, port) else {
-            let message = format!("Service {key} has no port {port}");
+        let Some(service_port) = find_service_port(service, port, protocol) else {
+            let message = match protocol {
+                Some(protocol) => format!("Service {key} has no {protocol} port {port}"),
+                None => format!("Service {key} has no port {port}"),
+            };
             return unavailable(target, ProblemReason::PortNotFound, message);
         };
         let Ok(port_number) = u16::try_from(service_port.port) else {
@@ -367,11 +387,14 @@ impl<'a> BackendResolver<'a> {
             .get(key)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let (endpoints, why_empty) = self
-            .endpoints
-            .entry(id.clone())
-            .or_insert_with(|| endpoints_of(service_port, slices))
-            .clone();
+        let (endpoints, why_empty) = if protocol.is_some() {
+            endpoints_of(service_port, slices)
+        } else {
+            self.endpoints
+                .entry(id.clone())
+                .or_insert_with(|| endpoints_of(service_port, slices))
+                .clone()
+        };
         let problem = why_empty.map(|why| {
             (
                 ProblemReason::NoEndpoints,
@@ -400,11 +423,18 @@ fn unavailable(target: String, reason: ProblemReason, message: String) -> Resolu
     }
 }
 
-fn find_service_port<'s>(service: &'s Service, port: &ServicePortRef) -> Option<&'s ServicePort> {
+fn find_service_port<'s>(
+    service: &'s Service,
+    port: &ServicePortRef,
+    protocol: Option<&str>,
+) -> Option<&'s ServicePort> {
     let ports = service.spec.as_ref()?.ports.as_ref()?;
-    ports.iter().find(|p| match port {
-        ServicePortRef::Number(number) => p.port == *number,
-        ServicePortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+    ports.iter().find(|p| {
+        let named = match port {
+            ServicePortRef::Number(number) => p.port == *number,
+            ServicePortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+        };
+        named && protocol.is_none_or(|wanted| p.protocol.as_deref().unwrap_or("TCP") == wanted)
     })
 }
 

@@ -53,6 +53,7 @@
 pub mod backend;
 pub mod class;
 pub mod host;
+pub mod l4;
 pub mod maglev;
 pub mod manifest;
 pub mod object;
@@ -71,6 +72,7 @@ pub use backend::{
 };
 pub use class::{ClassMatch, ClassMismatch, IgnoredIngress, IngressSelection, select_ingresses};
 pub use host::HostPattern;
+pub use l4::{L4ConfigMaps, L4Protocol, L4ServiceSpec, build_l4_services};
 pub use maglev::{MaglevError, MaglevTable};
 pub use manifest::{ManifestError, ManifestErrorReason, parse_manifests};
 pub use object::{KubeObject, ObjectKey, ObjectKind, ObjectRef, SkippedObject};

@@ -52,6 +52,12 @@ pub enum ProblemReason {
     InvalidCertificate,
     /// An annotation has a value we cannot read; it is ignored.
     InvalidAnnotation,
+    /// A ConfigMap named on the command line (`--tcp-services-configmap`,
+    /// `--udp-services-configmap`) does not exist: none of its services is served.
+    ConfigMapNotFound,
+    /// An entry of a TCP or UDP services ConfigMap cannot be read (not
+    /// `"<port>": "<namespace>/<service>:<port>"`): it is not served.
+    InvalidL4Service,
 }
 
 impl ProblemReason {
@@ -72,6 +78,8 @@ impl ProblemReason {
             ProblemReason::InvalidSecret => "InvalidSecret",
             ProblemReason::InvalidCertificate => "InvalidCertificate",
             ProblemReason::InvalidAnnotation => "InvalidAnnotation",
+            ProblemReason::ConfigMapNotFound => "ConfigMapNotFound",
+            ProblemReason::InvalidL4Service => "InvalidL4Service",
         }
     }
 }

@@ -165,6 +165,57 @@ pub struct RunArgs {
     /// they are closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_grace_period: u64,
+
+    /// The kernel L4 tier (TCP/UDP services balanced in XDP).
+    #[command(flatten)]
+    pub l4: L4Args,
+}
+
+/// Options of the kernel L4 tier: ingress-nginx's TCP and UDP services
+/// ConfigMaps, balanced in XDP (needs --interface).
+#[derive(Debug, Clone, Args)]
+pub struct L4Args {
+    /// ConfigMap (namespace/name) of TCP services: entries
+    /// "<port>": "<namespace>/<service>:<port>" (ingress-nginx's format;
+    /// the :PROXY suffixes are reported as unsupported).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
+    pub tcp_services_configmap: Option<ingress_model::ObjectKey>,
+
+    /// ConfigMap (namespace/name) of UDP services, as --tcp-services-configmap.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
+    pub udp_services_configmap: Option<ingress_model::ObjectKey>,
+
+    /// An address the L4 services listen on (repeatable); without it, the
+    /// addresses of the --interface NICs.
+    #[arg(long = "l4-address", value_name = "IP")]
+    pub addresses: Vec<std::net::IpAddr>,
+
+    /// full: backends see the edge's address (works whatever their route
+    /// back); dnat: they see the client's and must route back through the edge.
+    #[arg(long = "l4-nat", value_enum, default_value_t = crate::bpf::l4_plan::NatMode::Full)]
+    pub nat: crate::bpf::l4_plan::NatMode,
+
+    /// Slots of each service's Maglev table (a prime; ~100 x the backends
+    /// a service has, at least).
+    #[arg(long, value_name = "PRIME", default_value_t = ingress_common::l4::DEFAULT_TABLE_SIZE)]
+    pub maglev_table_size: u32,
+
+    /// Leave the pinned maps in --bpffs when exiting (the L4 connection
+    /// table among them), so a restarted daemon takes the flows over.
+    /// Without it the pins are removed on exit. Pins of the right shape
+    /// are always reused at start.
+    #[arg(long)]
+    pub keep_pins_on_exit: bool,
+}
+
+impl L4Args {
+    /// The ConfigMaps to read.
+    pub fn config_maps(&self) -> ingress_model::L4ConfigMaps {
+        ingress_model::L4ConfigMaps {
+            tcp: self.tcp_services_configmap.clone(),
+            udp: self.udp_services_configmap.clone(),
+        }
+    }
 }
 
 impl RunArgs {
@@ -293,6 +344,52 @@ mod tests {
             Cli::try_parse_from(["xdp-ingress", "run", "--default-ssl-certificate", "nope"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn l4_options() {
+        let cli = Cli::try_parse_from([
+            "xdp-ingress",
+            "run",
+            "--tcp-services-configmap",
+            "ingress/tcp",
+            "--udp-services-configmap",
+            "ingress/udp",
+            "--l4-address",
+            "198.18.0.1",
+            "--l4-address",
+            "2001:db8::1",
+            "--l4-nat",
+            "dnat",
+            "--maglev-table-size",
+            "251",
+            "--keep-pins-on-exit",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        let maps = run.l4.config_maps();
+        assert_eq!(
+            maps.tcp,
+            Some(ingress_model::ObjectKey::new("ingress", "tcp"))
+        );
+        assert_eq!(
+            maps.udp,
+            Some(ingress_model::ObjectKey::new("ingress", "udp"))
+        );
+        assert_eq!(run.l4.addresses.len(), 2);
+        assert_eq!(run.l4.nat, crate::bpf::l4_plan::NatMode::Dnat);
+        assert_eq!(run.l4.maglev_table_size, 251);
+        assert!(run.l4.keep_pins_on_exit);
+        let cli = Cli::try_parse_from(["xdp-ingress", "run"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        assert!(run.l4.config_maps().is_empty());
+        assert_eq!(run.l4.nat, crate::bpf::l4_plan::NatMode::Full);
+        assert_eq!(run.l4.maglev_table_size, 65_537);
+        assert!(!run.l4.keep_pins_on_exit);
     }
 
     #[test]

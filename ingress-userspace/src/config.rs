@@ -14,6 +14,7 @@ use ingress_model::{ClusterObjects, ModelOptions, Problem, RouteTable};
 use tracing::{info, warn};
 
 use crate::{
+    bpf::l4_sync::L4Sync,
     routing::LiveRoutes,
     tls::{certs::unix_now, store::CertStore},
 };
@@ -27,6 +28,8 @@ pub struct ApplyOutcome {
     pub backends: usize,
     /// Problems found (each affects only its own rule).
     pub problems: Vec<Problem>,
+    /// L4 services (TCP/UDP ConfigMap entries) served by the XDP tier.
+    pub l4_services: usize,
     /// Time to build and install the table.
     pub took: Duration,
 }
@@ -36,6 +39,7 @@ pub struct ConfigApplier {
     options: ModelOptions,
     routes: Arc<LiveRoutes>,
     certificates: Option<Arc<CertStore>>,
+    l4: Option<Arc<L4Sync>>,
     reported: Mutex<BTreeSet<Problem>>,
 }
 
@@ -51,8 +55,15 @@ impl ConfigApplier {
             options,
             routes,
             certificates,
+            l4: None,
             reported: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Also brings the kernel L4 tier's maps to every applied snapshot.
+    pub fn with_l4(mut self, l4: Arc<L4Sync>) -> Self {
+        self.l4 = Some(l4);
+        self
     }
 
     /// Builds the table for `objects` and installs it. Problems are logged
@@ -67,11 +78,20 @@ impl ConfigApplier {
             problems.extend(update.problems);
         }
         self.routes.install(table);
+        let l4_services = match &self.l4 {
+            Some(l4) => {
+                let outcome = l4.apply(objects);
+                problems.extend(outcome.problems);
+                outcome.services
+            }
+            None => 0,
+        };
         let took = started.elapsed();
         self.report(&problems);
         info!(
             paths,
             backends,
+            l4_services,
             problems = problems.len(),
             took_us = took.as_micros() as u64,
             "configuration applied"
@@ -80,6 +100,7 @@ impl ConfigApplier {
             paths,
             backends,
             problems,
+            l4_services,
             took,
         }
     }

@@ -13,8 +13,10 @@ use tracing::{info, warn};
 use xdp_ingress::{
     bpf::{
         bpffs::{self, PinDirLock},
-        edge::XdpEdge,
+        edge::{EdgeOptions, XdpEdge},
         inspect,
+        l4_plan::{DEFAULT_NAT_PORTS, L4Settings},
+        l4_sync::{L4Addresses, L4Sync},
         listeners::keys_for_socket,
     },
     cli::{Cli, Command, MapsArgs, RoutesArgs, RunArgs},
@@ -56,7 +58,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut shutdown = ShutdownSignals::install()?;
     if args.interfaces.is_empty() {
         info!("no --interface given: serving the proxy without the XDP edge");
-        return serve(&args, &mut shutdown).await;
+        if !args.l4.config_maps().is_empty() {
+            warn!("TCP/UDP services ConfigMaps need the XDP edge (--interface): not served");
+        }
+        return serve(&args, &mut shutdown, None).await;
     }
     if bpffs::ensure_pin_dir(&args.bpffs)? {
         info!(
@@ -65,19 +70,28 @@ async fn run(args: RunArgs) -> Result<()> {
         );
     }
     let _lock = PinDirLock::acquire(&args.bpffs)?;
-    let mut edge = XdpEdge::load(Some(&args.bpffs)).context("loading the XDP program")?;
+    let options = EdgeOptions {
+        maglev_table_size: args.l4.maglev_table_size,
+    };
+    let mut edge =
+        XdpEdge::load_with(Some(&args.bpffs), &options).context("loading the XDP program")?;
     let result = match start_edge(&mut edge, &args) {
-        Ok(()) => serve(&args, &mut shutdown).await,
+        Ok(l4) => serve(&args, &mut shutdown, l4).await,
         Err(error) => Err(error),
     };
     edge.detach_all();
-    edge.unpin()?;
-    info!(bpffs = %args.bpffs.display(), "removed pins");
+    if args.l4.keep_pins_on_exit {
+        info!(bpffs = %args.bpffs.display(), "kept pins (--keep-pins-on-exit)");
+    } else {
+        edge.unpin()?;
+        info!(bpffs = %args.bpffs.display(), "removed pins");
+    }
     result
 }
 
-/// Fills the listener map, then attaches to every interface.
-fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<()> {
+/// Fills the listener map, takes the L4 maps when TCP/UDP services are
+/// configured, then attaches to every interface.
+fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<Arc<L4Sync>>> {
     let mut listeners = BTreeMap::new();
     for addr in [args.http_addr, args.https_addr] {
         for key in keys_for_socket(addr, protocol::TCP) {
@@ -85,16 +99,44 @@ fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<()> {
         }
     }
     edge.sync_listeners(&listeners)?;
+    let l4 = l4_sync(edge, args)?;
     for interface in &args.interfaces {
         let mode = edge.attach(interface, args.xdp_mode)?;
         info!(%interface, %mode, "attached XDP");
     }
-    Ok(())
+    Ok(l4)
+}
+
+/// The L4 tier's sync, when a TCP or UDP services ConfigMap is configured.
+/// Its maps may hold a previous daemon's state (pins kept): it is diffed.
+fn l4_sync(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<Arc<L4Sync>>> {
+    let config_maps = args.l4.config_maps();
+    if config_maps.is_empty() {
+        return Ok(None);
+    }
+    let maps = edge.take_l4_maps().context("the L4 maps")?;
+    let addresses = if args.l4.addresses.is_empty() {
+        L4Addresses::Interfaces(args.interfaces.clone())
+    } else {
+        L4Addresses::Fixed(args.l4.addresses.clone())
+    };
+    let settings = L4Settings {
+        nat: args.l4.nat,
+        table_size: args.l4.maglev_table_size,
+        ports: DEFAULT_NAT_PORTS,
+    };
+    info!(?config_maps, ?addresses, nat = ?settings.nat, table_size = settings.table_size, "L4 services in XDP");
+    let sync = L4Sync::new(maps, settings, config_maps, addresses).context("the L4 maps")?;
+    Ok(Some(Arc::new(sync)))
 }
 
 /// Runs the configuration provider and the proxy until a signal, then
 /// drains open connections (bounded by the grace period).
-async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
+async fn serve(
+    args: &RunArgs,
+    shutdown: &mut ShutdownSignals,
+    l4: Option<Arc<L4Sync>>,
+) -> Result<()> {
     let routes = LiveRoutes::new();
     let default_certificate =
         self_signed_default().context("generating the default certificate")?;
@@ -108,11 +150,15 @@ async fn serve(args: &RunArgs, shutdown: &mut ShutdownSignals) -> Result<()> {
         default_certificate.key,
         args.default_ssl_certificate.clone(),
     ));
-    let applier = Arc::new(ConfigApplier::new(
+    let mut applier = ConfigApplier::new(
         args.ingress.model_options(),
         routes.clone(),
         Some(certificates.clone()),
-    ));
+    );
+    if let Some(l4) = l4 {
+        applier = applier.with_l4(l4);
+    }
+    let applier = Arc::new(applier);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let provider = if args.ingress.manifests.is_empty() {

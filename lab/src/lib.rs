@@ -36,6 +36,12 @@
 //! backends), with [`ManifestDir`] for the daemon's `--manifests`,
 //! [`HttpConnection`] for hand-written HTTP/1.1 and [`Netns::curl`].
 //!
+//! The benchmarks start the daemon and backends from release builds, pinned
+//! to CPUs and with their own environment ([`DaemonBuilder::binary`],
+//! [`DaemonBuilder::cpus`], [`Backend::builder`]), and keep the files of
+//! other processes (nginx's configuration, wrk's scripts) in a
+//! [`ScratchDir`].
+//!
 //! `lab-backend` (src/bin, feature `backend`) is the backend process: it
 //! reports which backend and endpoint served a request and what it received.
 

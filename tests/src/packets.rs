@@ -694,6 +694,137 @@ impl PseudoHeader {
 
 pub use xdp_ingress_lab::checksum;
 
+/// A frame read back: what the XDP program left in it, with its checksums
+/// verified from scratch (not incrementally).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedFrame {
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// Source MAC.
+    pub src_mac: [u8; 6],
+    /// Source address.
+    pub src: std::net::IpAddr,
+    /// Destination address.
+    pub dst: std::net::IpAddr,
+    /// IP protocol.
+    pub protocol: u8,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// The IPv4 header checksum verifies (always true for IPv6).
+    pub ip_checksum_ok: bool,
+    /// The TCP or UDP checksum verifies over the pseudo-header and the
+    /// whole segment (a UDP checksum of 0 over IPv4, "none", counts as valid).
+    pub l4_checksum_ok: bool,
+    /// The raw UDP checksum field (0 for TCP).
+    pub udp_checksum: u16,
+    /// Bytes after the TCP or UDP header.
+    pub payload: Vec<u8>,
+}
+
+/// Parses an untagged Ethernet + IPv4/IPv6 (no extension headers) + TCP/UDP
+/// frame, `None` for anything else or a truncated one.
+pub fn parse_frame(frame: &[u8]) -> Option<ParsedFrame> {
+    let be16 = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
+    };
+    let ether_type = be16(12)?;
+    let (src, dst, protocol, l4, end, ip_checksum_ok, pseudo): (
+        std::net::IpAddr,
+        std::net::IpAddr,
+        u8,
+        usize,
+        usize,
+        bool,
+        PseudoHeader,
+    ) = match ether_type {
+        ETH_P_IPV4 => {
+            let ihl = usize::from(*frame.get(14)? & 0x0f) * 4;
+            let total = usize::from(be16(16)?);
+            if frame.len() < 14 + total || ihl < 20 {
+                return None;
+            }
+            let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+            let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+            let ok = checksum(&[&frame[14..14 + ihl]]) == 0;
+            (
+                src.into(),
+                dst.into(),
+                frame[23],
+                14 + ihl,
+                14 + total,
+                ok,
+                pseudo_v4(src, dst),
+            )
+        }
+        ETH_P_IPV6 => {
+            let payload = usize::from(be16(18)?);
+            if frame.len() < 54 + payload {
+                return None;
+            }
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[22..38]).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[38..54]).ok()?);
+            (
+                src.into(),
+                dst.into(),
+                frame[20],
+                54,
+                54 + payload,
+                true,
+                pseudo_v6(src, dst),
+            )
+        }
+        _ => return None,
+    };
+    let header = match protocol {
+        ipproto::TCP => 20,
+        ipproto::UDP => 8,
+        _ => return None,
+    };
+    if end < l4 + header {
+        return None;
+    }
+    let segment = &frame[l4..end];
+    let udp_checksum = if protocol == ipproto::UDP {
+        be16(l4 + 6)?
+    } else {
+        0
+    };
+    let l4_checksum_ok = if protocol == ipproto::UDP && udp_checksum == 0 {
+        matches!(pseudo, PseudoHeader::V4(..))
+    } else {
+        checksum(&[&pseudo.bytes(protocol, segment.len()), segment]) == 0
+    };
+    Some(ParsedFrame {
+        dst_mac: frame[0..6].try_into().ok()?,
+        src_mac: frame[6..12].try_into().ok()?,
+        src,
+        dst,
+        protocol,
+        sport: be16(l4)?,
+        dport: be16(l4 + 2)?,
+        tcp_flags: if protocol == ipproto::TCP {
+            frame[l4 + 13]
+        } else {
+            0
+        },
+        ip_checksum_ok,
+        l4_checksum_ok,
+        udp_checksum,
+        payload: frame[l4 + header..end].to_vec(),
+    })
+}
+
+/// Sets the UDP checksum of a built IPv4 frame without options to 0 ("none").
+pub fn without_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[40] = 0;
+    frame[41] = 0;
+    frame
+}
+
 /// An ARP request (42 bytes, unpadded) from `sender` asking for `target`.
 pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut body = Vec::with_capacity(28);

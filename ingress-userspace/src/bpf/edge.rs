@@ -15,7 +15,10 @@ use aya::{
 use ingress_common::{ListenerKey, ListenerValue, TrafficCounters, XDP_PROGRAM_NAME, map_names};
 use tracing::{info, warn};
 
-use super::listeners::{ListenerSyncPlan, TooManyListeners, plan_sync};
+use super::{
+    l4_maps::{L4Maps, L4MapsError},
+    listeners::{ListenerSyncPlan, TooManyListeners, plan_sync},
+};
 
 /// The XDP object, built by `cargo xtask build-ebpf` and embedded at build time.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("XDP_INGRESS_EBPF_OBJECT"));
@@ -109,6 +112,100 @@ pub enum EdgeError {
     TooManyListeners(#[from] TooManyListeners),
 }
 
+/// Load-time settings of the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgeOptions {
+    /// Slots of one Maglev table half (`--maglev-table-size`): sizes the
+    /// Maglev array at `2 x l4::MAX_SERVICES x` this slots.
+    pub maglev_table_size: u32,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            maglev_table_size: ingress_common::l4::DEFAULT_TABLE_SIZE,
+        }
+    }
+}
+
+impl EdgeOptions {
+    /// The entries (elements of four slots) of the Maglev array.
+    pub fn maglev_entries(&self) -> u32 {
+        ingress_common::maglev_elements(self.maglev_table_size)
+    }
+}
+
+/// The (key size, value size, max entries) a map must have.
+fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
+    use std::mem::size_of;
+
+    use ingress_common::{
+        L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
+        L4ServiceKey, MAX_LISTENERS, l4, verdict,
+    };
+    let size = |bytes: usize| bytes as u32;
+    Some(match name {
+        map_names::LISTENERS => (
+            size(size_of::<ListenerKey>()),
+            size(size_of::<ListenerValue>()),
+            MAX_LISTENERS,
+        ),
+        map_names::LISTENER_STATS => (4, size(size_of::<TrafficCounters>()), MAX_LISTENERS),
+        map_names::VERDICT_STATS => (4, size(size_of::<TrafficCounters>()), verdict::COUNT),
+        map_names::L4_CONFIG => (4, size(size_of::<L4Config>()), 1),
+        map_names::L4_SERVICES => (
+            size(size_of::<L4ServiceKey>()),
+            size(size_of::<L4Service>()),
+            l4::MAX_SERVICE_KEYS,
+        ),
+        map_names::L4_MAGLEV => (4, 8, maglev_entries),
+        map_names::L4_BACKENDS => (4, size(size_of::<L4Backend>()), l4::MAX_BACKENDS),
+        map_names::L4_FLOWS => (
+            size(size_of::<L4FlowKey>()),
+            size(size_of::<L4Flow>()),
+            l4::MAX_FLOWS,
+        ),
+        map_names::L4_REVERSE => (
+            size(size_of::<L4FlowKey>()),
+            size(size_of::<L4ReverseNat>()),
+            l4::MAX_FLOWS,
+        ),
+        map_names::L4_PORTS => (4, size(size_of::<L4PortCursor>()), 1),
+        map_names::L4_SERVICE_STATS => (4, size(size_of::<L4Counters>()), l4::MAX_SERVICES),
+        map_names::L4_BACKEND_STATS => (4, size(size_of::<L4Counters>()), l4::MAX_BACKENDS),
+        map_names::L4_PORT_FLAGS => (4, 8, l4::port_flags::WORDS),
+        _ => return None,
+    })
+}
+
+/// Removes every pin in `dir` whose map has another shape than this build
+/// needs (a restart keeps the pins that fit, and with them the flows).
+fn remove_stale_pins(dir: &Path, maglev_entries: u32) -> Result<(), EdgeError> {
+    for (name, file) in map_names::PINNED {
+        let path = dir.join(file);
+        if !path.exists() {
+            continue;
+        }
+        let Some(wanted) = expected_shape(name, maglev_entries) else {
+            continue;
+        };
+        let shape = MapData::from_pin(&path)
+            .and_then(|map| map.info())
+            .map(|info| (info.key_size(), info.value_size(), info.max_entries()));
+        if shape.as_ref().ok() == Some(&wanted) {
+            continue;
+        }
+        warn!(
+            pin = %path.display(),
+            found = ?shape.ok(),
+            ?wanted,
+            "a pinned map has another shape than this build needs: removing it (its state starts afresh)"
+        );
+        std::fs::remove_file(&path).map_err(|source| EdgeError::Unpin { path, source })?;
+    }
+    Ok(())
+}
+
 /// One interface the program is attached to.
 #[derive(Debug)]
 struct Attachment {
@@ -128,13 +225,29 @@ impl XdpEdge {
     /// Loads the embedded object. With `pin_dir`, the maps are pinned there
     /// (and reused when pins of the same shape exist, as after a restart).
     pub fn load(pin_dir: Option<&Path>) -> Result<Self, EdgeError> {
-        Self::load_object(XDP_OBJECT, pin_dir)
+        Self::load_with(pin_dir, &EdgeOptions::default())
     }
 
-    /// Loads `object` (an XDP object built from `ingress-ebpf`).
-    pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Self, EdgeError> {
+    /// Loads the embedded object with `options`.
+    pub fn load_with(pin_dir: Option<&Path>, options: &EdgeOptions) -> Result<Self, EdgeError> {
+        Self::load_object(XDP_OBJECT, pin_dir, options)
+    }
+
+    /// Loads `object` (an XDP object built from `ingress-ebpf`). Pins in
+    /// `pin_dir` whose shape differs from what this object and `options`
+    /// need (another build, another table size) are removed first, with a
+    /// warning: the kernel would otherwise hand the program maps it
+    /// misreads.
+    pub fn load_object(
+        object: &[u8],
+        pin_dir: Option<&Path>,
+        options: &EdgeOptions,
+    ) -> Result<Self, EdgeError> {
+        let maglev_entries = options.maglev_entries();
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(map_names::L4_MAGLEV, maglev_entries);
         if let Some(dir) = pin_dir {
+            remove_stale_pins(dir, maglev_entries)?;
             for (name, file) in map_names::PINNED {
                 loader.map_pin_path(name, dir.join(file));
             }
@@ -257,6 +370,12 @@ impl XdpEdge {
         // Only our own pins were there; a directory that others use stays.
         let _ = std::fs::remove_dir(&dir);
         Ok(())
+    }
+
+    /// Takes the L4 maps out of the object, for the daemon's L4 sync (the
+    /// program keeps using them; their pins stay).
+    pub fn take_l4_maps(&mut self) -> Result<L4Maps, L4MapsError> {
+        L4Maps::from_maps(|name| self.ebpf.take_map(name))
     }
 
     fn listeners_map(

@@ -4,4 +4,7 @@
 pub mod bpffs;
 pub mod edge;
 pub mod inspect;
+pub mod l4_maps;
+pub mod l4_plan;
+pub mod l4_sync;
 pub mod listeners;

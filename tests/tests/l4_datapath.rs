@@ -1,0 +1,631 @@
+//! Kernel tests of the L4 data path with `BPF_PROG_TEST_RUN`: crafted
+//! packets to a service, the translated packet parsed back (addresses,
+//! ports, MACs, checksums recomputed from scratch), replies translated
+//! back, the connection table (same flow, same backend; FIN/RST end it),
+//! and what is passed untouched.
+//!
+//! `bpf_fib_lookup` inside `BPF_PROG_TEST_RUN` looks in the caller's network
+//! namespace, so every test runs on a thread inside a namespace of its own
+//! with an interface `198.18.50.1/24` (one end of a veth pair), routes to the backends
+//! (198.19.0.0/16) and to the clients (198.18.0.0/24) through a gateway
+//! 198.18.50.2 with a permanent neighbour entry (IPv6 alike: 2001:db8:5::1/64,
+//! routes to 2001:db8:50::/64 and 2001:db8::/64), and forwarding on: there the
+//! FIB answers, the program redirects to that interface (`XDP_REDIRECT`, which
+//! TEST_RUN reports without sending) and the MACs come from the neighbour
+//! entry. Backends in 198.18.201.0/24 have a route but no neighbour (the
+//! program passes them translated to the stack, `l4-fib-pass`) and those in
+//! 198.18.200.0/24 no route at all (passed untouched, `l4-no-route`).
+//!
+//! Needs root; skips otherwise.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use aya::programs::{TestRun, TestRunOptions};
+use ingress_common::{TrafficCounters, map_names, protocol, verdict};
+use xdp_ingress::bpf::{
+    edge::{EdgeOptions, XdpEdge},
+    l4_maps::L4Maps,
+    l4_plan::{DesiredService, L4Settings, NatMode, backend_addr, plan_l4},
+};
+use xdp_ingress_lab::{self as lab, Netns};
+use xdp_ingress_tests::packets::{
+    ETH_P_8021Q, Packet, ParsedFrame, parse_frame, tcp_flags, without_udp_checksum,
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+/// The service address and port clients use.
+const VIP: [u8; 4] = [198, 18, 0, 1];
+const VIP_PORT: u16 = 9000;
+/// The client (the packet builder's default source).
+const CLIENT: [u8; 4] = [198, 18, 0, 100];
+/// The edge's address on the dummy: the full-NAT source.
+const EDGE_SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 50, 1);
+const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+const TABLE_SIZE: u32 = 251;
+const BACKENDS: [&str; 3] = ["198.19.50.1:8080", "198.19.50.2:8080", "198.19.50.3:8080"];
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn vip() -> IpAddr {
+    IpAddr::from(VIP)
+}
+
+fn service(l4_protocol: u8, backends: &[&str]) -> DesiredService {
+    DesiredService {
+        protocol: l4_protocol,
+        port: VIP_PORT,
+        addrs: vec![vip()],
+        backends: backends.iter().map(|b| addr(b)).collect(),
+    }
+}
+
+/// The program, its L4 maps, and the namespace's dummy interface.
+struct Rig {
+    edge: XdpEdge,
+    maps: L4Maps,
+    settings: L4Settings,
+    dummy_ifindex: u32,
+    dummy_mac: [u8; 6],
+    verdicts: Vec<TrafficCounters>,
+}
+
+impl Rig {
+    fn new(nat: NatMode, dummy_ifindex: u32, dummy_mac: [u8; 6]) -> Self {
+        let mut edge = XdpEdge::load_with(
+            None,
+            &EdgeOptions {
+                maglev_table_size: TABLE_SIZE,
+            },
+        )
+        .expect("loading the XDP program");
+        let mut maps = edge.take_l4_maps().expect("the L4 maps");
+        assert_eq!(maps.table_size(), TABLE_SIZE);
+        let settings = L4Settings {
+            nat,
+            table_size: TABLE_SIZE,
+            ports: (61_000, 65_535),
+        };
+        maps.configure_ports(settings.ports).expect("ports");
+        let verdicts = edge.counters(map_names::VERDICT_STATS).unwrap();
+        Self {
+            edge,
+            maps,
+            settings,
+            dummy_ifindex,
+            dummy_mac,
+            verdicts,
+        }
+    }
+
+    fn set(&mut self, services: &[DesiredService]) {
+        let present = self.maps.present().expect("reading the L4 maps");
+        let plan = plan_l4(&present, services, &self.settings).expect("planning");
+        self.maps.apply(&plan).expect("writing the L4 maps");
+    }
+
+    /// Runs `packet` once: (XDP action, the packet as it came out).
+    fn run(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = self
+            .edge
+            .program()
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// The verdict reasons counted since the last call, by name.
+    fn reasons(&mut self) -> Vec<(&'static str, u64)> {
+        let now = self.edge.counters(map_names::VERDICT_STATS).unwrap();
+        let delta = now
+            .iter()
+            .zip(&self.verdicts)
+            .enumerate()
+            .filter(|(_, (n, b))| n.packets != b.packets)
+            .map(|(i, (n, b))| (verdict::NAMES[i], n.packets - b.packets))
+            .collect();
+        self.verdicts = now;
+        delta
+    }
+
+    /// Runs a packet that must be translated and redirected to the dummy;
+    /// returns it parsed, its checksums and MACs checked.
+    fn forwarded(&mut self, what: &str, packet: &[u8]) -> ParsedFrame {
+        let (action, out) = self.run(packet);
+        assert_eq!(
+            action,
+            XDP_REDIRECT,
+            "{what}: redirected (reasons {:?})",
+            self.reasons()
+        );
+        let parsed = parse_frame(&out).unwrap_or_else(|| panic!("{what}: unparsable {out:02x?}"));
+        assert!(parsed.ip_checksum_ok, "{what}: IP checksum {parsed:?}");
+        assert!(parsed.l4_checksum_ok, "{what}: L4 checksum {parsed:?}");
+        assert_eq!(parsed.dst_mac, GATEWAY_MAC, "{what}: next hop MAC");
+        assert_eq!(parsed.src_mac, self.dummy_mac, "{what}: egress MAC");
+        assert_eq!(out.len(), packet.len(), "{what}: same length");
+        parsed
+    }
+
+    fn flow_count(&self) -> usize {
+        self.maps.flows().unwrap().len()
+    }
+
+    fn reverse_count(&self) -> usize {
+        self.maps.reverse_nat().unwrap().len()
+    }
+}
+
+/// Runs `test` on a thread inside a fresh namespace with the dummy, routes
+/// and neighbour entries (see the module documentation). `None` when not root.
+fn in_lab(nat: NatMode, test: impl FnOnce(&mut Rig) + Send) -> Option<()> {
+    if !lab::require_root() {
+        return None;
+    }
+    let ns = Netns::new("l4dp").expect("namespace");
+    // A veth pair inside the namespace stands for the egress NIC (this
+    // kernel has no dummy driver); both ends up, so the link has carrier.
+    ns.ip(&[
+        "link", "add", "l4t0", "type", "veth", "peer", "name", "l4t1",
+    ])
+    .unwrap();
+    ns.add_addrs("l4t0", &["198.18.50.1/24", "2001:db8:5::1/64"])
+        .unwrap();
+    ns.ip(&["link", "set", "l4t1", "up"]).unwrap();
+    ns.ip(&["link", "set", "l4t0", "up"]).unwrap();
+    ns.ip(&[
+        "neigh",
+        "replace",
+        "198.18.50.2",
+        "lladdr",
+        "02:00:00:00:00:aa",
+        "dev",
+        "l4t0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    ns.add_route("198.19.0.0/16", "198.18.50.2").unwrap();
+    ns.add_route("198.18.0.0/24", "198.18.50.2").unwrap();
+    ns.add_route("198.18.201.0/24", "198.18.50.3").unwrap();
+    ns.ip(&[
+        "-6",
+        "neigh",
+        "replace",
+        "2001:db8:5::2",
+        "lladdr",
+        "02:00:00:00:00:aa",
+        "dev",
+        "l4t0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    ns.add_route("2001:db8:50::/64", "2001:db8:5::2").unwrap();
+    ns.add_route("2001:db8::/64", "2001:db8:5::2").unwrap();
+    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    let link = ns.link("l4t0").unwrap();
+    let ifindex = link["ifindex"].as_u64().unwrap() as u32;
+    let mac: Vec<u8> = link["address"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let mac: [u8; 6] = mac.try_into().unwrap();
+    ns.enter(move || {
+        let mut rig = Rig::new(nat, ifindex, mac);
+        test(&mut rig);
+    })
+    .expect("entering the namespace");
+    Some(())
+}
+
+fn syn(sport: u16) -> Packet {
+    Packet::tcp_v4(VIP, VIP_PORT).sport(sport)
+}
+
+/// A backend's reply to the translated packet `to`: addresses and ports swapped.
+fn reply_to(to: &ParsedFrame, flags: u8) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (to.dst, to.src) else {
+        panic!("IPv4 expected");
+    };
+    let packet = if to.protocol == protocol::TCP {
+        Packet::tcp_v4(dst.octets(), to.sport).tcp_flags(flags)
+    } else {
+        Packet::udp_v4(dst.octets(), to.sport)
+    };
+    packet
+        .src_v4(src.octets())
+        .sport(to.dport)
+        .payload(b"reply")
+        .build()
+}
+
+#[test]
+fn tcp_full_nat_translates_both_ways_and_keeps_the_backend() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let out = rig.forwarded("SYN", &syn(40_000).payload(b"hello").build());
+        assert_eq!(out.src, IpAddr::V4(EDGE_SRC), "full NAT source");
+        assert!((61_000..=65_535).contains(&out.sport), "{}", out.sport);
+        assert!(BACKENDS.contains(&SocketAddr::new(out.dst, out.dport).to_string().as_str()));
+        assert_eq!(out.tcp_flags, tcp_flags::SYN);
+        assert_eq!(out.payload, b"hello");
+        assert_eq!(rig.reasons(), vec![("l4-forward", 1)]);
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (1, 1));
+
+        // The same flow keeps its backend and its source port.
+        let again = rig.forwarded(
+            "ACK",
+            &syn(40_000)
+                .tcp_flags(tcp_flags::ACK)
+                .payload(b"more")
+                .build(),
+        );
+        assert_eq!((again.dst, again.dport), (out.dst, out.dport));
+        assert_eq!((again.src, again.sport), (out.src, out.sport));
+        assert_eq!(rig.flow_count(), 1);
+
+        // The reply comes back from the service address to the client.
+        let back = rig.forwarded("SYN-ACK", &reply_to(&out, tcp_flags::SYN | tcp_flags::ACK));
+        assert_eq!(back.src, vip());
+        assert_eq!(back.sport, VIP_PORT);
+        assert_eq!(back.dst, IpAddr::from(CLIENT));
+        assert_eq!(back.dport, 40_000);
+        assert_eq!(back.payload, b"reply");
+        assert_eq!(rig.reasons(), vec![("l4-forward", 1), ("l4-reply", 1)]);
+
+        // Counters: per service and per backend, both directions, one new flow.
+        let services = rig.maps.service_counters().unwrap();
+        assert_eq!(services[0].packets, 3);
+        assert_eq!(services[0].new_flows, 1);
+        let backends = rig.maps.backend_counters().unwrap();
+        let total: u64 = backends.iter().map(|c| c.packets).sum();
+        let flows: u64 = backends.iter().map(|c| c.new_flows).sum();
+        assert_eq!((total, flows), (3, 1));
+    });
+}
+
+#[test]
+fn many_flows_spread_over_the_backends_and_get_distinct_ports() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let mut per_backend = std::collections::BTreeMap::new();
+        let mut ports = std::collections::BTreeSet::new();
+        const FLOWS: u16 = 600;
+        for i in 0..FLOWS {
+            let out = rig.forwarded("SYN", &syn(20_000 + i).build());
+            *per_backend.entry(out.dst).or_insert(0u32) += 1;
+            ports.insert(out.sport);
+        }
+        assert_eq!(
+            ports.len(),
+            FLOWS as usize,
+            "every flow its own source port"
+        );
+        assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+        for (backend, count) in &per_backend {
+            let share = f64::from(*count) / f64::from(FLOWS);
+            assert!(
+                (0.25..=0.42).contains(&share),
+                "{backend} got {count} of {FLOWS}: {per_backend:?}"
+            );
+        }
+        assert_eq!(rig.flow_count(), FLOWS as usize);
+    });
+}
+
+#[test]
+fn udp_with_and_without_checksum() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::UDP, &BACKENDS)]);
+        let datagram = Packet::udp_v4(VIP, VIP_PORT)
+            .sport(5353)
+            .payload(b"question");
+        let out = rig.forwarded("UDP", &datagram.build());
+        assert_ne!(out.udp_checksum, 0);
+        assert_eq!(out.payload, b"question");
+        let back = rig.forwarded("UDP reply", &reply_to(&out, 0));
+        assert_eq!((back.src, back.sport), (vip(), VIP_PORT));
+        assert_eq!((back.dst, back.dport), (IpAddr::from(CLIENT), 5353));
+
+        // A zero checksum ("none" over IPv4) stays zero both ways.
+        let bare = rig.forwarded(
+            "UDP without checksum",
+            &without_udp_checksum(datagram.build()),
+        );
+        assert_eq!(bare.udp_checksum, 0);
+        assert_eq!((bare.dst, bare.sport), (out.dst, out.sport));
+        let back = rig.forwarded(
+            "UDP reply without checksum",
+            &without_udp_checksum(reply_to(&out, 0)),
+        );
+        assert_eq!(back.udp_checksum, 0);
+        assert_eq!(back.dst, IpAddr::from(CLIENT));
+    });
+}
+
+#[test]
+fn rst_and_the_last_ack_after_both_fins_end_the_flow() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        // RST from the client ends the flow at once.
+        let first = rig.forwarded("SYN", &syn(41_000).build());
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (1, 1));
+        rig.forwarded("RST", &syn(41_000).tcp_flags(tcp_flags::RST).build());
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (0, 0));
+
+        // RST from the backend too.
+        let out = rig.forwarded("SYN", &syn(41_001).build());
+        rig.forwarded("RST back", &reply_to(&out, tcp_flags::RST));
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (0, 0));
+
+        // FIN from the client, FIN from the backend, the last ACK: gone.
+        let out = rig.forwarded("SYN", &syn(41_002).build());
+        let ack = tcp_flags::ACK;
+        rig.forwarded("FIN", &syn(41_002).tcp_flags(tcp_flags::FIN | ack).build());
+        assert_eq!(rig.flow_count(), 1, "one FIN keeps the flow");
+        rig.forwarded("ACK of FIN", &reply_to(&out, ack));
+        assert_eq!(rig.flow_count(), 1);
+        rig.forwarded("FIN back", &reply_to(&out, tcp_flags::FIN | ack));
+        assert_eq!(rig.flow_count(), 1);
+        let last = rig.forwarded("last ACK", &syn(41_002).tcp_flags(ack).build());
+        assert_eq!((last.dst, last.sport), (out.dst, out.sport));
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (0, 0));
+
+        // The backend closing first ends it at its last ACK.
+        let out = rig.forwarded("SYN", &syn(41_003).build());
+        rig.forwarded("FIN back", &reply_to(&out, tcp_flags::FIN | ack));
+        rig.forwarded("FIN", &syn(41_003).tcp_flags(tcp_flags::FIN | ack).build());
+        assert_eq!(rig.flow_count(), 1);
+        rig.forwarded("last ACK back", &reply_to(&out, ack));
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (0, 0));
+        let _ = first;
+    });
+}
+
+#[test]
+fn dnat_keeps_the_client_address() {
+    in_lab(NatMode::Dnat, |rig| {
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let out = rig.forwarded("SYN", &syn(42_000).build());
+        assert_eq!((out.src, out.sport), (IpAddr::from(CLIENT), 42_000));
+        let back = rig.forwarded("SYN-ACK", &reply_to(&out, tcp_flags::SYN | tcp_flags::ACK));
+        assert_eq!((back.src, back.sport), (vip(), VIP_PORT));
+        assert_eq!((back.dst, back.dport), (IpAddr::from(CLIENT), 42_000));
+    });
+}
+
+#[test]
+fn a_removed_backend_loses_its_flows_and_new_flows_avoid_it() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let mut flows = Vec::new();
+        for i in 0..60 {
+            let out = rig.forwarded("SYN", &syn(43_000 + i).build());
+            flows.push((43_000 + i, out));
+        }
+        let removed = flows[0].1.dst;
+        let remaining: Vec<&str> = BACKENDS
+            .iter()
+            .copied()
+            .filter(|b| addr(b).ip() != removed)
+            .collect();
+        rig.set(&[service(protocol::TCP, &remaining)]);
+        for (sport, before) in &flows {
+            let now = rig.forwarded(
+                "after removal",
+                &syn(*sport).tcp_flags(tcp_flags::ACK).build(),
+            );
+            if before.dst == removed {
+                assert_ne!(now.dst, removed, "a flow of the removed backend moves");
+            } else {
+                assert_eq!(
+                    (now.dst, now.sport),
+                    (before.dst, before.sport),
+                    "a flow of a backend that stays keeps it and its port"
+                );
+            }
+        }
+        for i in 0..60 {
+            let out = rig.forwarded("new SYN", &syn(44_000 + i).build());
+            assert_ne!(out.dst, removed);
+        }
+        // Added back: new flows reach it again, established ones stay put.
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let mut reached = false;
+        for i in 0..60 {
+            reached |= rig.forwarded("SYN", &syn(45_000 + i).build()).dst == removed;
+        }
+        assert!(reached, "the added backend gets new flows");
+        let present = rig.maps.present().unwrap();
+        let active: Vec<SocketAddr> = present
+            .backends
+            .values()
+            .filter(|b| b.flags != 0)
+            .map(backend_addr)
+            .collect();
+        assert_eq!(active.len(), 3);
+    });
+}
+
+#[test]
+fn services_without_backends_and_untranslatable_packets_pass_untouched() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::TCP, &[])]);
+        let packet = syn(46_000).build();
+        assert_eq!(rig.run(&packet), (XDP_PASS, packet.clone()));
+        assert_eq!(rig.reasons(), vec![("l4-no-backend", 1)]);
+
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let tagged = syn(46_001).vlan(ETH_P_8021Q, 7).build();
+        assert_eq!(rig.run(&tagged), (XDP_PASS, tagged.clone()));
+        let fragment = syn(46_002).ipv4_fragment(0, true).build();
+        assert_eq!(rig.run(&fragment), (XDP_PASS, fragment.clone()));
+        assert_eq!(rig.reasons(), vec![("l4-unsupported", 2)]);
+
+        // Truncated: every prefix of a SYN to the service passes untouched.
+        let whole = syn(46_003).build();
+        for len in 0..whole.len() {
+            if len < 14 {
+                continue; // TEST_RUN refuses frames shorter than Ethernet.
+            }
+            let prefix = &whole[..len];
+            assert_eq!(rig.run(prefix), (XDP_PASS, prefix.to_vec()), "{len} bytes");
+        }
+        assert_eq!(rig.flow_count(), 0);
+        // UDP to a TCP service is not the service.
+        let udp = Packet::udp_v4(VIP, VIP_PORT).build();
+        assert_eq!(rig.run(&udp), (XDP_PASS, udp.clone()));
+        assert_eq!(rig.flow_count(), 0);
+    });
+}
+
+#[test]
+fn fib_failures_pass_to_the_stack() {
+    in_lab(NatMode::Dnat, |rig| {
+        // A route but no neighbour entry: translated, then passed for the
+        // stack to resolve the neighbour (and forward it).
+        rig.set(&[service(protocol::TCP, &["198.18.201.9:80"])]);
+        let (action, out) = rig.run(&syn(47_000).build());
+        assert_eq!(action, XDP_PASS);
+        let parsed = parse_frame(&out).unwrap();
+        assert_eq!(parsed.dst, "198.18.201.9".parse::<IpAddr>().unwrap());
+        assert!(parsed.ip_checksum_ok && parsed.l4_checksum_ok);
+        assert_eq!(rig.reasons(), vec![("l4-fib-pass", 1)]);
+    });
+    in_lab(NatMode::Full, |rig| {
+        // No route at all, full NAT: no source address, passed untouched.
+        rig.set(&[service(protocol::TCP, &["198.18.200.9:80"])]);
+        let packet = syn(47_001).build();
+        assert_eq!(rig.run(&packet), (XDP_PASS, packet.clone()));
+        assert_eq!(rig.reasons(), vec![("l4-no-route", 1)]);
+        assert_eq!(rig.flow_count(), 0);
+    });
+}
+
+#[test]
+fn the_listener_path_is_untouched_by_l4_services() {
+    in_lab(NatMode::Full, |rig| {
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let listeners = [(
+            xdp_ingress::bpf::listeners::key_for_ip(vip(), 80, protocol::TCP),
+            ingress_common::action::PASS_TO_PROXY,
+        )]
+        .into();
+        rig.edge.sync_listeners(&listeners).unwrap();
+        let http = Packet::tcp_v4(VIP, 80).build();
+        assert_eq!(rig.run(&http), (XDP_PASS, http.clone()));
+        // Replies to the edge's own connections (ports below the NAT range).
+        let upstream = Packet::tcp_v4(EDGE_SRC.octets(), 40_000)
+            .src_v4([198, 19, 50, 1])
+            .sport(8080)
+            .build();
+        assert_eq!(rig.run(&upstream), (XDP_PASS, upstream.clone()));
+        assert_eq!(
+            rig.reasons(),
+            vec![("pass-no-listener", 1), ("pass-to-proxy", 1)]
+        );
+    });
+}
+
+#[test]
+fn ipv6_tcp_full_nat_both_ways() {
+    in_lab(NatMode::Full, |rig| {
+        let vip6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        rig.set(&[DesiredService {
+            protocol: protocol::TCP,
+            port: VIP_PORT,
+            addrs: vec![IpAddr::V6(vip6)],
+            backends: ["[2001:db8:50::1]:8080", "[2001:db8:50::2]:8080"]
+                .iter()
+                .map(|b| addr(b))
+                .collect(),
+        }]);
+        let packet = Packet::tcp_v6(vip6, VIP_PORT)
+            .sport(40_600)
+            .payload(b"v6")
+            .build();
+        let out = rig.forwarded("IPv6 SYN", &packet);
+        assert_eq!(out.src, "2001:db8:5::1".parse::<IpAddr>().unwrap());
+        assert!((61_000..=65_535).contains(&out.sport));
+        assert_eq!(out.dport, 8080);
+        assert_eq!(out.payload, b"v6");
+        let (IpAddr::V6(backend), IpAddr::V6(edge)) = (out.dst, out.src) else {
+            panic!("IPv6 expected");
+        };
+        let reply = Packet::tcp_v6(edge, out.sport)
+            .src_v6(backend)
+            .sport(8080)
+            .tcp_flags(tcp_flags::SYN | tcp_flags::ACK)
+            .build();
+        let back = rig.forwarded("IPv6 SYN-ACK", &reply);
+        assert_eq!((back.src, back.sport), (IpAddr::V6(vip6), VIP_PORT));
+        assert_eq!(back.dport, 40_600);
+        assert_eq!(
+            back.dst,
+            "2001:db8::100".parse::<IpAddr>().unwrap(),
+            "the client"
+        );
+        assert_eq!(rig.reasons(), vec![("l4-forward", 1), ("l4-reply", 1)]);
+    });
+}
+
+/// The fast path's cost by `BPF_PROG_TEST_RUN` with repeat. TEST_RUN runs
+/// every repetition on the same buffer, so a translated packet would not be
+/// the same packet the next time; here two DNAT services translate into each
+/// other (198.18.0.1:9000 -> 198.19.50.1:8080 -> 198.18.0.1:9000), so after
+/// the first two runs every repetition is an established flow: connection
+/// table hit, FIB lookup, rewrite, counters, redirect.
+#[test]
+fn fast_path_timing_with_repeat() {
+    in_lab(NatMode::Dnat, |rig| {
+        rig.set(&[
+            service(protocol::TCP, &["198.19.50.1:8080"]),
+            DesiredService {
+                protocol: protocol::TCP,
+                port: 8080,
+                addrs: vec!["198.19.50.1".parse().unwrap()],
+                backends: vec![addr("198.18.0.1:9000")],
+            },
+        ]);
+        const REPEAT: u32 = 10_000;
+        let packet = syn(48_000).tcp_flags(tcp_flags::ACK).build();
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut best = u128::MAX;
+        for _ in 0..5 {
+            let result = rig
+                .edge
+                .program()
+                .unwrap()
+                .test_run(TestRunOptions {
+                    data_in: Some(&packet),
+                    data_out: Some(&mut out),
+                    repeat: REPEAT,
+                    ..TestRunOptions::new()
+                })
+                .unwrap();
+            assert_eq!(result.return_value, XDP_REDIRECT);
+            best = best.min(result.duration.as_nanos());
+        }
+        assert_eq!(rig.flow_count(), 2);
+        let reasons = rig.reasons();
+        assert_eq!(reasons, vec![("l4-forward", u64::from(REPEAT) * 5)]);
+        eprintln!(
+            "fast path: L4 established flow (table hit, FIB, rewrite, redirect): {best} ns/packet (best mean of 5 x {REPEAT}, BPF_PROG_TEST_RUN)"
+        );
+        let _ = (rig.dummy_ifindex, Ipv4Addr::LOCALHOST);
+    });
+}
