@@ -1,5 +1,6 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench`.
 
+mod bench;
 mod command;
 mod demo;
 mod ebpf;
@@ -31,6 +32,9 @@ enum Task {
     /// Build, start xdp-ingress on the edge of a lab of network namespaces,
     /// send traffic through it and show what the XDP program counted.
     Demo(demo::DemoArgs),
+    /// Benchmark xdp-ingress against what it replaces, in the lab, with
+    /// the same client, backends and CPU budget (`bench l7`).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
         Task::BuildEbpf(args) => ebpf::build(&args),
         Task::Test(args) => test::run(&args),
         Task::Demo(args) => demo::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     if let Err(error) = result {
         eprintln!("\nerror: {error:#}");

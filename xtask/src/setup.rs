@@ -11,7 +11,8 @@ use crate::{
 
 /// Debian packages: the eBPF toolchain (LLVM 22 for bpf-linker), bpftool,
 /// the lab (iproute2, ethtool, nsenter from util-linux), the test clients
-/// (curl, openssl, python3) and nftables for the comparisons.
+/// (curl, openssl, python3), and what the benchmarks compare against and
+/// load with (nftables, nginx, wrk).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
@@ -22,6 +23,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "python3",
     "nftables",
+    "nginx",
     "wrk",
 ];
 
