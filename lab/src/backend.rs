@@ -75,10 +75,18 @@ pub struct BackendBuilder<'a> {
     ns: &'a Netns,
     name: String,
     addrs: Vec<SocketAddr>,
+    udp_echoes: Vec<SocketAddr>,
     launch: Launch,
 }
 
 impl BackendBuilder<'_> {
+    /// Also answers UDP datagrams to `addr` with a report (`--udp-echo`;
+    /// repeat for several): method `UDP`, the endpoint that received it.
+    pub fn udp_echo(mut self, addr: SocketAddr) -> Self {
+        self.udp_echoes.push(addr);
+        self
+    }
+
     /// Runs this binary instead of [`backend_binary`] (a release build).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.launch.binary = Some(path.into());
@@ -113,6 +121,9 @@ impl BackendBuilder<'_> {
         command.arg(binary).args(["--name", name]);
         for addr in addrs {
             command.arg("--listen").arg(addr.to_string());
+        }
+        for addr in &self.udp_echoes {
+            command.arg("--udp-echo").arg(addr.to_string());
         }
         let line = describe(&command);
         guard_process(&mut command);
@@ -164,6 +175,7 @@ impl Backend {
             ns,
             name: name.to_owned(),
             addrs: addrs.to_vec(),
+            udp_echoes: Vec::new(),
             launch: Launch::default(),
         }
     }

@@ -1,14 +1,21 @@
 //! `xdp-ingress maps`: reads the pinned maps of a running daemon and shows
-//! them as a table a person can read, or as JSON.
+//! them as a table a person can read, or as JSON: the listeners, the
+//! verdict counters and, when the L4 maps are pinned, the L4 services and
+//! backends with their counters.
 
-use std::{fmt::Write as _, path::Path};
+use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr, path::Path};
 
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use ingress_common::{ListenerKey, ListenerValue, TrafficCounters, action, map_names, verdict};
+use ingress_common::{
+    L4Config, L4Counters, ListenerKey, ListenerValue, TrafficCounters, action, family, l4,
+    map_names, verdict, words_octets,
+};
 use serde::Serialize;
 
 use super::{
     edge::sum_per_cpu,
+    l4_maps::{L4Maps, L4MapsError},
+    l4_plan::PresentL4,
     listeners::{key_ip, protocol_name},
 };
 
@@ -24,6 +31,15 @@ pub enum InspectError {
         path: String,
         /// The pin directory.
         dir: String,
+    },
+    /// The L4 maps are pinned but could not be read.
+    #[error("reading the L4 maps in {dir}: {source}")]
+    L4 {
+        /// The pin directory.
+        dir: String,
+        /// The error.
+        #[source]
+        source: L4MapsError,
     },
     /// A pin exists but could not be read.
     #[error("reading {path}: {source}")]
@@ -77,6 +93,200 @@ pub struct MapsReport {
     pub listeners: Vec<ListenerRow>,
     /// Verdict counters, in reason order.
     pub verdicts: Vec<VerdictRow>,
+    /// The L4 tier (`null` when its maps are not pinned).
+    pub l4: Option<L4Report>,
+}
+
+/// One L4 service key (an address, protocol and port) with its counters.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct L4ServiceRow {
+    /// Service index (Maglev table and counter slot; the keys of one
+    /// protocol, port and family on several addresses share it, and so
+    /// their counters).
+    pub index: u32,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The address clients send to.
+    pub address: String,
+    /// The port clients send to.
+    pub port: u16,
+    /// Backends in the live table (0: packets go to the stack).
+    pub backends: u32,
+    /// The backend slots the live table half names, sorted.
+    pub backend_slots: Vec<u32>,
+    /// Maglev slots per table half.
+    pub table_size: u32,
+    /// The live half (0 or 1).
+    pub active_half: u32,
+    /// Packets, both directions, summed over CPUs.
+    pub packets: u64,
+    /// Bytes, both directions, summed over CPUs.
+    pub bytes: u64,
+    /// Flows that picked the service.
+    pub new_flows: u64,
+}
+
+/// One L4 backend slot with its counters.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct L4BackendRow {
+    /// Backend slot.
+    pub slot: u32,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// The endpoint's address.
+    pub address: String,
+    /// The endpoint's port.
+    pub port: u16,
+    /// True while the slot holds a live backend (false: released; its
+    /// counters stay until the slot is reused).
+    pub active: bool,
+    /// Bumped each time the slot gets a new backend.
+    pub generation: u32,
+    /// Packets, both directions, summed over CPUs.
+    pub packets: u64,
+    /// Bytes, both directions, summed over CPUs.
+    pub bytes: u64,
+    /// Flows that picked the backend.
+    pub new_flows: u64,
+}
+
+/// The L4 tier as its pinned maps hold it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct L4Report {
+    /// `full` or `dnat`.
+    pub nat: &'static str,
+    /// The source ports of full NAT, inclusive.
+    pub nat_ports: (u16, u16),
+    /// Service keys, by protocol, port, family and address.
+    pub services: Vec<L4ServiceRow>,
+    /// Backend slots ever used, by slot.
+    pub backends: Vec<L4BackendRow>,
+    /// Entries of the connection table.
+    pub flows: usize,
+}
+
+fn family_name(value: u8) -> &'static str {
+    if value == family::IPV6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+fn words_ip(addr: [u32; 4], value: u8) -> IpAddr {
+    let octets = words_octets(addr);
+    if value == family::IPV6 {
+        IpAddr::from(octets)
+    } else {
+        IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
+    }
+}
+
+/// Joins the L4 maps' entries with their counters (pure, for the tests).
+pub fn build_l4_report(
+    config: &L4Config,
+    present: &PresentL4,
+    service_stats: &[L4Counters],
+    backend_stats: &[L4Counters],
+    flows: usize,
+) -> L4Report {
+    let mut services: Vec<L4ServiceRow> = present
+        .services
+        .iter()
+        .map(|(key, value)| {
+            let counters = service_stats
+                .get(value.index as usize)
+                .copied()
+                .unwrap_or_default();
+            let slots: BTreeSet<u32> = present
+                .tables
+                .get(&value.index)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            L4ServiceRow {
+                index: value.index,
+                family: family_name(key.family),
+                protocol: protocol_name(key.protocol),
+                address: words_ip(key.addr, key.family).to_string(),
+                port: key.port,
+                backends: value.backends,
+                backend_slots: slots.into_iter().collect(),
+                table_size: value.table_size,
+                active_half: value.active_half,
+                packets: counters.packets,
+                bytes: counters.bytes,
+                new_flows: counters.new_flows,
+            }
+        })
+        .collect();
+    services.sort_by(|a, b| {
+        (&a.protocol, a.port, a.family, &a.address).cmp(&(
+            &b.protocol,
+            b.port,
+            b.family,
+            &b.address,
+        ))
+    });
+    let backends = present
+        .backends
+        .iter()
+        .map(|(slot, backend)| {
+            let counters = backend_stats
+                .get(*slot as usize)
+                .copied()
+                .unwrap_or_default();
+            L4BackendRow {
+                slot: *slot,
+                family: family_name(backend.family),
+                address: words_ip(backend.addr, backend.family).to_string(),
+                port: backend.port,
+                active: backend.flags & l4::BACKEND_ACTIVE != 0,
+                generation: backend.generation,
+                packets: counters.packets,
+                bytes: counters.bytes,
+                new_flows: counters.new_flows,
+            }
+        })
+        .collect();
+    L4Report {
+        nat: if config.nat_mode == l4::NAT_DNAT {
+            "dnat"
+        } else {
+            "full"
+        },
+        nat_ports: (config.port_min, config.port_max),
+        services,
+        backends,
+        flows,
+    }
+}
+
+/// Reads the pinned L4 maps under `dir`; `None` when they are not pinned.
+pub fn read_l4(dir: &Path) -> Result<Option<L4Report>, InspectError> {
+    if !dir.join(pin_file(map_names::L4_CONFIG)).exists() {
+        return Ok(None);
+    }
+    let error = |source| InspectError::L4 {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let maps = L4Maps::from_pins(dir).map_err(error)?;
+    let config = maps.config().map_err(error)?;
+    let present = maps.present().map_err(error)?;
+    let service_stats = maps.service_counters().map_err(error)?;
+    let backend_stats = maps.backend_counters().map_err(error)?;
+    let flows = maps.flows().map_err(error)?.len();
+    Ok(Some(build_l4_report(
+        &config,
+        &present,
+        &service_stats,
+        &backend_stats,
+        flows,
+    )))
 }
 
 fn open_pin(dir: &Path, file: &str) -> Result<MapData, InspectError> {
@@ -130,7 +340,9 @@ pub fn read_pinned(dir: &Path) -> Result<MapsReport, InspectError> {
         .map_err(listeners_error)?;
     let listener_stats = counters_from_pin(dir, map_names::LISTENER_STATS)?;
     let verdict_stats = counters_from_pin(dir, map_names::VERDICT_STATS)?;
-    Ok(build_report(dir, &entries, &listener_stats, &verdict_stats))
+    let mut report = build_report(dir, &entries, &listener_stats, &verdict_stats);
+    report.l4 = read_l4(dir)?;
+    Ok(report)
 }
 
 /// Joins listener entries with their counters (pure, for the tests).
@@ -180,6 +392,7 @@ pub fn build_report(
         bpffs: dir.display().to_string(),
         listeners,
         verdicts,
+        l4: None,
     }
 }
 
@@ -220,6 +433,94 @@ impl MapsReport {
                 row.packets.to_string(),
                 row.bytes.to_string(),
             ]);
+        }
+        out.push_str(&align(&rows));
+        if let Some(l4) = &self.l4 {
+            out.push_str(&l4.to_table());
+        }
+        out
+    }
+}
+
+impl L4Report {
+    /// The L4 sections of the table: services, then backends.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nL4 SERVICES (NAT {}, source ports {}-{}, {} flows)",
+            self.nat, self.nat_ports.0, self.nat_ports.1, self.flows
+        );
+        let mut rows = vec![
+            [
+                "INDEX",
+                "FAMILY",
+                "PROTO",
+                "ADDRESS",
+                "PORT",
+                "BACKENDS",
+                "SLOTS",
+                "PACKETS",
+                "BYTES",
+                "NEW-FLOWS",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for row in &self.services {
+            let slots: Vec<String> = row.backend_slots.iter().map(u32::to_string).collect();
+            rows.push(vec![
+                row.index.to_string(),
+                row.family.to_owned(),
+                row.protocol.clone(),
+                row.address.clone(),
+                row.port.to_string(),
+                row.backends.to_string(),
+                if slots.is_empty() {
+                    "-".to_owned()
+                } else {
+                    slots.join(",")
+                },
+                row.packets.to_string(),
+                row.bytes.to_string(),
+                row.new_flows.to_string(),
+            ]);
+        }
+        if self.services.is_empty() {
+            rows.push(vec!["(none)".into()]);
+        }
+        out.push_str(&align(&rows));
+        let _ = writeln!(out, "\nL4 BACKENDS");
+        let mut rows = vec![
+            [
+                "SLOT",
+                "FAMILY",
+                "ADDRESS",
+                "PORT",
+                "STATE",
+                "GEN",
+                "PACKETS",
+                "BYTES",
+                "NEW-FLOWS",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for row in &self.backends {
+            rows.push(vec![
+                row.slot.to_string(),
+                row.family.to_owned(),
+                row.address.clone(),
+                row.port.to_string(),
+                if row.active { "active" } else { "released" }.to_owned(),
+                row.generation.to_string(),
+                row.packets.to_string(),
+                row.bytes.to_string(),
+                row.new_flows.to_string(),
+            ]);
+        }
+        if self.backends.is_empty() {
+            rows.push(vec!["(none)".into()]);
         }
         out.push_str(&align(&rows));
         out
@@ -306,5 +607,103 @@ mod tests {
         assert!(table.contains("pass-not-ip"), "{table}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["listeners"][1]["port"], 23);
+        assert!(json["l4"].is_null());
+    }
+
+    #[test]
+    fn l4_report_joins_services_and_backends_with_their_counters() {
+        use ingress_common::{L4Backend, L4Service, L4ServiceKey, addr_words};
+
+        let key = |addr: &[u8], family: u8, protocol: u8, port: u16| L4ServiceKey {
+            addr: addr_words(addr),
+            port,
+            family,
+            protocol,
+        };
+        let service = |index: u32, backends: u32| L4Service {
+            index,
+            active_half: 1,
+            table_size: 7,
+            backends,
+        };
+        let backend = |last: u8, flags: u8| L4Backend {
+            addr: addr_words(&[198, 19, 0, last]),
+            port: 8080,
+            family: family::IPV4,
+            flags,
+            generation: 1,
+        };
+        let mut present = PresentL4::default();
+        present.services.insert(
+            key(&[198, 18, 0, 1], family::IPV4, protocol::UDP, 53),
+            service(1, 0),
+        );
+        present.services.insert(
+            key(&[198, 18, 0, 1], family::IPV4, protocol::TCP, 9000),
+            service(0, 2),
+        );
+        let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        present.services.insert(
+            key(&v6.octets(), family::IPV6, protocol::TCP, 9000),
+            service(2, 0),
+        );
+        present.backends.insert(0, backend(1, l4::BACKEND_ACTIVE));
+        present.backends.insert(1, backend(2, l4::BACKEND_ACTIVE));
+        present.backends.insert(2, backend(3, 0));
+        present.tables.insert(0, vec![1, 0, 1, 0, 0, 1, 1]);
+        let counters = |packets: u64| L4Counters {
+            packets,
+            bytes: packets * 100,
+            new_flows: packets / 2,
+        };
+        let config = L4Config {
+            services: 3,
+            nat_mode: l4::NAT_FULL,
+            port_min: 61_000,
+            port_max: 65_535,
+            reserved: 0,
+        };
+        let report = build_l4_report(
+            &config,
+            &present,
+            &[counters(10), counters(4)],
+            &[counters(6), counters(4), counters(2)],
+            5,
+        );
+        assert_eq!(report.nat, "full");
+        assert_eq!(report.nat_ports, (61_000, 65_535));
+        assert_eq!(report.flows, 5);
+        let services: Vec<(&str, u16, &str)> = report
+            .services
+            .iter()
+            .map(|s| (s.protocol.as_str(), s.port, s.address.as_str()))
+            .collect();
+        assert_eq!(
+            services,
+            [
+                ("tcp", 9000, "198.18.0.1"),
+                ("tcp", 9000, "2001:db8::1"),
+                ("udp", 53, "198.18.0.1")
+            ]
+        );
+        let tcp = &report.services[0];
+        assert_eq!(tcp.backend_slots, vec![0, 1]);
+        assert_eq!((tcp.packets, tcp.bytes, tcp.new_flows), (10, 1000, 5));
+        assert_eq!(report.services[1].packets, 0, "no counter slot: zero");
+        assert_eq!(report.services[2].backends, 0);
+        assert!(report.services[2].backend_slots.is_empty());
+        assert_eq!(report.backends.len(), 3);
+        assert_eq!(report.backends[1].address, "198.19.0.2");
+        assert!(report.backends[1].active && !report.backends[2].active);
+        assert_eq!(report.backends[2].new_flows, 1);
+
+        let table = report.to_table();
+        assert!(table.contains("L4 SERVICES (NAT full, source ports 61000-65535, 5 flows)"));
+        assert!(table.contains("198.19.0.3"), "{table}");
+        assert!(table.contains("released"), "{table}");
+        assert!(table.contains("0,1"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["services"][0]["backend_slots"][1], 1);
+        assert_eq!(json["backends"][0]["port"], 8080);
     }
 }

@@ -9,7 +9,12 @@
 //!   upgrades (`h2c`) are declined, as by servers that do not speak them:
 //!   the request is answered as usual.
 //!
-//! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]`
+//! With `--udp-echo ADDR:PORT` (repeatable) it also answers every UDP
+//! datagram there with a report (method `UDP`, `body_bytes` the datagram's
+//! length), sent back from that address to the sender.
+//!
+//! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]
+//! [--udp-echo ADDR:PORT ...]`
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -21,7 +26,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use xdp_ingress_lab::BackendReport;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -31,7 +36,10 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: lab-backend --name NAME --listen ADDR:PORT [--listen ADDR:PORT ...]");
+    eprintln!(
+        "usage: lab-backend --name NAME --listen ADDR:PORT [--listen ADDR:PORT ...] \
+         [--udp-echo ADDR:PORT ...]"
+    );
     std::process::exit(2);
 }
 
@@ -39,11 +47,17 @@ fn usage() -> ! {
 async fn main() {
     let mut name = String::from("backend");
     let mut listens: Vec<SocketAddr> = Vec::new();
+    let mut udp_echoes: Vec<SocketAddr> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--name" => name = args.next().unwrap_or_else(|| usage()),
             "--listen" => listens.push(
+                args.next()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| usage()),
+            ),
+            "--udp-echo" => udp_echoes.push(
                 args.next()
                     .and_then(|a| a.parse().ok())
                     .unwrap_or_else(|| usage()),
@@ -64,6 +78,16 @@ async fn main() {
             }
         };
         tasks.push(tokio::spawn(accept_loop(listener, name.clone())));
+    }
+    for addr in udp_echoes {
+        let socket = match UdpSocket::bind(addr).await {
+            Ok(socket) => socket,
+            Err(error) => {
+                eprintln!("lab-backend: bind UDP {addr}: {error}");
+                std::process::exit(1);
+            }
+        };
+        tasks.push(tokio::spawn(udp_echo_loop(socket, name.clone())));
     }
     eprintln!("lab-backend {name} ready");
     for task in tasks {
@@ -88,6 +112,29 @@ async fn accept_loop(listener: TcpListener, name: String) {
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Answers every datagram with a report of who received it.
+async fn udp_echo_loop(socket: UdpSocket, name: String) {
+    let local = socket.local_addr().expect("bound");
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let report = BackendReport {
+            backend: name.clone(),
+            endpoint: local.to_string(),
+            peer: peer.to_string(),
+            method: "UDP".to_owned(),
+            path: String::new(),
+            host: String::new(),
+            headers: Vec::new(),
+            body_bytes: len as u64,
+        };
+        let json = serde_json::to_vec(&report).expect("serializable");
+        let _ = socket.send_to(&json, peer).await;
     }
 }
 
