@@ -209,23 +209,17 @@ struct TlsLab {
 }
 
 impl TlsLab {
+    /// The endpoint of Service `web`.
+    const WEB: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 19, 7, 10)),
+        BACKEND_PORT,
+    );
+
     fn start(documents: &[String]) -> Result<Self> {
         let mut lab = EdgeLab::create()?;
-        let web = SocketAddr::from(([198, 19, 7, 10], BACKEND_PORT));
-        lab.start_backend("web", &[web])?;
+        lab.start_backend("web", &[Self::WEB])?;
         let manifests = ManifestDir::new()?;
-        let mut all = vec![
-            XDP_INGRESS_CLASS.to_owned(),
-            service_yaml(
-                "default",
-                "web",
-                80,
-                BACKEND_PORT,
-                &[SliceEndpoint::ready(web.ip())],
-            ),
-        ];
-        all.extend_from_slice(documents);
-        manifests.write("routes.yaml", &all.join("\n---\n"))?;
+        manifests.write("routes.yaml", &Self::manifest(documents))?;
         let daemon = Daemon::in_netns(&lab.edge)
             .interface(lab.edge_interface())
             .args(&["--manifests", &manifests.arg(), "--xdp-mode", "native"])
@@ -237,8 +231,8 @@ impl TlsLab {
         })
     }
 
-    fn rewrite(&self, documents: &[String]) -> Result<()> {
-        let web = SocketAddr::from(([198, 19, 7, 10], BACKEND_PORT));
+    /// The IngressClass, Service `web` with its endpoint, and `documents`.
+    fn manifest(documents: &[String]) -> String {
         let mut all = vec![
             XDP_INGRESS_CLASS.to_owned(),
             service_yaml(
@@ -246,11 +240,16 @@ impl TlsLab {
                 "web",
                 80,
                 BACKEND_PORT,
-                &[SliceEndpoint::ready(web.ip())],
+                &[SliceEndpoint::ready(Self::WEB.ip())],
             ),
         ];
         all.extend_from_slice(documents);
-        self.manifests.write("routes.yaml", &all.join("\n---\n"))?;
+        all.join("\n---\n")
+    }
+
+    fn rewrite(&self, documents: &[String]) -> Result<()> {
+        self.manifests
+            .write("routes.yaml", &Self::manifest(documents))?;
         Ok(())
     }
 
