@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: xdp-ingress against what it replaces, in the lab,
 //! with the same client, backends and CPU budget for both. One subcommand
 //! per comparison: `l7` (HTTP proxying, against nginx configured as
-//! ingress-nginx configures it) today; `tls`, `l4` and `cluster` join here.
+//! ingress-nginx configures it) and `tls` (HTTPS termination) today; `l4`
+//! and `cluster` join here.
 //!
 //! Every benchmark builds release binaries first, runs in network
 //! namespaces of the shared lab, bounds every wait, and removes what it
@@ -14,6 +15,7 @@ mod nginx;
 mod perf;
 mod probe;
 mod report;
+mod tls;
 mod under_test;
 mod wrk;
 mod xdp;
@@ -47,12 +49,17 @@ enum BenchTarget {
     /// configures it, one CPU core each, with 1 and 10,000 Ingresses, and
     /// the time from a manifest change to the first request served.
     L7(l7::L7Args),
+    /// HTTPS termination: full handshakes/s and kept-alive HTTPS
+    /// requests/s, ECDSA P-256 and RSA-2048, xdp-ingress against nginx with
+    /// the same certificate, one CPU core each.
+    Tls(tls::TlsArgs),
 }
 
 /// `cargo xtask bench ...`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.target {
         BenchTarget::L7(l7_args) => l7::run(l7_args),
+        BenchTarget::Tls(tls_args) => tls::run(tls_args),
     }
 }
 

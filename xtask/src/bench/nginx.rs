@@ -214,14 +214,26 @@ impl Nginx {
         endpoints: &[SocketAddr],
         layout: UpstreamLayout,
     ) -> Result<Self> {
+        Self::start_with_config(edge, cpus, listen, layout, |prefix| {
+            config(prefix, listen, count, endpoints, layout)
+        })
+    }
+
+    /// Like [`Nginx::start`], with the `nginx.conf` that `config` renders
+    /// for the prefix directory it is given (which has `tmp/` and
+    /// `conf.d/`); returns once it accepts connections on `listen`.
+    pub fn start_with_config(
+        edge: &Netns,
+        cpus: &str,
+        listen: SocketAddr,
+        layout: UpstreamLayout,
+        config: impl FnOnce(&Path) -> String,
+    ) -> Result<Self> {
         let dir = ScratchDir::new("nginx")?;
         for sub in ["tmp", "conf.d"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        dir.write(
-            "nginx.conf",
-            &config(dir.path(), listen, count, endpoints, layout),
-        )?;
+        dir.write("nginx.conf", &config(dir.path()))?;
         // In the namespace: the test binds the listening addresses.
         let mut test_args = vec!["nginx".to_owned()];
         test_args.extend(nginx_args(dir.path()));

@@ -43,11 +43,18 @@ pub struct WrkLoad<'a> {
 impl WrkLoad<'_> {
     /// Runs wrk (bounded: its duration plus a margin) and parses its report.
     pub fn run(&self) -> Result<WrkReport> {
+        self.run_wrapped(&[])
+    }
+
+    /// Like [`WrkLoad::run`], with `wrapper` (a command that executes its
+    /// arguments) in front of `taskset ... wrk ...` in the client namespace.
+    pub fn run_wrapped(&self, wrapper: &[&str]) -> Result<WrkReport> {
         let duration = format!("{}s", self.duration.as_secs().max(1));
         let connections = self.connections.to_string();
         let hosts = self.hosts.to_string();
         let script = self.script.display().to_string();
-        let args = [
+        let mut args = wrapper.to_vec();
+        args.extend([
             "taskset",
             "-c",
             self.cpus,
@@ -65,7 +72,7 @@ impl WrkLoad<'_> {
             &self.url,
             "--",
             &hosts,
-        ];
+        ]);
         let out = self
             .client
             .exec_timeout(&args, self.duration + Duration::from_secs(30))?;

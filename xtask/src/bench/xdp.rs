@@ -111,15 +111,34 @@ impl XdpIngress {
     /// address, XDP attached in `mode` on the edge's client-facing interface
     /// (or not at all).
     pub fn start(lab: &BenchLab, binaries: &Binaries, count: usize, mode: XdpMode) -> Result<Self> {
+        Self::start_with(
+            lab,
+            binaries,
+            &self::manifests(count, &ENDPOINTS),
+            mode,
+            &[],
+        )
+    }
+
+    /// Like [`XdpIngress::start`], with the manifests `yaml` and `extra`
+    /// arguments to `xdp-ingress run`.
+    pub fn start_with(
+        lab: &BenchLab,
+        binaries: &Binaries,
+        yaml: &str,
+        mode: XdpMode,
+        extra: &[&str],
+    ) -> Result<Self> {
         let manifests = ManifestDir::new()?;
-        manifests.write("bench.yaml", &self::manifests(count, &ENDPOINTS))?;
+        manifests.write("bench.yaml", yaml)?;
         let http_addr = lab.proxy_addr().to_string();
         let manifests_arg = manifests.arg();
         let mut daemon = Daemon::in_netns(lab.edge())
             .binary(&binaries.daemon)
             .cpus(PROXY_CPU)
             .env("TOKIO_WORKER_THREADS", "1")
-            .args(&["--manifests", &manifests_arg, "--http-addr", &http_addr]);
+            .args(&["--manifests", &manifests_arg, "--http-addr", &http_addr])
+            .args(extra);
         if let Some(mode) = mode.flag() {
             daemon = daemon
                 .interface(lab.edge_interface())
