@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench | k8s`.
 
 mod bench;
 mod command;
 mod demo;
 mod ebpf;
+mod k8s;
 mod setup;
 mod test;
 
@@ -22,7 +23,7 @@ struct Cli {
 enum Task {
     /// Install everything the project needs (Debian packages, rust-src,
     /// bpf-linker), skipping what is present. Needs root.
-    Setup,
+    Setup(SetupArgs),
     /// Build the XDP object (target/bpfel-unknown-none/release/ingress-ebpf),
     /// which the daemon embeds.
     BuildEbpf(ebpf::BuildEbpfArgs),
@@ -35,16 +36,30 @@ enum Task {
     /// Benchmark xdp-ingress against what it replaces, in the lab, with
     /// the same client, backends and CPU budget (`bench l7`).
     Bench(bench::BenchArgs),
+    /// The Kubernetes control plane the tests run against (`k8s path`).
+    K8s(k8s::K8sArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SetupArgs {
+    /// Instead, build kube-apiserver, kubectl, kube-controller-manager,
+    /// kube-scheduler (Kubernetes v1.37.2) and etcd (v3.6.16) from their Go
+    /// modules with the installed Go toolchain, into a versioned directory
+    /// outside the work tree (`cargo xtask k8s path`), skipping what is built.
+    #[arg(long)]
+    k8s: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup(args) if args.k8s => k8s::setup(),
+        Task::Setup(_) => setup::run(),
         Task::BuildEbpf(args) => ebpf::build(&args),
         Task::Test(args) => test::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::K8s(args) => k8s::run(&args),
     };
     if let Err(error) = result {
         eprintln!("\nerror: {error:#}");
