@@ -27,7 +27,7 @@ use xdp_ingress_lab::ScratchDir;
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
     lab::{BenchLab, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
-    measure::{self, CpuSample},
+    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
     nginx::UpstreamLayout,
     perf, prepare, probe, raise_open_file_limit,
     report::{self, Table},
@@ -103,9 +103,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const CHANGE_PAUSE: Duration = Duration::from_millis(300);
 /// Machine load (outside the lab) above which results are flagged noisy.
 const QUIET_THRESHOLD: f64 = 0.10;
-/// Share of a measurement the proxy spent waiting for its core above which
-/// the run is flagged as disturbed.
-const DISTURBED_THRESHOLD: f64 = 0.05;
 /// The proxies, in the order they are measured.
 const PROXIES: [Proxy; 2] = [Proxy::XdpIngress, Proxy::Nginx];
 
@@ -143,23 +140,12 @@ impl Run {
     /// The rounds that count: those no other process disturbed, or all of
     /// them when every one was.
     fn counted(&self) -> Vec<&Sample> {
-        let clean: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| s.proxy_waited <= DISTURBED_THRESHOLD)
-            .collect();
-        if clean.is_empty() {
-            self.samples.iter().collect()
-        } else {
-            clean
-        }
+        counted_rounds(&self.samples, |s| s.proxy_waited)
     }
 
     /// The median over the counted rounds of `metric`.
     fn median(&self, metric: impl Fn(&Sample) -> f64) -> f64 {
-        let mut values: Vec<f64> = self.counted().into_iter().map(metric).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(0.0)
+        median_of(&self.counted(), metric)
     }
 
     fn requests_per_second(&self) -> f64 {

@@ -160,6 +160,32 @@ impl CpuSample {
     }
 }
 
+/// A round counts as disturbed when the proxy waited for its core longer
+/// than this share of the round (other processes took it).
+pub const DISTURBED_THRESHOLD: f64 = 0.05;
+
+/// The rounds that count: those no other process disturbed (`waited`, the
+/// share of the round the proxy waited for its core, at most
+/// [`DISTURBED_THRESHOLD`]), or all of them when every one was.
+pub fn counted_rounds<S>(samples: &[S], waited: impl Fn(&S) -> f64) -> Vec<&S> {
+    let clean: Vec<&S> = samples
+        .iter()
+        .filter(|s| waited(s) <= DISTURBED_THRESHOLD)
+        .collect();
+    if clean.is_empty() {
+        samples.iter().collect()
+    } else {
+        clean
+    }
+}
+
+/// The median of `metric` over `rounds` (0 for none).
+pub fn median_of<S>(rounds: &[&S], metric: impl Fn(&S) -> f64) -> f64 {
+    let mut values: Vec<f64> = rounds.iter().map(|s| metric(s)).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +201,16 @@ mod tests {
         let sample = CpuSample::now().unwrap();
         assert!(!sample.cpus.is_empty());
         assert_eq!(peak_rss_kib(&[u32::MAX]), 0);
+    }
+
+    #[test]
+    fn disturbed_rounds_do_not_count_unless_all_are() {
+        let waited = [0.01, 0.20, 0.03, 0.04];
+        let rounds = counted_rounds(&waited, |w| *w);
+        assert_eq!(rounds, vec![&0.01, &0.03, &0.04]);
+        assert_eq!(median_of(&rounds, |w| *w), 0.03);
+        let all_disturbed = [0.3, 0.2];
+        assert_eq!(counted_rounds(&all_disturbed, |w| *w).len(), 2);
+        assert_eq!(median_of::<f64>(&[], |w| *w), 0.0);
     }
 }

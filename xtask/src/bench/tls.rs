@@ -46,7 +46,7 @@ use xdp_ingress_lab::{
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted, interrupted,
     lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
-    measure::{self, CpuSample},
+    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
     nginx::{self, Nginx, UpstreamLayout},
     prepare, raise_open_file_limit,
     report::{self, Table},
@@ -93,9 +93,6 @@ const SECRET: &str = "bench-tls";
 const HTTPS_PORT: u16 = 443;
 /// The proxies, in the order they are measured.
 const PROXIES: [Proxy; 2] = [Proxy::XdpIngress, Proxy::Nginx];
-/// Share of a round the proxy spent waiting for its core above which the
-/// round does not count (unless all are).
-const DISTURBED_THRESHOLD: f64 = 0.05;
 /// ingress-nginx's default `ssl-ciphers` (TLS 1.2; TLS 1.3 uses OpenSSL's).
 const INGRESS_NGINX_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
@@ -190,22 +187,11 @@ struct Run {
 
 impl Run {
     fn counted(&self) -> Vec<&Sample> {
-        let clean: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| s.proxy_waited <= DISTURBED_THRESHOLD)
-            .collect();
-        if clean.is_empty() {
-            self.samples.iter().collect()
-        } else {
-            clean
-        }
+        counted_rounds(&self.samples, |s| s.proxy_waited)
     }
 
     fn median(&self, metric: impl Fn(&Sample) -> f64) -> f64 {
-        let mut values: Vec<f64> = self.counted().into_iter().map(metric).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(0.0)
+        median_of(&self.counted(), metric)
     }
 
     fn rate(&self) -> f64 {
