@@ -72,6 +72,13 @@ impl L4ConfigMaps {
     pub fn is_empty(&self) -> bool {
         self.tcp.is_none() && self.udp.is_none()
     }
+
+    /// The ConfigMaps named, once each.
+    pub fn keys(&self) -> Vec<ObjectKey> {
+        let mut keys: Vec<ObjectKey> = self.tcp.iter().chain(&self.udp).cloned().collect();
+        keys.dedup();
+        keys
+    }
 }
 
 /// The L4 services of `objects`, sorted by (protocol, port), and the problems

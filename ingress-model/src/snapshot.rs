@@ -102,6 +102,29 @@ impl ClusterObjects {
         }
     }
 
+    /// Replaces every object of `kind` with `objects` (a watch's complete
+    /// relist after a disconnect: objects missing from it were deleted
+    /// meanwhile). Objects of other kinds in `objects` are ignored.
+    pub fn replace_kind(
+        &mut self,
+        kind: ObjectKind,
+        objects: impl IntoIterator<Item = KubeObject>,
+    ) {
+        match kind {
+            ObjectKind::Ingress => self.ingresses.clear(),
+            ObjectKind::IngressClass => self.ingress_classes.clear(),
+            ObjectKind::Service => self.services.clear(),
+            ObjectKind::EndpointSlice => self.endpoint_slices.clear(),
+            ObjectKind::Secret => self.secrets.clear(),
+            ObjectKind::ConfigMap => self.config_maps.clear(),
+        }
+        for object in objects {
+            if object.object_ref().is_some_and(|r| r.kind == kind) {
+                self.insert(object);
+            }
+        }
+    }
+
     /// How many objects the snapshot holds, all kinds together.
     pub fn len(&self) -> usize {
         self.ingresses.len()
@@ -162,5 +185,26 @@ mod tests {
         ));
         assert_eq!(snapshot.remove(&service_ref), None);
         assert!(snapshot.is_empty());
+    }
+
+    #[test]
+    fn replace_kind_drops_what_a_relist_no_longer_has() {
+        let (mut snapshot, _) = ClusterObjects::from_objects([
+            ingress("default", "a").object(),
+            ingress("default", "b").object(),
+            KubeObject::Service(service("default", "web").build()),
+        ]);
+        snapshot.replace_kind(
+            ObjectKind::Ingress,
+            [
+                ingress("default", "b").object(),
+                ingress("default", "c").object(),
+                // Another kind in a relist of Ingresses is not taken.
+                KubeObject::Service(service("default", "other").build()),
+            ],
+        );
+        let names: Vec<_> = snapshot.ingresses.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(snapshot.services.len(), 1, "other kinds are untouched");
     }
 }

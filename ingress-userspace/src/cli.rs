@@ -24,10 +24,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the controller: serve HTTP routed by the Ingresses (from
-    /// --manifests), with the XDP program on the --interface NICs steering
-    /// the listener ports to the proxy, until SIGINT or SIGTERM, which drain
-    /// open connections, detach the program and remove its pins.
+    /// Run the controller: serve HTTP and HTTPS routed by the Ingresses
+    /// (watched on the API server, or read from --manifests), with the XDP
+    /// program on the --interface NICs steering the listener ports to the
+    /// proxy, until SIGINT or SIGTERM, which drain open connections, detach
+    /// the program and remove its pins.
     Run(Box<RunArgs>),
     /// Print the pinned maps of a running daemon: listeners and the counters
     /// summed over CPUs.
@@ -41,7 +42,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct IngressArgs {
     /// Kubernetes objects from YAML or JSON files: a file or a directory of
-    /// .yaml/.yml/.json files (repeatable). Changes apply live.
+    /// .yaml/.yml/.json files (repeatable). Changes apply live. Without
+    /// it, `run` watches the API server when in a pod or given --kubeconfig.
     #[arg(long = "manifests", value_name = "PATH")]
     pub manifests: Vec<PathBuf>,
 
@@ -169,6 +171,43 @@ pub struct RunArgs {
     /// The kernel L4 tier (TCP/UDP services balanced in XDP).
     #[command(flatten)]
     pub l4: L4Args,
+    /// The API server, status, events and leader election.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Address of the health and metrics listener: /healthz, /readyz and
+    /// Prometheus /metrics (ingress-nginx's port).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:10254")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Options of running against the API server (in a pod, or with
+/// --kubeconfig; not with --manifests). The downward API's POD_NAME,
+/// POD_NAMESPACE and NODE_NAME say which pod and node this replica is; the
+/// election Lease lives in POD_NAMESPACE (else the kubeconfig's namespace).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Watch the API server of this kubeconfig. In a pod, without it and
+    /// without --manifests, the pod's service account is used.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (IngressClasses are cluster-wide).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Name of the Lease (in POD_NAMESPACE) that elects the one replica
+    /// writing Ingress status and events.
+    #[arg(long, value_name = "NAME", default_value = "xdp-ingress-leader")]
+    pub election_id: String,
+    /// Write status.loadBalancer of our Ingresses (the leader does).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_status: bool,
+    /// Publish these addresses (IPs or host names, comma-separated) in the
+    /// Ingress status instead of the nodes' addresses.
+    #[arg(long, value_name = "ADDRESS,...", value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
+    /// Publish the load-balancer addresses (else external IPs) of this
+    /// Service (namespace/name) in the Ingress status.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key, conflicts_with = "publish_status_address")]
+    pub publish_service: Option<ingress_model::ObjectKey>,
 }
 
 /// Options of the kernel L4 tier: ingress-nginx's TCP and UDP services

@@ -15,6 +15,8 @@ use tracing::{info, warn};
 
 use crate::{
     bpf::l4_sync::L4Sync,
+    health::Readiness,
+    metrics::Metrics,
     routing::LiveRoutes,
     tls::{certs::unix_now, store::CertStore},
 };
@@ -28,6 +30,9 @@ pub struct ApplyOutcome {
     pub backends: usize,
     /// Problems found (each affects only its own rule).
     pub problems: Vec<Problem>,
+    /// The problems that were not there at the previous apply (reported
+    /// once: logged, and published as events in a cluster).
+    pub new_problems: Vec<Problem>,
     /// L4 services (TCP/UDP ConfigMap entries) served by the XDP tier.
     pub l4_services: usize,
     /// Time to build and install the table.
@@ -40,6 +45,8 @@ pub struct ConfigApplier {
     routes: Arc<LiveRoutes>,
     certificates: Option<Arc<CertStore>>,
     l4: Option<Arc<L4Sync>>,
+    metrics: Option<Arc<Metrics>>,
+    readiness: Option<Arc<Readiness>>,
     reported: Mutex<BTreeSet<Problem>>,
 }
 
@@ -56,8 +63,23 @@ impl ConfigApplier {
             routes,
             certificates,
             l4: None,
+            metrics: None,
+            readiness: None,
             reported: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Also counts every apply in `metrics` and marks `readiness`
+    /// configured at the first.
+    pub fn with_observers(mut self, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
+        self.metrics = Some(metrics);
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// The routing model's options (which Ingresses are ours).
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
     }
 
     /// Also brings the kernel L4 tier's maps to every applied snapshot.
@@ -87,7 +109,7 @@ impl ConfigApplier {
             None => 0,
         };
         let took = started.elapsed();
-        self.report(&problems);
+        let new_problems = self.report(&problems);
         info!(
             paths,
             backends,
@@ -96,24 +118,36 @@ impl ConfigApplier {
             took_us = took.as_micros() as u64,
             "configuration applied"
         );
-        ApplyOutcome {
+        let outcome = ApplyOutcome {
             paths,
             backends,
             problems,
+            new_problems,
             l4_services,
             took,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.config_applied(&outcome);
         }
+        if let Some(readiness) = &self.readiness {
+            readiness.set_configured();
+        }
+        outcome
     }
 
-    fn report(&self, problems: &[Problem]) {
+    /// Logs the problems that appeared and the ones that went away;
+    /// returns the ones that appeared.
+    fn report(&self, problems: &[Problem]) -> Vec<Problem> {
         let current: BTreeSet<Problem> = problems.iter().cloned().collect();
         let mut reported = self.reported.lock().expect("problem set lock");
-        for problem in current.difference(&reported) {
+        let appeared: Vec<Problem> = current.difference(&reported).cloned().collect();
+        for problem in &appeared {
             warn!(object = %problem.object, reason = %problem.reason, "{}", problem.message);
         }
         for gone in reported.difference(&current) {
             info!("resolved: {gone}");
         }
         *reported = current;
+        appeared
     }
 }

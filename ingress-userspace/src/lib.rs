@@ -5,7 +5,10 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod health;
+pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod routing;

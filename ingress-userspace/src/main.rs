@@ -20,10 +20,19 @@ use xdp_ingress::{
         listeners::keys_for_socket,
     },
     cli::{Cli, Command, MapsArgs, RoutesArgs, RunArgs},
+    cluster::{
+        self, Identity, events,
+        leader::Leadership,
+        status,
+        status::AddressSource,
+        watch::{ClusterWatch, WatchScope},
+    },
     config::ConfigApplier,
+    health::{self, Readiness},
+    metrics::Metrics,
     providers::manifests,
     proxy::{
-        server::{self, ProxySettings, ProxyState, ProxyStats},
+        server::{self, ProxySettings, ProxyState},
         upstream::{UpstreamPool, UpstreamSettings},
     },
     routing::LiveRoutes,
@@ -61,7 +70,7 @@ async fn run(args: RunArgs) -> Result<()> {
         if !args.l4.config_maps().is_empty() {
             warn!("TCP/UDP services ConfigMaps need the XDP edge (--interface): not served");
         }
-        return serve(&args, &mut shutdown, None).await;
+        return serve(&args, &mut shutdown, None, false).await;
     }
     if bpffs::ensure_pin_dir(&args.bpffs)? {
         info!(
@@ -76,7 +85,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut edge =
         XdpEdge::load_with(Some(&args.bpffs), &options).context("loading the XDP program")?;
     let result = match start_edge(&mut edge, &args) {
-        Ok(l4) => serve(&args, &mut shutdown, l4).await,
+        Ok(l4) => serve(&args, &mut shutdown, l4, true).await,
         Err(error) => Err(error),
     };
     edge.detach_all();
@@ -130,14 +139,18 @@ fn l4_sync(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<Arc<L4Sync>>> {
     Ok(Some(Arc::new(sync)))
 }
 
-/// Runs the configuration provider and the proxy until a signal, then
-/// drains open connections (bounded by the grace period).
+/// Runs the configuration provider, the proxy and the health listener
+/// until a signal, then drains open connections (bounded by the grace
+/// period).
 async fn serve(
     args: &RunArgs,
     shutdown: &mut ShutdownSignals,
     l4: Option<Arc<L4Sync>>,
+    edge: bool,
 ) -> Result<()> {
     let routes = LiveRoutes::new();
+    let metrics = Metrics::new(edge.then(|| args.bpffs.clone()));
+    let readiness = Readiness::new();
     let default_certificate =
         self_signed_default().context("generating the default certificate")?;
     match &args.default_ssl_certificate {
@@ -154,28 +167,43 @@ async fn serve(
         args.ingress.model_options(),
         routes.clone(),
         Some(certificates.clone()),
-    );
+    )
+    .with_observers(metrics.clone(), readiness.clone());
     if let Some(l4) = l4 {
         applier = applier.with_l4(l4);
     }
     let applier = Arc::new(applier);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let provider = if args.ingress.manifests.is_empty() {
-        warn!("no --manifests given: no Ingress is configured, every request gets 404");
-        None
-    } else {
+    let metrics_listener = TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on --metrics-addr {}", args.metrics_addr))?;
+    let health = tokio::spawn(health::serve(
+        metrics_listener,
+        metrics.clone(),
+        readiness.clone(),
+        stop_rx.clone(),
+    ));
+    let provider = if !args.ingress.manifests.is_empty() {
         let task = manifests::start(
             args.ingress.manifests.clone(),
             applier.clone(),
             stop_rx.clone(),
         )
         .context("watching --manifests")?;
-        Some(task)
+        Provider::Manifests(task)
+    } else if args.cluster.kubeconfig.is_some() || cluster::in_pod() {
+        Provider::Cluster(start_cluster(args, applier.clone(), stop_rx.clone()).await?)
+    } else {
+        warn!(
+            "no --manifests and no --kubeconfig (and not in a pod): no Ingress is configured, every request gets 404"
+        );
+        readiness.set_configured();
+        Provider::None
     };
 
     let state = Arc::new(ProxyState {
-        stats: ProxyStats::default(),
+        metrics,
         resolver: routes,
         pool: UpstreamPool::new(UpstreamSettings {
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
@@ -213,9 +241,11 @@ async fn serve(
         state,
         stop_rx,
     ));
+    readiness.set_listening();
     info!(
         http = %args.http_addr,
         https = %args.https_addr,
+        metrics = %args.metrics_addr,
         interfaces = ?args.interfaces,
         bpffs = %args.bpffs.display(),
         "xdp-ingress ready"
@@ -223,6 +253,9 @@ async fn serve(
 
     shutdown.wait().await;
     let _ = stop_tx.send(true);
+    // Hand leadership over first, so another replica takes over the
+    // status while this one drains.
+    provider.stop().await;
     let grace = Duration::from_secs(args.shutdown_grace_period);
     if tokio::time::timeout(grace, async { tokio::join!(http, https) })
         .await
@@ -233,10 +266,98 @@ async fn serve(
             "connections still open after the grace period: closing them"
         );
     }
-    if let Some(provider) = provider {
-        provider.abort();
-    }
+    health.abort();
     Ok(())
+}
+
+/// Where the objects come from.
+enum Provider {
+    /// Nothing configured.
+    None,
+    /// `--manifests`: the file watcher's task.
+    Manifests(tokio::task::JoinHandle<()>),
+    /// The API server.
+    Cluster(ClusterTasks),
+}
+
+/// The API-server provider and the leader's writers.
+struct ClusterTasks {
+    watch: ClusterWatch,
+    leadership: Leadership,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Provider {
+    async fn stop(self) {
+        match self {
+            Provider::None => {}
+            Provider::Manifests(task) => task.abort(),
+            Provider::Cluster(tasks) => {
+                tasks.watch.abort();
+                for writer in tasks.writers {
+                    writer.abort();
+                }
+                tasks.leadership.resign().await;
+            }
+        }
+    }
+}
+
+/// Connects to the API server and starts watching, electing and writing
+/// status and events. The first configuration is applied once every kind
+/// has been listed (until then /readyz says not ready and requests get 404).
+async fn start_cluster(
+    args: &RunArgs,
+    applier: Arc<ConfigApplier>,
+    stop: watch::Receiver<bool>,
+) -> Result<ClusterTasks> {
+    let options = &args.cluster;
+    let client = cluster::connect(options.kubeconfig.as_deref()).await?;
+    let identity = Identity::from_env(client.default_namespace());
+    let scope = WatchScope {
+        namespace: options.watch_namespace.clone(),
+        config_maps: args.l4.config_maps().keys(),
+    };
+    info!(
+        namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
+        holder = %identity.holder,
+        "watching the API server"
+    );
+    let watch = ClusterWatch::start(client.clone(), &scope, applier);
+    let leadership = Leadership::campaign(
+        client.clone(),
+        identity.namespace.clone(),
+        options.election_id.clone(),
+        identity.holder.clone(),
+    );
+    let mut writers = vec![tokio::spawn(events::run(
+        client.clone(),
+        identity.holder.clone(),
+        watch.applied.clone(),
+        leadership.is_leader.clone(),
+        stop.clone(),
+    ))];
+    if options.update_status {
+        let source = if !options.publish_status_address.is_empty() {
+            AddressSource::Fixed(options.publish_status_address.clone())
+        } else if let Some(service) = &options.publish_service {
+            AddressSource::Service(service.clone())
+        } else {
+            AddressSource::Nodes(identity.clone())
+        };
+        writers.push(tokio::spawn(status::run(
+            client,
+            source,
+            watch.applied.clone(),
+            leadership.is_leader.clone(),
+            stop,
+        )));
+    }
+    Ok(ClusterTasks {
+        watch,
+        leadership,
+        writers,
+    })
 }
 
 /// SIGTERM and SIGINT, caught from the start of `run`.

@@ -5,11 +5,11 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-use ingress_model::{Backend, BackendId, RouteTable};
+use ingress_model::{Backend, BackendId, DefaultRoute, DefaultScope, RouteMatch, RouteTable};
 
 use crate::proxy::{
     balance::RoundRobin,
-    server::{Resolution, Resolve, Upstream},
+    server::{Resolution, Resolve, RouteLabels, Upstream},
 };
 
 /// Per-backend state that outlives a configuration: its display name and
@@ -76,8 +76,24 @@ impl LiveRoutes {
 
 impl Resolve for LiveRoutes {
     fn resolve(&self, host: &str, path: &str) -> Resolution {
+        self.resolve_labeled(host, path).0
+    }
+
+    fn resolve_labeled(&self, host: &str, path: &str) -> (Resolution, RouteLabels) {
         let snapshot = self.current.load();
         let found = snapshot.table.route(host, path);
+        let mut labels = RouteLabels {
+            ingress: found.ingress().map(ToString::to_string).unwrap_or_default(),
+            host: match found {
+                RouteMatch::Path(route) => route.host.to_string(),
+                RouteMatch::Default(DefaultRoute {
+                    scope: DefaultScope::Host(host),
+                    ..
+                }) => host.to_string(),
+                RouteMatch::Default(_) => String::new(),
+            },
+            service: String::new(),
+        };
         let https_redirect = found.https_redirect();
         match found.backend() {
             Backend::Service(service) => {
@@ -89,15 +105,17 @@ impl Resolve for LiveRoutes {
                         name: Arc::from(service.id.to_string()),
                         round_robin: Arc::new(RoundRobin::default()),
                     });
-                Resolution::Upstream(Upstream {
+                labels.service = state.name.to_string();
+                let upstream = Upstream {
                     name: state.name,
                     endpoints: service.endpoints.shared(),
                     round_robin: state.round_robin,
                     https_redirect,
-                })
+                };
+                (Resolution::Upstream(upstream), labels)
             }
-            Backend::Unavailable(_) => Resolution::Unavailable { https_redirect },
-            Backend::NotFound => Resolution::NoRoute,
+            Backend::Unavailable(_) => (Resolution::Unavailable { https_redirect }, labels),
+            Backend::NotFound => (Resolution::NoRoute, labels),
         }
     }
 }

@@ -14,11 +14,8 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -35,6 +32,8 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
+
+use crate::metrics::{Metrics, RequestLabels, status_class};
 
 use super::{
     balance::RoundRobin,
@@ -71,11 +70,36 @@ pub enum Resolution {
     NoRoute,
 }
 
+/// What routed a request, for its metrics: the Ingress and host rule
+/// (empty when none matched) and the Service (`namespace/name:port`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteLabels {
+    /// namespace/name of the Ingress.
+    pub ingress: String,
+    /// The rule's host (`*.example.com`, or empty for a rule without one).
+    pub host: String,
+    /// namespace/name:port of the Service.
+    pub service: String,
+}
+
 /// Route lookup as the proxy needs it; implemented over the routing model's
 /// current snapshot, which can change between two requests.
 pub trait Resolve: Send + Sync + 'static {
     /// The upstream for a request's host (as sent, port included) and path.
     fn resolve(&self, host: &str, path: &str) -> Resolution;
+
+    /// [`Resolve::resolve`], with what routed the request (for metrics).
+    fn resolve_labeled(&self, host: &str, path: &str) -> (Resolution, RouteLabels) {
+        let resolution = self.resolve(host, path);
+        let labels = match &resolution {
+            Resolution::Upstream(upstream) => RouteLabels {
+                service: upstream.name.to_string(),
+                ..RouteLabels::default()
+            },
+            _ => RouteLabels::default(),
+        };
+        (resolution, labels)
+    }
 }
 
 /// Limits of the client side and of proxying, with ingress-nginx's defaults.
@@ -116,19 +140,10 @@ impl Default for ProxySettings {
     }
 }
 
-/// Counters of the client side, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct ProxyStats {
-    /// TLS handshakes completed.
-    pub tls_handshakes: AtomicU64,
-    /// TLS handshakes that failed or timed out.
-    pub tls_handshake_errors: AtomicU64,
-}
-
 /// What every request handler shares.
 pub struct ProxyState {
-    /// Counters.
-    pub stats: ProxyStats,
+    /// Requests, connections and handshakes, for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Route lookup.
     pub resolver: Arc<dyn Resolve>,
     /// Upstream connections.
@@ -171,6 +186,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _open = state.metrics.connection_opened(scheme);
             match tls {
                 None => serve_connection(TokioIo::new(stream), client, state, watcher).await,
                 Some(acceptor) => {
@@ -181,22 +197,16 @@ pub async fn serve(
                     .await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            state.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                            state.metrics.tls_handshake(true);
                             serve_connection(TokioIo::new(tls_stream), client, state, watcher)
                                 .await;
                         }
                         Ok(Err(error)) => {
-                            state
-                                .stats
-                                .tls_handshake_errors
-                                .fetch_add(1, Ordering::Relaxed);
+                            state.metrics.tls_handshake(false);
                             debug!(%peer, %error, "TLS handshake failed");
                         }
                         Err(_) => {
-                            state
-                                .stats
-                                .tls_handshake_errors
-                                .fetch_add(1, Ordering::Relaxed);
+                            state.metrics.tls_handshake(false);
                             debug!(%peer, "TLS handshake timed out");
                         }
                     }
@@ -253,8 +263,10 @@ pub async fn handle(
     client: &ClientContext,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
     let host = request_host(&request);
-    let mut response = route_request(request, &host, client, state).await;
+    let (resolution, route) = state.resolver.resolve_labeled(&host, request.uri().path());
+    let mut response = route_request(request, &host, resolution, client, state).await;
     if client.scheme == "https"
         && let Some(hsts) = &state.settings.hsts
     {
@@ -262,17 +274,25 @@ pub async fn handle(
             .headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
+    let labels = RequestLabels {
+        ingress: route.ingress,
+        host: route.host,
+        service: route.service,
+        status: status_class(response.status().as_u16()),
+    };
+    state.metrics.request_done(&labels, started.elapsed());
     response
 }
 
 async fn route_request(
     mut request: Request<Incoming>,
     host: &str,
+    resolution: Resolution,
     client: &ClientContext,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
     let plain_http = client.scheme == "http";
-    let upstream = match state.resolver.resolve(host, request.uri().path()) {
+    let upstream = match resolution {
         Resolution::Upstream(upstream) if plain_http && upstream.https_redirect => {
             return https_redirect(&request, host, state.settings.https_port);
         }
@@ -304,10 +324,14 @@ async fn route_request(
         Ok(request) => request,
         Err(status) => return error_response(status),
     };
+    let asked = Instant::now();
     let (mut response, connection) = match exchange(upstream_request, &upstream, state).await {
         Ok(exchanged) => exchanged,
         Err(status) => return error_response(status),
     };
+    state
+        .metrics
+        .upstream_answered(&upstream.name, asked.elapsed());
 
     if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -561,7 +585,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
-            stats: ProxyStats::default(),
+            metrics: Metrics::new(None),
             resolver: Arc::new(Fixed(backend)),
             pool: UpstreamPool::new(UpstreamSettings::default()),
             settings: ProxySettings {

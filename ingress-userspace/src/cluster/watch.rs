@@ -1,0 +1,526 @@
+//! The API-server provider: one watch per kind the model reads, folded
+//! into one [`ClusterObjects`] snapshot that goes through the same
+//! [`ConfigApplier`] as the manifests provider.
+//!
+//! Each watch lists, then watches, and after a disconnect relists (with
+//! backoff) and replaces its kind whole, so objects deleted while it was
+//! away disappear. Nothing is applied until every kind has been listed
+//! once; after that, the changes of a burst are applied together. While the
+//! API server is unreachable the last applied configuration keeps serving.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Debug,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt};
+use ingress_model::{ClusterObjects, KubeObject, ObjectKey, ObjectKind, ObjectRef, Problem};
+use k8s_openapi::{
+    api::{
+        core::v1::{ConfigMap, Secret, Service},
+        discovery::v1::EndpointSlice,
+        networking::v1::{Ingress, IngressClass},
+    },
+    serde::de::DeserializeOwned,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+
+use crate::config::{ApplyOutcome, ConfigApplier};
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchScope {
+    /// Only this namespace (`--watch-namespace`); IngressClasses are
+    /// cluster-scoped and always watched.
+    pub namespace: Option<String>,
+    /// The ConfigMaps named on the command line (TCP/UDP services), each
+    /// watched by name.
+    pub config_maps: Vec<ObjectKey>,
+}
+
+/// One change seen by a watch.
+#[derive(Debug)]
+enum Change {
+    /// Added or modified.
+    Apply(KubeObject),
+    /// Deleted.
+    Delete(ObjectRef),
+    /// A (re)list of the watch `source` starts.
+    ListStart(usize),
+    /// An object of a (re)list.
+    Listed(usize, KubeObject),
+    /// The (re)list of `source` is complete.
+    ListDone(usize),
+}
+
+/// What one watch reads: a whole kind, or one object by name (a
+/// ConfigMap named on the command line).
+#[derive(Debug, Clone, PartialEq)]
+struct Watched {
+    kind: ObjectKind,
+    name: Option<ObjectKey>,
+}
+
+/// A running watch.
+struct WatchSource {
+    watched: Watched,
+    task: JoinHandle<()>,
+}
+
+/// An Ingress as the status writer and the event publisher need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressView {
+    /// namespace/name.
+    pub key: ObjectKey,
+    /// metadata.uid (events point at it).
+    pub uid: Option<String>,
+    /// metadata.resourceVersion: a change means the object changed.
+    pub resource_version: Option<String>,
+    /// Whether our class takes it.
+    pub ours: bool,
+    /// Its `status.loadBalancer.ingress` as it is now (ip or hostname).
+    pub status_addresses: Vec<String>,
+    /// The TLS Secrets its `spec.tls` names (namespace/name).
+    pub tls_secrets: Vec<ObjectKey>,
+}
+
+/// The result of one apply, for the status writer, the event publisher and
+/// the readiness probe.
+#[derive(Debug, Clone)]
+pub struct AppliedConfig {
+    /// Counts up with every apply.
+    pub generation: u64,
+    /// Every Ingress in the snapshot, ours or not.
+    pub ingresses: Vec<IngressView>,
+    /// The Services, for `--publish-service` (its load balancer addresses).
+    pub services: BTreeMap<ObjectKey, Service>,
+    /// Problems that appeared with this apply.
+    pub new_problems: Vec<Problem>,
+    /// uids of the namespaced objects problems may point at, besides
+    /// Ingresses (Secrets, ConfigMaps), for event references.
+    pub uids: BTreeMap<ObjectRef, String>,
+}
+
+/// The running provider.
+pub struct ClusterWatch {
+    /// The latest apply; `None` until every kind has been listed once.
+    pub applied: watch::Receiver<Option<Arc<AppliedConfig>>>,
+    sources: Vec<JoinHandle<()>>,
+    folder: JoinHandle<()>,
+}
+
+impl ClusterWatch {
+    /// Starts a watch per kind in `scope` and the task that folds their
+    /// changes into snapshots and applies them through `applier`.
+    pub fn start(client: Client, scope: &WatchScope, applier: Arc<ConfigApplier>) -> Self {
+        let (changes_tx, changes_rx) = mpsc::channel(4096);
+        let mut sources = Vec::new();
+        let ns = scope.namespace.as_deref();
+        sources.push(spawn_watch(
+            api::<Ingress>(&client, ns),
+            watcher::Config::default(),
+            KubeObject::Ingress,
+            Watched::kind(ObjectKind::Ingress),
+            sources.len(),
+            changes_tx.clone(),
+        ));
+        sources.push(spawn_watch(
+            Api::<IngressClass>::all(client.clone()),
+            watcher::Config::default(),
+            KubeObject::IngressClass,
+            Watched::kind(ObjectKind::IngressClass),
+            sources.len(),
+            changes_tx.clone(),
+        ));
+        sources.push(spawn_watch(
+            api::<Service>(&client, ns),
+            watcher::Config::default(),
+            KubeObject::Service,
+            Watched::kind(ObjectKind::Service),
+            sources.len(),
+            changes_tx.clone(),
+        ));
+        sources.push(spawn_watch(
+            api::<EndpointSlice>(&client, ns),
+            watcher::Config::default(),
+            KubeObject::EndpointSlice,
+            Watched::kind(ObjectKind::EndpointSlice),
+            sources.len(),
+            changes_tx.clone(),
+        ));
+        // Only TLS Secrets: the others are none of our business.
+        sources.push(spawn_watch(
+            api::<Secret>(&client, ns),
+            watcher::Config::default().fields(&format!("type={}", ingress_model::TLS_SECRET_TYPE)),
+            KubeObject::Secret,
+            Watched::kind(ObjectKind::Secret),
+            sources.len(),
+            changes_tx.clone(),
+        ));
+        for config_map in &scope.config_maps {
+            sources.push(spawn_watch(
+                Api::<ConfigMap>::namespaced(client.clone(), &config_map.namespace),
+                watcher::Config::default().fields(&format!("metadata.name={}", config_map.name)),
+                KubeObject::ConfigMap,
+                Watched {
+                    kind: ObjectKind::ConfigMap,
+                    name: Some(config_map.clone()),
+                },
+                sources.len(),
+                changes_tx.clone(),
+            ));
+        }
+        drop(changes_tx);
+        let watched: Vec<Watched> = sources.iter().map(|s| s.watched.clone()).collect();
+        let (applied_tx, applied) = watch::channel(None);
+        let folder = tokio::spawn(fold_changes(changes_rx, watched, applier, applied_tx));
+        Self {
+            applied,
+            sources: sources.into_iter().map(|s| s.task).collect(),
+            folder,
+        }
+    }
+
+    /// Stops every watch.
+    pub fn abort(&self) {
+        for task in &self.sources {
+            task.abort();
+        }
+        self.folder.abort();
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs one watch (list, watch, relist after errors with backoff) and sends
+/// its changes, without managed fields (they are large and unused).
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(K) -> KubeObject,
+    watched: Watched,
+    source: usize,
+    changes: mpsc::Sender<Change>,
+) -> WatchSource
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    <K as Resource>::DynamicType: Default,
+{
+    let stream = watcher(api, config)
+        .modify(|object: &mut K| object.managed_fields_mut().clear())
+        .default_backoff();
+    let task = tokio::spawn(forward(stream, wrap, watched.kind, source, changes));
+    WatchSource { watched, task }
+}
+
+async fn forward<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    wrap: fn(K) -> KubeObject,
+    kind: ObjectKind,
+    source: usize,
+    changes: mpsc::Sender<Change>,
+) where
+    K: Resource + Clone + Debug,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        let change = match event {
+            Ok(watcher::Event::Apply(object)) => Change::Apply(wrap(object)),
+            Ok(watcher::Event::Delete(object)) => {
+                let object = wrap(object);
+                match object.object_ref() {
+                    Some(object_ref) => Change::Delete(object_ref),
+                    None => continue,
+                }
+            }
+            Ok(watcher::Event::Init) => Change::ListStart(source),
+            Ok(watcher::Event::InitApply(object)) => Change::Listed(source, wrap(object)),
+            Ok(watcher::Event::InitDone) => {
+                if failing {
+                    info!(%kind, "watch resumed");
+                    failing = false;
+                }
+                Change::ListDone(source)
+            }
+            Err(error) => {
+                // The stream retries by itself (with backoff); until then
+                // the last configuration keeps serving.
+                if !failing {
+                    warn!(%kind, "watch failed, retrying with backoff (the last configuration keeps serving): {error}");
+                    failing = true;
+                } else {
+                    debug!(%kind, "watch still failing: {error}");
+                }
+                continue;
+            }
+        };
+        if changes.send(change).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// How long a burst of changes may keep growing before it is applied, and
+/// the quiet gap that ends it early.
+const BURST_LIMIT: Duration = Duration::from_millis(200);
+const BURST_QUIET: Duration = Duration::from_millis(10);
+
+async fn fold_changes(
+    mut changes: mpsc::Receiver<Change>,
+    watched: Vec<Watched>,
+    applier: Arc<ConfigApplier>,
+    applied: watch::Sender<Option<Arc<AppliedConfig>>>,
+) {
+    let mut store = ObjectStore::new(watched);
+    let mut generation = 0;
+    while let Some(first) = changes.recv().await {
+        store.take(first);
+        let started = Instant::now();
+        // Gather the rest of the burst.
+        while started.elapsed() < BURST_LIMIT {
+            match tokio::time::timeout(BURST_QUIET, changes.recv()).await {
+                Ok(Some(change)) => store.take(change),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !store.all_listed() || !store.dirty {
+            continue;
+        }
+        store.dirty = false;
+        if generation == 0 {
+            info!(
+                objects = store.objects.len(),
+                "first full list from the API server"
+            );
+        }
+        generation += 1;
+        let outcome = applier.apply(&store.objects);
+        let view = Arc::new(view_of(&store.objects, &applier, generation, outcome));
+        let _ = applied.send(Some(view));
+    }
+}
+
+/// The snapshot, and the relists in progress.
+struct ObjectStore {
+    objects: ClusterObjects,
+    /// What each watch source reads.
+    watched: Vec<Watched>,
+    /// Objects of a relist in progress, per source.
+    relisting: BTreeMap<usize, Vec<KubeObject>>,
+    /// Sources listed at least once.
+    listed: BTreeSet<usize>,
+    /// Whether the snapshot changed since the last apply.
+    dirty: bool,
+}
+
+impl Watched {
+    fn kind(kind: ObjectKind) -> Self {
+        Self { kind, name: None }
+    }
+}
+
+impl ObjectStore {
+    fn new(watched: Vec<Watched>) -> Self {
+        Self {
+            objects: ClusterObjects::new(),
+            watched,
+            relisting: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            dirty: false,
+        }
+    }
+
+    fn all_listed(&self) -> bool {
+        self.listed.len() == self.watched.len()
+    }
+
+    fn take(&mut self, change: Change) {
+        match change {
+            Change::Apply(object) => {
+                self.objects.insert(object);
+                self.dirty = true;
+            }
+            Change::Delete(object_ref) => {
+                self.dirty |= self.objects.remove(&object_ref).is_some();
+            }
+            Change::ListStart(source) => {
+                self.relisting.insert(source, Vec::new());
+            }
+            Change::Listed(source, object) => {
+                self.relisting.entry(source).or_default().push(object);
+            }
+            Change::ListDone(source) => {
+                let listed = self.relisting.remove(&source).unwrap_or_default();
+                let Watched { kind, name } = &self.watched[source];
+                match name {
+                    // A watch of one object: its relist holds it or not.
+                    Some(name) => {
+                        self.objects.remove(&ObjectRef::new(*kind, name.clone()));
+                        for object in listed {
+                            self.objects.insert(object);
+                        }
+                    }
+                    None => self.objects.replace_kind(*kind, listed),
+                }
+                self.listed.insert(source);
+                self.dirty = true;
+            }
+        }
+    }
+}
+
+/// What the status writer and the event publisher read of an apply.
+fn view_of(
+    objects: &ClusterObjects,
+    applier: &ConfigApplier,
+    generation: u64,
+    outcome: ApplyOutcome,
+) -> AppliedConfig {
+    let ours: BTreeSet<&ObjectKey> = ingress_model::select_ingresses(objects, applier.options())
+        .ours
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let ingresses = objects
+        .ingresses
+        .iter()
+        .map(|(key, ingress)| IngressView {
+            key: key.clone(),
+            uid: ingress.metadata.uid.clone(),
+            resource_version: ingress.metadata.resource_version.clone(),
+            ours: ours.contains(key),
+            status_addresses: status_addresses(ingress),
+            tls_secrets: ingress
+                .spec
+                .iter()
+                .flat_map(|spec| spec.tls.iter().flatten())
+                .filter_map(|tls| tls.secret_name.as_ref())
+                .map(|name| ObjectKey::new(&key.namespace, name))
+                .collect(),
+        })
+        .collect();
+    let mut uids = BTreeMap::new();
+    for (key, secret) in &objects.secrets {
+        if let Some(uid) = &secret.metadata.uid {
+            uids.insert(ObjectRef::new(ObjectKind::Secret, key.clone()), uid.clone());
+        }
+    }
+    for (key, config_map) in &objects.config_maps {
+        if let Some(uid) = &config_map.metadata.uid {
+            uids.insert(
+                ObjectRef::new(ObjectKind::ConfigMap, key.clone()),
+                uid.clone(),
+            );
+        }
+    }
+    AppliedConfig {
+        generation,
+        ingresses,
+        services: objects.services.clone(),
+        new_problems: outcome.new_problems,
+        uids,
+    }
+}
+
+/// `status.loadBalancer.ingress` of an Ingress, as ip or hostname strings.
+pub fn status_addresses(ingress: &Ingress) -> Vec<String> {
+    ingress
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry.ip.clone().or_else(|| entry.hostname.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingress_object(name: &str) -> KubeObject {
+        let mut ingress = Ingress::default();
+        ingress.metadata.name = Some(name.into());
+        ingress.metadata.namespace = Some("default".into());
+        KubeObject::Ingress(ingress)
+    }
+
+    fn ingress_ref(name: &str) -> ObjectRef {
+        ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("default", name))
+    }
+
+    #[test]
+    fn nothing_counts_before_every_source_is_listed() {
+        let mut store = ObjectStore::new(vec![
+            Watched::kind(ObjectKind::Ingress),
+            Watched::kind(ObjectKind::Service),
+        ]);
+        store.take(Change::ListStart(0));
+        store.take(Change::Listed(0, ingress_object("a")));
+        store.take(Change::ListDone(0));
+        assert!(!store.all_listed());
+        store.take(Change::ListStart(1));
+        store.take(Change::ListDone(1));
+        assert!(store.all_listed());
+        assert_eq!(store.objects.ingresses.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_its_kind_and_drops_what_was_deleted_meanwhile() {
+        let mut store = ObjectStore::new(vec![Watched::kind(ObjectKind::Ingress)]);
+        store.take(Change::ListStart(0));
+        store.take(Change::Listed(0, ingress_object("a")));
+        store.take(Change::Listed(0, ingress_object("b")));
+        store.take(Change::ListDone(0));
+        store.take(Change::Apply(ingress_object("c")));
+        store.take(Change::Delete(ingress_ref("a")));
+        let names = |store: &ObjectStore| -> Vec<String> {
+            store
+                .objects
+                .ingresses
+                .keys()
+                .map(|k| k.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&store), ["b", "c"]);
+        // A disconnect: the relist no longer has b (deleted while away).
+        store.dirty = false;
+        store.take(Change::ListStart(0));
+        store.take(Change::Listed(0, ingress_object("c")));
+        assert_eq!(names(&store), ["b", "c"], "unchanged until the relist ends");
+        store.take(Change::ListDone(0));
+        assert_eq!(names(&store), ["c"]);
+        assert!(store.dirty);
+    }
+
+    #[test]
+    fn deleting_an_unknown_object_changes_nothing() {
+        let mut store = ObjectStore::new(vec![Watched::kind(ObjectKind::Ingress)]);
+        store.take(Change::Delete(ingress_ref("ghost")));
+        assert!(!store.dirty);
+    }
+}

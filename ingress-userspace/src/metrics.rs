@@ -1,0 +1,415 @@
+//! Prometheus metrics (`/metrics` on `--metrics-addr`): requests by
+//! Ingress, host rule, Service and status class with their latency,
+//! upstream latency, open connections, TLS handshakes, configuration
+//! applies, and the XDP program's per-CPU counters summed, read from the
+//! pinned maps at each scrape.
+//!
+//! Names follow the Prometheus conventions: `xdp_ingress_` prefix, base
+//! units (seconds, bytes), `_total` for counters (added by the encoder).
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{bpf::inspect, config::ApplyOutcome};
+
+/// The labels of a request: the Ingress and host rule that routed it (empty
+/// when none did: the built-in 404 or `--default-backend-service`), the
+/// Service (`namespace/name:port`, empty when none) and the status class.
+/// The host is the rule's (`*.example.com` for a wildcard), never the
+/// request's `Host`, so clients cannot grow the label set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// namespace/name of the Ingress.
+    pub ingress: String,
+    /// The host of the rule.
+    pub host: String,
+    /// namespace/name:port of the Service.
+    pub service: String,
+    /// `2xx`, `3xx`, `4xx`, `5xx` (or `1xx`).
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SchemeLabels {
+    scheme: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Every metric of the daemon.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    upstream: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    connections: Family<SchemeLabels, Gauge>,
+    tls_handshakes: Family<ResultLabels, Counter>,
+    config_applies: Counter,
+    config_apply_seconds: Histogram,
+    config_problems: Gauge,
+    config_last_apply: Arc<AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+impl Metrics {
+    /// The metrics, with the XDP counters read from the pins in `bpffs`
+    /// when the edge runs.
+    pub fn new(bpffs: Option<PathBuf>) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("xdp_ingress");
+        let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its response's head, by Ingress, host rule, Service and status class (the _count is the number of requests)",
+            requests.clone(),
+        );
+        let upstream = Family::<ServiceLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "upstream_response_duration_seconds",
+            "Time an upstream took to answer with a response head, by Service",
+            upstream.clone(),
+        );
+        let connections = Family::<SchemeLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Client connections open, by scheme",
+            connections.clone(),
+        );
+        let tls_handshakes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes, by result (ok, error)",
+            tls_handshakes.clone(),
+        );
+        let config_applies = Counter::default();
+        registry.register(
+            "config_applies",
+            "Configurations applied (every change of the watched objects)",
+            config_applies.clone(),
+        );
+        let config_apply_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "config_apply_duration_seconds",
+            "Time to build and install a configuration",
+            config_apply_seconds.clone(),
+        );
+        let config_problems = Gauge::default();
+        registry.register(
+            "config_problems",
+            "Problems in the applied configuration (see the log or the Ingresses' events)",
+            config_problems.clone(),
+        );
+        let config_last_apply = Arc::new(AtomicU64::new(0));
+        if let Some(bpffs) = bpffs {
+            registry.register_collector(Box::new(XdpCounters { bpffs }));
+        }
+        Arc::new(Self {
+            registry,
+            requests,
+            upstream,
+            connections,
+            tls_handshakes,
+            config_applies,
+            config_apply_seconds,
+            config_problems,
+            config_last_apply,
+        })
+    }
+
+    /// A request answered with `status` after `elapsed`.
+    pub fn request_done(&self, labels: &RequestLabels, elapsed: Duration) {
+        if let Some(histogram) = self.requests.get(labels) {
+            histogram.observe(elapsed.as_secs_f64());
+            return;
+        }
+        self.requests
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// An upstream answered (a response head) after `elapsed`.
+    pub fn upstream_answered(&self, service: &str, elapsed: Duration) {
+        let labels = ServiceLabels {
+            service: service.to_owned(),
+        };
+        self.upstream
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A client connection opened; the guard counts it until dropped.
+    pub fn connection_opened(self: &Arc<Self>, scheme: &'static str) -> ConnectionGuard {
+        let gauge = self
+            .connections
+            .get_or_create(&SchemeLabels { scheme })
+            .clone();
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// A TLS handshake ended.
+    pub fn tls_handshake(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_handshakes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// A configuration was applied.
+    pub fn config_applied(&self, outcome: &ApplyOutcome) {
+        self.config_applies.inc();
+        self.config_apply_seconds
+            .observe(outcome.took.as_secs_f64());
+        self.config_problems.set(outcome.problems.len() as i64);
+        self.config_last_apply.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many configurations were applied (readiness: at least one).
+    pub fn applies(&self) -> u64 {
+        self.config_last_apply.load(Ordering::Relaxed)
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Counts one open connection while alive.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The status class label of a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The XDP program's counters, read from the pinned maps at each scrape
+/// (summed over CPUs), as `inspect` (and `xdp-ingress maps`) reads them.
+#[derive(Debug)]
+struct XdpCounters {
+    bpffs: PathBuf,
+}
+
+impl Collector for XdpCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A scrape while the maps are being replaced just misses them.
+        let Ok(report) = inspect::read_pinned(&self.bpffs) else {
+            return Ok(());
+        };
+        let mut family = |name: &str,
+                          help: &str,
+                          rows: Vec<(Vec<(&'static str, String)>, u64)>|
+         -> Result<(), std::fmt::Error> {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let counter = ConstCounter::new(0u64);
+            let mut metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            for (labels, value) in rows {
+                ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+            }
+            Ok(())
+        };
+        let listener_labels = |row: &inspect::ListenerRow| {
+            vec![
+                ("protocol", row.protocol.clone()),
+                ("address", row.address.clone()),
+                ("port", row.port.to_string()),
+                ("action", row.action.to_owned()),
+            ]
+        };
+        family(
+            "xdp_listener_packets",
+            "Packets the XDP program matched to a listener",
+            report
+                .listeners
+                .iter()
+                .map(|row| (listener_labels(row), row.packets))
+                .collect(),
+        )?;
+        family(
+            "xdp_listener_bytes",
+            "Bytes the XDP program matched to a listener",
+            report
+                .listeners
+                .iter()
+                .map(|row| (listener_labels(row), row.bytes))
+                .collect(),
+        )?;
+        family(
+            "xdp_verdict_packets",
+            "Packets by the XDP program's verdict reason",
+            report
+                .verdicts
+                .iter()
+                .map(|row| (vec![("reason", row.reason.to_owned())], row.packets))
+                .collect(),
+        )?;
+        if let Some(l4) = &report.l4 {
+            let service_labels = |row: &inspect::L4ServiceRow| {
+                vec![
+                    ("protocol", row.protocol.clone()),
+                    ("address", row.address.clone()),
+                    ("port", row.port.to_string()),
+                ]
+            };
+            let backend_labels = |row: &inspect::L4BackendRow| {
+                vec![("backend", format!("{}:{}", row.address, row.port))]
+            };
+            family(
+                "xdp_l4_service_packets",
+                "Packets of an L4 service balanced in XDP (both directions)",
+                l4.services
+                    .iter()
+                    .map(|row| (service_labels(row), row.packets))
+                    .collect(),
+            )?;
+            family(
+                "xdp_l4_service_bytes",
+                "Bytes of an L4 service balanced in XDP (both directions)",
+                l4.services
+                    .iter()
+                    .map(|row| (service_labels(row), row.bytes))
+                    .collect(),
+            )?;
+            family(
+                "xdp_l4_service_flows",
+                "Flows an L4 service took",
+                l4.services
+                    .iter()
+                    .map(|row| (service_labels(row), row.new_flows))
+                    .collect(),
+            )?;
+            family(
+                "xdp_l4_backend_packets",
+                "Packets of an L4 backend (both directions)",
+                l4.backends
+                    .iter()
+                    .filter(|row| row.active)
+                    .map(|row| (backend_labels(row), row.packets))
+                    .collect(),
+            )?;
+            family(
+                "xdp_l4_backend_flows",
+                "Flows an L4 backend took",
+                l4.backends
+                    .iter()
+                    .filter(|row| row.active)
+                    .map(|row| (backend_labels(row), row.new_flows))
+                    .collect(),
+            )?;
+            let gauge = ConstGauge::new(l4.flows as i64);
+            gauge.encode(encoder.encode_descriptor(
+                "xdp_l4_flows",
+                "Entries of the L4 connection table",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_carries_requests_connections_and_applies() {
+        let metrics = Metrics::new(None);
+        let labels = RequestLabels {
+            ingress: "default/web".into(),
+            host: "web.example.com".into(),
+            service: "default/web:80".into(),
+            status: status_class(200),
+        };
+        metrics.request_done(&labels, Duration::from_millis(3));
+        metrics.request_done(&labels, Duration::from_millis(5));
+        metrics.upstream_answered("default/web:80", Duration::from_millis(2));
+        let guard = metrics.connection_opened("http");
+        metrics.tls_handshake(false);
+        let text = metrics.encode();
+        assert!(text.contains(
+            r#"xdp_ingress_request_duration_seconds_count{ingress="default/web",host="web.example.com",service="default/web:80",status="2xx"} 2"#
+        ), "{text}");
+        assert!(
+            text.contains(r#"xdp_ingress_open_connections{scheme="http"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xdp_ingress_tls_handshakes_total{result="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "xdp_ingress_upstream_response_duration_seconds_count{service=\"default/web:80\"} 1"
+            ),
+            "{text}"
+        );
+        drop(guard);
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"xdp_ingress_open_connections{scheme="http"} 0"#)
+        );
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(308), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(504), "5xx");
+    }
+}
