@@ -51,6 +51,7 @@ mod daemon;
 mod edge_lab;
 mod http_client;
 mod http_conn;
+mod loopback_bridge;
 mod manifests;
 mod maps;
 mod netns;
@@ -73,6 +74,7 @@ pub use edge_lab::{
 };
 pub use http_client::{CurlReply, HttpReply};
 pub use http_conn::{HttpConnection, RawResponse, ResponseHead};
+pub use loopback_bridge::LoopbackBridge;
 pub use manifests::{ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, service_yaml};
 pub use maps::{Counts, ListenerJson, MapsJson, bpftool_counters, read_maps};
 pub use netns::{Netns, XdpInfo, parse_xdp, xdp_mode};
