@@ -51,6 +51,7 @@ mod daemon;
 mod edge_lab;
 mod http_client;
 mod http_conn;
+pub mod k8s;
 mod manifests;
 mod maps;
 mod netns;
