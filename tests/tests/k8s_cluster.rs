@@ -19,6 +19,11 @@ use xdp_ingress_lab::k8s::{KUBERNETES_VERSION, TestCluster};
 
 /// How long pods and endpoints may take to follow a change.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the workloads test takes the API server away: short, because
+/// kube-controller-manager's informers (client-go) retry with a jittered
+/// back-off that grows to a minute over a long outage, and the test waits
+/// for them to react afterwards.
+const OUTAGE: Duration = Duration::from_secs(5);
 
 /// Drops `cluster` and checks that its processes and directory are gone.
 fn drop_and_check_cleanup(cluster: TestCluster) -> Result<()> {
@@ -130,7 +135,7 @@ subjects:
 
 #[test]
 fn workloads_get_running_pods_with_ips_and_ready_endpoints() -> Result<()> {
-    let cluster = TestCluster::builder().workloads(true).start()?;
+    let mut cluster = TestCluster::builder().workloads(true).start()?;
     cluster.kubectl(&["create", "namespace", "web"])?;
     cluster.apply(
         "apiVersion: apps/v1
@@ -189,6 +194,30 @@ spec:
         endpoints == ips,
         "after scaling: endpoints {endpoints:?}, pods {ips:?}"
     );
+
+    // An API server outage: the controllers and kwok reconnect, the Node
+    // stays Ready (long grace period), the pod and its endpoint stay.
+    cluster.stop_apiserver()?;
+    std::thread::sleep(OUTAGE);
+    cluster.start_apiserver()?;
+    cluster.ensure_running()?;
+    let after = cluster.wait_deployment_pods("web", "web", 1, SETTLE_TIMEOUT)?;
+    ensure!(
+        after == ips,
+        "after the outage: pods {after:?}, before {ips:?}"
+    );
+    let node = cluster.node_name().context("no kwok Node")?;
+    let ready = cluster.kubectl(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ])?;
+    ensure!(ready == "True", "the Node after the outage: Ready={ready}");
+    cluster.kubectl(&["-n", "web", "scale", "deployment", "web", "--replicas=2"])?;
+    cluster.wait_deployment_pods("web", "web", 2, SETTLE_TIMEOUT)?;
+    cluster.wait_ready_endpoints("web", "web", 2, SETTLE_TIMEOUT)?;
 
     drop_and_check_cleanup(cluster)
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{
     assets::require_assets,
-    component::{Component, Lifetime, STOP_TIMEOUT, log_tail},
+    component::{Component, KILL_TIMEOUT, Lifetime, STOP_GRACE, log_tail},
     pki::Pki,
 };
 use crate::{
@@ -231,6 +231,24 @@ impl TestCluster {
             .collect()
     }
 
+    /// Fails, naming it and with the end of its log, when a component has
+    /// exited (the API server only counts between
+    /// [`TestCluster::stop_apiserver`] and [`TestCluster::start_apiserver`]
+    /// if it died on its own).
+    pub fn ensure_running(&self) -> Result<()> {
+        let components = self
+            .etcd
+            .iter()
+            .chain(&self.apiserver)
+            .chain(&self.workloads);
+        for component in components {
+            if component.exited() {
+                bail!("{} exited; {}", component.name, component.log_tail());
+            }
+        }
+        Ok(())
+    }
+
     /// Runs kubectl as the admin; returns its stdout, or an error with its
     /// stderr. Bounded by [`KUBECTL_TIMEOUT`].
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
@@ -302,8 +320,12 @@ impl TestCluster {
         self.apiserver.as_mut().is_some_and(Component::running)
     }
 
-    /// Stops the API server (etcd keeps the data): clients see the port
-    /// refuse connections until [`TestCluster::start_apiserver`].
+    /// Stops the API server (SIGTERM, SIGKILL after a few seconds; etcd
+    /// keeps the data): clients see the port refuse connections until
+    /// [`TestCluster::start_apiserver`]. Note that kube-controller-manager,
+    /// kube-scheduler and kwok (client-go) retry with a jittered back-off
+    /// that grows to 30-60 s over a long outage: after one of 30 s, allow a
+    /// minute or more before they act on changes again.
     pub fn stop_apiserver(&mut self) -> Result<()> {
         if let Some(mut apiserver) = self.apiserver.take() {
             apiserver.stop()?;
@@ -430,13 +452,13 @@ pub fn stop_detached_cluster(dir: &Path) -> Result<bool> {
         }
         // SAFETY: kill with a pid whose command line names our directory.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        let exited = poll_until(&format!("{name} ({pid}) to exit"), STOP_TIMEOUT, || {
+        let exited = poll_until(&format!("{name} ({pid}) to exit"), STOP_GRACE, || {
             Ok((!pid_alive(pid)).then_some(()))
         });
         if exited.is_err() {
             // SAFETY: as above.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            poll_until(&format!("{name} ({pid}) to die"), STOP_TIMEOUT, || {
+            poll_until(&format!("{name} ({pid}) to die"), KILL_TIMEOUT, || {
                 Ok((!pid_alive(pid)).then_some(()))
             })?;
         }

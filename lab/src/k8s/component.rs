@@ -10,11 +10,15 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::process::{describe, guard_process, terminate};
+use crate::process::{describe, guard_process, wait_timeout};
 
-/// How long a component may take to exit after SIGTERM (the API server
-/// drains its requests) before it is killed.
-pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a component may take to exit after SIGTERM before it is
+/// killed. Short: the API server waits up to its request timeout (a minute)
+/// for its clients' watches to end, and a test cluster's data needs no
+/// graceful shutdown (etcd runs without fsync anyway).
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a killed process may take to be gone.
+pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a component is tied to the process that starts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,10 +105,21 @@ impl Component {
         }
     }
 
-    /// SIGTERM, a bounded wait, SIGKILL.
+    /// SIGTERM, a wait of [`STOP_GRACE`], then SIGKILL: stopped either way.
     pub(crate) fn stop(&mut self) -> Result<()> {
-        terminate(&mut self.child, STOP_TIMEOUT)
-            .with_context(|| format!("stopping {}", self.name))?;
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        // SAFETY: kill by the pid of our own child, which we have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        if wait_timeout(&mut self.child, STOP_GRACE)?.is_none() {
+            self.child
+                .kill()
+                .with_context(|| format!("killing {}", self.name))?;
+            self.child
+                .wait()
+                .with_context(|| format!("waiting for {}", self.name))?;
+        }
         Ok(())
     }
 

@@ -92,7 +92,7 @@ metadata:
         ))?;
         self.node_name = Some(KWOK_NODE_NAME.to_string());
         poll_until("the kwok Node to be Ready", NODE_READY_TIMEOUT, || {
-            self.check_workload_components()?;
+            self.ensure_running()?;
             let ready = self.kubectl(&[
                 "get",
                 "node",
@@ -103,14 +103,6 @@ metadata:
             Ok((ready.trim() == "True").then_some(()))
         })
         .with_context(|| component_log_tail(self, "kwok"))
-    }
-
-    /// Fails, with its log, when a workload component has exited.
-    fn check_workload_components(&self) -> Result<()> {
-        if let Some(component) = self.workloads.iter().find(|c| c.exited()) {
-            bail!("{} exited; {}", component.name, component.log_tail());
-        }
-        Ok(())
     }
 
     /// The fake Node's name, in a cluster with workloads.
@@ -137,7 +129,7 @@ metadata:
             &format!("{replicas} Running pods of Deployment {namespace}/{name}"),
             timeout,
             || {
-                self.check_workload_components()?;
+                self.ensure_running()?;
                 let deployment: Value = serde_json::from_str(&self.kubectl(&[
                     "-n",
                     namespace,
