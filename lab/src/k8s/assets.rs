@@ -87,9 +87,15 @@ pub fn missing_in(dir: &Path, names: &[&'static str]) -> Vec<&'static str> {
 /// stages are required too.
 pub(crate) fn require_assets(workloads: bool) -> Result<PathBuf> {
     let dir = k8s_assets_dir();
-    let mut missing = missing_in(&dir, CONTROL_PLANE_BINARIES);
+    require_assets_in(&dir, workloads)?;
+    Ok(dir)
+}
+
+/// [`require_assets`] for a given directory.
+fn require_assets_in(dir: &Path, workloads: bool) -> Result<()> {
+    let mut missing = missing_in(dir, CONTROL_PLANE_BINARIES);
     if workloads {
-        missing.extend(missing_in(&dir, WORKLOAD_BINARIES));
+        missing.extend(missing_in(dir, WORKLOAD_BINARIES));
         missing.extend(
             KWOK_STAGES
                 .iter()
@@ -109,5 +115,39 @@ pub(crate) fn require_assets(workloads: bool) -> Result<PathBuf> {
             }
         );
     }
-    Ok(dir)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::ScratchDir;
+
+    #[test]
+    fn missing_binaries_are_named_with_the_command_that_builds_them() {
+        let dir = ScratchDir::new("k8s-assets").unwrap();
+        let error = format!("{:#}", require_assets_in(dir.path(), false).unwrap_err());
+        assert!(error.contains("run `cargo xtask setup --k8s`"), "{error}");
+        assert!(error.contains("etcd, kube-apiserver, kubectl"), "{error}");
+        assert!(!error.contains("kwok"), "{error}");
+
+        for binary in CONTROL_PLANE_BINARIES {
+            dir.write(binary, "").unwrap();
+        }
+        require_assets_in(dir.path(), false).unwrap();
+        let error = format!("{:#}", require_assets_in(dir.path(), true).unwrap_err());
+        assert!(
+            error.contains("kube-controller-manager, kube-scheduler, kwok, node-initialize.yaml"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_cache_directory_names_every_version() {
+        let dir = k8s_cache_bin_dir();
+        assert_eq!(
+            dir,
+            Path::new("/var/cache/xdp-ingress/k8s/v1.37.2-etcd3.6.16-kwok0.8.0/bin")
+        );
+    }
 }

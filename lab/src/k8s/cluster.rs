@@ -149,7 +149,9 @@ impl TestClusterBuilder {
 /// certificates (the admin is in `system:masters`), RBAC, service-account
 /// tokens, Service IPs in [`SERVICE_CLUSTER_IP_RANGE`]. Its directory and
 /// every process go away on drop, also when a test panics; the processes
-/// also die with the thread that started them.
+/// also die with the thread that started them (a parent-death signal, so a
+/// killed test leaves nothing running): start the cluster on the thread
+/// that uses it, not in a static shared between tests.
 ///
 /// ```no_run
 /// use xdp_ingress_lab::k8s::TestCluster;
@@ -566,4 +568,20 @@ pub(super) fn parse_ips(text: &str) -> Result<Vec<IpAddr>> {
 /// The last lines of a component's log, for messages of other modules.
 pub(super) fn component_log_tail(cluster: &TestCluster, name: &str) -> String {
     log_tail(&cluster.log_path(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_output_becomes_sorted_addresses() {
+        let ips = parse_ips("198.19.64.3 198.19.64.1\n").unwrap();
+        assert_eq!(
+            ips,
+            ["198.19.64.1", "198.19.64.3"].map(|ip| ip.parse::<IpAddr>().unwrap())
+        );
+        assert!(parse_ips("").unwrap().is_empty());
+        assert!(parse_ips("pending").is_err());
+    }
 }
