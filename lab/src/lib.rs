@@ -42,6 +42,10 @@
 //! other processes (nginx's configuration, wrk's scripts) in a
 //! [`ScratchDir`].
 //!
+//! [`k8s::TestCluster`] is a real Kubernetes control plane (etcd,
+//! kube-apiserver, and for workloads kube-controller-manager,
+//! kube-scheduler and kwok) for the tests of the cluster provider.
+//!
 //! `lab-backend` (src/bin, feature `backend`) is the backend process: it
 //! reports which backend and endpoint served a request and what it received.
 
@@ -51,6 +55,7 @@ mod daemon;
 mod edge_lab;
 mod http_client;
 mod http_conn;
+pub mod k8s;
 mod loopback_bridge;
 mod manifests;
 mod maps;

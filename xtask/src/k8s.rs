@@ -1,7 +1,10 @@
 //! The real Kubernetes control plane the tests run against: `cargo xtask
 //! setup --k8s` builds kube-apiserver, kubectl, kube-controller-manager,
-//! kube-scheduler and etcd from their Go modules (xtask/k8s) with the
-//! installed Go toolchain; `cargo xtask k8s path` prints where they are.
+//! kube-scheduler, etcd and kwok from their Go modules (xtask/k8s) with the
+//! installed Go toolchain, and copies kwok's stage configurations next to
+//! them; `cargo xtask k8s path` prints where they are; `cargo xtask k8s up`
+//! and `down` run the lab's cluster (`xdp_ingress_lab::k8s`) in the
+//! background for hands-on work.
 
 use std::{
     io::{BufRead, BufReader},
@@ -13,17 +16,16 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use xdp_ingress_lab::k8s::{
+    ETCD_VERSION, KUBERNETES_VERSION, KWOK_STAGES, KWOK_STAGES_DIR, KWOK_VERSION, TestCluster,
+    k8s_cache_bin_dir, stop_detached_cluster,
+};
 
 use crate::command::{self, step, workspace_root};
 
-/// The Kubernetes release, matching the `v1_37` feature of k8s-openapi.
-pub const KUBERNETES_VERSION: &str = "v1.37.2";
-/// The etcd release.
-pub const ETCD_VERSION: &str = "v3.6.16";
-
-/// Where the binaries are cached, outside the work tree; versioned, so that
-/// changing a version builds into a fresh directory.
-const CACHE_ROOT: &str = "/var/cache/xdp-ingress/k8s";
+/// Where `cargo xtask k8s up` keeps its cluster (certificates, etcd's data,
+/// logs, the admin kubeconfig).
+const UP_DIR: &str = "/run/xdp-ingress-k8s";
 
 /// A binary: its name, the Go module it is built in (relative to
 /// xtask/k8s) and its main package.
@@ -61,7 +63,17 @@ const BINARIES: &[Binary] = &[
         module: "etcd",
         package: "go.etcd.io/etcd/server/v3",
     },
+    // kwok too: it pins its own k8s.io client modules; it stamps its own
+    // version.
+    Binary {
+        name: "kwok",
+        module: "kwok",
+        package: "sigs.k8s.io/kwok/cmd/kwok",
+    },
 ];
+
+/// kwok's Go module, whose stage configurations are copied.
+const KWOK_MODULE: &str = "sigs.k8s.io/kwok";
 
 #[derive(Debug, Args)]
 pub struct K8sArgs {
@@ -74,11 +86,24 @@ enum K8sCommand {
     /// Print the directory of the binaries built by `cargo xtask setup --k8s`
     /// (for KUBEBUILDER_ASSETS); fails if they are not built.
     Path,
+    /// Start etcd and kube-apiserver on loopback in the background (state in
+    /// /run/xdp-ingress-k8s) and print the KUBECONFIG to use.
+    Up(UpArgs),
+    /// Stop what `k8s up` started and remove its data.
+    Down,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Also run kube-controller-manager, kube-scheduler and kwok with a fake
+    /// Node, so that Deployments get Running pods (without containers).
+    #[arg(long)]
+    workloads: bool,
 }
 
 /// `cargo xtask k8s ...`.
 pub fn run(args: &K8sArgs) -> Result<()> {
-    match args.command {
+    match &args.command {
         K8sCommand::Path => {
             let dir = bin_dir();
             let missing = missing();
@@ -92,15 +117,54 @@ pub fn run(args: &K8sArgs) -> Result<()> {
             println!("{}", dir.display());
             Ok(())
         }
+        K8sCommand::Up(up_args) => up(up_args.workloads),
+        K8sCommand::Down => down(),
     }
 }
 
-/// The directory holding the binaries.
+/// `cargo xtask k8s up`.
+fn up(workloads: bool) -> Result<()> {
+    step(&format!(
+        "Kubernetes {KUBERNETES_VERSION} control plane{} in {UP_DIR}",
+        if workloads {
+            " with workloads (kwok)"
+        } else {
+            ""
+        }
+    ));
+    let cluster = TestCluster::builder()
+        .workloads(workloads)
+        .persistent_dir(UP_DIR)
+        .start()?;
+    let kubeconfig = cluster.kubeconfig().to_path_buf();
+    let server = cluster.server_url().to_string();
+    let pids = cluster.pids();
+    let dir = cluster.detach()?;
+    for (name, pid) in pids {
+        println!(
+            "{name}: pid {pid}, log {}",
+            dir.join(format!("{name}.log")).display()
+        );
+    }
+    println!("API server: {server}");
+    println!("\nexport KUBECONFIG={}", kubeconfig.display());
+    println!("stop it (and remove its data) with: cargo xtask k8s down");
+    Ok(())
+}
+
+/// `cargo xtask k8s down`.
+fn down() -> Result<()> {
+    if stop_detached_cluster(Path::new(UP_DIR))? {
+        println!("stopped the cluster of `cargo xtask k8s up` and removed {UP_DIR}");
+    } else {
+        println!("no cluster of `cargo xtask k8s up` in {UP_DIR}");
+    }
+    Ok(())
+}
+
+/// The directory holding the binaries (the lab's one definition).
 pub fn bin_dir() -> PathBuf {
-    let etcd = ETCD_VERSION.trim_start_matches('v');
-    Path::new(CACHE_ROOT)
-        .join(format!("{KUBERNETES_VERSION}-etcd{etcd}"))
-        .join("bin")
+    k8s_cache_bin_dir()
 }
 
 /// The binaries not yet built.
@@ -110,6 +174,16 @@ pub fn missing() -> Vec<&'static str> {
         .iter()
         .filter(|binary| !dir.join(binary.name).is_file())
         .map(|binary| binary.name)
+        .collect()
+}
+
+/// kwok's stage configurations not yet copied.
+fn missing_stages() -> Vec<&'static str> {
+    let dir = bin_dir().join(KWOK_STAGES_DIR);
+    KWOK_STAGES
+        .iter()
+        .filter(|(_, file)| !dir.join(file).is_file())
+        .map(|(_, file)| *file)
         .collect()
 }
 
@@ -133,11 +207,12 @@ fn kubernetes_ldflags() -> String {
     format!("-s -w {stamps}")
 }
 
-/// `cargo xtask setup --k8s`: builds the binaries that are missing.
+/// `cargo xtask setup --k8s`: builds the binaries that are missing and
+/// copies kwok's stage configurations if they are missing.
 pub fn setup() -> Result<()> {
     let dir = bin_dir();
     step(&format!(
-        "Kubernetes {KUBERNETES_VERSION} and etcd {ETCD_VERSION} binaries in {}",
+        "Kubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION} and kwok {KWOK_VERSION} binaries in {}",
         dir.display()
     ));
     let missing = missing();
@@ -146,7 +221,11 @@ pub fn setup() -> Result<()> {
             println!("{}: present, skipped", binary.name);
         }
     }
-    if missing.is_empty() {
+    let missing_stages = missing_stages();
+    if missing_stages.is_empty() {
+        println!("kwok stages: present, skipped");
+    }
+    if missing.is_empty() && missing_stages.is_empty() {
         return Ok(());
     }
 
@@ -160,10 +239,12 @@ pub fn setup() -> Result<()> {
         );
     }
     println!("with {}", String::from_utf8_lossy(&go.stdout).trim());
-    println!(
-        "building {} (several minutes from nothing; the build cache stays in Go's default cache)",
-        missing.join(" ")
-    );
+    if !missing.is_empty() {
+        println!(
+            "building {} (several minutes from nothing; the build cache stays in Go's default cache)",
+            missing.join(" ")
+        );
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
 
     let modules = workspace_root().join("xtask/k8s");
@@ -213,11 +294,58 @@ pub fn setup() -> Result<()> {
             target.display()
         );
     }
-    println!(
-        "Kubernetes binaries built in {}s: {}",
-        started.elapsed().as_secs(),
-        dir.display()
-    );
+    if !todo.is_empty() {
+        println!(
+            "Kubernetes binaries built in {}s: {}",
+            started.elapsed().as_secs(),
+            dir.display()
+        );
+    }
+    if !missing_stages.is_empty() {
+        copy_kwok_stages(&modules.join("kwok"), &dir.join(KWOK_STAGES_DIR))?;
+    }
+    Ok(())
+}
+
+/// Copies kwok's stage configurations from its module (in Go's module
+/// cache, where building kwok put it) into `target`.
+fn copy_kwok_stages(module: &Path, target: &Path) -> Result<()> {
+    // A no-op when building kwok fetched it; else from the Go module proxy.
+    let mut download = Command::new("go");
+    download
+        .current_dir(module)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=readonly")
+        .args(["mod", "download", KWOK_MODULE]);
+    run_go(&mut download)
+        .with_context(|| format!("downloading {KWOK_MODULE} {KWOK_VERSION} failed"))?;
+    let mut list = Command::new("go");
+    list.current_dir(module)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=readonly")
+        .args(["list", "-m", "-f", "{{.Dir}}", KWOK_MODULE]);
+    let output = command::output(&mut list)?;
+    let source = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || source.is_empty() {
+        bail!(
+            "could not find {KWOK_MODULE} {KWOK_VERSION} in Go's module cache (`go list -m` in {}): {}",
+            module.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("could not create {}", target.display()))?;
+    for (path, file) in KWOK_STAGES {
+        let from = Path::new(&source).join(path);
+        let to = target.join(file);
+        let partial = target.join(format!(".{file}.partial"));
+        std::fs::copy(&from, &partial).with_context(|| {
+            format!("could not copy {} to {}", from.display(), partial.display())
+        })?;
+        std::fs::rename(&partial, &to)
+            .with_context(|| format!("could not move the copy to {}", to.display()))?;
+        println!("kwok stage {file} <- {}", from.display());
+    }
     Ok(())
 }
 
@@ -248,7 +376,11 @@ fn run_go(go: &mut Command) -> Result<()> {
     let mut lines = out.join().unwrap_or_default();
     lines.extend(err.join().unwrap_or_default());
     if !status.success() {
-        bail!("`go build` failed ({status}):\n{}", lines.join("\n"));
+        bail!(
+            "`{}` failed ({status}):\n{}",
+            xdp_ingress_lab::describe(go),
+            lines.join("\n")
+        );
     }
     Ok(())
 }

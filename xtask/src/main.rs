@@ -36,16 +36,18 @@ enum Task {
     /// Benchmark xdp-ingress against what it replaces, in the lab, with
     /// the same client, backends and CPU budget (`bench l7`).
     Bench(bench::BenchArgs),
-    /// The Kubernetes control plane the tests run against (`k8s path`).
+    /// The Kubernetes control plane the tests run against (`k8s path | up |
+    /// down`).
     K8s(k8s::K8sArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct SetupArgs {
     /// Instead, build kube-apiserver, kubectl, kube-controller-manager,
-    /// kube-scheduler (Kubernetes v1.37.2) and etcd (v3.6.16) from their Go
-    /// modules with the installed Go toolchain, into a versioned directory
-    /// outside the work tree (`cargo xtask k8s path`), skipping what is built.
+    /// kube-scheduler (Kubernetes v1.37.2), etcd (v3.6.16) and kwok (v0.8.0)
+    /// from their Go modules with the installed Go toolchain, into a
+    /// versioned directory outside the work tree (`cargo xtask k8s path`),
+    /// skipping what is built.
     #[arg(long)]
     k8s: bool,
 }
