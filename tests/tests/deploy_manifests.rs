@@ -73,7 +73,13 @@ const NAMESPACE_CALLS: &[(&str, &str, &str, Option<&str>)] = &[
 ];
 
 /// The capabilities the container gets instead of being privileged.
-const CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE", "NET_BIND_SERVICE"];
+const CAPABILITIES: &[&str] = &[
+    "BPF",
+    "NET_ADMIN",
+    "PERFMON",
+    "SYS_RESOURCE",
+    "NET_BIND_SERVICE",
+];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -335,7 +341,9 @@ fn check_controller_pod(pod: &PodSpec) -> Result<()> {
     );
     ensure!(args(container).first().map(String::as_str) == Some("run"));
     ensure!(
-        args(container).iter().all(|arg| arg == "run" || arg.starts_with("--")),
+        args(container)
+            .iter()
+            .all(|arg| arg == "run" || arg.starts_with("--")),
         "arguments are `--flag=value`, one per item: {:?}",
         args(container)
     );
@@ -357,7 +365,10 @@ fn check_controller_pod(pod: &PodSpec) -> Result<()> {
         .context("no securityContext")?;
     let (added, dropped) = capabilities(container);
     let wanted: BTreeSet<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    ensure!(added == wanted, "capabilities added: {added:?}, wanted {wanted:?}");
+    ensure!(
+        added == wanted,
+        "capabilities added: {added:?}, wanted {wanted:?}"
+    );
     ensure!(
         dropped == BTreeSet::from(["ALL".to_owned()]),
         "capabilities dropped: {dropped:?}"
@@ -381,7 +392,10 @@ fn check_controller_pod(pod: &PodSpec) -> Result<()> {
             .and_then(|env| env.value_from.as_ref())
             .and_then(|from| from.field_ref.as_ref())
             .map(|field_ref| field_ref.field_path.as_str());
-        ensure!(path == Some(field), "{variable} comes from {path:?}, not {field}");
+        ensure!(
+            path == Some(field),
+            "{variable} comes from {path:?}, not {field}"
+        );
     }
 
     // Probes on the metrics port, by its name.
@@ -419,8 +433,18 @@ fn check_controller_pod(pod: &PodSpec) -> Result<()> {
         );
     }
     let resources = container.resources.as_ref().context("no resources")?;
-    ensure!(resources.requests.as_ref().is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
-    ensure!(resources.limits.as_ref().is_some_and(|l| l.contains_key("memory")));
+    ensure!(
+        resources
+            .requests
+            .as_ref()
+            .is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory"))
+    );
+    ensure!(
+        resources
+            .limits
+            .as_ref()
+            .is_some_and(|l| l.contains_key("memory"))
+    );
 
     // The host's BPF filesystem, where --bpffs pins.
     let volume = pod
@@ -441,7 +465,10 @@ fn check_controller_pod(pod: &PodSpec) -> Result<()> {
         .find(|mount| mount.name == volume.name)
         .context("the BPF filesystem is not mounted")?;
     ensure!(mount.mount_path == "/sys/fs/bpf");
-    ensure!(mount.read_only != Some(true), "pins need a writable BPF filesystem");
+    ensure!(
+        mount.read_only != Some(true),
+        "pins need a writable BPF filesystem"
+    );
     let bpffs = flag(container, "bpffs").context("no --bpffs")?;
     ensure!(
         bpffs.starts_with("/sys/fs/bpf/"),
@@ -462,21 +489,48 @@ fn check_controller_pod(pod: &PodSpec) -> Result<()> {
     Ok(())
 }
 
-/// (API group, resource, verb, resource name) of every grant in `rules`.
-fn grants(rules: &[PolicyRule]) -> Result<BTreeSet<(String, String, String, Option<String>)>> {
+/// One API call a role allows: a verb on a resource of an API group, on
+/// every object or only on the named one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    group: String,
+    resource: String,
+    verb: String,
+    name: Option<String>,
+}
+
+impl Grant {
+    fn new(group: &str, resource: &str, verb: &str, name: Option<&str>) -> Self {
+        Self {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            verb: verb.to_owned(),
+            name: name.map(str::to_owned),
+        }
+    }
+}
+
+/// Every grant of `rules`, one per group, resource, verb and name.
+fn grants(rules: &[PolicyRule]) -> Result<BTreeSet<Grant>> {
     let mut grants = BTreeSet::new();
     for rule in rules {
-        ensure!(rule.non_resource_urls.is_none(), "a non-resource URL is granted");
-        let names: Vec<Option<String>> = match &rule.resource_names {
-            Some(names) => names.iter().cloned().map(Some).collect(),
+        ensure!(
+            rule.non_resource_urls.is_none(),
+            "a non-resource URL is granted"
+        );
+        let names: Vec<Option<&str>> = match &rule.resource_names {
+            Some(names) => names.iter().map(|name| Some(name.as_str())).collect(),
             None => vec![None],
         };
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
-                    ensure!(group != "*" && resource != "*" && verb != "*", "a wildcard is granted");
+                    ensure!(
+                        group != "*" && resource != "*" && verb != "*",
+                        "a wildcard is granted"
+                    );
                     for name in &names {
-                        grants.insert((group.clone(), resource.clone(), verb.clone(), name.clone()));
+                        grants.insert(Grant::new(group, resource, verb, *name));
                     }
                 }
             }
@@ -500,7 +554,9 @@ fn every_manifest_parses_strictly_into_its_type() -> Result<()> {
         let rendered = Rendered::of(kustomization)?;
         ensure!(!rendered.objects.is_empty());
         for object in &rendered.objects {
-            let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+            let namespace = object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str);
             ensure!(
                 namespace.is_none() || namespace == Some(NAMESPACE),
                 "{} is outside the {NAMESPACE} namespace",
@@ -511,8 +567,7 @@ fn every_manifest_parses_strictly_into_its_type() -> Result<()> {
     // The manifests-mode example is not rendered by kustomize; its objects
     // are read by the daemon and must be as valid.
     let example = std::fs::read_to_string(deploy_dir().join("examples/quickstart.yaml"))?;
-    check_strictly_typed(&parse_documents(&example)?)
-        .context("deploy/examples/quickstart.yaml")?;
+    check_strictly_typed(&parse_documents(&example)?).context("deploy/examples/quickstart.yaml")?;
     Ok(())
 }
 
@@ -527,12 +582,21 @@ fn strict_parsing_rejects_unknown_and_misspelled_fields() -> Result<()> {
     strict::<IngressClass>(&good)?;
     let mut misspelled = good.clone();
     misspelled["spec"]["controler"] = misspelled["spec"]["controller"].take();
-    misspelled["spec"].as_object_mut().expect("an object").remove("controller");
+    misspelled["spec"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("controller");
     let error = strict::<IngressClass>(&misspelled).expect_err("a misspelled field passed");
-    ensure!(format!("{error:#}").contains("/spec/controler"), "{error:#}");
+    ensure!(
+        format!("{error:#}").contains("/spec/controler"),
+        "{error:#}"
+    );
     let mut misplaced = good;
     misplaced["metadata"]["controller"] = "xdp-ingress.io/controller".into();
-    ensure!(strict::<IngressClass>(&misplaced).is_err(), "a misplaced field passed");
+    ensure!(
+        strict::<IngressClass>(&misplaced).is_err(),
+        "a misplaced field passed"
+    );
     Ok(())
 }
 
@@ -549,7 +613,10 @@ fn every_file_in_deploy_is_used_by_a_kustomization() -> Result<()> {
             let path = entry?.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.file_name().is_some_and(|name| name == "kustomization.yaml") {
+            } else if path
+                .file_name()
+                .is_some_and(|name| name == "kustomization.yaml")
+            {
                 let kustomization: Value =
                     serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
                 let resources = kustomization["resources"].as_array().into_iter().flatten();
@@ -573,7 +640,10 @@ fn every_file_in_deploy_is_used_by_a_kustomization() -> Result<()> {
     // The manifests-mode example is for `xdp-ingress run --manifests`.
     files.remove(&root.join("examples/quickstart.yaml"));
     let unused: Vec<_> = files.difference(&used).collect();
-    ensure!(unused.is_empty(), "files no kustomization renders: {unused:?}");
+    ensure!(
+        unused.is_empty(),
+        "files no kustomization renders: {unused:?}"
+    );
     Ok(())
 }
 
@@ -594,15 +664,25 @@ fn the_daemonset_runs_on_the_host_network_with_the_bpf_capabilities() -> Result<
     );
 
     let spec = &daemonset.spec;
-    let strategy = spec.update_strategy.as_ref().context("no update strategy")?;
+    let strategy = spec
+        .update_strategy
+        .as_ref()
+        .context("no update strategy")?;
     ensure!(strategy.type_.as_deref() == Some("RollingUpdate"));
-    let rolling = strategy.rolling_update.as_ref().context("no rollingUpdate")?;
+    let rolling = strategy
+        .rolling_update
+        .as_ref()
+        .context("no rollingUpdate")?;
     ensure!(rolling.max_unavailable == Some(IntOrString::Int(1)));
     ensure!(
         rolling.max_surge == Some(IntOrString::Int(0)),
         "a surge pod cannot bind the node's ports"
     );
-    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
     ensure!(
         spec.selector.match_labels.as_ref().is_some_and(|selector| {
             selector
@@ -642,9 +722,9 @@ fn rbac_grants_exactly_the_api_calls_the_controller_makes() -> Result<()> {
     let cluster_role = rendered.one::<ClusterRole>()?;
     ensure!(cluster_role.aggregation_rule.is_none());
     let granted = grants(cluster_role.rules.as_deref().unwrap_or_default())?;
-    let wanted: BTreeSet<_> = CLUSTER_CALLS
+    let wanted: BTreeSet<Grant> = CLUSTER_CALLS
         .iter()
-        .map(|(group, resource, verb)| (group.to_string(), resource.to_string(), verb.to_string(), None))
+        .map(|(group, resource, verb)| Grant::new(group, resource, verb, None))
         .collect();
     ensure!(
         granted == wanted,
@@ -656,16 +736,9 @@ fn rbac_grants_exactly_the_api_calls_the_controller_makes() -> Result<()> {
     let role = rendered.one::<Role>()?;
     ensure!(role.metadata.namespace.as_deref() == Some(NAMESPACE));
     let granted = grants(role.rules.as_deref().unwrap_or_default())?;
-    let wanted: BTreeSet<_> = NAMESPACE_CALLS
+    let wanted: BTreeSet<Grant> = NAMESPACE_CALLS
         .iter()
-        .map(|(group, resource, verb, name)| {
-            (
-                group.to_string(),
-                resource.to_string(),
-                verb.to_string(),
-                name.map(str::to_owned),
-            )
-        })
+        .map(|(group, resource, verb, name)| Grant::new(group, resource, verb, *name))
         .collect();
     ensure!(
         granted == wanted,
@@ -705,7 +778,10 @@ fn the_privileged_overlay_only_makes_the_container_privileged() -> Result<()> {
         .as_mut()
         .context("no pod spec")?;
     let container = &mut pod.containers[0];
-    let context = container.security_context.as_mut().context("no securityContext")?;
+    let context = container
+        .security_context
+        .as_mut()
+        .context("no securityContext")?;
     context.privileged = Some(true);
     context.capabilities = None;
     context.allow_privilege_escalation = None;
@@ -720,7 +796,12 @@ fn the_privileged_overlay_only_makes_the_container_privileged() -> Result<()> {
     ensure!(
         actual == expected,
         "the privileged DaemonSet differs from the base beyond the overlay's claims:\n{}",
-        difference(&serde_json::to_value(&actual)?, &serde_json::to_value(&expected)?, "").join("\n")
+        difference(
+            &serde_json::to_value(&actual)?,
+            &serde_json::to_value(&expected)?,
+            ""
+        )
+        .join("\n")
     );
     Ok(())
 }
@@ -729,7 +810,10 @@ fn the_privileged_overlay_only_makes_the_container_privileged() -> Result<()> {
 fn the_nodeport_overlay_is_a_deployment_behind_a_nodeport_service() -> Result<()> {
     let base = Rendered::of("")?;
     let nodeport = Rendered::of("overlays/nodeport")?;
-    ensure!(nodeport.all::<DaemonSet>()?.is_empty(), "the DaemonSet is still there");
+    ensure!(
+        nodeport.all::<DaemonSet>()?.is_empty(),
+        "the DaemonSet is still there"
+    );
     let unchanged: Vec<&Value> = nodeport
         .except::<Deployment>()
         .into_iter()
@@ -743,13 +827,22 @@ fn the_nodeport_overlay_is_a_deployment_behind_a_nodeport_service() -> Result<()
     let deployment = nodeport.one::<Deployment>()?;
     ensure!(deployment.metadata.namespace.as_deref() == Some(NAMESPACE));
     let spec = &deployment.spec;
-    ensure!(spec.replicas.is_some_and(|replicas| replicas >= 2), "one replica is no redundancy");
+    ensure!(
+        spec.replicas.is_some_and(|replicas| replicas >= 2),
+        "one replica is no redundancy"
+    );
     let pod = spec.template.spec.as_ref().context("no pod spec")?;
     check_controller_pod(pod)?;
-    ensure!(pod.host_network.is_none(), "a NodePort replica uses the pod network");
+    ensure!(
+        pod.host_network.is_none(),
+        "a NodePort replica uses the pod network"
+    );
     ensure!(pod.dns_policy.is_none());
     let container = the_container(pod)?;
-    ensure!(flag(container, "interface") == Some("eth0"), "XDP on the pod's eth0");
+    ensure!(
+        flag(container, "interface") == Some("eth0"),
+        "XDP on the pod's eth0"
+    );
     ensure!(
         matches!(flag(container, "xdp-mode"), Some("auto" | "skb")),
         "a veth may refuse native XDP"
@@ -767,7 +860,12 @@ fn the_nodeport_overlay_is_a_deployment_behind_a_nodeport_service() -> Result<()
     ensure!(
         *container == same,
         "the Deployment's container differs from the DaemonSet's:\n{}",
-        difference(&serde_json::to_value(container)?, &serde_json::to_value(&same)?, "").join("\n")
+        difference(
+            &serde_json::to_value(container)?,
+            &serde_json::to_value(&same)?,
+            ""
+        )
+        .join("\n")
     );
 
     let service = nodeport.one::<Service>()?;
