@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench | k8s`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench | k8s | image`.
 
 mod bench;
 mod command;
 mod demo;
 mod ebpf;
+mod image;
 mod k8s;
 mod setup;
 mod test;
@@ -39,6 +40,9 @@ enum Task {
     /// The Kubernetes control plane the tests run against (`k8s path | up |
     /// down`).
     K8s(k8s::K8sArgs),
+    /// Build the container image xdp-ingress:<version>: the daemon linked
+    /// statically (musl) in a FROM scratch image, with podman.
+    Image(image::ImageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +66,7 @@ fn main() {
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::K8s(args) => k8s::run(&args),
+        Task::Image(args) => image::run(&args),
     };
     if let Err(error) = result {
         eprintln!("\nerror: {error:#}");
