@@ -1,0 +1,526 @@
+//! End-to-end tests of cluster mode: the daemon watches a real API server
+//! (etcd + kube-apiserver v1.37.2, with kube-controller-manager,
+//! kube-scheduler and kwok playing the pods, from `cargo xtask setup
+//! --k8s`) as the ServiceAccount of deploy/, under deploy/'s RBAC, not as
+//! an admin. The quick-start's Deployments, Services and Ingresses are
+//! created with kubectl; each Running pod's IP gets a real `lab-backend` in
+//! the backends namespace of an [`EdgeLab`], so traffic from the client
+//! namespace goes through XDP and the proxy to the pods as in a cluster.
+//!
+//! ```text
+//!  client 198.18.0.2 <-> 198.18.0.1 edge (XDP, proxy :80/:443, metrics :10254)
+//!                        198.18.3.1 <-> backends: pod IPs 198.19.64.0/18 :8080
+//!  edge's 127.0.0.1:<apiserver port> --LoopbackBridge--> host's API server
+//! ```
+//!
+//! Needs root, the daemon and `lab-backend` (`cargo build -p
+//! ingress-userspace -p xdp-ingress-lab --features xdp-ingress-lab/backend`),
+//! the Kubernetes binaries (`cargo xtask setup --k8s`), curl and openssl.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use rcgen::{CertificateParams, DnType, KeyPair};
+use xdp_ingress_lab::{
+    CurlReply, Daemon, EDGE_ADDR, EdgeLab, LoopbackBridge, Netns, k8s::TestCluster,
+    poll_until, require_root,
+};
+
+/// The port the pods' containers listen on (the Services' targetPort).
+const POD_PORT: u16 = 8080;
+/// The quick-start's hosts.
+const WEB_HOST: &str = "web.myingressplayroom.com";
+const HTTPD_HOST: &str = "httpd.ingressplayroom.com";
+/// The namespace of the quick-start's objects.
+const APP_NAMESPACE: &str = "demo";
+/// The controller's namespace and ServiceAccount (deploy/).
+const CONTROLLER_NAMESPACE: &str = "xdp-ingress";
+const CONTROLLER_ACCOUNT: &str = "xdp-ingress";
+/// Bounds of the waits.
+const PODS_TIMEOUT: Duration = Duration::from_secs(60);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// A Deployment of `replicas` pods labelled app=`name` and its Service
+/// (port 80 -> 8080).
+fn app_yaml(name: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {APP_NAMESPACE}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: {name}
+        image: lab/{name}:1
+        ports: [{{containerPort: {POD_PORT}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {APP_NAMESPACE}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: {POD_PORT}}}]
+"#
+    )
+}
+
+/// An Ingress of class `class` routing `host` to Service `service`:80,
+/// with TLS from Secret `tls_secret` when given.
+fn ingress_yaml(name: &str, class: &str, host: &str, service: &str, tls_secret: Option<&str>) -> String {
+    let tls = tls_secret
+        .map(|secret| format!("  tls: [{{hosts: [{host}], secretName: {secret}}}]\n"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: {APP_NAMESPACE}}}
+spec:
+  ingressClassName: {class}
+{tls}  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
+"#
+    )
+}
+
+/// A self-signed certificate for `host` whose common name is `name`, as a
+/// `kubernetes.io/tls` Secret.
+fn tls_secret_yaml(secret: &str, host: &str, name: &str) -> Result<String> {
+    let mut params = CertificateParams::new(vec![host.to_owned()])?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let b64 = |text: String| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("base64 stdin")?
+            .write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok::<_, anyhow::Error>(String::from_utf8(out.stdout)?)
+    };
+    Ok(format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: {APP_NAMESPACE}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(cert.pem())?,
+        b64(key.serialize_pem())?
+    ))
+}
+
+/// The API server's port, from its URL.
+fn apiserver_port(cluster: &TestCluster) -> Result<u16> {
+    let url = cluster.server_url();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .with_context(|| format!("no port in {url}"))?;
+    Ok(port)
+}
+
+/// A cluster with deploy/ applied and the quick-start's apps (web with
+/// `web_replicas`, httpd with 1) whose pods have backends in the lab.
+struct ClusterLab {
+    /// Dropped first: the daemons (they hold connections over the bridges).
+    daemons: Vec<Daemon>,
+    bridges: Vec<LoopbackBridge>,
+    lab: EdgeLab,
+    controller_kubeconfig: PathBuf,
+    cluster: TestCluster,
+    /// Pod IPs that have a backend already.
+    served: BTreeSet<IpAddr>,
+}
+
+impl ClusterLab {
+    fn start(web_replicas: u32) -> Result<Self> {
+        let cluster = TestCluster::builder().workloads(true).start()?;
+        let deploy = deploy_dir().display().to_string();
+        cluster
+            .kubectl(&["apply", "-k", &deploy])
+            .context("kubectl apply -k deploy/")?;
+        let controller_kubeconfig =
+            cluster.service_account_kubeconfig(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)?;
+        cluster.kubectl(&["create", "namespace", APP_NAMESPACE])?;
+        cluster.apply(&app_yaml("web", web_replicas))?;
+        cluster.apply(&app_yaml("httpd", 1))?;
+        let lab = EdgeLab::create()?;
+        let bridges = vec![LoopbackBridge::new(&lab.edge, apiserver_port(&cluster)?)?];
+        let mut this = Self {
+            daemons: Vec::new(),
+            bridges,
+            lab,
+            controller_kubeconfig,
+            cluster,
+            served: BTreeSet::new(),
+        };
+        this.serve_pods("web", web_replicas as usize)?;
+        this.serve_pods("httpd", 1)?;
+        Ok(this)
+    }
+
+    /// Waits for `replicas` Running pods of Deployment `app` and starts a
+    /// backend named `app` on each new pod IP; returns the pod IPs.
+    fn serve_pods(&mut self, app: &str, replicas: usize) -> Result<Vec<IpAddr>> {
+        let ips = self
+            .cluster
+            .wait_deployment_pods(APP_NAMESPACE, app, replicas, PODS_TIMEOUT)?;
+        let new: Vec<SocketAddr> = ips
+            .iter()
+            .filter(|ip| !self.served.contains(ip))
+            .map(|ip| SocketAddr::new(*ip, POD_PORT))
+            .collect();
+        if !new.is_empty() {
+            self.lab.start_backend(app, &new)?;
+            self.served.extend(new.iter().map(SocketAddr::ip));
+        }
+        Ok(ips)
+    }
+
+    /// Starts a controller as the ServiceAccount of deploy/, publishing
+    /// `status_address`: in the edge with XDP on its veth, or proxy-only in
+    /// `standby`.
+    fn start_controller(&mut self, standby: Option<&Netns>, status_address: &str) -> Result<()> {
+        let kubeconfig = self.controller_kubeconfig.display().to_string();
+        let xdp = standby.is_none();
+        let ns = standby.unwrap_or(&self.lab.edge);
+        let mut builder = Daemon::in_netns(ns)
+            .args(&[
+                "--kubeconfig",
+                &kubeconfig,
+                "--publish-status-address",
+                status_address,
+            ])
+            .env("POD_NAMESPACE", CONTROLLER_NAMESPACE)
+            .env("RUST_LOG", "info,xdp_ingress=debug");
+        if xdp {
+            builder = builder
+                .interface(self.lab.edge_interface())
+                .args(&["--xdp-mode", "native"]);
+        }
+        self.daemons.push(builder.start()?);
+        Ok(())
+    }
+
+    /// GET https://`host`/ through the edge, from the client namespace
+    /// (certificates not verified: the tests look at them with openssl).
+    fn get(&self, host: &str) -> Result<CurlReply> {
+        let url = format!("https://{host}/");
+        let resolve = format!("{host}:443:{EDGE_ADDR}");
+        self.lab
+            .client
+            .curl(&["-sS", "-k", "--max-time", "5", "--resolve", &resolve, &url])
+    }
+
+    /// GET http://`host`/ through the edge.
+    fn get_plain(&self, host: &str) -> Result<CurlReply> {
+        let url = format!("http://{EDGE_ADDR}/");
+        let header = format!("Host: {host}");
+        self.lab
+            .client
+            .curl(&["-sS", "--max-time", "5", "-H", &header, &url])
+    }
+
+    /// Which pod served a GET for `host` (fails on anything but a 200).
+    fn served_by(&self, host: &str) -> Result<(String, IpAddr)> {
+        let reply = self.get(host)?;
+        ensure!(reply.status == 200, "{host}: {} {}", reply.status, reply.text());
+        let report = reply.report()?;
+        let endpoint: SocketAddr = report
+            .endpoint
+            .parse()
+            .with_context(|| format!("endpoint {:?}", report.endpoint))?;
+        Ok((report.backend, endpoint.ip()))
+    }
+
+    /// Polls until the controller's /readyz answers 200 through the edge.
+    fn wait_ready(&self) -> Result<()> {
+        let url = format!("http://{EDGE_ADDR}:10254/readyz");
+        poll_until("the controller's /readyz", CHANGE_TIMEOUT, || {
+            let reply = self.lab.client.curl(&["-sS", "--max-time", "2", &url])?;
+            Ok((reply.status == 200).then_some(()))
+        })
+        .with_context(|| self.logs())
+    }
+
+    /// `status.loadBalancer.ingress[*].ip` of Ingress `name`.
+    fn status_ips(&self, name: &str) -> Result<String> {
+        self.cluster.kubectl(&[
+            "-n",
+            APP_NAMESPACE,
+            "get",
+            "ingress",
+            name,
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ])
+    }
+
+    fn wait_status(&self, name: &str, expected: &str, timeout: Duration) -> Result<()> {
+        poll_until(
+            &format!("Ingress {name} status {expected:?}"),
+            timeout,
+            || Ok((self.status_ips(name)?.trim() == expected).then_some(())),
+        )
+        .with_context(|| self.logs())
+    }
+
+    fn describe(&self, name: &str) -> Result<String> {
+        self.cluster
+            .kubectl(&["-n", APP_NAMESPACE, "describe", "ingress", name])
+    }
+
+    fn wait_described(&self, name: &str, needle: &str) -> Result<String> {
+        poll_until(
+            &format!("`kubectl describe ingress {name}` showing {needle:?}"),
+            CHANGE_TIMEOUT,
+            || {
+                let text = self.describe(name)?;
+                Ok(text.contains(needle).then_some(text))
+            },
+        )
+        .with_context(|| self.logs())
+    }
+
+    /// The daemons' logs, for failures.
+    fn logs(&self) -> String {
+        self.daemons
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("--- controller {i} log ---\n{}", d.log()))
+            .collect()
+    }
+}
+
+/// The pods that serve `count` GETs for `host`.
+fn pods_serving(lab: &ClusterLab, host: &str, count: usize) -> Result<BTreeSet<IpAddr>> {
+    let mut pods = BTreeSet::new();
+    for _ in 0..count {
+        pods.insert(lab.served_by(host)?.1);
+    }
+    Ok(pods)
+}
+
+fn s_client_subject(lab: &ClusterLab, host: &str) -> Result<String> {
+    let script = format!(
+        "echo | openssl s_client -connect {EDGE_ADDR}:443 -servername {host} 2>/dev/null | openssl x509 -noout -subject"
+    );
+    let out = lab
+        .lab
+        .client
+        .exec_timeout(&["bash", "-c", &script], Duration::from_secs(15))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut lab = ClusterLab::start(3)?;
+    lab.cluster
+        .apply(&tls_secret_yaml("web-tls", WEB_HOST, "web-cert-one")?)?;
+    lab.cluster
+        .apply(&ingress_yaml("web", "xdp", WEB_HOST, "web", Some("web-tls")))?;
+    lab.cluster
+        .apply(&ingress_yaml("httpd", "xdp", HTTPD_HOST, "httpd", None))?;
+    // Another controller's class: left alone entirely.
+    lab.cluster.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n",
+    )?;
+    lab.cluster.apply(&ingress_yaml(
+        "theirs",
+        "nginx",
+        "theirs.example.com",
+        "web",
+        None,
+    ))?;
+    lab.start_controller(None, &EDGE_ADDR.to_string())?;
+    lab.wait_ready()?;
+
+    // Routing, to every pod of web and to httpd.
+    let web_pods = lab
+        .cluster
+        .wait_deployment_pods(APP_NAMESPACE, "web", 3, PODS_TIMEOUT)?;
+    let (name, _) = lab.served_by(HTTPD_HOST).with_context(|| lab.logs())?;
+    assert_eq!(name, "httpd");
+    let seen = pods_serving(&lab, WEB_HOST, 12)?;
+    assert_eq!(
+        seen,
+        web_pods.iter().copied().collect::<BTreeSet<_>>(),
+        "round-robin over the three pods"
+    );
+    assert_eq!(lab.get("theirs.example.com")?.status, 404);
+    // Plain HTTP to a host with TLS goes to HTTPS, as with ingress-nginx.
+    assert_eq!(lab.get_plain(WEB_HOST)?.status, 308);
+    assert_eq!(lab.get_plain(HTTPD_HOST)?.status, 200);
+
+    // Status: `kubectl get ingress` shows the address; not on theirs.
+    lab.wait_status("web", &EDGE_ADDR.to_string(), CHANGE_TIMEOUT)?;
+    lab.wait_status("httpd", &EDGE_ADDR.to_string(), CHANGE_TIMEOUT)?;
+    let table = lab.cluster.kubectl(&["-n", APP_NAMESPACE, "get", "ingress"])?;
+    let web_row = table
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .context("web row")?;
+    assert!(web_row.contains(&EDGE_ADDR.to_string()), "{table}");
+    assert_eq!(lab.status_ips("theirs")?.trim(), "", "another class's status");
+
+    // Events: a Sync on ours, a Warning for a missing Service.
+    lab.cluster.apply(&ingress_yaml(
+        "broken",
+        "xdp",
+        "broken.example.com",
+        "no-such-service",
+        None,
+    ))?;
+    lab.wait_described("broken", "ServiceNotFound")?;
+    let described = lab.wait_described("broken", "Sync")?;
+    assert!(described.contains("Warning"), "{described}");
+    assert_eq!(lab.get("broken.example.com")?.status, 503);
+    assert_eq!(lab.served_by(WEB_HOST)?.0, "web", "the others keep serving");
+    assert!(!lab.describe("theirs")?.contains("Sync"), "no events on theirs");
+
+    // TLS from the Secret, and a new certificate for new handshakes.
+    let subject = poll_until("the web-tls certificate", CHANGE_TIMEOUT, || {
+        let subject = s_client_subject(&lab, WEB_HOST)?;
+        Ok(subject.contains("web-cert-one").then_some(subject))
+    })
+    .with_context(|| lab.logs())?;
+    println!("served: {subject}");
+    lab.cluster
+        .apply(&tls_secret_yaml("web-tls", WEB_HOST, "web-cert-two")?)?;
+    poll_until("the rotated certificate", CHANGE_TIMEOUT, || {
+        Ok(s_client_subject(&lab, WEB_HOST)?
+            .contains("web-cert-two")
+            .then_some(()))
+    })
+    .with_context(|| lab.logs())?;
+
+    // Scaling: to one pod, then back to two; traffic follows.
+    let scaled = Instant::now();
+    lab.cluster.kubectl(&[
+        "-n",
+        APP_NAMESPACE,
+        "scale",
+        "deployment",
+        "web",
+        "--replicas=1",
+    ])?;
+    let left = lab.serve_pods("web", 1)?;
+    poll_until("web traffic on the one pod left", CHANGE_TIMEOUT, || {
+        Ok((pods_serving(&lab, WEB_HOST, 6)? == left.iter().copied().collect()).then_some(()))
+    })
+    .with_context(|| lab.logs())?;
+    println!("scale to 1 followed {:?} after the kubectl scale", scaled.elapsed());
+    lab.cluster.kubectl(&[
+        "-n",
+        APP_NAMESPACE,
+        "scale",
+        "deployment",
+        "web",
+        "--replicas=2",
+    ])?;
+    let two: BTreeSet<IpAddr> = lab.serve_pods("web", 2)?.into_iter().collect();
+    poll_until("web traffic on both pods", CHANGE_TIMEOUT, || {
+        Ok((pods_serving(&lab, WEB_HOST, 8)? == two).then_some(()))
+    })
+    .with_context(|| lab.logs())?;
+
+    // The metrics saw all of it.
+    let metrics = lab.lab.client.curl(&[
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{EDGE_ADDR}:10254/metrics"),
+    ])?;
+    let text = metrics.text();
+    assert!(
+        text.contains(&format!(
+            "xdp_ingress_request_duration_seconds_count{{ingress=\"{APP_NAMESPACE}/web\",host=\"{WEB_HOST}\",service=\"{APP_NAMESPACE}/web:80\",status=\"2xx\"}}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("xdp_ingress_xdp_listener_packets_total"), "{text}");
+    assert!(text.contains("xdp_ingress_tls_handshakes_total{result=\"ok\"}"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn serving_survives_an_api_server_outage_and_a_killed_leader_hands_over() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    // Declared first, dropped last: outlives the daemon inside it.
+    let standby = Netns::new("standby")?;
+    let mut lab = ClusterLab::start(1)?;
+    lab.cluster
+        .apply(&ingress_yaml("web", "xdp", WEB_HOST, "web", None))?;
+    lab.start_controller(None, "198.18.0.1")?;
+    lab.wait_ready()?;
+    lab.wait_status("web", "198.18.0.1", CHANGE_TIMEOUT)?;
+    // A second replica, proxy only, in a namespace of its own: it waits
+    // for the Lease.
+    lab.bridges.push(LoopbackBridge::new(
+        &standby,
+        apiserver_port(&lab.cluster)?,
+    )?);
+    lab.start_controller(Some(&standby), "198.18.0.9")?;
+
+    // The API server goes away for 30 s: requests keep being served.
+    lab.cluster.stop_apiserver()?;
+    let outage = Instant::now();
+    let mut served = 0;
+    while outage.elapsed() < Duration::from_secs(30) && served < 200 {
+        let (name, _) = lab.served_by(WEB_HOST).with_context(|| lab.logs())?;
+        assert_eq!(name, "web");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    lab.cluster.start_apiserver()?;
+    println!("{served} requests served during a {:?} outage", outage.elapsed());
+    ensure!(served > 20, "too few requests during the outage: {served}");
+    // The watches resume: a new Ingress is taken in.
+    lab.cluster
+        .apply(&ingress_yaml("httpd", "xdp", HTTPD_HOST, "httpd", None))?;
+    poll_until("httpd routed after the outage", Duration::from_secs(90), || {
+        Ok((lab.get(HTTPD_HOST)?.status == 200).then_some(()))
+    })
+    .with_context(|| lab.logs())?;
+    lab.wait_status("web", "198.18.0.1", CHANGE_TIMEOUT)?;
+
+    // Kill the leader (no release): the standby takes the Lease once it
+    // expires and publishes its own address.
+    let killed = Instant::now();
+    let leader = lab.daemons.remove(0);
+    // SAFETY: kill(2) on the daemon's pid, a child of this test.
+    let rc = unsafe { libc::kill(leader.pid() as i32, libc::SIGKILL) };
+    ensure!(rc == 0, "kill -9 {}", leader.pid());
+    drop(leader);
+    lab.wait_status("web", "198.18.0.9", Duration::from_secs(60))?;
+    lab.wait_status("httpd", "198.18.0.9", CHANGE_TIMEOUT)?;
+    println!("the standby took over after {:?}", killed.elapsed());
+    if lab.daemons.is_empty() {
+        bail!("the standby is gone");
+    }
+    Ok(())
+}
