@@ -115,11 +115,6 @@ pub fn run(args: &ImageArgs) -> Result<()> {
             fs::create_dir_all(parent)
                 .with_context(|| format!("could not create {}", parent.display()))?;
         }
-        // podman refuses to overwrite an archive.
-        if file.exists() {
-            fs::remove_file(file)
-                .with_context(|| format!("could not replace {}", file.display()))?;
-        }
         command::run(
             podman()
                 .args(["save", "--format", "oci-archive", "--output"])
