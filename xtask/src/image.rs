@@ -97,6 +97,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         "Building the image {short} ({reference}) with podman"
     ));
     let context = write_build_context(&binary)?;
+    let previous = image_id(&reference);
     command::run(
         podman()
             .args(["build", "--pull=never", "--network=none", "--tag"])
@@ -106,17 +107,13 @@ pub fn run(args: &ImageArgs) -> Result<()> {
             .arg(&context),
     )
     .context("podman could not build the image")?;
+    remove_superseded(previous, &reference);
 
     if let Some(file) = &output {
         step(&format!("Saving {short} to {}", file.display()));
         if let Some(parent) = file.parent() {
             fs::create_dir_all(parent)
                 .with_context(|| format!("could not create {}", parent.display()))?;
-        }
-        // podman refuses to overwrite an archive.
-        if file.exists() {
-            fs::remove_file(file)
-                .with_context(|| format!("could not replace {}", file.display()))?;
         }
         command::run(
             podman()
@@ -144,6 +141,28 @@ pub fn podman() -> Command {
     let mut podman = Command::new("podman");
     podman.args(["--storage-driver", "vfs"]);
     podman
+}
+
+/// The id of the image `reference` names, if there is one.
+fn image_id(reference: &str) -> Option<String> {
+    let out =
+        command::output(podman().args(["image", "inspect", "--format", "{{.Id}}", reference]))
+            .ok()?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !id.is_empty()).then_some(id)
+}
+
+/// Removes the image a rebuild took the tag from: with vfs storage each one
+/// is a full copy of the binary, and they would pile up untagged.
+fn remove_superseded(previous: Option<String>, reference: &str) {
+    let Some(previous) = previous else { return };
+    if image_id(reference).as_ref() == Some(&previous) {
+        return;
+    }
+    // A container still using it keeps it; that is its owner's to remove.
+    if command::succeeds(podman().args(["rmi", &previous])) {
+        println!("removed the image this one replaces ({previous:.12})");
+    }
 }
 
 fn install_missing_packages() -> Result<()> {
