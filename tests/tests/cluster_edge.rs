@@ -27,8 +27,8 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use rcgen::{CertificateParams, DnType, KeyPair};
 use xdp_ingress_lab::{
-    CurlReply, Daemon, EDGE_ADDR, EdgeLab, LoopbackBridge, Netns, k8s::TestCluster,
-    poll_until, require_root,
+    CurlReply, Daemon, EDGE_ADDR, EdgeLab, LoopbackBridge, Netns, k8s::TestCluster, poll_until,
+    require_root,
 };
 
 /// The port the pods' containers listen on (the Services' targetPort).
@@ -79,7 +79,13 @@ spec:
 
 /// An Ingress of class `class` routing `host` to Service `service`:80,
 /// with TLS from Secret `tls_secret` when given.
-fn ingress_yaml(name: &str, class: &str, host: &str, service: &str, tls_secret: Option<&str>) -> String {
+fn ingress_yaml(
+    name: &str,
+    class: &str,
+    host: &str,
+    service: &str,
+    tls_secret: Option<&str>,
+) -> String {
     let tls = tls_secret
         .map(|secret| format!("  tls: [{{hosts: [{host}], secretName: {secret}}}]\n"))
         .unwrap_or_default();
@@ -243,7 +249,12 @@ impl ClusterLab {
     /// Which pod served a GET for `host` (fails on anything but a 200).
     fn served_by(&self, host: &str) -> Result<(String, IpAddr)> {
         let reply = self.get(host)?;
-        ensure!(reply.status == 200, "{host}: {} {}", reply.status, reply.text());
+        ensure!(
+            reply.status == 200,
+            "{host}: {} {}",
+            reply.status,
+            reply.text()
+        );
         let report = reply.report()?;
         let endpoint: SocketAddr = report
             .endpoint
@@ -339,8 +350,13 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
     let mut lab = ClusterLab::start(3)?;
     lab.cluster
         .apply(&tls_secret_yaml("web-tls", WEB_HOST, "web-cert-one")?)?;
-    lab.cluster
-        .apply(&ingress_yaml("web", "xdp", WEB_HOST, "web", Some("web-tls")))?;
+    lab.cluster.apply(&ingress_yaml(
+        "web",
+        "xdp",
+        WEB_HOST,
+        "web",
+        Some("web-tls"),
+    ))?;
     lab.cluster
         .apply(&ingress_yaml("httpd", "xdp", HTTPD_HOST, "httpd", None))?;
     // Another controller's class: left alone entirely.
@@ -377,13 +393,19 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
     // Status: `kubectl get ingress` shows the address; not on theirs.
     lab.wait_status("web", &EDGE_ADDR.to_string(), CHANGE_TIMEOUT)?;
     lab.wait_status("httpd", &EDGE_ADDR.to_string(), CHANGE_TIMEOUT)?;
-    let table = lab.cluster.kubectl(&["-n", APP_NAMESPACE, "get", "ingress"])?;
+    let table = lab
+        .cluster
+        .kubectl(&["-n", APP_NAMESPACE, "get", "ingress"])?;
     let web_row = table
         .lines()
         .find(|l| l.starts_with("web "))
         .context("web row")?;
     assert!(web_row.contains(&EDGE_ADDR.to_string()), "{table}");
-    assert_eq!(lab.status_ips("theirs")?.trim(), "", "another class's status");
+    assert_eq!(
+        lab.status_ips("theirs")?.trim(),
+        "",
+        "another class's status"
+    );
 
     // Events: a Sync on ours, a Warning for a missing Service.
     lab.cluster.apply(&ingress_yaml(
@@ -398,7 +420,10 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
     assert!(described.contains("Warning"), "{described}");
     assert_eq!(lab.get("broken.example.com")?.status, 503);
     assert_eq!(lab.served_by(WEB_HOST)?.0, "web", "the others keep serving");
-    assert!(!lab.describe("theirs")?.contains("Sync"), "no events on theirs");
+    assert!(
+        !lab.describe("theirs")?.contains("Sync"),
+        "no events on theirs"
+    );
 
     // TLS from the Secret, and a new certificate for new handshakes.
     let subject = poll_until("the web-tls certificate", CHANGE_TIMEOUT, || {
@@ -431,7 +456,10 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
         Ok((pods_serving(&lab, WEB_HOST, 6)? == left.iter().copied().collect()).then_some(()))
     })
     .with_context(|| lab.logs())?;
-    println!("scale to 1 followed {:?} after the kubectl scale", scaled.elapsed());
+    println!(
+        "scale to 1 followed {:?} after the kubectl scale",
+        scaled.elapsed()
+    );
     lab.cluster.kubectl(&[
         "-n",
         APP_NAMESPACE,
@@ -460,8 +488,14 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
         )),
         "{text}"
     );
-    assert!(text.contains("xdp_ingress_xdp_listener_packets_total"), "{text}");
-    assert!(text.contains("xdp_ingress_tls_handshakes_total{result=\"ok\"}"), "{text}");
+    assert!(
+        text.contains("xdp_ingress_xdp_listener_packets_total"),
+        "{text}"
+    );
+    assert!(
+        text.contains("xdp_ingress_tls_handshakes_total{result=\"ok\"}"),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -497,14 +531,19 @@ fn serving_survives_an_api_server_outage_and_a_killed_leader_hands_over() -> Res
         std::thread::sleep(Duration::from_millis(250));
     }
     lab.cluster.start_apiserver()?;
-    println!("{served} requests served during a {:?} outage", outage.elapsed());
+    println!(
+        "{served} requests served during a {:?} outage",
+        outage.elapsed()
+    );
     ensure!(served > 20, "too few requests during the outage: {served}");
     // The watches resume: a new Ingress is taken in.
     lab.cluster
         .apply(&ingress_yaml("httpd", "xdp", HTTPD_HOST, "httpd", None))?;
-    poll_until("httpd routed after the outage", Duration::from_secs(90), || {
-        Ok((lab.get(HTTPD_HOST)?.status == 200).then_some(()))
-    })
+    poll_until(
+        "httpd routed after the outage",
+        Duration::from_secs(90),
+        || Ok((lab.get(HTTPD_HOST)?.status == 200).then_some(())),
+    )
     .with_context(|| lab.logs())?;
     lab.wait_status("web", "198.18.0.1", CHANGE_TIMEOUT)?;
 

@@ -66,7 +66,6 @@ const CLUSTER_CALLS: &[(&str, &str, &str)] = &[
 const NAMESPACE_CALLS: &[(&str, &str, &str, Option<&str>)] = &[
     ("coordination.k8s.io", "leases", "create", None),
     ("coordination.k8s.io", "leases", "get", Some(ELECTION_ID)),
-    ("coordination.k8s.io", "leases", "update", Some(ELECTION_ID)),
     ("coordination.k8s.io", "leases", "patch", Some(ELECTION_ID)),
     ("", "pods", "get", None),
     ("", "pods", "list", None),
@@ -85,33 +84,16 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// The kubectl to render with: `$KUBEBUILDER_ASSETS/kubectl`, else the one
-/// `cargo xtask setup --k8s` built under /var/cache/xdp-ingress/k8s.
+/// The kubectl to render with: the one the cluster tests use
+/// (`$KUBEBUILDER_ASSETS`, else what `cargo xtask setup --k8s` built).
 fn kubectl() -> Result<PathBuf> {
-    if let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS") {
-        let kubectl = Path::new(&assets).join("kubectl");
-        ensure!(
-            kubectl.is_file(),
-            "KUBEBUILDER_ASSETS is {} but holds no kubectl",
-            kubectl.display()
-        );
-        return Ok(kubectl);
-    }
-    let cache = Path::new("/var/cache/xdp-ingress/k8s");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path().join("bin/kubectl"))
-        .filter(|kubectl| kubectl.is_file())
-        .collect();
-    found.sort();
-    found.pop().ok_or_else(|| {
-        anyhow!(
-            "no kubectl to render deploy/ with: run `cargo xtask setup --k8s` (it builds one under {}) or set KUBEBUILDER_ASSETS",
-            cache.display()
-        )
-    })
+    let kubectl = xdp_ingress_lab::k8s::k8s_assets_dir().join("kubectl");
+    ensure!(
+        kubectl.is_file(),
+        "no kubectl at {} to render deploy/ with: run `cargo xtask setup --k8s` (or set KUBEBUILDER_ASSETS)",
+        kubectl.display()
+    );
+    Ok(kubectl)
 }
 
 /// The objects `kubectl kustomize <dir>` renders, as JSON values.
@@ -899,5 +881,28 @@ fn the_nodeport_overlay_is_a_deployment_behind_a_nodeport_service() -> Result<()
         ports == BTreeSet::from([(80, "http".to_owned()), (443, "https".to_owned())]),
         "the Service's ports: {ports:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn the_api_server_accepts_every_kustomization() -> Result<()> {
+    // A real kube-apiserver (the cluster tests' harness) validates what
+    // kubectl kustomize renders: schemas, RBAC objects, pod security.
+    let cluster = xdp_ingress_lab::k8s::TestCluster::start()?;
+    // A server-side dry run creates nothing, so the namespaced objects need
+    // their namespace to exist already.
+    cluster.kubectl(&["create", "namespace", NAMESPACE])?;
+    for kustomization in ["", "overlays/privileged", "overlays/nodeport"] {
+        let dir = deploy_dir().join(kustomization).display().to_string();
+        let report = cluster
+            .kubectl(&["apply", "-k", &dir, "--dry-run=server"])
+            .with_context(|| format!("kubectl apply -k deploy/{kustomization} --dry-run=server"))?;
+        ensure!(
+            report.contains("daemonset.apps/xdp-ingress")
+                || report.contains("deployment.apps/xdp-ingress"),
+            "deploy/{kustomization}: {report}"
+        );
+        ensure!(report.contains("(server dry run)"), "{report}");
+    }
     Ok(())
 }
