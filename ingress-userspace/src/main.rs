@@ -317,6 +317,7 @@ async fn start_cluster(
     let scope = WatchScope {
         namespace: options.watch_namespace.clone(),
         config_maps: args.l4.config_maps().keys(),
+        publish_service: options.publish_service.clone(),
     };
     info!(
         namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),

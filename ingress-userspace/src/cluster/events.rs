@@ -187,7 +187,7 @@ mod tests {
         AppliedConfig {
             generation: 1,
             ingresses,
-            services: BTreeMap::new(),
+            publish_service: None,
             new_problems: problems,
             uids: BTreeMap::new(),
         }

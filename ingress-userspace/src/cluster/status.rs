@@ -54,11 +54,13 @@ pub enum AddressSource {
 async fn addresses(client: &Client, source: &AddressSource, config: &AppliedConfig) -> Vec<String> {
     match source {
         AddressSource::Fixed(addresses) => addresses.clone(),
-        AddressSource::Service(key) => config
-            .services
-            .get(key)
-            .map(service_addresses)
-            .unwrap_or_default(),
+        AddressSource::Service(key) => match &config.publish_service {
+            Some(service) => service_addresses(service),
+            None => {
+                debug!(service = %key, "--publish-service not found (yet)");
+                Vec::new()
+            }
+        },
         AddressSource::Nodes(identity) => match node_addresses(client, identity).await {
             Ok(addresses) => addresses,
             Err(error) => {

@@ -46,6 +46,8 @@ pub struct WatchScope {
     /// The ConfigMaps named on the command line (TCP/UDP services), each
     /// watched by name.
     pub config_maps: Vec<ObjectKey>,
+    /// The Service of `--publish-service`, handed to the status writer.
+    pub publish_service: Option<ObjectKey>,
 }
 
 /// One change seen by a watch.
@@ -102,8 +104,9 @@ pub struct AppliedConfig {
     pub generation: u64,
     /// Every Ingress in the snapshot, ours or not.
     pub ingresses: Vec<IngressView>,
-    /// The Services, for `--publish-service` (its load balancer addresses).
-    pub services: BTreeMap<ObjectKey, Service>,
+    /// The Service of `--publish-service` (its load balancer addresses),
+    /// when configured and present.
+    pub publish_service: Option<Service>,
     /// Problems that appeared with this apply.
     pub new_problems: Vec<Problem>,
     /// uids of the namespaced objects problems may point at, besides
@@ -183,7 +186,13 @@ impl ClusterWatch {
         drop(changes_tx);
         let watched: Vec<Watched> = sources.iter().map(|s| s.watched.clone()).collect();
         let (applied_tx, applied) = watch::channel(None);
-        let folder = tokio::spawn(fold_changes(changes_rx, watched, applier, applied_tx));
+        let folder = tokio::spawn(fold_changes(
+            changes_rx,
+            watched,
+            scope.publish_service.clone(),
+            applier,
+            applied_tx,
+        ));
         Self {
             applied,
             sources: sources.into_iter().map(|s| s.task).collect(),
@@ -288,6 +297,7 @@ const BURST_QUIET: Duration = Duration::from_millis(10);
 async fn fold_changes(
     mut changes: mpsc::Receiver<Change>,
     watched: Vec<Watched>,
+    publish_service: Option<ObjectKey>,
     applier: Arc<ConfigApplier>,
     applied: watch::Sender<Option<Arc<AppliedConfig>>>,
 ) {
@@ -315,7 +325,13 @@ async fn fold_changes(
         }
         generation += 1;
         let outcome = applier.apply(&store.objects);
-        let view = Arc::new(view_of(&store.objects, &applier, generation, outcome));
+        let view = Arc::new(view_of(
+            &store.objects,
+            &applier,
+            publish_service.as_ref(),
+            generation,
+            outcome,
+        ));
         let _ = applied.send(Some(view));
     }
 }
@@ -393,6 +409,7 @@ impl ObjectStore {
 fn view_of(
     objects: &ClusterObjects,
     applier: &ConfigApplier,
+    publish_service: Option<&ObjectKey>,
     generation: u64,
     outcome: ApplyOutcome,
 ) -> AppliedConfig {
@@ -436,7 +453,7 @@ fn view_of(
     AppliedConfig {
         generation,
         ingresses,
-        services: objects.services.clone(),
+        publish_service: publish_service.and_then(|key| objects.services.get(key).cloned()),
         new_problems: outcome.new_problems,
         uids,
     }
@@ -522,5 +539,36 @@ mod tests {
         let mut store = ObjectStore::new(vec![Watched::kind(ObjectKind::Ingress)]);
         store.take(Change::Delete(ingress_ref("ghost")));
         assert!(!store.dirty);
+    }
+
+    #[test]
+    fn a_relist_by_name_settles_only_its_object() {
+        let config_map = |name: &str| {
+            let mut object = ConfigMap::default();
+            object.metadata.name = Some(name.into());
+            object.metadata.namespace = Some("ingress".into());
+            KubeObject::ConfigMap(object)
+        };
+        let named = |name: &str| Watched {
+            kind: ObjectKind::ConfigMap,
+            name: Some(ObjectKey::new("ingress", name)),
+        };
+        let mut store = ObjectStore::new(vec![named("tcp"), named("udp")]);
+        for (source, name) in [(0, "tcp"), (1, "udp")] {
+            store.take(Change::ListStart(source));
+            store.take(Change::Listed(source, config_map(name)));
+            store.take(Change::ListDone(source));
+        }
+        assert_eq!(store.objects.config_maps.len(), 2);
+        // tcp was deleted while the watch was away: its relist is empty.
+        store.take(Change::ListStart(0));
+        store.take(Change::ListDone(0));
+        let names: Vec<_> = store
+            .objects
+            .config_maps
+            .keys()
+            .map(|k| k.name.clone())
+            .collect();
+        assert_eq!(names, ["udp"], "the other named object stays");
     }
 }
