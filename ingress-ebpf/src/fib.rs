@@ -162,12 +162,20 @@ pub fn cached_route(
     }
 }
 
-/// Writes the MAC addresses of a found route into the packet.
+/// Writes the MAC addresses of a found route (read from `macs`, a map
+/// value or the stack) into the packet, as six 16-bit stores: a copy of the
+/// whole array would become a call to `memmove`, a byte loop.
 #[inline(always)]
-pub fn set_macs(ctx: &XdpContext, macs: &[u16; 6]) -> Result<(), ()> {
-    let eth: *mut [u16; 6] = ptr_at(ctx, 0)?;
-    // SAFETY: bounds checked by `ptr_at`; packet data is 2-byte aligned.
-    unsafe { *eth = *macs };
+pub fn set_macs(ctx: &XdpContext, macs: *const [u16; 6]) -> Result<(), ()> {
+    let eth: *mut u16 = ptr_at::<[u16; 6]>(ctx, 0)?.cast();
+    let from: *const u16 = macs.cast();
+    // SAFETY: bounds checked by `ptr_at` (12 bytes); packet data is 2-byte
+    // aligned; `macs` points at six words valid for this run.
+    unsafe {
+        for i in 0..6 {
+            core::ptr::write_volatile(eth.add(i), core::ptr::read_volatile(from.add(i)));
+        }
+    }
     Ok(())
 }
 
