@@ -7,7 +7,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup, xdp_action, xdp_md},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_redirect},
     programs::XdpContext,
 };
 use ingress_common::{L4NextHop, family, l4};
@@ -146,17 +146,17 @@ pub fn cached_route(
     hop: *mut L4NextHop,
     query: &mut FibQuery,
 ) -> Route {
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: a plain helper call (inlined by the verifier as one load).
+    let now = unsafe { bpf_jiffies64() };
     // SAFETY: `hop` points into a map value valid for this run; a
     // concurrent refresh writes the same answer.
     unsafe {
-        if (*hop).expires_ns > now {
+        if (*hop).expires_jiffies > now {
             return Route::Found;
         }
         let route = route_of(lookup(ctx.ctx, flow, query, &mut *hop));
         if route == Route::Found {
-            (*hop).expires_ns = now + l4::NEXT_HOP_TTL_NS;
+            (*hop).expires_jiffies = now + l4::NEXT_HOP_TTL_JIFFIES;
         }
         route
     }

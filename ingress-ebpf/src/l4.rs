@@ -308,7 +308,7 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     state.nat_port = 0;
     state.client_fin = 0;
     state.backend_fin = 0;
-    state.hop.expires_ns = 0;
+    state.hop.expires_jiffies = 0;
     let route = fib::route_of(fib::lookup(ctx.ctx, flow, to, &mut state.hop));
     if full_nat && route == Route::None {
         return (verdict::L4_NO_ROUTE, PASS);
@@ -322,7 +322,7 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     reverse.client_fin = 0;
     reverse.backend_fin = 0;
     reverse.reserved = 0;
-    reverse.hop.expires_ns = 0;
+    reverse.hop.expires_jiffies = 0;
     *reply_key = opposite(flow, to);
     if full_nat {
         let Some(port) = allocate_port(reply_key, reverse) else {
@@ -336,8 +336,8 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     state.nat_port = to.sport;
     if route == Route::Found {
         // SAFETY: a plain helper call.
-        state.hop.expires_ns = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
-            + l4::NEXT_HOP_TTL_NS;
+        state.hop.expires_jiffies =
+            unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } + l4::NEXT_HOP_TTL_JIFFIES;
     }
     let _ = L4_FLOWS.insert(&*key, &*state, u64::from(BPF_ANY));
     bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 1);
