@@ -332,16 +332,15 @@ impl XdpEdge {
             .map(|dir| dir.join(format!("{LINK_PIN_PREFIX}{interface}")));
         if let Some(path) = &link_pin
             && path.exists()
+            && let Some(link) = self.take_over(interface, path)?
         {
-            if let Some(link) = self.take_over(interface, path)? {
-                self.attachments.push(Attachment {
-                    interface: interface.to_owned(),
-                    link: AttachmentLink::Pinned(link),
-                });
-                // The link keeps the mode it was created in.
-                info!(%interface, "took over the pinned XDP link: the program was replaced in place");
-                return Ok(attempts[0].1);
-            }
+            self.attachments.push(Attachment {
+                interface: interface.to_owned(),
+                link: AttachmentLink::Pinned(link),
+            });
+            // The link keeps the mode it was created in.
+            info!(%interface, "took over the pinned XDP link: the program was replaced in place");
+            return Ok(attempts[0].1);
         }
         let program = self.program()?;
         let mut last_error = None;
