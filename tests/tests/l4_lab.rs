@@ -639,6 +639,14 @@ fn check_l4(l4: &mut L4Lab, nat: &str) -> Result<()> {
         eprintln!("{table}");
     }
 
+    // Every backend's route leaves through the backend link, which has
+    // the program: no warning about it.
+    ensure!(
+        !l4.daemon.log().contains("without an XDP program"),
+        "a route warning although both links have XDP:\n{}",
+        l4.daemon.log()
+    );
+
     // No help from nftables (and so none from kube-proxy-style DNAT).
     let ruleset = l4.lab.edge.exec_ok(&["nft", "list", "ruleset"])?;
     ensure!(
@@ -766,4 +774,45 @@ fn restart_keeps_flows_native() -> Result<()> {
 #[test]
 fn restart_keeps_flows_skb() -> Result<()> {
     restart_keeps_flows("skb")
+}
+
+/// With the program on the client link only, the daemon warns that the
+/// backends' route leaves through an interface without XDP (where a native
+/// redirect may lose packets), naming the interface.
+#[test]
+fn warns_when_a_backend_route_has_no_xdp() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    let lab = EdgeLab::create()?;
+    lab.edge.sysctl("net.ipv4.ip_forward", "1")?;
+    let manifest_dir = ManifestDir::new()?;
+    manifest_dir.write("l4.yaml", &manifests(&[1]))?;
+    let daemon = Daemon::in_netns(&lab.edge)
+        .interface(&lab.client_link.b.name)
+        .args(&[
+            "--xdp-mode",
+            "skb",
+            "--manifests",
+            &manifest_dir.arg(),
+            "--tcp-services-configmap",
+            "default/tcp-services",
+            "--l4-address",
+            &EDGE_ADDR.to_string(),
+        ])
+        .start()?;
+    let backend_link = lab.backend_link.a.name.clone();
+    poll_until("the route warning", APPLY_TIMEOUT, || {
+        let log = daemon.log();
+        Ok(log
+            .lines()
+            .any(|line| {
+                line.contains("without an XDP program")
+                    && line.contains(&backend_link)
+                    && line.contains("198.19.0.1")
+            })
+            .then_some(()))
+    })
+    .with_context(|| format!("daemon log:\n{}", daemon.log()))?;
+    Ok(())
 }
