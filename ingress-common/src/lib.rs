@@ -252,9 +252,12 @@ pub mod l4 {
     pub const BACKEND_ACTIVE: u8 = 1;
 
     /// How long a flow's cached next hop (`bpf_fib_lookup`'s answer) is
-    /// used before the FIB is asked again: route and neighbour changes
-    /// reach established flows within this time.
-    pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+    /// used before the FIB is asked again, in jiffies: route and neighbour
+    /// changes reach established flows within this time (1 s at the usual
+    /// HZ=250; 0.26 s at 1000, 2.6 s at 100). Jiffies, not nanoseconds:
+    /// the verifier inlines `bpf_jiffies64` as one load, while a clock
+    /// helper is a call on every packet.
+    pub const NEXT_HOP_TTL_JIFFIES: u64 = 256;
 
     /// The bits of a port in `L4_PORT_FLAGS`: which kind of packet may be
     /// the L4 tier's, checked before any hash lookup.
@@ -423,8 +426,8 @@ pub struct L4FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct L4NextHop {
-    /// `bpf_ktime_get_coarse_ns` after which the FIB is asked again (0: never asked).
-    pub expires_ns: u64,
+    /// `bpf_jiffies64` after which the FIB is asked again (0: never asked).
+    pub expires_jiffies: u64,
     /// The egress interface.
     pub ifindex: u32,
     /// Destination then source MAC, as six 16-bit words in memory order.

@@ -7,7 +7,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup, xdp_action, xdp_md},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_redirect},
     programs::XdpContext,
 };
 use ingress_common::{L4NextHop, family, l4};
@@ -146,28 +146,36 @@ pub fn cached_route(
     hop: *mut L4NextHop,
     query: &mut FibQuery,
 ) -> Route {
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: a plain helper call (inlined by the verifier as one load).
+    let now = unsafe { bpf_jiffies64() };
     // SAFETY: `hop` points into a map value valid for this run; a
     // concurrent refresh writes the same answer.
     unsafe {
-        if (*hop).expires_ns > now {
+        if (*hop).expires_jiffies > now {
             return Route::Found;
         }
         let route = route_of(lookup(ctx.ctx, flow, query, &mut *hop));
         if route == Route::Found {
-            (*hop).expires_ns = now + l4::NEXT_HOP_TTL_NS;
+            (*hop).expires_jiffies = now + l4::NEXT_HOP_TTL_JIFFIES;
         }
         route
     }
 }
 
-/// Writes the MAC addresses of a found route into the packet.
+/// Writes the MAC addresses of a found route (read from `macs`, a map
+/// value or the stack) into the packet, as six 16-bit stores: a copy of the
+/// whole array would become a call to `memmove`, a byte loop.
 #[inline(always)]
-pub fn set_macs(ctx: &XdpContext, macs: &[u16; 6]) -> Result<(), ()> {
-    let eth: *mut [u16; 6] = ptr_at(ctx, 0)?;
-    // SAFETY: bounds checked by `ptr_at`; packet data is 2-byte aligned.
-    unsafe { *eth = *macs };
+pub fn set_macs(ctx: &XdpContext, macs: *const [u16; 6]) -> Result<(), ()> {
+    let eth: *mut u16 = ptr_at::<[u16; 6]>(ctx, 0)?.cast();
+    let from: *const u16 = macs.cast();
+    // SAFETY: bounds checked by `ptr_at` (12 bytes); packet data is 2-byte
+    // aligned; `macs` points at six words valid for this run.
+    unsafe {
+        for i in 0..6 {
+            core::ptr::write_volatile(eth.add(i), core::ptr::read_volatile(from.add(i)));
+        }
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@
 // "pass it by value" would copy them onto the 512-byte stack first.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, xdp_action, xdp_md},
@@ -213,7 +213,7 @@ fn established(
     bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
     bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 0);
     let flags = flow.tcp_flags;
-    if flow.protocol == protocol::TCP && flags & (TCP_RST | TCP_FIN | TCP_ACK) != 0 {
+    if flow.protocol == protocol::TCP && ends_or_closes(flags, fins) {
         *other = opposite(flow, to);
         if flags & TCP_RST != 0 || (flags & TCP_FIN == 0 && fins) {
             let _ = L4_FLOWS.remove(&*key);
@@ -308,7 +308,7 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     state.nat_port = 0;
     state.client_fin = 0;
     state.backend_fin = 0;
-    state.hop.expires_ns = 0;
+    state.hop.expires_jiffies = 0;
     let route = fib::route_of(fib::lookup(ctx.ctx, flow, to, &mut state.hop));
     if full_nat && route == Route::None {
         return (verdict::L4_NO_ROUTE, PASS);
@@ -322,7 +322,7 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     reverse.client_fin = 0;
     reverse.backend_fin = 0;
     reverse.reserved = 0;
-    reverse.hop.expires_ns = 0;
+    reverse.hop.expires_jiffies = 0;
     *reply_key = opposite(flow, to);
     if full_nat {
         let Some(port) = allocate_port(reply_key, reverse) else {
@@ -336,8 +336,8 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     state.nat_port = to.sport;
     if route == Route::Found {
         // SAFETY: a plain helper call.
-        state.hop.expires_ns = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
-            + l4::NEXT_HOP_TTL_NS;
+        state.hop.expires_jiffies =
+            unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } + l4::NEXT_HOP_TTL_JIFFIES;
     }
     let _ = L4_FLOWS.insert(&*key, &*state, u64::from(BPF_ANY));
     bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 1);
@@ -416,7 +416,7 @@ fn reply(ctx: *mut xdp_md, flow: &Flow, entry: *mut L4ReverseNat) -> u32 {
     let route = fib::cached_route(ctx, flow, hop, to);
     let result = deliver(ctx, flow, to, route, hop, verdict::L4_REPLY);
     let flags = flow.tcp_flags;
-    if flow.protocol == protocol::TCP && flags & (TCP_RST | TCP_FIN | TCP_ACK) != 0 {
+    if flow.protocol == protocol::TCP && ends_or_closes(flags, fins) {
         *other = opposite(flow, to);
         let forward_key = &*other;
         if flags & TCP_RST != 0 || (flags & TCP_FIN == 0 && fins) {
@@ -434,6 +434,14 @@ fn reply(ctx: *mut xdp_md, flow: &Flow, entry: *mut L4ReverseNat) -> u32 {
     (result.0 << 8) | result.1
 }
 
+/// True for a TCP packet that changes its flow's state: an RST, a FIN, or
+/// the last ACK after a FIN from each side (`fins`). Every other packet
+/// (most of them: plain ACKs) skips building the other direction's key.
+#[inline(always)]
+fn ends_or_closes(flags: u8, fins: bool) -> bool {
+    flags & (TCP_RST | TCP_FIN) != 0 || (fins && flags & TCP_ACK != 0)
+}
+
 /// Translates the packet to `to` and sends it where `route` says: out of
 /// an interface with the MACs of `hop` (counted as `reason`), or to the stack.
 #[inline(always)]
@@ -448,8 +456,8 @@ fn deliver(
     match route {
         Route::Found => {
             // SAFETY: `hop` points into a map value or our stack, valid now.
-            let (ifindex, macs) = unsafe { ((*hop).ifindex, (*hop).macs) };
-            if fib::set_macs(ctx, &macs).is_err() || rewrite(ctx, flow, to).is_err() {
+            let (ifindex, macs) = unsafe { ((*hop).ifindex, addr_of!((*hop).macs)) };
+            if fib::set_macs(ctx, macs).is_err() || rewrite(ctx, flow, to).is_err() {
                 return (verdict::L4_NO_ROUTE, PASS);
             }
             (reason, fib::transmit(ctx, ifindex))

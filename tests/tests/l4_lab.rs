@@ -33,13 +33,14 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    path::Path,
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use xdp_ingress_lab::{
     self as lab, Backend, BackendReport, Daemon, EDGE_ADDR, EdgeLab, HttpConnection, ManifestDir,
-    Netns, poll_until,
+    Netns, PinDir, poll_until,
 };
 
 /// The TCP service's port on the edge.
@@ -213,6 +214,18 @@ impl L4Lab {
     /// Builds the lab with endpoints `hosts` and starts the daemon in XDP
     /// `mode` with `--l4-nat nat`.
     fn start(mode: &str, nat: &str, hosts: &[u8]) -> Result<Self> {
+        Self::start_with(mode, nat, hosts, None, &[])
+    }
+
+    /// [`L4Lab::start`] with the daemon's pin directory `bpffs` (a unique
+    /// one when `None`) and `extra` arguments.
+    fn start_with(
+        mode: &str,
+        nat: &str,
+        hosts: &[u8],
+        bpffs: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self> {
         let lab = EdgeLab::create()?;
         lab.edge.sysctl("net.ipv4.ip_forward", "1")?;
         // The backends' replies to anything else than their link go back
@@ -231,26 +244,7 @@ impl L4Lab {
         let manifest_dir = ManifestDir::new()?;
         manifest_dir.write("l4.yaml", &manifests(hosts))?;
         let mut this = Self {
-            daemon: Daemon::in_netns(&lab.edge)
-                .interface(&lab.client_link.b.name)
-                .interface(&lab.backend_link.a.name)
-                .args(&[
-                    "--xdp-mode",
-                    mode,
-                    "--l4-nat",
-                    nat,
-                    "--manifests",
-                    &manifest_dir.arg(),
-                    "--tcp-services-configmap",
-                    "default/tcp-services",
-                    "--udp-services-configmap",
-                    "default/udp-services",
-                    "--l4-address",
-                    &EDGE_ADDR.to_string(),
-                    "--l4-address",
-                    &EDGE_ADDR6.to_string(),
-                ])
-                .start()?,
+            daemon: Self::daemon(&lab, &manifest_dir, mode, nat, bpffs, extra)?,
             manifests: manifest_dir,
             backends: Vec::new(),
             lab,
@@ -259,6 +253,42 @@ impl L4Lab {
             this.start_backend(host)?;
         }
         Ok(this)
+    }
+
+    /// Starts `xdp-ingress run` on both edge veths with the manifests of
+    /// `manifest_dir` (see [`L4Lab::start_with`]).
+    fn daemon(
+        lab: &EdgeLab,
+        manifest_dir: &ManifestDir,
+        mode: &str,
+        nat: &str,
+        bpffs: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Daemon> {
+        let mut builder = Daemon::in_netns(&lab.edge)
+            .interface(&lab.client_link.b.name)
+            .interface(&lab.backend_link.a.name)
+            .args(&[
+                "--xdp-mode",
+                mode,
+                "--l4-nat",
+                nat,
+                "--manifests",
+                &manifest_dir.arg(),
+                "--tcp-services-configmap",
+                "default/tcp-services",
+                "--udp-services-configmap",
+                "default/udp-services",
+                "--l4-address",
+                &EDGE_ADDR.to_string(),
+                "--l4-address",
+                &EDGE_ADDR6.to_string(),
+            ])
+            .args(extra);
+        if let Some(dir) = bpffs {
+            builder = builder.bpffs(dir);
+        }
+        builder.start()
     }
 
     /// Starts the backend of endpoints `198.19.0.<host>` and
@@ -609,6 +639,14 @@ fn check_l4(l4: &mut L4Lab, nat: &str) -> Result<()> {
         eprintln!("{table}");
     }
 
+    // Every backend's route leaves through the backend link, which has
+    // the program: no warning about it.
+    ensure!(
+        !l4.daemon.log().contains("without an XDP program"),
+        "a route warning although both links have XDP:\n{}",
+        l4.daemon.log()
+    );
+
     // No help from nftables (and so none from kube-proxy-style DNAT).
     let ruleset = l4.lab.edge.exec_ok(&["nft", "list", "ruleset"])?;
     ensure!(
@@ -648,4 +686,133 @@ fn l4_services_skb() -> Result<()> {
 #[test]
 fn l4_services_skb_dnat() -> Result<()> {
     run_mode("skb", "dnat")
+}
+
+/// A daemon restart with `--keep-pins-on-exit`: the XDP program stays
+/// attached through its pinned links while no daemon runs (a request on an
+/// open TCP connection is still served then), and the next daemon takes
+/// the links and maps over: the same connection keeps its backend and
+/// every request on it is answered, before, during and after the restart.
+fn restart_keeps_flows(mode: &str) -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    let pins = PinDir::new();
+    let keep = ["--keep-pins-on-exit"];
+    let mut l4 = L4Lab::start_with(mode, "full", &[1, 2, 3], Some(pins.path()), &keep)?;
+    let result = (|| -> Result<()> {
+        let tcp = l4.tcp_service();
+        let mut kept = HttpConnection::open(&l4.lab.client, tcp)?;
+        let first = kept.request("GET", "/", "l4.example", &[], b"")?.report()?;
+        let prog_before = attached_prog(&l4)?;
+
+        l4.daemon.stop()?;
+        ensure!(
+            attached_prog(&l4)? == prog_before,
+            "the program did not stay attached when the daemon exited with its pins kept"
+        );
+        let between = kept.request("GET", "/", "l4.example", &[], b"")?.report()?;
+
+        let restarted =
+            L4Lab::daemon(&l4.lab, &l4.manifests, mode, "full", Some(pins.path()), &[])?;
+        let old = std::mem::replace(&mut l4.daemon, restarted);
+        drop(old);
+        let prog_after = attached_prog(&l4)?;
+        ensure!(
+            prog_after != prog_before,
+            "the restarted daemon did not replace the program ({prog_after:?})"
+        );
+        let after = kept.request("GET", "/", "l4.example", &[], b"")?.report()?;
+        for report in [&between, &after] {
+            ensure!(
+                report.backend == first.backend && report.peer == first.peer,
+                "the connection moved across the restart: {first:?} then {report:?}"
+            );
+        }
+        ensure!(
+            l4.daemon.log().contains("took over the pinned XDP link"),
+            "the restarted daemon attached afresh:\n{}",
+            l4.daemon.log()
+        );
+        // New flows work through the new program too.
+        let spread = parallel_requests(&l4.lab.client, tcp, 30)?;
+        ensure!(spread.failed == 0, "{spread:?}");
+        Ok(())
+    })();
+    if let Err(error) = result {
+        bail!("{error:#}\n{}", l4.diagnose());
+    }
+    // The last daemon ran without --keep-pins-on-exit: leaving, it detaches.
+    l4.daemon.stop()?;
+    ensure!(
+        l4.lab.edge.xdp(&l4.lab.client_link.b.name)?.is_none(),
+        "XDP is still attached after a daemon without --keep-pins-on-exit left"
+    );
+    Ok(())
+}
+
+/// The program id attached to each edge veth.
+fn attached_prog(l4: &L4Lab) -> Result<Vec<u64>> {
+    [&l4.lab.client_link.b.name, &l4.lab.backend_link.a.name]
+        .into_iter()
+        .map(|iface| {
+            Ok(l4
+                .lab
+                .edge
+                .xdp(iface)?
+                .with_context(|| format!("no XDP program on {iface}"))?
+                .prog_id)
+        })
+        .collect()
+}
+
+#[test]
+fn restart_keeps_flows_native() -> Result<()> {
+    restart_keeps_flows("native")
+}
+
+#[test]
+fn restart_keeps_flows_skb() -> Result<()> {
+    restart_keeps_flows("skb")
+}
+
+/// With the program on the client link only, the daemon warns that the
+/// backends' route leaves through an interface without XDP (where a native
+/// redirect may lose packets), naming the interface.
+#[test]
+fn warns_when_a_backend_route_has_no_xdp() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    let lab = EdgeLab::create()?;
+    lab.edge.sysctl("net.ipv4.ip_forward", "1")?;
+    let manifest_dir = ManifestDir::new()?;
+    manifest_dir.write("l4.yaml", &manifests(&[1]))?;
+    let daemon = Daemon::in_netns(&lab.edge)
+        .interface(&lab.client_link.b.name)
+        .args(&[
+            "--xdp-mode",
+            "skb",
+            "--manifests",
+            &manifest_dir.arg(),
+            "--tcp-services-configmap",
+            "default/tcp-services",
+            "--l4-address",
+            &EDGE_ADDR.to_string(),
+        ])
+        .start()?;
+    let backend_link = lab.backend_link.a.name.clone();
+    poll_until("the route warning", APPLY_TIMEOUT, || {
+        let log = daemon.log();
+        Ok(log
+            .lines()
+            .any(|line| {
+                line.contains("without an XDP program")
+                    && line.contains(&backend_link)
+                    && line.contains("198.19.0.1")
+            })
+            .then_some(()))
+    })
+    .with_context(|| format!("daemon log:\n{}", daemon.log()))?;
+    Ok(())
 }

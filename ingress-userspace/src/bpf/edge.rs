@@ -1,5 +1,12 @@
 //! The XDP program on the node: load the embedded object, pin its maps,
 //! attach it to interfaces, keep the listener map in sync, and undo it all.
+//!
+//! With a pin directory, each attachment is a BPF link pinned there too
+//! (`link_xdp_<interface>`): the program stays attached while the pin
+//! exists, also after the daemon exits with its pins kept, and the next
+//! daemon takes the link over by replacing the program in it (one atomic
+//! `BPF_LINK_UPDATE`): no packet meets an interface without the program
+//! during a restart. Removing the pins ([`XdpEdge::unpin`]) detaches.
 
 use std::{
     collections::BTreeMap,
@@ -9,7 +16,11 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
     util::nr_cpus,
 };
 use ingress_common::{ListenerKey, ListenerValue, TrafficCounters, XDP_PROGRAM_NAME, map_names};
@@ -110,7 +121,21 @@ pub enum EdgeError {
     /// The listener map is full.
     #[error(transparent)]
     TooManyListeners(#[from] TooManyListeners),
+    /// The attachment's link could not be pinned or taken over.
+    #[error("the pinned XDP link of {interface} ({path}): {reason}")]
+    Link {
+        /// The interface.
+        interface: String,
+        /// The link's pin.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }
+
+/// The prefix of a pinned XDP link's file in the pin directory; the
+/// interface's name follows.
+pub const LINK_PIN_PREFIX: &str = "link_xdp_";
 
 /// Load-time settings of the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +235,17 @@ fn remove_stale_pins(dir: &Path, maglev_entries: u32) -> Result<(), EdgeError> {
 #[derive(Debug)]
 struct Attachment {
     interface: String,
-    link: XdpLinkId,
+    link: AttachmentLink,
+}
+
+/// How an attachment is held.
+#[derive(Debug)]
+enum AttachmentLink {
+    /// Owned by the program (no pin directory): detached on exit.
+    Owned(XdpLinkId),
+    /// A link pinned in the pin directory: closing it leaves the program
+    /// attached; removing the pin detaches it.
+    Pinned(FdLink),
 }
 
 /// The loaded XDP program with its maps, pinned or not.
@@ -291,11 +326,33 @@ impl XdpEdge {
                 (XdpMode::Skb, AttachedMode::Skb),
             ],
         };
+        let link_pin = self
+            .pin_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{LINK_PIN_PREFIX}{interface}")));
+        if let Some(path) = &link_pin
+            && path.exists()
+            && let Some(link) = self.take_over(interface, path)?
+        {
+            self.attachments.push(Attachment {
+                interface: interface.to_owned(),
+                link: AttachmentLink::Pinned(link),
+            });
+            // The link keeps the mode it was created in.
+            info!(%interface, "took over the pinned XDP link: the program was replaced in place");
+            return Ok(attempts[0].1);
+        }
         let program = self.program()?;
         let mut last_error = None;
         for (index, &(xdp_mode, attached)) in attempts.iter().enumerate() {
             match program.attach(interface, xdp_mode) {
-                Ok(link) => {
+                Ok(link_id) => {
+                    let link = match &link_pin {
+                        Some(path) => {
+                            AttachmentLink::Pinned(self.pin_link(interface, link_id, path)?)
+                        }
+                        None => AttachmentLink::Owned(link_id),
+                    };
                     self.attachments.push(Attachment {
                         interface: interface.to_owned(),
                         link,
@@ -331,6 +388,57 @@ impl XdpEdge {
         })
     }
 
+    /// Replaces the program in the link pinned at `path` (left by a daemon
+    /// that kept its pins) with ours. `None` when the link is no longer
+    /// attached (its interface went away): its pin is removed and the
+    /// caller attaches afresh.
+    fn take_over(&mut self, interface: &str, path: &Path) -> Result<Option<FdLink>, EdgeError> {
+        let link_error = |reason: String| EdgeError::Link {
+            interface: interface.to_owned(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pinned = PinnedLink::from_pin(path).map_err(|e| link_error(e.to_string()))?;
+        let xdp_link = XdpLink::try_from(FdLink::from(pinned))
+            .map_err(|e| link_error(format!("not an XDP link: {e}")))?;
+        let program = self.program()?;
+        let link_id = match program.attach_to_link(xdp_link) {
+            Ok(link_id) => link_id,
+            Err(error) => {
+                warn!(%interface, %error, pin = %path.display(), "the pinned XDP link is no longer attached: removing it");
+                std::fs::remove_file(path).map_err(|source| EdgeError::Unpin {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                return Ok(None);
+            }
+        };
+        let link = program.take_link(link_id).map_err(EdgeError::Program)?;
+        FdLink::try_from(link)
+            .map(Some)
+            .map_err(|e| link_error(e.to_string()))
+    }
+
+    /// Pins the new attachment `link_id` at `path`.
+    fn pin_link(
+        &mut self,
+        interface: &str,
+        link_id: XdpLinkId,
+        path: &Path,
+    ) -> Result<FdLink, EdgeError> {
+        let link_error = |reason: String| EdgeError::Link {
+            interface: interface.to_owned(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let program = self.program()?;
+        let link = program.take_link(link_id).map_err(EdgeError::Program)?;
+        // A netlink attachment (kernels before 5.9) has no link to pin.
+        let fd_link = FdLink::try_from(link).map_err(|e| link_error(e.to_string()))?;
+        let pinned = fd_link.pin(path).map_err(|e| link_error(e.to_string()))?;
+        Ok(FdLink::from(pinned))
+    }
+
     /// Interfaces the program is attached to, in attach order.
     pub fn attached_interfaces(&self) -> Vec<&str> {
         self.attachments
@@ -339,28 +447,49 @@ impl XdpEdge {
             .collect()
     }
 
-    /// Detaches from every interface (the reverse of attach order).
+    /// Lets go of every interface (the reverse of attach order): owned
+    /// attachments are detached; pinned links stay attached until their
+    /// pins are removed ([`XdpEdge::unpin`]), so a daemon that keeps its
+    /// pins leaves the program running for the next one.
     pub fn detach_all(&mut self) {
         while let Some(attachment) = self.attachments.pop() {
-            let result = self
-                .program()
-                .and_then(|p| p.detach(attachment.link).map_err(EdgeError::Program));
-            match result {
-                Ok(()) => info!(interface = %attachment.interface, "detached XDP"),
-                Err(error) => {
-                    warn!(interface = %attachment.interface, %error, "detaching XDP failed")
+            let interface = attachment.interface;
+            match attachment.link {
+                AttachmentLink::Pinned(link) => {
+                    drop(link);
+                    info!(%interface, "XDP stays attached while its link's pin exists");
+                }
+                AttachmentLink::Owned(link_id) => {
+                    let result = self
+                        .program()
+                        .and_then(|p| p.detach(link_id).map_err(EdgeError::Program));
+                    match result {
+                        Ok(()) => info!(%interface, "detached XDP"),
+                        Err(error) => warn!(%interface, %error, "detaching XDP failed"),
+                    }
                 }
             }
         }
     }
 
-    /// Removes the pins (the kernel frees the maps once nothing uses them).
+    /// Removes the pins (the kernel frees the maps once nothing uses them)
+    /// and the pinned links (which detaches the program from their
+    /// interfaces once [`XdpEdge::detach_all`] has closed them).
     pub fn unpin(&mut self) -> Result<(), EdgeError> {
         let Some(dir) = self.pin_dir.take() else {
             return Ok(());
         };
-        for (_, file) in map_names::PINNED {
-            let path = dir.join(file);
+        let links: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(LINK_PIN_PREFIX))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let maps = map_names::PINNED.iter().map(|(_, file)| dir.join(file));
+        for path in maps.chain(links) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}

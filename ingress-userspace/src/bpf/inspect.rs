@@ -443,9 +443,21 @@ impl MapsReport {
 }
 
 impl L4Report {
-    /// The L4 sections of the table: services, then backends.
+    /// False when no daemon configured the L4 tier (no TCP/UDP services
+    /// ConfigMap): its maps are pinned but hold nothing, not even the
+    /// source ports of full NAT.
+    pub fn configured(&self) -> bool {
+        self.nat_ports != (0, 0) || !self.services.is_empty() || !self.backends.is_empty()
+    }
+
+    /// The L4 sections of the table: services, then backends; one line
+    /// when the tier is not configured.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
+        if !self.configured() {
+            let _ = writeln!(out, "\nL4: none (no TCP or UDP services ConfigMap)");
+            return out;
+        }
         let _ = writeln!(
             out,
             "\nL4 SERVICES (NAT {}, source ports {}-{}, {} flows)",
@@ -705,5 +717,13 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["services"][0]["backend_slots"][1], 1);
         assert_eq!(json["backends"][0]["port"], 8080);
+
+        let unconfigured =
+            build_l4_report(&L4Config::default(), &PresentL4::default(), &[], &[], 0);
+        assert!(!unconfigured.configured());
+        assert_eq!(
+            unconfigured.to_table(),
+            "\nL4: none (no TCP or UDP services ConfigMap)\n"
+        );
     }
 }

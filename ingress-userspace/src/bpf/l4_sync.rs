@@ -16,11 +16,12 @@ use ingress_common::protocol;
 use ingress_model::{
     ClusterObjects, L4ConfigMaps, L4Protocol, L4ServiceSpec, Problem, build_l4_services,
 };
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::{
+    egress::egress_of,
     l4_maps::{L4Maps, L4MapsError},
-    l4_plan::{DesiredService, L4PlanError, L4Settings, plan_l4},
+    l4_plan::{DesiredService, L4PlanError, L4Settings, backend_addr, plan_l4},
 };
 
 /// Where the L4 services listen.
@@ -133,12 +134,34 @@ impl L4Sync {
             debug!("L4 maps already up to date");
         }
         maps.apply(&plan)?;
+        for (_, backend) in &plan.backend_writes {
+            check_egress(backend_addr(backend).ip());
+        }
         Ok(plan.config.services as usize)
     }
 
     /// Runs `f` with the maps (for counters and tests).
     pub fn with_maps<T>(&self, f: impl FnOnce(&mut L4Maps) -> T) -> T {
         f(&mut self.maps.lock().expect("L4 maps lock"))
+    }
+}
+
+/// Warns when the route to backend `addr` leaves through an interface
+/// without an XDP program: the program redirects translated packets there,
+/// and in native mode an interface without XDP support (a veth whose peer
+/// has no XDP program) drops them silently.
+fn check_egress(addr: IpAddr) {
+    match egress_of(addr) {
+        Ok(Some(egress)) if !egress.has_xdp => warn!(
+            backend = %addr,
+            interface = %egress.name,
+            "the backend's route leaves through an interface without an XDP program: in native mode, packets redirected there may be lost (attach xdp-ingress there too with --interface)"
+        ),
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            warn!(backend = %addr, "no route to the backend: its packets are passed to the stack untranslated")
+        }
+        Err(error) => debug!(backend = %addr, %error, "could not look up the backend's route"),
     }
 }
 

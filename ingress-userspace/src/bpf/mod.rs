@@ -3,6 +3,7 @@
 
 pub mod bpffs;
 pub mod edge;
+pub mod egress;
 pub mod inspect;
 pub mod l4_maps;
 pub mod l4_plan;

@@ -68,6 +68,12 @@ impl BenchLab {
         Ok(Self { backend, edge_lab })
     }
 
+    /// The namespaces and links underneath (the L4 benchmark configures
+    /// the edge's forwarding and the backends' side itself).
+    pub fn edge_lab(&self) -> &EdgeLab {
+        &self.edge_lab
+    }
+
     /// Where the client runs.
     pub fn client(&self) -> &Netns {
         &self.edge_lab.client

@@ -1,13 +1,14 @@
 //! `cargo xtask bench`: xdp-ingress against what it replaces, in the lab,
 //! with the same client, backends and CPU budget for both. One subcommand
 //! per comparison: `l7` (HTTP proxying, against nginx configured as
-//! ingress-nginx configures it) and `tls` (HTTPS termination) today; `l4`
-//! and `cluster` join here.
+//! ingress-nginx configures it), `tls` (HTTPS termination) and `l4` (the
+//! kernel L4 tier, against nftables DNAT); `cluster` joins here.
 //!
 //! Every benchmark builds release binaries first, runs in network
 //! namespaces of the shared lab, bounds every wait, and removes what it
 //! created on exit, on error and on Ctrl-C.
 
+mod l4;
 mod l7;
 mod lab;
 mod measure;
@@ -53,6 +54,11 @@ enum BenchTarget {
     /// requests/s, ECDSA P-256 and RSA-2048, xdp-ingress against nginx with
     /// the same certificate, one CPU core each.
     Tls(tls::TlsArgs),
+    /// The kernel L4 tier: the edge's CPU cost per forwarded UDP packet,
+    /// xdp-ingress against kube-proxy-style nftables DNAT (over an edge
+    /// that drops at XDP), TCP requests/s through both, and the XDP fast
+    /// path's ns/packet by BPF_PROG_TEST_RUN.
+    L4(l4::L4Args),
 }
 
 /// `cargo xtask bench ...`.
@@ -60,6 +66,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.target {
         BenchTarget::L7(l7_args) => l7::run(l7_args),
         BenchTarget::Tls(tls_args) => tls::run(tls_args),
+        BenchTarget::L4(l4_args) => l4::run(l4_args),
     }
 }
 

@@ -1,0 +1,864 @@
+//! `cargo xtask bench l4`: the kernel L4 tier against kube-proxy-style
+//! nftables DNAT, in the same lab, with the same load and the same backends.
+//!
+//! In a veth lab all the work of a packet runs on the sender's core, so the
+//! packets per second a client sees mostly measure the client. The edge's
+//! own cost is measured instead: a UDP load generator (`lab-udp-flood`,
+//! many flows, `sendmmsg`, pinned to the load core) floods the service,
+//! the backends drop the load with a tiny XDP program (`lab-drop`, so they
+//! cost the same in every row), and each row's cost per packet is the load
+//! core's busy time from `/proc/stat` over the run divided by the packets
+//! sent (also shown: the CPU time of the generator and of the load core's
+//! `ksoftirqd` alone, which other processes on that core cannot inflate):
+//!
+//! - (A) the edge drops the load at XDP on its client link (the floor);
+//! - (B) nftables DNAT with `numgen random mod 3` over the three backends,
+//!   as kube-proxy's nftables mode writes it;
+//! - (C) xdp-ingress's L4 tier (full NAT, native mode on both edge links).
+//!
+//! B-A and C-A are what forwarding costs the edge (target: C-A at most a
+//! third of B-A). Rounds in which other processes took more than 5% of
+//! the load core (its busy time beyond the generator's and its
+//! `ksoftirqd`'s) do not count unless all did; medians are reported. (The
+//! generator's own wait for its core is no such sign: it waits for
+//! `ksoftirqd` forwarding its packets.) Also: TCP
+//! requests/s through B and C (wrk, kept-alive HTTP to `lab-backend`), and
+//! the XDP fast path's nanoseconds per packet for an established flow by
+//! `BPF_PROG_TEST_RUN` with repeat (the `l4_datapath` test's timing,
+//! target under 67 ns: 64-byte line rate at 10 Gb/s on one core).
+//!
+//! As the issue's lab facts say, the outer veth ends get `ethtool -K DEV tx
+//! off gro on` (in every row, so they behave like NICs), and the edge
+//! forwards (`ip_forward`).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use xdp_ingress_lab::{
+    EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, Netns, ScratchDir, SliceEndpoint, service_yaml,
+};
+
+use super::{
+    Binaries, Progress, catch_interrupts, check_interrupted,
+    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX},
+    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
+    prepare,
+    report::{self, Table},
+    target_dir,
+    wrk::{HOSTS_SCRIPT, WrkLoad},
+    xdp::{NAMESPACE, XdpIngress, XdpMode},
+};
+use crate::command::{self, workspace_root};
+
+/// Options of `cargo xtask bench l4`.
+#[derive(Debug, clap::Args)]
+pub struct L4Args {
+    /// Seconds of UDP load per round and row.
+    #[arg(long, default_value_t = 3)]
+    pub seconds: u64,
+    /// Rounds per row; the medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// UDP flows of the load (one source port each).
+    #[arg(long, default_value_t = 256)]
+    pub flows: usize,
+    /// UDP payload bytes (18: 64-byte frames with the Ethernet FCS).
+    #[arg(long, default_value_t = 18)]
+    pub payload: usize,
+    /// Seconds of TCP load (wrk) through B and C.
+    #[arg(long, default_value_t = 5)]
+    pub tcp_seconds: u64,
+    /// wrk's open connections (one wrk thread).
+    #[arg(long, default_value_t = 32)]
+    pub connections: u32,
+    /// Use the release binaries as they are (no setup, no build).
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// The UDP service's port on the edge (the load's destination).
+const UDP_PORT: u16 = 9053;
+/// The UDP port of the backends (dropped there by `lab-drop` anyway).
+const BACKEND_UDP_PORT: u16 = 5353;
+/// The TCP service's port on the edge (to `lab-backend` on port 80).
+const TCP_PORT: u16 = 9000;
+/// How long the edge may take to serve the TCP service once set up.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The fast-path target, in nanoseconds per packet.
+const FAST_PATH_TARGET_NS: f64 = 67.0;
+
+/// The rows, in the order they are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    EdgeDrop,
+    Nftables,
+    XdpIngress,
+}
+
+impl Row {
+    const ALL: [Row; 3] = [Row::EdgeDrop, Row::Nftables, Row::XdpIngress];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Row::EdgeDrop => "(A) edge drops at XDP",
+            Row::Nftables => "(B) nftables DNAT, numgen random mod 3",
+            Row::XdpIngress => "(C) xdp-ingress L4, full NAT, XDP native",
+        }
+    }
+}
+
+/// One round of UDP load.
+#[derive(Debug, Clone)]
+struct FloodRound {
+    /// Datagrams the generator's kernel accepted.
+    sent: u64,
+    /// How long it sent.
+    seconds: f64,
+    /// The share of the run other processes took of the load core: its
+    /// busy time beyond the generator's and ksoftirqd's.
+    others: f64,
+    /// The load core's busy time over the run (all processes, softirqs).
+    load_core_busy: f64,
+    /// The CPU time of the generator (with the softirq work it ran) and of
+    /// the load core's `ksoftirqd` over the run.
+    load_tasks: f64,
+    /// Datagrams the XDP drops of the row counted (delivered).
+    delivered: u64,
+}
+
+impl FloodRound {
+    fn ns_per_packet(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        self.load_core_busy * 1e9 / self.sent as f64
+    }
+
+    fn task_ns_per_packet(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        self.load_tasks * 1e9 / self.sent as f64
+    }
+
+    fn delivered_pps(&self) -> f64 {
+        self.delivered as f64 / self.seconds.max(1e-9)
+    }
+
+    fn sent_pps(&self) -> f64 {
+        self.sent as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// A row's results: the medians over the rounds that count.
+#[derive(Debug, Clone, Default)]
+struct RowResult {
+    ns_per_packet: f64,
+    task_ns_per_packet: f64,
+    sent_pps: f64,
+    delivered_pps: f64,
+    counted: usize,
+    rounds: usize,
+    requests_per_second: Option<f64>,
+}
+
+/// `cargo xtask bench l4`.
+pub fn run(args: &L4Args) -> Result<()> {
+    ensure!(
+        args.rounds > 0 && args.seconds > 0 && args.flows > 0,
+        "rounds, seconds and flows must be positive"
+    );
+    let binaries = prepare(!args.no_build)?;
+    let tools = Tools::find(&binaries)?;
+    catch_interrupts();
+    let progress = Progress::start();
+    progress.phase("Creating the lab");
+    let lab = BenchLab::create(&binaries)?;
+    let edge_lab = lab.edge_lab();
+    for line in lab.describe() {
+        progress.detail(&line);
+    }
+    edge_lab.edge.sysctl("net.ipv4.ip_forward", "1")?;
+    // Replies to the client (DNAT keeps its address) go back via the edge.
+    edge_lab.backend_ns.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &EDGE_BACKEND_LINK_ADDR.to_string(),
+    ])?;
+    for (ns, dev) in [
+        (&edge_lab.client, &edge_lab.client_link.a.name),
+        (&edge_lab.backend_ns, &edge_lab.backend_link.b.name),
+    ] {
+        ns.exec_ok(&["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
+    }
+    let backend_sink = XdpSink::attach(
+        &edge_lab.backend_ns,
+        &edge_lab.backend_link.b.name,
+        &tools.drop_object,
+    )?;
+    let scratch = ScratchDir::new("bench-l4")?;
+    let script = scratch.write("hosts.lua", HOSTS_SCRIPT)?;
+
+    let mut results = Vec::new();
+    for row in Row::ALL {
+        check_interrupted()?;
+        progress.phase(row.describe());
+        let result = match row {
+            Row::EdgeDrop => {
+                let edge_sink = XdpSink::attach(
+                    &edge_lab.edge,
+                    edge_lab.edge_interface(),
+                    &tools.drop_object,
+                )?;
+                let rounds = flood_rounds(args, &lab, &tools, &edge_sink, &progress)?;
+                summarize(&rounds, None)
+            }
+            Row::Nftables => {
+                let _table = NftDnat::create(&edge_lab.edge)?;
+                edge_lab
+                    .client
+                    .wait_tcp(tcp_service(), READY_TIMEOUT)
+                    .context("nftables DNAT does not reach the backends")?;
+                let rounds = flood_rounds(args, &lab, &tools, &backend_sink, &progress)?;
+                let rps = tcp_requests(args, &lab, &script, &progress)?;
+                summarize(&rounds, Some(rps))
+            }
+            Row::XdpIngress => {
+                let backend_interface = edge_lab.backend_link.a.name.clone();
+                let mut daemon = XdpIngress::start_with(
+                    &lab,
+                    &binaries,
+                    &l4_manifests(),
+                    XdpMode::Native,
+                    &[
+                        "--interface",
+                        &backend_interface,
+                        "--tcp-services-configmap",
+                        &format!("{NAMESPACE}/tcp-services"),
+                        "--udp-services-configmap",
+                        &format!("{NAMESPACE}/udp-services"),
+                        "--l4-address",
+                        &EDGE_ADDR.to_string(),
+                    ],
+                )?;
+                edge_lab
+                    .client
+                    .wait_tcp(tcp_service(), READY_TIMEOUT)
+                    .with_context(|| {
+                        format!(
+                            "xdp-ingress's L4 service does not answer; its log:\n{}",
+                            daemon.log()
+                        )
+                    })?;
+                let rounds = flood_rounds(args, &lab, &tools, &backend_sink, &progress)?;
+                let rps = tcp_requests(args, &lab, &script, &progress)?;
+                ensure!(
+                    daemon.running(),
+                    "xdp-ingress exited during the run; its log:\n{}",
+                    daemon.log()
+                );
+                summarize(&rounds, Some(rps))
+            }
+        };
+        progress.detail(&format!(
+            "median {:.0} ns/packet, {} pps delivered ({} of {} rounds counted)",
+            result.ns_per_packet,
+            report::thousands(result.delivered_pps),
+            result.counted,
+            result.rounds
+        ));
+        results.push(result);
+    }
+    drop(backend_sink);
+    drop(lab);
+
+    check_interrupted()?;
+    progress.phase("XDP fast path by BPF_PROG_TEST_RUN with repeat (test l4_datapath)");
+    let fast_path = fast_path_ns()?;
+    progress.detail(&format!(
+        "rounds: {} ns/packet",
+        fast_path
+            .iter()
+            .map(|ns| format!("{ns:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let text = render(args, &results, &fast_path);
+    println!("\n{text}");
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("l4.md");
+    std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+    println!("(also written to {})", out.display());
+    Ok(())
+}
+
+/// The generator and the drop program, built by [`prepare`].
+struct Tools {
+    flood: PathBuf,
+    drop_object: PathBuf,
+}
+
+impl Tools {
+    fn find(binaries: &Binaries) -> Result<Self> {
+        let flood = binaries
+            .backend
+            .parent()
+            .context("lab-backend has no directory")?
+            .join("lab-udp-flood");
+        let drop_object = target_dir().join("bpfel-unknown-none/release/lab-drop");
+        for path in [&flood, &drop_object] {
+            ensure!(
+                path.is_file(),
+                "{} is missing: run `cargo xtask build-ebpf` and `cargo build --release -p xdp-ingress-lab`",
+                path.display()
+            );
+        }
+        Ok(Self { flood, drop_object })
+    }
+}
+
+/// The TCP service as the client reaches it.
+fn tcp_service() -> SocketAddr {
+    SocketAddr::from((EDGE_ADDR, TCP_PORT))
+}
+
+/// `lab-drop` attached in native mode to `dev` in `ns`; detached on drop.
+/// Its XDP drops (`ethtool -S`) count the datagrams that arrived.
+struct XdpSink<'a> {
+    ns: &'a Netns,
+    dev: String,
+}
+
+impl<'a> XdpSink<'a> {
+    fn attach(ns: &'a Netns, dev: &str, object: &Path) -> Result<Self> {
+        let object = object.display().to_string();
+        ns.ip(&[
+            "link", "set", "dev", dev, "xdpdrv", "obj", &object, "sec", "xdp",
+        ])
+        .with_context(|| format!("attaching lab-drop to {dev}"))?;
+        Ok(Self {
+            ns,
+            dev: dev.to_owned(),
+        })
+    }
+
+    /// The XDP drops counted so far on every queue.
+    fn drops(&self) -> Result<u64> {
+        let stats = self.ns.exec_ok(&["ethtool", "-S", &self.dev])?;
+        Ok(xdp_drops(&stats))
+    }
+}
+
+impl Drop for XdpSink<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .ip(&["link", "set", "dev", &self.dev, "xdpdrv", "off"]);
+    }
+}
+
+/// The sum of veth's `rx_queue_N_xdp_drops` in `ethtool -S` output.
+fn xdp_drops(stats: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|line| line.trim().split_once(':'))
+        .filter(|(name, _)| name.starts_with("rx_queue_") && name.ends_with("_xdp_drops"))
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// kube-proxy's nftables mode, reduced to the service at hand: a DNAT
+/// chain per endpoint, picked by `numgen random mod 3` from a verdict map,
+/// in a table of its own that is deleted on drop.
+struct NftDnat<'a> {
+    ns: &'a Netns,
+}
+
+/// The table's name in the edge's namespace.
+const NFT_TABLE: &str = "bench-kube-proxy";
+
+impl<'a> NftDnat<'a> {
+    fn create(ns: &'a Netns) -> Result<Self> {
+        let ruleset = nft_ruleset();
+        let scratch = ScratchDir::new("bench-l4-nft")?;
+        let file = scratch.write("kube-proxy.nft", &ruleset)?;
+        let this = Self { ns };
+        ns.exec_ok(&["nft", "-f", &file.display().to_string()])
+            .context("loading the nftables DNAT rules")?;
+        Ok(this)
+    }
+}
+
+impl Drop for NftDnat<'_> {
+    fn drop(&mut self) {
+        let _ = self.ns.exec(&["nft", "delete", "table", "ip", NFT_TABLE]);
+    }
+}
+
+/// The rules kube-proxy's nftables mode writes for one Service with a UDP
+/// and a TCP port and three endpoints (without the masquerade marks, which
+/// this lab does not need: the backends route back through the edge).
+fn nft_ruleset() -> String {
+    let mut text = format!(
+        "table ip {NFT_TABLE} {{\n\
+         \tchain nat-prerouting {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tjump services\n\
+         \t}}\n\
+         \tchain services {{\n\
+         \t\tip daddr {EDGE_ADDR} udp dport {UDP_PORT} goto service-udp\n\
+         \t\tip daddr {EDGE_ADDR} tcp dport {TCP_PORT} goto service-tcp\n\
+         \t}}\n"
+    );
+    for (protocol, port) in [("udp", BACKEND_UDP_PORT), ("tcp", 80)] {
+        let targets: Vec<String> = (0..ENDPOINTS.len())
+            .map(|i| format!("{i} : goto endpoint-{protocol}-{i}"))
+            .collect();
+        text.push_str(&format!(
+            "\tchain service-{protocol} {{\n\t\tnumgen random mod {} vmap {{ {} }}\n\t}}\n",
+            ENDPOINTS.len(),
+            targets.join(", ")
+        ));
+        for (i, endpoint) in ENDPOINTS.iter().enumerate() {
+            text.push_str(&format!(
+                "\tchain endpoint-{protocol}-{i} {{\n\t\tmeta l4proto {protocol} dnat to {}:{port}\n\t}}\n",
+                endpoint.ip()
+            ));
+        }
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// ConfigMaps for the UDP and TCP services and their Service over the
+/// lab's three endpoints (TCP to `lab-backend` on port 80).
+fn l4_manifests() -> String {
+    let slice: Vec<SliceEndpoint> = ENDPOINTS
+        .iter()
+        .map(|e| SliceEndpoint::ready(e.ip()))
+        .collect();
+    format!(
+        "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: udp-services, namespace: {NAMESPACE}}}
+data: {{\"{UDP_PORT}\": \"{NAMESPACE}/flood:53\"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: tcp-services, namespace: {NAMESPACE}}}
+data: {{\"{TCP_PORT}\": \"{NAMESPACE}/web:80\"}}
+---
+{}---
+{}",
+        service_yaml_udp(&slice),
+        service_yaml(NAMESPACE, "web", 80, 80, &slice),
+    )
+}
+
+/// The UDP Service `flood` (port 53 to [`BACKEND_UDP_PORT`]) and its
+/// EndpointSlice.
+fn service_yaml_udp(slice: &[SliceEndpoint]) -> String {
+    let addresses: Vec<String> = slice
+        .iter()
+        .map(|e| {
+            format!(
+                "- {{addresses: [\"{}\"], conditions: {{ready: true}}}}\n",
+                e.addr
+            )
+        })
+        .collect();
+    format!(
+        "\
+apiVersion: v1
+kind: Service
+metadata: {{name: flood, namespace: {NAMESPACE}}}
+spec:
+  ports:
+  - {{name: dns, port: 53, targetPort: {BACKEND_UDP_PORT}, protocol: UDP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: flood-1
+  namespace: {NAMESPACE}
+  labels: {{kubernetes.io/service-name: flood}}
+addressType: IPv4
+ports:
+- {{name: dns, port: {BACKEND_UDP_PORT}, protocol: UDP}}
+endpoints:
+{}",
+        addresses.concat()
+    )
+}
+
+/// `--rounds` runs of the generator against the UDP service, each with the
+/// load core's busy time and the datagrams `sink` dropped.
+fn flood_rounds(
+    args: &L4Args,
+    lab: &BenchLab,
+    tools: &Tools,
+    sink: &XdpSink<'_>,
+    progress: &Progress,
+) -> Result<Vec<FloodRound>> {
+    let target = SocketAddr::from((EDGE_ADDR, UDP_PORT)).to_string();
+    let (flows, seconds, payload) = (
+        args.flows.to_string(),
+        args.seconds.to_string(),
+        args.payload.to_string(),
+    );
+    let flood = tools.flood.display().to_string();
+    let ksoftirqd = ksoftirqd_pid(LOAD_CPU_INDEX)?;
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        check_interrupted()?;
+        let drops_before = sink.drops()?;
+        let cpu_before = CpuSample::now()?;
+        let ksoftirqd_before = measure::cpu_time(&[ksoftirqd]);
+        let started = Instant::now();
+        let out = lab.client().exec_timeout(
+            &[
+                "taskset",
+                "-c",
+                LOAD_CPU,
+                &flood,
+                "--to",
+                &target,
+                "--flows",
+                &flows,
+                "--seconds",
+                &seconds,
+                "--payload",
+                &payload,
+            ],
+            Duration::from_secs(args.seconds + 30),
+        )?;
+        let wall = started.elapsed().as_secs_f64();
+        let cpu_after = CpuSample::now()?;
+        let ksoftirqd_time = measure::cpu_time(&[ksoftirqd]).saturating_sub(ksoftirqd_before);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "lab-udp-flood failed ({}): {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Datagrams still in flight when the generator stops: let them land.
+        std::thread::sleep(Duration::from_millis(200));
+        let delivered = sink.drops()?.saturating_sub(drops_before);
+        let report = FloodReport::parse(&stdout)?;
+        let sample = FloodRound {
+            sent: report.sent,
+            seconds: report.seconds,
+            others: 0.0,
+            load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall,
+            load_tasks: report.cpu_seconds + ksoftirqd_time.as_secs_f64(),
+            delivered,
+        };
+        let sample = FloodRound {
+            others: ((sample.load_core_busy - sample.load_tasks) / wall.max(1e-9)).max(0.0),
+            ..sample
+        };
+        progress.detail(&format!(
+            "round {round}: {:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}{}{}",
+            sample.ns_per_packet(),
+            sample.task_ns_per_packet(),
+            report::thousands(sample.sent_pps()),
+            report::thousands(sample.delivered_pps()),
+            report::percent(sample.others),
+            report::percent(report.waited_seconds / report.seconds.max(1e-9)),
+            if sample.others > DISTURBED_THRESHOLD {
+                " (disturbed)"
+            } else {
+                ""
+            },
+            if report.errors > 0 {
+                format!(", {} failed sends", report.errors)
+            } else {
+                String::new()
+            }
+        ));
+        rounds.push(sample);
+    }
+    Ok(rounds)
+}
+
+/// The generator's JSON line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FloodReport {
+    sent: u64,
+    errors: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+    waited_seconds: f64,
+}
+
+impl FloodReport {
+    fn parse(text: &str) -> Result<Self> {
+        let field = |name: &str| -> Result<f64> {
+            let key = format!("\"{name}\":");
+            let at = text
+                .find(&key)
+                .with_context(|| format!("no {name} in lab-udp-flood's report {text:?}"))?;
+            let rest = &text[at + key.len()..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            rest[..end]
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} in lab-udp-flood's report {text:?}"))
+        };
+        Ok(Self {
+            sent: field("sent")? as u64,
+            errors: field("errors")? as u64,
+            seconds: field("seconds")?,
+            cpu_seconds: field("cpu_seconds")?,
+            waited_seconds: field("waited_seconds")?,
+        })
+    }
+}
+
+/// The pid of `ksoftirqd/<cpu>`, which runs the softirq work the load
+/// core could not finish on the way out of the generator's system calls.
+fn ksoftirqd_pid(cpu: usize) -> Result<u32> {
+    let name = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .with_context(|| format!("no {name} thread"))
+}
+
+/// Kept-alive HTTP requests/s through the TCP service (wrk on the load
+/// core, `lab-backend` answering).
+fn tcp_requests(args: &L4Args, lab: &BenchLab, script: &Path, progress: &Progress) -> Result<f64> {
+    let load = WrkLoad {
+        client: lab.client(),
+        cpus: LOAD_CPU,
+        url: format!("http://{}/", tcp_service()),
+        script,
+        hosts: 1,
+        connections: args.connections,
+        duration: Duration::from_secs(args.tcp_seconds.max(1)),
+    };
+    let report = load.run()?;
+    ensure!(
+        report.failures() == 0,
+        "{} of the TCP requests failed",
+        report.failures()
+    );
+    progress.detail(&format!(
+        "TCP: {} requests/s (p50 {}, p99 {})",
+        report::thousands(report.requests_per_second),
+        report::latency(report.p50),
+        report::latency(report.p99)
+    ));
+    Ok(report.requests_per_second)
+}
+
+fn summarize(rounds: &[FloodRound], requests_per_second: Option<f64>) -> RowResult {
+    let counted = counted_rounds(rounds, |r| r.others);
+    RowResult {
+        ns_per_packet: median_of(&counted, FloodRound::ns_per_packet),
+        task_ns_per_packet: median_of(&counted, FloodRound::task_ns_per_packet),
+        sent_pps: median_of(&counted, FloodRound::sent_pps),
+        delivered_pps: median_of(&counted, FloodRound::delivered_pps),
+        counted: counted.len(),
+        rounds: rounds.len(),
+        requests_per_second,
+    }
+}
+
+/// The established-flow fast path's nanoseconds per packet, one value per
+/// round of the `l4_datapath` test's timing (BPF_PROG_TEST_RUN, repeat).
+fn fast_path_ns() -> Result<Vec<f64>> {
+    let out = command::output(Command::new("cargo").current_dir(workspace_root()).args([
+        "test",
+        "--package",
+        "xdp-ingress-tests",
+        "--test",
+        "l4_datapath",
+        "--",
+        "--exact",
+        "fast_path_timing_with_repeat",
+        "--nocapture",
+    ]))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success(),
+        "the fast-path timing test failed:\n{text}"
+    );
+    let rounds = fast_path_rounds(&text);
+    ensure!(
+        !rounds.is_empty(),
+        "no `fast path round:` lines in the test's output:\n{text}"
+    );
+    Ok(rounds)
+}
+
+/// The `fast path round: N ns/packet` values of the test's output.
+fn fast_path_rounds(text: &str) -> Vec<f64> {
+    text.lines()
+        .filter_map(|line| {
+            line.split_once("fast path round: ")?
+                .1
+                .split_once(" ns/packet")
+        })
+        .filter_map(|(value, _)| value.trim().parse().ok())
+        .collect()
+}
+
+fn render(args: &L4Args, results: &[RowResult], fast_path: &[f64]) -> String {
+    let mut table = Table::new(&[
+        "UDP load through the edge",
+        "CPU per packet",
+        "edge's forwarding cost",
+        "generator + ksoftirqd per packet",
+        "sent pps",
+        "delivered pps",
+        "TCP requests/s",
+    ]);
+    let floor = results.first().map_or(0.0, |r| r.ns_per_packet);
+    let task_floor = results.first().map_or(0.0, |r| r.task_ns_per_packet);
+    for (row, result) in Row::ALL.iter().zip(results) {
+        table.row(vec![
+            row.describe().to_owned(),
+            format!("{:.2} µs", result.ns_per_packet / 1e3),
+            if *row == Row::EdgeDrop {
+                "(floor)".to_owned()
+            } else {
+                format!("{:.2} µs", (result.ns_per_packet - floor) / 1e3)
+            },
+            if *row == Row::EdgeDrop {
+                format!("{:.2} µs", result.task_ns_per_packet / 1e3)
+            } else {
+                format!(
+                    "{:.2} µs (+{:.2})",
+                    result.task_ns_per_packet / 1e3,
+                    (result.task_ns_per_packet - task_floor) / 1e3
+                )
+            },
+            report::thousands(result.sent_pps),
+            report::thousands(result.delivered_pps),
+            result
+                .requests_per_second
+                .map_or("-".to_owned(), report::thousands),
+        ]);
+    }
+    let cost = |i: usize| results.get(i).map_or(0.0, |r| r.ns_per_packet - floor);
+    let (nft, xdp) = (cost(1), cost(2));
+    let task_cost = |i: usize| {
+        results
+            .get(i)
+            .map_or(0.0, |r| r.task_ns_per_packet - task_floor)
+    };
+    let fast_path_refs: Vec<&f64> = fast_path.iter().collect();
+    let fast_path_median = median_of(&fast_path_refs, |v| *v);
+    let mut text = table.render();
+    text.push_str(&format!(
+        "\nEdge's forwarding cost, nftables over xdp-ingress (B-A)/(C-A): {}; {}\n",
+        report::ratio(nft, xdp),
+        report::verdict(
+            "target C-A at most a third of B-A",
+            xdp > 0.0 && xdp * 3.0 <= nft
+        ),
+    ));
+    text.push_str(&format!(
+        "The same by the generator's and ksoftirqd's CPU time alone: {}\n",
+        report::ratio(task_cost(1), task_cost(2)),
+    ));
+    text.push_str(&format!(
+        "XDP fast path, established flow (BPF_PROG_TEST_RUN, repeat 10,000, median of {}): {:.0} ns/packet; {}\n",
+        fast_path.len(),
+        fast_path_median,
+        report::verdict(
+            "target under 67 ns",
+            fast_path_median > 0.0 && fast_path_median < FAST_PATH_TARGET_NS
+        ),
+    ));
+    text.push_str(&format!(
+        "\nCPU per packet: busy time of the load core (CPU {LOAD_CPU}, /proc/stat) over a run of lab-udp-flood \
+         ({} flows, {}-byte payloads, sendmmsg) divided by datagrams sent (next to it: the CPU time of the generator, with the softirq work it ran, \
+         and of ksoftirqd on that core, which other processes cannot inflate); median of the rounds \
+         in which other processes took at most {} of the load core, {} rounds of {} s a row. \
+         Backends drop the load with lab-drop at XDP in every row.\n",
+        args.flows,
+        args.payload,
+        report::percent(DISTURBED_THRESHOLD),
+        args.rounds,
+        args.seconds
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generator_report_is_read() {
+        let report = FloodReport::parse(
+            "{\"sent\":1200,\"errors\":2,\"seconds\":3.000100,\"cpu_seconds\":2.5,\"waited_seconds\":0.010000}\n",
+        )
+        .unwrap();
+        assert_eq!(report.sent, 1200);
+        assert_eq!(report.errors, 2);
+        assert_eq!(report.seconds, 3.0001);
+        assert_eq!(report.cpu_seconds, 2.5);
+        assert_eq!(report.waited_seconds, 0.01);
+        assert!(FloodReport::parse("{}").is_err());
+    }
+
+    #[test]
+    fn veth_xdp_drops_are_summed_over_queues() {
+        let stats = "NIC statistics:\n     peer_ifindex: 3\n     rx_queue_0_xdp_drops: 10\n     rx_queue_0_drops: 7\n     rx_queue_1_xdp_drops: 5\n";
+        assert_eq!(xdp_drops(stats), 15);
+    }
+
+    #[test]
+    fn the_fast_path_rounds_are_read_from_the_test_output() {
+        let text = "running 1 test\nfast path round: 61.5 ns/packet\nnoise\nfast path round: 60 ns/packet\n";
+        assert_eq!(fast_path_rounds(text), vec![61.5, 60.0]);
+    }
+
+    #[test]
+    fn the_nftables_rules_pick_one_of_three_endpoints() {
+        let rules = nft_ruleset();
+        assert!(rules.contains("numgen random mod 3 vmap { 0 : goto endpoint-udp-0"));
+        assert!(rules.contains("meta l4proto udp dnat to 198.19.0.3:5353"));
+        assert!(rules.contains("meta l4proto tcp dnat to 198.19.0.1:80"));
+        assert!(rules.contains("ip daddr 198.18.0.1 udp dport 9053 goto service-udp"));
+    }
+
+    #[test]
+    fn the_cost_per_packet_is_busy_time_over_packets() {
+        let round = FloodRound {
+            sent: 1_000_000,
+            seconds: 2.0,
+            others: 0.0,
+            load_core_busy: 2.0,
+            load_tasks: 1.0,
+            delivered: 500_000,
+        };
+        assert_eq!(round.ns_per_packet(), 2000.0);
+        assert_eq!(round.task_ns_per_packet(), 1000.0);
+        assert_eq!(round.delivered_pps(), 250_000.0);
+        assert_eq!(round.sent_pps(), 500_000.0);
+    }
+}
