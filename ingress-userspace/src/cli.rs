@@ -239,10 +239,12 @@ pub struct L4Args {
     #[arg(long, value_name = "PRIME", default_value_t = ingress_common::l4::DEFAULT_TABLE_SIZE)]
     pub maglev_table_size: u32,
 
-    /// Leave the pinned maps in --bpffs when exiting (the L4 connection
-    /// table among them), so a restarted daemon takes the flows over.
-    /// Without it the pins are removed on exit. Pins of the right shape
-    /// are always reused at start.
+    /// Leave the pins in --bpffs when exiting: the maps (the L4 connection
+    /// table among them) and the XDP links, so the program stays attached
+    /// and keeps forwarding while no daemon runs, and a restarted daemon
+    /// takes the links and flows over without losing a packet. Without it
+    /// the pins are removed on exit, which detaches the program. Pins of
+    /// the right shape are always reused at start.
     #[arg(long)]
     pub keep_pins_on_exit: bool,
 }
