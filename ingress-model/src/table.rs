@@ -121,6 +121,28 @@ impl<'a> RouteMatch<'a> {
         }
     }
 
+    /// The host pattern of the rule that matched (`None` for the
+    /// fallback).
+    pub fn host(&self) -> Option<&'a HostPattern> {
+        match self {
+            RouteMatch::Path(route) => Some(&route.host),
+            RouteMatch::Default(DefaultRoute {
+                scope: DefaultScope::Host(host),
+                ..
+            }) => Some(host),
+            RouteMatch::Default(_) => None,
+        }
+    }
+
+    /// The route's address inside its table: equal for the same route of
+    /// the same table, for keeping per-route state beside a table.
+    pub fn identity(&self) -> usize {
+        match self {
+            RouteMatch::Path(route) => std::ptr::from_ref(*route) as usize,
+            RouteMatch::Default(route) => std::ptr::from_ref(*route) as usize,
+        }
+    }
+
     /// The matched path and type, when a path matched.
     pub fn path(&self) -> Option<&'a PathRule> {
         match self {
@@ -252,6 +274,21 @@ impl RouteTable {
         self.host_entries()
             .map(|(_, routes)| routes.exact.len() + routes.prefix.len())
             .sum()
+    }
+
+    /// Every route a lookup can return (each path, each host's default,
+    /// the fallback), unordered: for state the proxy keeps per route.
+    pub fn routes(&self) -> impl Iterator<Item = RouteMatch<'_>> {
+        self.host_entries()
+            .flat_map(|(_, routes)| {
+                routes
+                    .exact
+                    .values()
+                    .chain(routes.prefix.values())
+                    .map(RouteMatch::Path)
+                    .chain(routes.default.iter().map(RouteMatch::Default))
+            })
+            .chain(std::iter::once(RouteMatch::Default(&self.fallback)))
     }
 
     /// Every distinct resolved Service backend, by identity: what the proxy

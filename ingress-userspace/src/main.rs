@@ -148,8 +148,8 @@ async fn serve(
     l4: Option<Arc<L4Sync>>,
     edge: bool,
 ) -> Result<()> {
-    let routes = LiveRoutes::new();
     let metrics = Metrics::new(edge.then(|| args.bpffs.clone()));
+    let routes = LiveRoutes::with_metrics(metrics.clone());
     let readiness = Readiness::new();
     let default_certificate =
         self_signed_default().context("generating the default certificate")?;

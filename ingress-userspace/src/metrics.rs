@@ -10,7 +10,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -74,6 +74,51 @@ pub struct Metrics {
     config_apply_seconds: Histogram,
     config_problems: Gauge,
     config_last_apply: Arc<AtomicU64>,
+    unrouted: Arc<RouteMetrics>,
+}
+
+/// The request histograms of one route (Ingress, host rule, Service), one
+/// per status class, each taken from the family at its first request and
+/// kept: a request then costs one atomic load and the observation, with no
+/// label hashing. Kept per route across configurations by the routes.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    ingress: String,
+    host: String,
+    service: String,
+    by_class: [OnceLock<Histogram>; 5],
+}
+
+impl RouteMetrics {
+    /// A request of this route answered `status` after `elapsed`.
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        let class = status_class(status);
+        let index = match class {
+            "1xx" => 0,
+            "2xx" => 1,
+            "3xx" => 2,
+            "4xx" => 3,
+            _ => 4,
+        };
+        self.by_class[index]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        ingress: self.ingress.clone(),
+                        host: self.host.clone(),
+                        service: self.service.clone(),
+                        status: class,
+                    })
+                    .clone()
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The labels: (ingress, host, service).
+    pub fn labels(&self) -> (&str, &str, &str) {
+        (&self.ingress, &self.host, &self.service)
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -133,6 +178,13 @@ impl Metrics {
             config_problems.clone(),
         );
         let config_last_apply = Arc::new(AtomicU64::new(0));
+        let unrouted = Arc::new(RouteMetrics {
+            requests: requests.clone(),
+            ingress: String::new(),
+            host: String::new(),
+            service: String::new(),
+            by_class: Default::default(),
+        });
         if let Some(bpffs) = bpffs {
             registry.register_collector(Box::new(XdpCounters { bpffs }));
         }
@@ -146,28 +198,34 @@ impl Metrics {
             config_apply_seconds,
             config_problems,
             config_last_apply,
+            unrouted,
         })
     }
 
-    /// A request answered with `status` after `elapsed`.
-    pub fn request_done(&self, labels: &RequestLabels, elapsed: Duration) {
-        if let Some(histogram) = self.requests.get(labels) {
-            histogram.observe(elapsed.as_secs_f64());
-            return;
+    /// The request histograms of a route (empty strings where no Ingress,
+    /// host rule or Service applies).
+    pub fn route(&self, ingress: &str, host: &str, service: &str) -> RouteMetrics {
+        RouteMetrics {
+            requests: self.requests.clone(),
+            ingress: ingress.to_owned(),
+            host: host.to_owned(),
+            service: service.to_owned(),
+            by_class: Default::default(),
         }
-        self.requests
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
     }
 
-    /// An upstream answered (a response head) after `elapsed`.
-    pub fn upstream_answered(&self, service: &str, elapsed: Duration) {
-        let labels = ServiceLabels {
-            service: service.to_owned(),
-        };
+    /// The histograms of requests no route describes.
+    pub fn unrouted(&self) -> &Arc<RouteMetrics> {
+        &self.unrouted
+    }
+
+    /// The upstream latency histogram of `service`, to keep with it.
+    pub fn upstream(&self, service: &str) -> Histogram {
         self.upstream
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+            .get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+            })
+            .clone()
     }
 
     /// A client connection opened; the guard counts it until dropped.
@@ -368,15 +426,15 @@ mod tests {
     #[test]
     fn exposition_carries_requests_connections_and_applies() {
         let metrics = Metrics::new(None);
-        let labels = RequestLabels {
-            ingress: "default/web".into(),
-            host: "web.example.com".into(),
-            service: "default/web:80".into(),
-            status: status_class(200),
-        };
-        metrics.request_done(&labels, Duration::from_millis(3));
-        metrics.request_done(&labels, Duration::from_millis(5));
-        metrics.upstream_answered("default/web:80", Duration::from_millis(2));
+        let route = metrics.route("default/web", "web.example.com", "default/web:80");
+        route.observe(200, Duration::from_millis(3));
+        route.observe(204, Duration::from_millis(5));
+        // The same labels again (a new configuration) share the series.
+        let again = metrics.route("default/web", "web.example.com", "default/web:80");
+        again.observe(503, Duration::from_millis(1));
+        metrics
+            .upstream("default/web:80")
+            .observe(Duration::from_millis(2).as_secs_f64());
         let guard = metrics.connection_opened("http");
         metrics.tls_handshake(false);
         let text = metrics.encode();

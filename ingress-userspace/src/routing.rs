@@ -5,26 +5,36 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-use ingress_model::{Backend, BackendId, DefaultRoute, DefaultScope, RouteMatch, RouteTable};
+use ingress_model::{Backend, BackendId, RouteMatch, RouteTable};
+use prometheus_client::metrics::histogram::Histogram;
 
-use crate::proxy::{
-    balance::RoundRobin,
-    server::{Resolution, Resolve, RouteLabels, Upstream},
+use crate::{
+    metrics::{Metrics, RouteMetrics},
+    proxy::{
+        balance::RoundRobin,
+        server::{Resolution, Resolve, Upstream},
+    },
 };
 
-/// Per-backend state that outlives a configuration: its display name and
-/// round-robin cursor.
+/// Per-backend state that outlives a configuration: its display name,
+/// round-robin cursor and latency histogram.
 #[derive(Debug, Clone)]
 struct BackendState {
     name: Arc<str>,
     round_robin: Arc<RoundRobin>,
+    latency: Option<Histogram>,
 }
 
-/// One configuration: the table and the state of each of its backends.
+/// The labels of a route's metrics: (Ingress, host rule, Service).
+type RouteLabels = (String, String, String);
+
+/// One configuration: the table, the state of each of its backends and
+/// the metrics of each route (by [`RouteMatch::identity`] in this table).
 #[derive(Debug, Default)]
 pub struct RoutingSnapshot {
     table: RouteTable,
     backends: HashMap<BackendId, BackendState>,
+    route_metrics: HashMap<usize, Arc<RouteMetrics>>,
 }
 
 impl RoutingSnapshot {
@@ -38,6 +48,7 @@ impl RoutingSnapshot {
 #[derive(Debug, Default)]
 pub struct LiveRoutes {
     current: ArcSwap<RoutingSnapshot>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl LiveRoutes {
@@ -46,26 +57,47 @@ impl LiveRoutes {
         Arc::new(Self::default())
     }
 
-    /// Installs `table`; backends that stay keep their round-robin cursor.
+    /// Empty routes whose requests are measured in `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::default(),
+            metrics: Some(metrics),
+        })
+    }
+
+    /// Installs `table`; backends and routes that stay keep their state
+    /// (round-robin cursor, metrics).
     pub fn install(&self, table: RouteTable) {
         let previous = self.current.load();
-        let backends = table
+        let backends: HashMap<BackendId, BackendState> = table
             .backends()
             .into_keys()
             .map(|id| {
-                let state = previous
-                    .backends
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| BackendState {
-                        name: Arc::from(id.to_string()),
+                let state = previous.backends.get(id).cloned().unwrap_or_else(|| {
+                    let name: Arc<str> = Arc::from(id.to_string());
+                    BackendState {
+                        latency: self.metrics.as_ref().map(|m| m.upstream(&name)),
+                        name,
                         round_robin: Arc::new(RoundRobin::default()),
-                    });
+                    }
+                });
                 (id.clone(), state)
             })
             .collect();
-        self.current
-            .store(Arc::new(RoutingSnapshot { table, backends }));
+        // Routes are keyed by their address, so the table goes to its final
+        // place (the heap) first: the fallback route lives inline in it.
+        let mut snapshot = Arc::new(RoutingSnapshot {
+            table,
+            backends,
+            route_metrics: HashMap::new(),
+        });
+        if let Some(metrics) = &self.metrics
+            && let Some(placed) = Arc::get_mut(&mut snapshot)
+        {
+            placed.route_metrics =
+                route_metrics(&placed.table, &placed.backends, &previous, metrics);
+        }
+        self.current.store(snapshot);
     }
 
     /// The current snapshot.
@@ -74,28 +106,64 @@ impl LiveRoutes {
     }
 }
 
+/// The metrics of every route of `table`, reusing those of `previous`
+/// with the same labels.
+fn route_metrics(
+    table: &RouteTable,
+    backends: &HashMap<BackendId, BackendState>,
+    previous: &RoutingSnapshot,
+    metrics: &Metrics,
+) -> HashMap<usize, Arc<RouteMetrics>> {
+    let mut known: HashMap<RouteLabels, Arc<RouteMetrics>> = previous
+        .route_metrics
+        .values()
+        .map(|route| {
+            let (ingress, host, service) = route.labels();
+            ((ingress.into(), host.into(), service.into()), route.clone())
+        })
+        .collect();
+    table
+        .routes()
+        .map(|found| {
+            let labels = route_labels(&found, backends);
+            let route = match known.remove(&labels) {
+                Some(route) => route,
+                None => Arc::new(metrics.route(&labels.0, &labels.1, &labels.2)),
+            };
+            (found.identity(), route)
+        })
+        .collect()
+}
+
+fn route_labels(
+    found: &RouteMatch<'_>,
+    backends: &HashMap<BackendId, BackendState>,
+) -> RouteLabels {
+    let service = match found.backend() {
+        Backend::Service(service) => backends
+            .get(&service.id)
+            .map(|state| state.name.to_string())
+            .unwrap_or_default(),
+        Backend::Unavailable(_) | Backend::NotFound => String::new(),
+    };
+    (
+        found.ingress().map(ToString::to_string).unwrap_or_default(),
+        found.host().map(ToString::to_string).unwrap_or_default(),
+        service,
+    )
+}
+
 impl Resolve for LiveRoutes {
     fn resolve(&self, host: &str, path: &str) -> Resolution {
-        self.resolve_labeled(host, path).0
+        self.resolve_observed(host, path).0
     }
 
-    fn resolve_labeled(&self, host: &str, path: &str) -> (Resolution, RouteLabels) {
+    fn resolve_observed(&self, host: &str, path: &str) -> (Resolution, Option<Arc<RouteMetrics>>) {
         let snapshot = self.current.load();
         let found = snapshot.table.route(host, path);
-        let mut labels = RouteLabels {
-            ingress: found.ingress().map(ToString::to_string).unwrap_or_default(),
-            host: match found {
-                RouteMatch::Path(route) => route.host.to_string(),
-                RouteMatch::Default(DefaultRoute {
-                    scope: DefaultScope::Host(host),
-                    ..
-                }) => host.to_string(),
-                RouteMatch::Default(_) => String::new(),
-            },
-            service: String::new(),
-        };
+        let route = snapshot.route_metrics.get(&found.identity()).cloned();
         let https_redirect = found.https_redirect();
-        match found.backend() {
+        let resolution = match found.backend() {
             Backend::Service(service) => {
                 let state = snapshot
                     .backends
@@ -104,19 +172,20 @@ impl Resolve for LiveRoutes {
                     .unwrap_or_else(|| BackendState {
                         name: Arc::from(service.id.to_string()),
                         round_robin: Arc::new(RoundRobin::default()),
+                        latency: None,
                     });
-                labels.service = state.name.to_string();
-                let upstream = Upstream {
+                Resolution::Upstream(Upstream {
                     name: state.name,
                     endpoints: service.endpoints.shared(),
                     round_robin: state.round_robin,
                     https_redirect,
-                };
-                (Resolution::Upstream(upstream), labels)
+                    latency: state.latency,
+                })
             }
-            Backend::Unavailable(_) => (Resolution::Unavailable { https_redirect }, labels),
-            Backend::NotFound => (Resolution::NoRoute, labels),
-        }
+            Backend::Unavailable(_) => Resolution::Unavailable { https_redirect },
+            Backend::NotFound => Resolution::NoRoute,
+        };
+        (resolution, route)
     }
 }
 
@@ -200,5 +269,33 @@ endpoints: [{addresses: [198.18.1.1]}, {addresses: [198.18.1.2]}]
             panic!("expected an upstream");
         };
         assert!(Arc::ptr_eq(&before.round_robin, &after.round_robin));
+    }
+
+    #[test]
+    fn each_route_has_its_metrics_kept_across_reloads() {
+        let routes = LiveRoutes::with_metrics(Metrics::new(None));
+        routes.install(table());
+        let (_, web) = routes.resolve_observed("web.example.com", "/x");
+        let web = web.expect("metrics of the web route");
+        assert_eq!(
+            web.labels(),
+            ("default/web", "web.example.com", "default/web:80")
+        );
+        let (_, broken) = routes.resolve_observed("web.example.com", "/broken");
+        assert_eq!(
+            broken.expect("metrics of the broken route").labels(),
+            ("default/web", "web.example.com", "")
+        );
+        let (_, fallback) = routes.resolve_observed("other.example.com", "/");
+        assert_eq!(fallback.expect("the fallback's").labels(), ("", "", ""));
+        routes.install(table());
+        let (_, again) = routes.resolve_observed("web.example.com", "/");
+        assert!(Arc::ptr_eq(&web, &again.expect("metrics after a reload")));
+        assert!(
+            LiveRoutes::new()
+                .resolve_observed("web.example.com", "/")
+                .1
+                .is_none()
+        );
     }
 }

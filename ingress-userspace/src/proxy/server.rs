@@ -33,7 +33,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{Metrics, RequestLabels, status_class};
+use crate::metrics::{Metrics, RouteMetrics};
 
 use super::{
     balance::RoundRobin,
@@ -53,6 +53,8 @@ pub struct Upstream {
     pub round_robin: Arc<RoundRobin>,
     /// Plain-HTTP requests get a 308 to HTTPS instead.
     pub https_redirect: bool,
+    /// Where its response times go (`/metrics`), when measured.
+    pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// The answer of a route lookup.
@@ -70,35 +72,16 @@ pub enum Resolution {
     NoRoute,
 }
 
-/// What routed a request, for its metrics: the Ingress and host rule
-/// (empty when none matched) and the Service (`namespace/name:port`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteLabels {
-    /// namespace/name of the Ingress.
-    pub ingress: String,
-    /// The rule's host (`*.example.com`, or empty for a rule without one).
-    pub host: String,
-    /// namespace/name:port of the Service.
-    pub service: String,
-}
-
 /// Route lookup as the proxy needs it; implemented over the routing model's
 /// current snapshot, which can change between two requests.
 pub trait Resolve: Send + Sync + 'static {
     /// The upstream for a request's host (as sent, port included) and path.
     fn resolve(&self, host: &str, path: &str) -> Resolution;
 
-    /// [`Resolve::resolve`], with what routed the request (for metrics).
-    fn resolve_labeled(&self, host: &str, path: &str) -> (Resolution, RouteLabels) {
-        let resolution = self.resolve(host, path);
-        let labels = match &resolution {
-            Resolution::Upstream(upstream) => RouteLabels {
-                service: upstream.name.to_string(),
-                ..RouteLabels::default()
-            },
-            _ => RouteLabels::default(),
-        };
-        (resolution, labels)
+    /// [`Resolve::resolve`], with the request metrics of the route that
+    /// matched (`None`: count it as unrouted).
+    fn resolve_observed(&self, host: &str, path: &str) -> (Resolution, Option<Arc<RouteMetrics>>) {
+        (self.resolve(host, path), None)
     }
 }
 
@@ -265,7 +248,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let host = request_host(&request);
-    let (resolution, route) = state.resolver.resolve_labeled(&host, request.uri().path());
+    let (resolution, route) = state.resolver.resolve_observed(&host, request.uri().path());
     let mut response = route_request(request, &host, resolution, client, state).await;
     if client.scheme == "https"
         && let Some(hsts) = &state.settings.hsts
@@ -274,13 +257,8 @@ pub async fn handle(
             .headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
-    let labels = RequestLabels {
-        ingress: route.ingress,
-        host: route.host,
-        service: route.service,
-        status: status_class(response.status().as_u16()),
-    };
-    state.metrics.request_done(&labels, started.elapsed());
+    let route = route.as_ref().unwrap_or(state.metrics.unrouted());
+    route.observe(response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -329,9 +307,9 @@ async fn route_request(
         Ok(exchanged) => exchanged,
         Err(status) => return error_response(status),
     };
-    state
-        .metrics
-        .upstream_answered(&upstream.name, asked.elapsed());
+    if let Some(latency) = &upstream.latency {
+        latency.observe(asked.elapsed().as_secs_f64());
+    }
 
     if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -550,6 +528,7 @@ mod tests {
                 endpoints: Arc::from([self.0]),
                 round_robin: Arc::default(),
                 https_redirect: false,
+                latency: None,
             })
         }
     }
