@@ -1,13 +1,17 @@
 //! `cargo xtask bench`: xdp-ingress against what it replaces, in the lab,
 //! with the same client, backends and CPU budget for both. One subcommand
 //! per comparison: `l7` (HTTP proxying, against nginx configured as
-//! ingress-nginx configures it) and `tls` (HTTPS termination) today; `l4`
-//! and `cluster` join here.
+//! ingress-nginx configures it), `tls` (HTTPS termination) and `cluster`
+//! (xdp-ingress alone as a controller of a real API server at scale);
+//! `l4` joins here.
 //!
 //! Every benchmark builds release binaries first, runs in network
 //! namespaces of the shared lab, bounds every wait, and removes what it
 //! created on exit, on error and on Ctrl-C.
 
+mod api_proxy;
+mod audit;
+mod cluster;
 mod l7;
 mod lab;
 mod measure;
@@ -53,6 +57,10 @@ enum BenchTarget {
     /// requests/s, ECDSA P-256 and RSA-2048, xdp-ingress against nginx with
     /// the same certificate, one CPU core each.
     Tls(tls::TlsArgs),
+    /// xdp-ingress watching a real API server: 10,000 Ingresses created
+    /// through the API until every host answers, peak RSS, the API
+    /// requests it made, and EndpointSlice updates followed (p50/p99).
+    Cluster(cluster::ClusterArgs),
 }
 
 /// `cargo xtask bench ...`.
@@ -60,6 +68,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.target {
         BenchTarget::L7(l7_args) => l7::run(l7_args),
         BenchTarget::Tls(tls_args) => tls::run(tls_args),
+        BenchTarget::Cluster(cluster_args) => cluster::run(cluster_args),
     }
 }
 
