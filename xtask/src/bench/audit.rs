@@ -40,6 +40,8 @@ pub struct PhaseCounts {
     pub requests: BTreeMap<RequestKind, u64>,
     /// How many were answered with a status of 400 or more.
     pub failed: u64,
+    /// The objects (`namespace/name`) each kind of request named.
+    pub objects: BTreeMap<RequestKind, BTreeSet<String>>,
 }
 
 impl PhaseCounts {
@@ -50,6 +52,15 @@ impl PhaseCounts {
             .filter(|(kind, _)| kind.verb == verb && kind.resource == resource)
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// The objects that requests `verb resource` named.
+    pub fn objects(&self, verb: &str, resource: &str) -> BTreeSet<String> {
+        self.objects
+            .iter()
+            .filter(|(kind, _)| kind.verb == verb && kind.resource == resource)
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect()
     }
 
     /// Every request in the phase.
@@ -141,7 +152,17 @@ fn count_phases(text: &str, marks: &[u64]) -> Result<Vec<PhaseCounts>> {
         }
         let phase = marks.iter().filter(|&&mark| start >= mark).count();
         let counts = &mut phases[phase];
-        *counts.requests.entry(kind_of(&event)).or_default() += 1;
+        let kind = kind_of(&event);
+        let object = &event["objectRef"];
+        if let Some(name) = object["name"].as_str() {
+            let namespace = object["namespace"].as_str().unwrap_or_default();
+            counts
+                .objects
+                .entry(kind.clone())
+                .or_default()
+                .insert(format!("{namespace}/{name}"));
+        }
+        *counts.requests.entry(kind).or_default() += 1;
         if event["responseStatus"]["code"]
             .as_u64()
             .is_some_and(|code| code >= 400)
@@ -203,6 +224,11 @@ mod tests {
         // The watch's second line and the unfinished last line count nothing.
         assert_eq!(phases[1].total(), 3);
         assert_eq!(phases[1].requests[&kind("patch", "ingresses/status")], 1);
+        assert_eq!(
+            phases[1].objects("patch", "ingresses/status"),
+            BTreeSet::from(["bench/i".to_owned()])
+        );
+        assert!(phases[0].objects("list", "ingresses").is_empty());
         assert_eq!(phases[1].requests[&kind("get", "/version")], 1);
         assert_eq!(phases[1].count("get", "services"), 1);
         assert_eq!(phases[1].reads_besides_watches(), 1);

@@ -23,6 +23,7 @@
 //! watches have listed.
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     net::SocketAddr,
     ops::Range,
@@ -120,13 +121,16 @@ fn updated_service(n: usize, count: usize) -> usize {
 }
 
 /// The Service, EndpointSlice (one ready endpoint, our manager) and
-/// Ingress of each index of `hosts`.
+/// Ingress of each index of `hosts`. The Services are headless: the lab's
+/// Service range has 254 addresses, and the controller reads endpoints,
+/// never a cluster IP.
 fn chunk_yaml(hosts: Range<usize>) -> String {
     let mut yaml = String::new();
     for index in hosts {
         let name = service(index);
         let slice = [SliceEndpoint::ready(endpoint(index).ip())];
         let objects = service_yaml(NAMESPACE, &name, 80, endpoint(index).port(), &slice)
+            .replacen("spec:\n  ports:", "spec:\n  clusterIP: None\n  ports:", 1)
             .replacen(
                 "labels: {",
                 &format!("labels: {{endpointslice.kubernetes.io/managed-by: {SLICE_MANAGER}, "),
@@ -339,16 +343,16 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
 
 /// Waits (polling the audit log after `from` once a second, bounded by
 /// [`STATUS_TIMEOUT`]) until the daemon has patched the status of `count`
-/// Ingresses; returns the time since `since`.
+/// distinct Ingresses; returns the time since `since`.
 fn wait_for_statuses(audit: &AuditLog, from: u64, count: u64, since: Instant) -> Result<Duration> {
     let started = Instant::now();
-    let (mut offset, mut patched) = (from, 0);
+    let (mut offset, mut patched) = (from, BTreeSet::new());
     for _ in 0..STATUS_TIMEOUT.as_secs() + 1 {
         check_interrupted()?;
         let (counts, end) = audit.count_from(offset)?;
-        patched += counts.count("patch", "ingresses/status");
+        patched.extend(counts.objects("patch", "ingresses/status"));
         offset = end;
-        if patched >= count {
+        if patched.len() as u64 >= count {
             return Ok(since.elapsed());
         }
         if started.elapsed() > STATUS_TIMEOUT {
@@ -356,7 +360,10 @@ fn wait_for_statuses(audit: &AuditLog, from: u64, count: u64, since: Instant) ->
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    bail!("the daemon patched the status of {patched} Ingresses of {count} within {STATUS_TIMEOUT:?}")
+    bail!(
+        "the daemon patched the status of {} Ingresses of {count} within {STATUS_TIMEOUT:?}",
+        patched.len()
+    )
 }
 
 /// The API server's port, from its URL.
@@ -852,6 +859,24 @@ fn render(args: &ClusterArgs, results: &Results) -> String {
             .statuses_written
             .map_or_else(|| "not within the bound".to_owned(), report::latency),
     ]);
+    let patches: u64 = results
+        .requests
+        .iter()
+        .map(|phase| phase.count("patch", "ingresses/status"))
+        .sum();
+    let patched: BTreeSet<String> = results
+        .requests
+        .iter()
+        .flat_map(|phase| phase.objects("patch", "ingresses/status"))
+        .collect();
+    table.row(vec![
+        "status patches (of distinct Ingresses)".into(),
+        format!(
+            "{} ({})",
+            report::thousands(patches as f64),
+            report::thousands(patched.len() as f64)
+        ),
+    ]);
     table.row(vec![
         "configuration applies while creating (took, p50 / p99 / max)".into(),
         format!(
@@ -954,7 +979,7 @@ fn requests_table(phases: &[PhaseCounts]) -> Table {
     let mut header = vec!["request"];
     header.extend(PHASES.iter().take(phases.len()));
     let mut table = Table::new(&header);
-    let kinds: std::collections::BTreeSet<&RequestKind> =
+    let kinds: BTreeSet<&RequestKind> =
         phases.iter().flat_map(|phase| phase.requests.keys()).collect();
     for kind in kinds {
         let mut row = vec![format!("{} {}", kind.verb, kind.resource)];
@@ -1043,6 +1068,7 @@ mod tests {
             "labels: {{endpointslice.kubernetes.io/managed-by: {SLICE_MANAGER}, kubernetes.io/service-name: svc-3}}"
         )));
         assert!(yaml.contains("- host: h4.bench.example"));
+        assert_eq!(yaml.matches("spec:\n  clusterIP: None\n  ports:").count(), 2);
         // Service 3 starts on the first address, 4 on the second.
         assert!(yaml.contains("[\"198.19.0.1\"]") && yaml.contains("[\"198.19.0.2\"]"));
     }
@@ -1052,11 +1078,11 @@ mod tests {
         for index in 0..6 {
             assert_ne!(endpoint(index), moved_endpoint(index));
         }
-        let touched: std::collections::BTreeSet<usize> =
+        let touched: BTreeSet<usize> =
             (0..1000).map(|n| updated_service(n, 10_000)).collect();
         assert_eq!(touched.len(), 1000);
         assert!(touched.iter().all(|&index| index < 10_000));
-        let all: std::collections::BTreeSet<usize> =
+        let all: BTreeSet<usize> =
             (0..7919).map(|n| updated_service(n, 7919)).collect();
         assert_eq!(all.len(), 7919);
         assert_eq!(
