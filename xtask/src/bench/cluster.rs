@@ -75,9 +75,25 @@ pub struct ClusterArgs {
     /// EndpointSlice updates per second.
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
+    /// Pin the daemon to one CPU with one tokio worker, as `bench l7` does
+    /// (by default it runs as deploy/ runs it: no CPU limit, a worker per
+    /// CPU).
+    #[arg(long)]
+    pub one_core: bool,
     /// Use the release binaries as they are (no setup, no build).
     #[arg(long)]
     pub no_build: bool,
+}
+
+impl ClusterArgs {
+    /// How the daemon runs, for the report.
+    fn daemon_cpus(&self) -> String {
+        if self.one_core {
+            format!("pinned to CPU {PROXY_CPU} with 1 tokio worker")
+        } else {
+            "on every CPU with a tokio worker each, as deploy/ runs it (no CPU limit)".to_owned()
+        }
+    }
 }
 
 /// The controller's namespace and ServiceAccount (deploy/).
@@ -259,7 +275,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         progress.detail(&line);
     }
     let bridge = LoopbackBridge::new(lab.edge(), apiserver_port(&cluster)?)?;
-    let mut daemon = start_daemon(&lab, &binaries, &kubeconfig)?;
+    let mut daemon = start_daemon(&lab, &binaries, &kubeconfig, args.one_core)?;
     poll_until("the daemon's first full list", FIRST_LIST_TIMEOUT, || {
         Ok(daemon
             .log()
@@ -268,8 +284,9 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     })
     .with_context(|| format!("the daemon did not list:\n{}", daemon.log()))?;
     progress.detail(&format!(
-        "daemon pid {}, on CPU {PROXY_CPU}, API server through {}",
+        "daemon pid {}, {}, API server through {}",
         daemon.pid(),
+        args.daemon_cpus(),
         cluster.server_url()
     ));
     let mut marks = vec![audit.mark()];
@@ -375,17 +392,25 @@ fn apiserver_port(cluster: &TestCluster) -> Result<u16> {
         .with_context(|| format!("no port in {url}"))
 }
 
-/// The release daemon in the lab's edge, as in `bench l7` (on
-/// [`PROXY_CPU`], one tokio worker, XDP native on the client link), but
-/// watching the API server with `kubeconfig`.
-fn start_daemon(lab: &BenchLab, binaries: &Binaries, kubeconfig: &Path) -> Result<Daemon> {
+/// The release daemon in the lab's edge (XDP native on the client link,
+/// as in `bench l7`), watching the API server with `kubeconfig`; with
+/// `one_core`, on [`PROXY_CPU`] with one tokio worker.
+fn start_daemon(
+    lab: &BenchLab,
+    binaries: &Binaries,
+    kubeconfig: &Path,
+    one_core: bool,
+) -> Result<Daemon> {
     let kubeconfig = kubeconfig.display().to_string();
     let http_addr = lab.proxy_addr().to_string();
     let status_address = EDGE_ADDR.to_string();
-    Daemon::in_netns(lab.edge())
-        .binary(&binaries.daemon)
-        .cpus(PROXY_CPU)
-        .env("TOKIO_WORKER_THREADS", "1")
+    let mut daemon = Daemon::in_netns(lab.edge()).binary(&binaries.daemon);
+    if one_core {
+        daemon = daemon
+            .cpus(PROXY_CPU)
+            .env("TOKIO_WORKER_THREADS", "1");
+    }
+    daemon
         .env("POD_NAMESPACE", CONTROLLER_NAMESPACE)
         .env("RUST_LOG", "info")
         .interface(lab.edge_interface())
@@ -957,7 +982,7 @@ fn render(args: &ClusterArgs, results: &Results) -> String {
     let _ = write!(
         text,
         "\netcd and kube-apiserver {version} on loopback (the lab's TestCluster), the daemon (release, \
-         CPU {PROXY_CPU}, 1 tokio worker, XDP native) in the lab's edge as deploy/'s ServiceAccount, \
+         {cpus}, XDP native) in the lab's edge as deploy/'s ServiceAccount, \
          lab-backend on {endpoints} (one endpoint per Service, in turn). A host is served when \
          `GET /` through the edge answers 200; each is probed from its chunk's create on. An \
          update moves a Service's only endpoint to the next address; it is followed when a \
@@ -967,6 +992,7 @@ fn render(args: &ClusterArgs, results: &Results) -> String {
          counted in the audit log. CPUs busy before the run: {background}; the machine is shared, \
          so other work may have run at the same time.\n",
         version = xdp_ingress_lab::k8s::KUBERNETES_VERSION,
+        cpus = args.daemon_cpus(),
         endpoints = ENDPOINTS.map(|e| e.ip().to_string()).join(", "),
         cycle = report::latency(results.probe_cycle + PROBE_PAUSE),
         background = report::percent(results.background),
@@ -1024,6 +1050,7 @@ fn to_json(args: &ClusterArgs, results: &Results) -> serde_json::Value {
         .collect();
     json!({
         "ingresses": args.ingresses,
+        "daemon": args.daemon_cpus(),
         "objects": results.objects,
         "creating_ms": match (results.first_create, results.last_create) {
             (Some(first), Some(last)) => Some(ms(last - first)),
