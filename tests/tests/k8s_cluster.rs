@@ -229,7 +229,14 @@ fn the_audit_log_records_only_the_audited_users_requests() -> Result<()> {
         .start()?;
     cluster.kubectl(&["create", "namespace", "audit"])?;
     cluster.kubectl(&["-n", "audit", "create", "serviceaccount", "watcher"])?;
-    cluster.kubectl(&["-n", "audit", "create", "configmap", "seen", "--from-literal=k=v"])?;
+    cluster.kubectl(&[
+        "-n",
+        "audit",
+        "create",
+        "configmap",
+        "seen",
+        "--from-literal=k=v",
+    ])?;
     cluster.kubectl(&[
         "-n",
         "audit",

@@ -41,9 +41,11 @@ impl ApiProxy {
         )?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         poll_until("kubectl proxy to listen", START_TIMEOUT, || {
-            Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                .is_ok()
-                .then_some(()))
+            Ok(
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
+                    .then_some(()),
+            )
         })?;
         Ok(Self {
             addr,

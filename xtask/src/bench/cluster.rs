@@ -39,8 +39,8 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use xdp_ingress_lab::{
-    BackendReport, Daemon, EDGE_ADDR, LoopbackBridge, ScratchDir, SliceEndpoint,
-    k8s::TestCluster, poll_until, service_yaml,
+    BackendReport, Daemon, EDGE_ADDR, LoopbackBridge, ScratchDir, SliceEndpoint, k8s::TestCluster,
+    poll_until, service_yaml,
 };
 
 use super::{
@@ -114,6 +114,9 @@ const FOLLOW_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_PAUSE: Duration = Duration::from_millis(2);
 /// Threads sending the updates (a slow answer must not hold the next ones).
 const UPDATERS: usize = 4;
+/// Threads probing the updated hosts, each for every fourth update: fewer
+/// pending hosts each, so each is probed more often.
+const PROBERS: usize = 4;
 /// Machine load (outside the benchmark) above which results are flagged.
 const QUIET_THRESHOLD: f64 = 0.10;
 
@@ -265,15 +268,13 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     cluster
         .kubectl(&["apply", "-k", &deploy.display().to_string()])
         .context("kubectl apply -k deploy/")?;
-    let kubeconfig = cluster.service_account_kubeconfig(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)?;
+    let kubeconfig =
+        cluster.service_account_kubeconfig(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)?;
     cluster.kubectl(&["create", "namespace", NAMESPACE])?;
     let audit = AuditLog::new(cluster.audit_log_path());
 
     progress.phase("Creating the lab and starting the daemon as deploy/'s ServiceAccount");
     let lab = BenchLab::create(&binaries)?;
-    for line in lab.describe() {
-        progress.detail(&line);
-    }
     let bridge = LoopbackBridge::new(lab.edge(), apiserver_port(&cluster)?)?;
     let mut daemon = start_daemon(&lab, &binaries, &kubeconfig, args.one_core)?;
     poll_until("the daemon's first full list", FIRST_LIST_TIMEOUT, || {
@@ -348,7 +349,11 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         serde_json::to_string_pretty(&to_json(args, &results))?,
     )
     .with_context(|| format!("writing {}", json_file.display()))?;
-    println!("(also in {} and {})", markdown.display(), json_file.display());
+    println!(
+        "(also in {} and {})",
+        markdown.display(),
+        json_file.display()
+    );
 
     progress.phase("Done: stopping the daemon, the lab and the cluster");
     drop(daemon);
@@ -406,9 +411,7 @@ fn start_daemon(
     let status_address = EDGE_ADDR.to_string();
     let mut daemon = Daemon::in_netns(lab.edge()).binary(&binaries.daemon);
     if one_core {
-        daemon = daemon
-            .cpus(PROXY_CPU)
-            .env("TOKIO_WORKER_THREADS", "1");
+        daemon = daemon.cpus(PROXY_CPU).env("TOKIO_WORKER_THREADS", "1");
     }
     daemon
         .env("POD_NAMESPACE", CONTROLLER_NAMESPACE)
@@ -481,9 +484,8 @@ fn create_and_probe(
     let (served, creators) = std::thread::scope(|scope| {
         let failed = &failed;
         let prober = scope.spawn(move || {
-            lab.client().enter(move || {
-                probe_created(lab.proxy_addr(), created_rx, failed, args.ingresses)
-            })
+            lab.client()
+                .enter(move || probe_created(lab.proxy_addr(), created_rx, failed, args.ingresses))
         });
         let creators: Vec<_> = (0..args.creators)
             .map(|_| {
@@ -621,23 +623,23 @@ fn probe_created(
         if started.elapsed() > deadline {
             bail!("creating and serving took longer than {deadline:?}");
         }
-        pending.retain(|&(index, created_at)| {
-            match probe::status_of(proxy, &host(index)) {
+        pending.retain(
+            |&(index, created_at)| match probe::status_of(proxy, &host(index)) {
                 Ok(200) => {
                     served.push((created_at, Instant::now()));
                     false
                 }
                 _ => true,
-            }
-        });
+            },
+        );
         std::thread::sleep(PROBE_PAUSE);
     }
     bail!("probing the created hosts did not end within {max_rounds} rounds")
 }
 
 /// Sends the updates at `--rate` from [`UPDATERS`] threads (on the host,
-/// to `kubectl proxy`) while a prober in the client namespace polls each
-/// updated host until the new endpoint answers.
+/// to `kubectl proxy`) while [`PROBERS`] threads in the client namespace
+/// poll each updated host until the new endpoint answers.
 fn update_and_follow(
     args: &ClusterArgs,
     cluster: &TestCluster,
@@ -648,17 +650,23 @@ fn update_and_follow(
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let start = Instant::now() + Duration::from_millis(100);
     let failed = AtomicBool::new(false);
-    let (update_tx, update_rx) = mpsc::channel::<Update>();
+    let (senders, receivers): (Vec<Sender<Update>>, Vec<Receiver<Update>>) =
+        (0..PROBERS).map(|_| mpsc::channel::<Update>()).unzip();
     let first_error = Mutex::new(None);
-    let followed = std::thread::scope(|scope| {
+    let outcomes = std::thread::scope(|scope| {
         let failed = &failed;
         let deadline = interval * args.updates as u32 + FOLLOW_TIMEOUT + Duration::from_secs(60);
-        let prober = scope.spawn(move || {
-            lab.client()
-                .enter(move || follow_updates(lab.proxy_addr(), update_rx, failed, deadline))
-        });
+        let probers: Vec<_> = receivers
+            .into_iter()
+            .map(|updates| {
+                scope.spawn(move || {
+                    lab.client()
+                        .enter(move || follow_updates(lab.proxy_addr(), updates, failed, deadline))
+                })
+            })
+            .collect();
         for worker in 0..UPDATERS {
-            let update_tx = update_tx.clone();
+            let senders = senders.clone();
             let (proxy, first_error) = (&proxy, &first_error);
             scope.spawn(move || {
                 for n in (worker..args.updates).step_by(UPDATERS) {
@@ -670,9 +678,11 @@ fn update_and_follow(
                     std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     let index = updated_service(n, args.ingresses);
                     let sent = Instant::now();
-                    match proxy.merge_patch(&slice_path(index), &endpoint_patch(moved_endpoint(index))) {
+                    match proxy
+                        .merge_patch(&slice_path(index), &endpoint_patch(moved_endpoint(index)))
+                    {
                         Ok(resource_version) => {
-                            let _ = update_tx.send(Update {
+                            let _ = senders[n % PROBERS].send(Update {
                                 service: index,
                                 sent,
                                 confirmed: Instant::now(),
@@ -681,25 +691,35 @@ fn update_and_follow(
                         }
                         Err(error) => {
                             failed.store(true, Ordering::SeqCst);
-                            first_error
-                                .lock()
-                                .expect("error lock")
-                                .get_or_insert(error);
+                            first_error.lock().expect("error lock").get_or_insert(error);
                             return;
                         }
                     }
                 }
             });
         }
-        drop(update_tx);
-        prober
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the prober panicked")))
+        drop(senders);
+        probers
+            .into_iter()
+            .map(|prober| {
+                prober
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a prober panicked")))
+            })
+            .collect::<Vec<_>>()
     });
     if let Some(error) = first_error.into_inner().expect("error lock") {
         return Err(error.context("an EndpointSlice update failed"));
     }
-    let outcome = followed??;
+    let mut outcome = Following::default();
+    for following in outcomes {
+        let following = following??;
+        outcome.followed.extend(following.followed);
+        outcome.not_followed.extend(following.not_followed);
+        outcome.sent.extend(following.sent);
+        outcome.confirmed.extend(following.confirmed);
+        outcome.probe_cycle += following.probe_cycle / PROBERS as u32;
+    }
     ensure!(
         outcome.followed.len() + outcome.not_followed.len() == args.updates,
         "{} of {} updates were sent",
@@ -715,8 +735,8 @@ fn update_and_follow(
     Ok(())
 }
 
-/// What the prober of the updates saw.
-#[derive(Debug)]
+/// What the probers of the updates saw.
+#[derive(Debug, Default)]
 struct Following {
     followed: Vec<Duration>,
     not_followed: Vec<Update>,
@@ -737,13 +757,7 @@ fn follow_updates(
 ) -> Result<Following> {
     let started = Instant::now();
     let mut pending: Vec<(Update, String)> = Vec::new();
-    let mut outcome = Following {
-        followed: Vec::new(),
-        not_followed: Vec::new(),
-        sent: Vec::new(),
-        confirmed: Vec::new(),
-        probe_cycle: Duration::ZERO,
-    };
+    let mut outcome = Following::default();
     let mut accept = |update: Update, pending: &mut Vec<(Update, String)>| {
         outcome.sent.push(update.sent);
         outcome.confirmed.push(update.confirmed);
@@ -970,6 +984,16 @@ fn render(args: &ClusterArgs, results: &Results) -> String {
         "\nAfter the first list: {steady_reads} GETs of single watched objects or relists ({}).",
         report::verdict("0", steady_reads == 0)
     );
+    if let Some(steady) = results.requests.last() {
+        let events = steady.count("create", "events") + steady.count("patch", "events");
+        let _ = writeln!(
+            text,
+            "During the updates (no Ingress changed), the daemon still wrote {} Ingress status(es) \
+             and {} event(s).",
+            steady.count("patch", "ingresses/status"),
+            events
+        );
+    }
     for update in results.not_followed.iter().take(5) {
         let _ = writeln!(
             text,
@@ -986,8 +1010,8 @@ fn render(args: &ClusterArgs, results: &Results) -> String {
          lab-backend on {endpoints} (one endpoint per Service, in turn). A host is served when \
          `GET /` through the edge answers 200; each is probed from its chunk's create on. An \
          update moves a Service's only endpoint to the next address; it is followed when a \
-         request for its host is answered by lab-backend on the new address (probed round-robin \
-         over the pending updates, each about every {cycle}); the delay runs from the API \
+         request for its host is answered by lab-backend on the new address (4 threads probe \
+         their pending updates round-robin, each about every {cycle}); the delay runs from the API \
          server's answer to the PATCH. Status: the daemon's `patch ingresses/status` requests \
          counted in the audit log. CPUs busy before the run: {background}; the machine is shared, \
          so other work may have run at the same time.\n",
@@ -1005,8 +1029,10 @@ fn requests_table(phases: &[PhaseCounts]) -> Table {
     let mut header = vec!["request"];
     header.extend(PHASES.iter().take(phases.len()));
     let mut table = Table::new(&header);
-    let kinds: BTreeSet<&RequestKind> =
-        phases.iter().flat_map(|phase| phase.requests.keys()).collect();
+    let kinds: BTreeSet<&RequestKind> = phases
+        .iter()
+        .flat_map(|phase| phase.requests.keys())
+        .collect();
     for kind in kinds {
         let mut row = vec![format!("{} {}", kind.verb, kind.resource)];
         row.extend(phases.iter().map(|phase| {
@@ -1095,7 +1121,10 @@ mod tests {
             "labels: {{endpointslice.kubernetes.io/managed-by: {SLICE_MANAGER}, kubernetes.io/service-name: svc-3}}"
         )));
         assert!(yaml.contains("- host: h4.bench.example"));
-        assert_eq!(yaml.matches("spec:\n  clusterIP: None\n  ports:").count(), 2);
+        assert_eq!(
+            yaml.matches("spec:\n  clusterIP: None\n  ports:").count(),
+            2
+        );
         // Service 3 starts on the first address, 4 on the second.
         assert!(yaml.contains("[\"198.19.0.1\"]") && yaml.contains("[\"198.19.0.2\"]"));
     }
@@ -1105,12 +1134,10 @@ mod tests {
         for index in 0..6 {
             assert_ne!(endpoint(index), moved_endpoint(index));
         }
-        let touched: BTreeSet<usize> =
-            (0..1000).map(|n| updated_service(n, 10_000)).collect();
+        let touched: BTreeSet<usize> = (0..1000).map(|n| updated_service(n, 10_000)).collect();
         assert_eq!(touched.len(), 1000);
         assert!(touched.iter().all(|&index| index < 10_000));
-        let all: BTreeSet<usize> =
-            (0..7919).map(|n| updated_service(n, 7919)).collect();
+        let all: BTreeSet<usize> = (0..7919).map(|n| updated_service(n, 7919)).collect();
         assert_eq!(all.len(), 7919);
         assert_eq!(
             endpoint_patch(ENDPOINTS[1]),
@@ -1135,6 +1162,9 @@ mod tests {
         assert_eq!(percentile(&values, 0.5), ms(50));
         assert_eq!(percentile(&values, 0.99), ms(99));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
-        assert_eq!(distribution(&[ms(3), ms(1), ms(2)]), "2.00 ms / 3.00 ms / 3.00 ms");
+        assert_eq!(
+            distribution(&[ms(3), ms(1), ms(2)]),
+            "2.00 ms / 3.00 ms / 3.00 ms"
+        );
     }
 }
