@@ -135,7 +135,7 @@ fn moved_endpoint(index: usize) -> SocketAddr {
 /// all of them, each at most once (7919 is prime, so coprime with any
 /// count it does not divide).
 fn updated_service(n: usize, count: usize) -> usize {
-    let stride = if count % 7919 == 0 { 1 } else { 7919 };
+    let stride = if count.is_multiple_of(7919) { 1 } else { 7919 };
     (n * stride) % count
 }
 
