@@ -221,3 +221,66 @@ spec:
 
     drop_and_check_cleanup(cluster)
 }
+
+#[test]
+fn the_audit_log_records_only_the_audited_users_requests() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .audit_users(&["system:serviceaccount:audit:watcher"])
+        .start()?;
+    cluster.kubectl(&["create", "namespace", "audit"])?;
+    cluster.kubectl(&["-n", "audit", "create", "serviceaccount", "watcher"])?;
+    cluster.kubectl(&[
+        "-n",
+        "audit",
+        "create",
+        "configmap",
+        "seen",
+        "--from-literal=k=v",
+    ])?;
+    cluster.kubectl(&[
+        "-n",
+        "audit",
+        "create",
+        "role",
+        "reader",
+        "--verb=get",
+        "--resource=configmaps",
+    ])?;
+    cluster.kubectl(&[
+        "-n",
+        "audit",
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=reader",
+        "--serviceaccount=audit:watcher",
+    ])?;
+    let watcher = cluster.service_account_kubeconfig("audit", "watcher")?;
+    cluster.kubectl_with(&watcher, &["-n", "audit", "get", "configmap", "seen"])?;
+
+    let log = std::fs::read_to_string(cluster.audit_log_path())
+        .with_context(|| format!("reading {}", cluster.audit_log_path().display()))?;
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        events
+            .iter()
+            .all(|e| e["user"]["username"] == "system:serviceaccount:audit:watcher"),
+        "requests of other users were logged: {log}"
+    );
+    ensure!(
+        events.iter().any(|e| e["verb"] == "get"
+            && e["objectRef"]["resource"] == "configmaps"
+            && e["objectRef"]["name"] == "seen"
+            && e["level"] == "Metadata"
+            && e["stage"] == "ResponseComplete"),
+        "the watcher's GET of the ConfigMap is missing: {log}"
+    );
+    ensure!(
+        events.iter().all(|e| e["stage"] != "RequestReceived"),
+        "RequestReceived is logged: {log}"
+    );
+    drop_and_check_cleanup(cluster)
+}

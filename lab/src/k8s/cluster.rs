@@ -33,6 +33,8 @@ pub const API_READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The service-account issuer, and the audience of its tokens.
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The API server's audit log, in the cluster's directory.
+const AUDIT_LOG: &str = "audit.log";
 /// The file of `cargo xtask k8s up`'s cluster listing its processes.
 const PIDS_FILE: &str = "pids";
 
@@ -60,6 +62,7 @@ impl ClusterDir {
 pub struct TestClusterBuilder {
     workloads: bool,
     persistent_dir: Option<PathBuf>,
+    audited_users: Vec<String>,
 }
 
 impl TestClusterBuilder {
@@ -69,6 +72,18 @@ impl TestClusterBuilder {
     /// EndpointSlices.
     pub fn workloads(mut self, workloads: bool) -> Self {
         self.workloads = workloads;
+        self
+    }
+
+    /// Writes the API server's audit log ([`TestCluster::audit_log_path`],
+    /// JSON lines) of the requests of these users (say
+    /// `system:serviceaccount:NS:NAME`), at the Metadata level (verb,
+    /// resource, name; no bodies), from the moment a response starts
+    /// (`RequestReceived` is omitted: a request shows once, a watch twice,
+    /// when it starts and when it ends, under the same `auditID`). Nobody
+    /// else's requests are logged: for counting what a controller asks.
+    pub fn audit_users(mut self, users: &[&str]) -> Self {
+        self.audited_users = users.iter().map(|user| user.to_string()).collect();
         self
     }
 
@@ -120,11 +135,15 @@ impl TestClusterBuilder {
             }),
             "default",
         )?;
+        let mut apiserver_args = apiserver_args(&root, &pki, etcd_port, apiserver_port);
+        if !self.audited_users.is_empty() {
+            apiserver_args.extend(audit_args(&root, &self.audited_users)?);
+        }
         let mut cluster = TestCluster {
             dir,
             assets,
             lifetime,
-            apiserver_args: apiserver_args(&root, &pki, etcd_port, apiserver_port),
+            apiserver_args,
             pki,
             server,
             admin_kubeconfig,
@@ -221,6 +240,12 @@ impl TestCluster {
     /// `kube-controller-manager`, `kube-scheduler`, `kwok`).
     pub fn log_path(&self, component: &str) -> PathBuf {
         self.dir().join(format!("{component}.log"))
+    }
+
+    /// The API server's audit log, written when the cluster was built with
+    /// [`TestClusterBuilder::audit_users`].
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir().join(AUDIT_LOG)
     }
 
     /// The pids of the running processes, by component name.
@@ -522,6 +547,30 @@ fn apiserver_args(root: &Path, pki: &Pki, etcd_port: u16, port: u16) -> Vec<Stri
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
     ]
+}
+
+/// The audit flags: a policy (JSON, which the API server accepts) that
+/// logs `users`' requests at the Metadata level and nothing else, to
+/// [`AUDIT_LOG`] without rotation.
+fn audit_args(root: &Path, users: &[String]) -> Result<Vec<String>> {
+    let policy = json!({
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            { "level": "Metadata", "users": users },
+            { "level": "None" },
+        ],
+    });
+    let policy_file = root.join("audit-policy.json");
+    std::fs::write(&policy_file, serde_json::to_string_pretty(&policy)?)
+        .with_context(|| format!("writing {}", policy_file.display()))?;
+    Ok(vec![
+        format!("--audit-policy-file={}", policy_file.display()),
+        format!("--audit-log-path={}", root.join(AUDIT_LOG).display()),
+        "--audit-log-maxsize=0".into(),
+        "--audit-log-maxbackup=0".into(),
+    ])
 }
 
 /// Writes a kubeconfig (as JSON, which kubeconfig readers accept) with one

@@ -1,13 +1,17 @@
 //! `cargo xtask bench`: xdp-ingress against what it replaces, in the lab,
 //! with the same client, backends and CPU budget for both. One subcommand
 //! per comparison: `l7` (HTTP proxying, against nginx configured as
-//! ingress-nginx configures it), `tls` (HTTPS termination) and `l4` (the
-//! kernel L4 tier, against nftables DNAT); `cluster` joins here.
+//! ingress-nginx configures it), `tls` (HTTPS termination), `l4` (the
+//! kernel L4 tier, against nftables DNAT) and `cluster` (xdp-ingress alone
+//! as a controller of a real API server at scale).
 //!
 //! Every benchmark builds release binaries first, runs in network
 //! namespaces of the shared lab, bounds every wait, and removes what it
 //! created on exit, on error and on Ctrl-C.
 
+mod api_proxy;
+mod audit;
+mod cluster;
 mod l4;
 mod l7;
 mod lab;
@@ -59,6 +63,10 @@ enum BenchTarget {
     /// that drops at XDP), TCP requests/s through both, and the XDP fast
     /// path's ns/packet by BPF_PROG_TEST_RUN.
     L4(l4::L4Args),
+    /// xdp-ingress watching a real API server: 10,000 Ingresses created
+    /// through the API until every host answers, peak RSS, the API
+    /// requests it made, and EndpointSlice updates followed (p50/p99).
+    Cluster(cluster::ClusterArgs),
 }
 
 /// `cargo xtask bench ...`.
@@ -67,6 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchTarget::L7(l7_args) => l7::run(l7_args),
         BenchTarget::Tls(tls_args) => tls::run(tls_args),
         BenchTarget::L4(l4_args) => l4::run(l4_args),
+        BenchTarget::Cluster(cluster_args) => cluster::run(cluster_args),
     }
 }
 

@@ -47,6 +47,29 @@ pub fn time_to_serve(
 
 /// The status of one `GET /` for `host` on a new connection.
 pub fn status_of(addr: SocketAddr, host: &str) -> Result<u16> {
+    let mut stream = send_get(addr, host)?;
+    // "HTTP/1.1 200 OK": enough bytes for the status code.
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    status_in(&head)
+}
+
+/// The status and body of one `GET /` for `host` on a new connection (read
+/// until the proxy closes it; bounded by the poll timeout).
+pub fn response_of(addr: SocketAddr, host: &str) -> Result<(u16, Vec<u8>)> {
+    let mut stream = send_get(addr, host)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let status = status_in(&response)?;
+    let body = match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => response.split_off(end + 4),
+        None => Vec::new(),
+    };
+    Ok((status, body))
+}
+
+/// Connects and sends `GET /` for `host` with `Connection: close`.
+fn send_get(addr: SocketAddr, host: &str) -> Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&addr, POLL_TIMEOUT)?;
     stream.set_read_timeout(Some(POLL_TIMEOUT))?;
     stream.set_write_timeout(Some(POLL_TIMEOUT))?;
@@ -55,10 +78,12 @@ pub fn status_of(addr: SocketAddr, host: &str) -> Result<u16> {
         stream,
         "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
-    // "HTTP/1.1 200 OK": enough bytes for the status code.
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    let text = String::from_utf8_lossy(&head);
+    Ok(stream)
+}
+
+/// The status code of a response that starts with `head`.
+fn status_in(head: &[u8]) -> Result<u16> {
+    let text = String::from_utf8_lossy(&head[..head.len().min(12)]);
     match text.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
         Some(status) => Ok(status),
         None => bail!("not an HTTP status line: {text:?}"),
