@@ -30,23 +30,20 @@ pub struct EventPlan {
     pub warnings: Vec<(ObjectRef, Problem)>,
 }
 
-/// Decides the events of `config`; `seen` holds the resourceVersion of each
-/// of our Ingresses at the previous apply and is updated. At the first
+/// Decides the events of `config`; `seen` holds the revision (generation
+/// and annotations) of each of our Ingresses at the previous apply and is
+/// updated, so status writes make no event. At the first
 /// apply (`seen` empty, `first`) nothing is "synced": a restarted
 /// controller does not re-announce every Ingress.
-pub fn plan(
-    config: &AppliedConfig,
-    seen: &mut BTreeMap<ObjectKey, Option<String>>,
-    first: bool,
-) -> EventPlan {
+pub fn plan(config: &AppliedConfig, seen: &mut BTreeMap<ObjectKey, u64>, first: bool) -> EventPlan {
     let mut plan = EventPlan::default();
     let mut now = BTreeMap::new();
     for ingress in config.ingresses.iter().filter(|i| i.ours) {
-        let changed = seen.get(&ingress.key) != Some(&ingress.resource_version);
+        let changed = seen.get(&ingress.key) != Some(&ingress.revision);
         if changed && !first {
             plan.synced.push(ingress.key.clone());
         }
-        now.insert(ingress.key.clone(), ingress.resource_version.clone());
+        now.insert(ingress.key.clone(), ingress.revision);
     }
     *seen = now;
     for problem in &config.new_problems {
@@ -176,7 +173,7 @@ mod tests {
         IngressView {
             key: ObjectKey::new("default", name),
             uid: Some(format!("uid-{name}")),
-            resource_version: Some(version.into()),
+            revision: version.parse().unwrap(),
             ours,
             status_addresses: Vec::new(),
             tls_secrets: Vec::new(),

@@ -177,11 +177,14 @@ pub struct StatusPlan {
 /// Decides a pass (pure). `published` holds the Ingresses this replica has
 /// published to as leader; an Ingress leaving our class is cleared when it
 /// is among them, or when it carries exactly our addresses on the first
-/// pass (it left while no replica was leading).
+/// pass (it left while no replica was leading). `in_flight` holds those
+/// already written with these addresses whose write the watch has not
+/// shown yet: they are not written again.
 pub fn plan(
     ingresses: &[IngressView],
     addresses: &[String],
     published: &BTreeSet<ObjectKey>,
+    in_flight: &BTreeSet<ObjectKey>,
     first_pass: bool,
 ) -> StatusPlan {
     let mut plan = StatusPlan::default();
@@ -190,7 +193,7 @@ pub fn plan(
         current.sort();
         current.dedup();
         if ingress.ours {
-            if current != addresses {
+            if current != addresses && !in_flight.contains(&ingress.key) {
                 plan.set.push(ingress.key.clone());
             }
         } else if !current.is_empty()
@@ -214,8 +217,13 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut published: BTreeSet<ObjectKey> = BTreeSet::new();
+    // Written with `written_addresses` since the last resync; their writes
+    // come back through the watch a little later.
+    let mut in_flight: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut written_addresses: Vec<String> = Vec::new();
     let mut first_pass = true;
     let mut warned_empty = false;
+    let mut resync = tokio::time::interval(RESYNC);
     loop {
         let leading = *is_leader.borrow_and_update();
         let config = applied.borrow_and_update().clone();
@@ -228,17 +236,30 @@ pub async fn run(
                 );
                 warned_empty = true;
             }
-            let plan = plan(&config.ingresses, &addresses, &published, first_pass);
+            if addresses != written_addresses {
+                in_flight.clear();
+                written_addresses = addresses.clone();
+            }
+            let plan = plan(
+                &config.ingresses,
+                &addresses,
+                &published,
+                &in_flight,
+                first_pass,
+            );
             first_pass = false;
             write(&client, &plan, &addresses, &mut published).await;
+            in_flight.extend(plan.set);
         } else if !leading {
             published.clear();
+            in_flight.clear();
             first_pass = true;
         }
         tokio::select! {
             _ = applied.changed() => {}
             _ = is_leader.changed() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            // Every RESYNC, every Ingress is checked again, written or not.
+            _ = resync.tick() => in_flight.clear(),
             () = crate::shutdown::stopped(&mut shutdown) => return,
         }
     }
@@ -313,7 +334,7 @@ mod tests {
         IngressView {
             key: ObjectKey::new("default", name),
             uid: None,
-            resource_version: None,
+            revision: 0,
             ours,
             status_addresses: status.iter().map(|s| s.to_string()).collect(),
             tls_secrets: Vec::new(),
@@ -332,13 +353,25 @@ mod tests {
             view("stale", true, &["198.18.0.9"]),
             view("other", false, &["203.0.113.7"]),
         ];
-        let plan = plan(&ingresses, &addrs(&["198.18.0.1"]), &BTreeSet::new(), false);
-        let names: Vec<_> = plan.set.iter().map(|k| k.name.as_str()).collect();
+        let plan_with = |in_flight: &BTreeSet<ObjectKey>| {
+            plan(
+                &ingresses,
+                &addrs(&["198.18.0.1"]),
+                &BTreeSet::new(),
+                in_flight,
+                false,
+            )
+        };
+        let first = plan_with(&BTreeSet::new());
+        let names: Vec<_> = first.set.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["fresh", "stale"]);
         assert!(
-            plan.clear.is_empty(),
+            first.clear.is_empty(),
             "another controller's status is left alone"
         );
+        // Written, not yet seen back through the watch: not written again.
+        let again = plan_with(&first.set.iter().cloned().collect());
+        assert!(again.set.is_empty());
     }
 
     #[test]
@@ -348,10 +381,17 @@ mod tests {
             view("left-while-down", false, &["198.18.0.1"]),
         ];
         let published = BTreeSet::from([ObjectKey::new("default", "left")]);
-        let later = plan(&ingresses, &addrs(&["198.18.0.1"]), &published, false);
+        let none = BTreeSet::new();
+        let later = plan(
+            &ingresses,
+            &addrs(&["198.18.0.1"]),
+            &published,
+            &none,
+            false,
+        );
         let names: Vec<_> = later.clear.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["left"]);
-        let first = plan(&ingresses, &addrs(&["198.18.0.1"]), &published, true);
+        let first = plan(&ingresses, &addrs(&["198.18.0.1"]), &published, &none, true);
         assert_eq!(first.clear.len(), 2);
     }
 
@@ -361,6 +401,7 @@ mod tests {
         let plan = plan(
             &ingresses,
             &addrs(&["198.18.0.1", "198.18.0.2"]),
+            &BTreeSet::new(),
             &BTreeSet::new(),
             false,
         );

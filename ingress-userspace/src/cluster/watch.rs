@@ -11,6 +11,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Debug,
+    hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,7 +36,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::config::{ApplyOutcome, ConfigApplier};
+use crate::config::ConfigApplier;
 
 /// What to watch.
 #[derive(Debug, Clone, Default)]
@@ -86,8 +87,9 @@ pub struct IngressView {
     pub key: ObjectKey,
     /// metadata.uid (events point at it).
     pub uid: Option<String>,
-    /// metadata.resourceVersion: a change means the object changed.
-    pub resource_version: Option<String>,
+    /// Changes when what the Ingress asks for changes (its generation,
+    /// which follows the spec, and its annotations), not with its status.
+    pub revision: u64,
     /// Whether our class takes it.
     pub ours: bool,
     /// Its `status.loadBalancer.ingress` as it is now (ip or hostname).
@@ -313,10 +315,12 @@ async fn fold_changes(
                 Ok(None) | Err(_) => break,
             }
         }
-        if !store.all_listed() || !store.dirty {
+        if !store.all_listed() || !(store.dirty || store.view_dirty) {
             continue;
         }
+        let rebuild = store.dirty;
         store.dirty = false;
+        store.view_dirty = false;
         if generation == 0 {
             info!(
                 objects = store.objects.len(),
@@ -324,21 +328,43 @@ async fn fold_changes(
             );
         }
         generation += 1;
-        let outcome = applier.apply(&store.objects);
-        let view = Arc::new(view_of(
-            &store.objects,
-            &applier,
-            publish_service.as_ref(),
-            generation,
-            outcome,
-        ));
-        let _ = applied.send(Some(view));
+        // Building a table of 10,000 Ingresses takes a while: off the
+        // async workers, so the proxy and the writers keep running. The
+        // snapshot is shared with the task and unique again after it, so
+        // the next changes update it in place.
+        let objects = store.objects.clone();
+        let applier_task = applier.clone();
+        let publish = publish_service.clone();
+        let view = tokio::task::spawn_blocking(move || {
+            // A change of an Ingress's status alone (our own writes coming
+            // back) changes no route: only the view is refreshed.
+            let new_problems = if rebuild {
+                applier_task.apply(&objects).new_problems
+            } else {
+                Vec::new()
+            };
+            view_of(
+                &objects,
+                &applier_task,
+                publish.as_ref(),
+                generation,
+                new_problems,
+            )
+        })
+        .await;
+        match view {
+            Ok(view) => {
+                let _ = applied.send(Some(Arc::new(view)));
+            }
+            Err(error) => warn!("applying the configuration failed: {error}"),
+        }
     }
 }
 
 /// The snapshot, and the relists in progress.
 struct ObjectStore {
-    objects: ClusterObjects,
+    /// Shared with an apply in progress, else unique (updated in place).
+    objects: Arc<ClusterObjects>,
     /// What each watch source reads.
     watched: Vec<Watched>,
     /// Objects of a relist in progress, per source.
@@ -347,6 +373,8 @@ struct ObjectStore {
     listed: BTreeSet<usize>,
     /// Whether the snapshot changed since the last apply.
     dirty: bool,
+    /// Whether only what the view shows (an Ingress's status) changed.
+    view_dirty: bool,
 }
 
 impl Watched {
@@ -358,11 +386,12 @@ impl Watched {
 impl ObjectStore {
     fn new(watched: Vec<Watched>) -> Self {
         Self {
-            objects: ClusterObjects::new(),
+            objects: Arc::new(ClusterObjects::new()),
             watched,
             relisting: BTreeMap::new(),
             listed: BTreeSet::new(),
             dirty: false,
+            view_dirty: false,
         }
     }
 
@@ -373,11 +402,25 @@ impl ObjectStore {
     fn take(&mut self, change: Change) {
         match change {
             Change::Apply(object) => {
-                self.objects.insert(object);
-                self.dirty = true;
+                let status_only = match &object {
+                    KubeObject::Ingress(new) => self
+                        .objects
+                        .ingresses
+                        .get(&ObjectKey::of_namespaced(&new.metadata))
+                        .is_some_and(|old| same_but_status(old, new)),
+                    _ => false,
+                };
+                Arc::make_mut(&mut self.objects).insert(object);
+                if status_only {
+                    self.view_dirty = true;
+                } else {
+                    self.dirty = true;
+                }
             }
             Change::Delete(object_ref) => {
-                self.dirty |= self.objects.remove(&object_ref).is_some();
+                self.dirty |= Arc::make_mut(&mut self.objects)
+                    .remove(&object_ref)
+                    .is_some();
             }
             Change::ListStart(source) => {
                 self.relisting.insert(source, Vec::new());
@@ -388,15 +431,16 @@ impl ObjectStore {
             Change::ListDone(source) => {
                 let listed = self.relisting.remove(&source).unwrap_or_default();
                 let Watched { kind, name } = &self.watched[source];
+                let objects = Arc::make_mut(&mut self.objects);
                 match name {
                     // A watch of one object: its relist holds it or not.
                     Some(name) => {
-                        self.objects.remove(&ObjectRef::new(*kind, name.clone()));
+                        objects.remove(&ObjectRef::new(*kind, name.clone()));
                         for object in listed {
-                            self.objects.insert(object);
+                            objects.insert(object);
                         }
                     }
-                    None => self.objects.replace_kind(*kind, listed),
+                    None => objects.replace_kind(*kind, listed),
                 }
                 self.listed.insert(source);
                 self.dirty = true;
@@ -411,7 +455,7 @@ fn view_of(
     applier: &ConfigApplier,
     publish_service: Option<&ObjectKey>,
     generation: u64,
-    outcome: ApplyOutcome,
+    new_problems: Vec<Problem>,
 ) -> AppliedConfig {
     let ours: BTreeSet<&ObjectKey> = ingress_model::select_ingresses(objects, applier.options())
         .ours
@@ -424,7 +468,7 @@ fn view_of(
         .map(|(key, ingress)| IngressView {
             key: key.clone(),
             uid: ingress.metadata.uid.clone(),
-            resource_version: ingress.metadata.resource_version.clone(),
+            revision: revision(ingress),
             ours: ours.contains(key),
             status_addresses: status_addresses(ingress),
             tls_secrets: ingress
@@ -454,9 +498,28 @@ fn view_of(
         generation,
         ingresses,
         publish_service: publish_service.and_then(|key| objects.services.get(key).cloned()),
-        new_problems: outcome.new_problems,
+        new_problems,
         uids,
     }
+}
+
+/// A hash of what an Ingress asks for: its generation and annotations.
+fn revision(ingress: &Ingress) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    ingress.metadata.generation.hash(&mut hasher);
+    ingress.metadata.annotations.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Whether two versions of an Ingress differ only in their status (and
+/// bookkeeping: resourceVersion, managedFields): such a change is our own
+/// status write coming back, and changes no route.
+fn same_but_status(old: &Ingress, new: &Ingress) -> bool {
+    old.spec == new.spec
+        && old.metadata.annotations == new.metadata.annotations
+        && old.metadata.labels == new.metadata.labels
+        && old.metadata.creation_timestamp == new.metadata.creation_timestamp
+        && old.metadata.deletion_timestamp == new.metadata.deletion_timestamp
 }
 
 /// `status.loadBalancer.ingress` of an Ingress, as ip or hostname strings.

@@ -175,25 +175,12 @@ pub fn reload(
     parsed: &mut ParsedFiles,
     applier: &ConfigApplier,
 ) -> Option<ApplyOutcome> {
-    let outcome = match parsed.load(paths) {
+    match parsed.load(paths) {
         Ok(objects) => Some(applier.apply(objects)),
         Err(error) => {
             error!("manifests not applied, the previous configuration keeps serving: {error}");
             None
         }
-    };
-    release_freed_memory();
-    outcome
-}
-
-/// Parsing thousands of objects frees far more than it keeps; glibc holds
-/// freed memory until asked (at 10,000 Ingresses: 130 MiB resident instead
-/// of 35 MiB), so give it back after each reload.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
