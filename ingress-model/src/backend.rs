@@ -3,7 +3,7 @@
 //! ports and its EndpointSlices.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     fmt,
     net::{IpAddr, SocketAddr},
     ops::Deref,
@@ -19,7 +19,7 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use crate::{object::ObjectKey, problem::ProblemReason, snapshot::ClusterObjects};
+use crate::{FastHashMap, object::ObjectKey, problem::ProblemReason, snapshot::ClusterObjects};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -221,16 +221,17 @@ pub(crate) struct Resolution {
 /// Service port it resolved so routes to it share one endpoint list.
 pub(crate) struct BackendResolver<'a> {
     objects: &'a ClusterObjects,
-    slices_by_service: HashMap<ObjectKey, Vec<&'a EndpointSlice>>,
-    resolved: HashMap<(ObjectKey, ServicePortRef), Resolution>,
+    slices_by_service: FastHashMap<ObjectKey, Vec<&'a EndpointSlice>>,
+    resolved: FastHashMap<(ObjectKey, ServicePortRef), Resolution>,
     /// Endpoints by Service port number, so a port named by number in one
     /// rule and by name in another still shares one list.
-    endpoints: HashMap<BackendId, (EndpointSet, Option<String>)>,
+    endpoints: FastHashMap<BackendId, (EndpointSet, Option<String>)>,
 }
 
 impl<'a> BackendResolver<'a> {
     pub fn new(objects: &'a ClusterObjects) -> Self {
-        let mut slices_by_service: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices_by_service: FastHashMap<ObjectKey, Vec<&EndpointSlice>> =
+            FastHashMap::default();
         for (key, slice) in &objects.endpoint_slices {
             let service = slice
                 .metadata
@@ -247,8 +248,8 @@ impl<'a> BackendResolver<'a> {
         Self {
             objects,
             slices_by_service,
-            resolved: HashMap::new(),
-            endpoints: HashMap::new(),
+            resolved: FastHashMap::default(),
+            endpoints: FastHashMap::default(),
         }
     }
 

@@ -14,13 +14,14 @@
 //! rules for it), else the table's fallback.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     fmt,
 };
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 
 use crate::{
+    FastHashMap,
     backend::{Backend, BackendId, BackendResolver, Resolution, ServiceBackend},
     class::select_ingresses,
     host::{HostPattern, request_host, wildcard_suffix},
@@ -155,16 +156,16 @@ impl<'a> RouteMatch<'a> {
 /// The routes of one host pattern.
 #[derive(Debug, Clone)]
 struct HostRoutes {
-    exact: HashMap<String, PathRoute>,
-    prefix: HashMap<String, PathRoute>,
+    exact: FastHashMap<String, PathRoute>,
+    prefix: FastHashMap<String, PathRoute>,
     default: Option<DefaultRoute>,
 }
 
 impl HostRoutes {
     fn new() -> Self {
         Self {
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: FastHashMap::default(),
+            prefix: FastHashMap::default(),
             default: None,
         }
     }
@@ -190,8 +191,8 @@ impl HostRoutes {
 /// builds a new table on every change and swaps it in whole.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    exact_hosts: HashMap<String, HostRoutes>,
-    wildcard_hosts: HashMap<String, HostRoutes>,
+    exact_hosts: FastHashMap<String, HostRoutes>,
+    wildcard_hosts: FastHashMap<String, HostRoutes>,
     any_host: Option<HostRoutes>,
     fallback: DefaultRoute,
     tls: TlsPlan,
@@ -201,8 +202,8 @@ impl Default for RouteTable {
     /// A table without routes: everything gets the built-in 404.
     fn default() -> Self {
         Self {
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: FastHashMap::default(),
+            wildcard_hosts: FastHashMap::default(),
             any_host: None,
             fallback: DefaultRoute {
                 scope: DefaultScope::Fallback,
@@ -451,7 +452,7 @@ struct TableBuilder<'a> {
     /// The redirect annotations of the Ingress being added.
     ssl_redirect: Option<bool>,
     force_ssl_redirect: bool,
-    hosts: HashMap<HostPattern, HostRoutes>,
+    hosts: FastHashMap<HostPattern, HostRoutes>,
     fallback: Option<DefaultRoute>,
     problems: Vec<Problem>,
     reported: HashSet<Problem>,
@@ -464,7 +465,7 @@ impl<'a> TableBuilder<'a> {
             tls,
             ssl_redirect: None,
             force_ssl_redirect: false,
-            hosts: HashMap::new(),
+            hosts: FastHashMap::default(),
             fallback: None,
             problems: Vec::new(),
             reported: HashSet::new(),
