@@ -4,7 +4,7 @@
 //! configuration keeps serving.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     path::PathBuf,
     sync::Arc,
@@ -35,26 +35,29 @@ pub fn load(paths: &[PathBuf]) -> Result<ClusterObjects, LoadError> {
     ParsedFiles::default().load(paths).cloned()
 }
 
-/// The objects of each manifest file as last parsed, and the snapshot they
+/// What each manifest file defined when last parsed, and the snapshot they
 /// make, so that a reload parses only the files whose text changed and
 /// touches only their objects in the snapshot (at 10,000 Ingresses,
 /// parsing everything, or even copying every object into a new snapshot,
-/// is most of a reload; a change usually touches one file).
+/// is most of a reload; a change usually touches one file). Only the
+/// snapshot holds the objects; files keep the references of theirs.
 #[derive(Debug, Default)]
 pub struct ParsedFiles {
     files: HashMap<String, ParsedFile>,
     snapshot: ClusterObjects,
-    /// The file that defines each object of the snapshot. Kept only while
-    /// no object is defined twice (`incremental`); otherwise every reload
-    /// rebuilds the snapshot, which settles duplicates (the later wins).
-    owners: HashMap<ObjectRef, String>,
+    /// Whether every object is defined once: then a reload updates the
+    /// snapshot in place. Otherwise each reload parses every file again
+    /// and rebuilds it, which settles duplicates (the later wins).
     incremental: bool,
+    /// Files parsed so far (each parse of each file counts).
+    parses: u64,
 }
 
 #[derive(Debug)]
 struct ParsedFile {
     text_hash: u64,
-    objects: Arc<Vec<KubeObject>>,
+    /// The objects the file defines, in order.
+    objects: Vec<ObjectRef>,
 }
 
 impl ParsedFiles {
@@ -63,95 +66,128 @@ impl ParsedFiles {
     /// nothing changes, so the failed file is parsed again next time.
     pub fn load(&mut self, paths: &[PathBuf]) -> Result<&ClusterObjects, LoadError> {
         let sources = read_sources(paths)?;
-        let mut current = HashMap::with_capacity(sources.len());
-        let mut changed = Vec::new();
-        for source in sources {
-            let mut hasher = DefaultHasher::new();
-            source.text.hash(&mut hasher);
-            let text_hash = hasher.finish();
-            let objects = match self.files.get(&source.name) {
-                Some(parsed) if parsed.text_hash == text_hash => parsed.objects.clone(),
-                _ => {
-                    changed.push(source.name.clone());
-                    Arc::new(parse_file(&source.name, &source.text)?)
-                }
-            };
-            current.insert(source.name, ParsedFile { text_hash, objects });
-        }
-        let removed: Vec<String> = self
-            .files
-            .keys()
-            .filter(|name| !current.contains_key(*name))
-            .cloned()
+        let hashes: Vec<u64> = sources.iter().map(|s| text_hash(&s.text)).collect();
+        let stale: Vec<bool> = sources
+            .iter()
+            .zip(&hashes)
+            .map(|(source, hash)| {
+                !self.incremental
+                    || self
+                        .files
+                        .get(&source.name)
+                        .is_none_or(|file| file.text_hash != *hash)
+            })
             .collect();
-        let previous = std::mem::replace(&mut self.files, current);
-        if !(self.incremental && self.update(&previous, &changed, &removed)) {
-            self.rebuild();
+        let mut parsed = HashMap::new();
+        for (source, _) in sources.iter().zip(&stale).filter(|(_, stale)| **stale) {
+            parsed.insert(source.name.clone(), self.parse(&source.name, &source.text)?);
         }
+        let current: HashMap<&str, u64> = sources
+            .iter()
+            .zip(&hashes)
+            .map(|(source, hash)| (source.name.as_str(), *hash))
+            .collect();
+        if self.incremental {
+            let gone: Vec<String> = self
+                .files
+                .keys()
+                .filter(|name| !current.contains_key(name.as_str()))
+                .cloned()
+                .collect();
+            if self.update(&mut parsed, &gone, &current) {
+                return Ok(&self.snapshot);
+            }
+            // An object defined twice: every file is needed again.
+            for source in &sources {
+                if !parsed.contains_key(&source.name) {
+                    parsed.insert(source.name.clone(), self.parse(&source.name, &source.text)?);
+                }
+            }
+        }
+        self.rebuild(parsed, &current);
         Ok(&self.snapshot)
     }
 
-    /// Takes the objects of `changed` and `removed` files out of the
-    /// snapshot and puts the changed files' new objects in. False (the
-    /// snapshot then needs a rebuild) when an object turns out to be
-    /// defined twice.
+    /// Takes the objects of the re-parsed and `gone` files out of the
+    /// snapshot and moves the re-parsed files' objects in. False when an
+    /// object turns out to be defined twice (the snapshot then needs a
+    /// rebuild).
     fn update(
         &mut self,
-        previous: &HashMap<String, ParsedFile>,
-        changed: &[String],
-        removed: &[String],
+        parsed: &mut HashMap<String, Vec<KubeObject>>,
+        gone: &[String],
+        current: &HashMap<&str, u64>,
     ) -> bool {
-        for name in changed.iter().chain(removed) {
-            for object in previous
-                .get(name)
-                .map(|f| f.objects.as_slice())
-                .unwrap_or_default()
-            {
-                if let Some(object_ref) = object.object_ref() {
-                    self.snapshot.remove(&object_ref);
-                    self.owners.remove(&object_ref);
+        for name in parsed.keys().chain(gone) {
+            if let Some(file) = self.files.remove(name) {
+                for object_ref in &file.objects {
+                    self.snapshot.remove(object_ref);
                 }
             }
         }
-        for name in changed {
-            for object in self.files[name].objects.iter() {
-                let Some(object_ref) = object.object_ref() else {
-                    continue;
-                };
-                if self.owners.contains_key(&object_ref) {
+        let defined: HashSet<&ObjectRef> =
+            self.files.values().flat_map(|file| &file.objects).collect();
+        let mut added: HashSet<ObjectRef> = HashSet::new();
+        for objects in parsed.values() {
+            for object_ref in objects.iter().filter_map(KubeObject::object_ref) {
+                if defined.contains(&object_ref) || !added.insert(object_ref) {
+                    self.incremental = false;
                     return false;
                 }
-                self.owners.insert(object_ref, name.clone());
-                self.snapshot.insert(object.clone());
             }
+        }
+        for (name, objects) in parsed.drain() {
+            let refs = objects.iter().filter_map(KubeObject::object_ref).collect();
+            for object in objects {
+                self.snapshot.insert(object);
+            }
+            let text_hash = current[name.as_str()];
+            self.files.insert(
+                name,
+                ParsedFile {
+                    text_hash,
+                    objects: refs,
+                },
+            );
         }
         true
     }
 
     /// The snapshot from every file, in file name order (the later of two
     /// definitions wins, and is warned about).
-    fn rebuild(&mut self) {
-        let mut names: Vec<&String> = self.files.keys().collect();
-        names.sort();
-        let objects = names
+    fn rebuild(&mut self, parsed: HashMap<String, Vec<KubeObject>>, current: &HashMap<&str, u64>) {
+        let mut files: Vec<(String, Vec<KubeObject>)> = parsed.into_iter().collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        self.files = files
             .iter()
-            .flat_map(|name| self.files[*name].objects.iter().cloned());
-        let (snapshot, duplicates) = ClusterObjects::from_objects(objects);
+            .map(|(name, objects)| {
+                let file = ParsedFile {
+                    text_hash: current[name.as_str()],
+                    objects: objects.iter().filter_map(KubeObject::object_ref).collect(),
+                };
+                (name.clone(), file)
+            })
+            .collect();
+        let (snapshot, duplicates) =
+            ClusterObjects::from_objects(files.into_iter().flat_map(|(_, objects)| objects));
         for problem in &duplicates {
             warn!("{problem}");
         }
         self.snapshot = snapshot;
-        self.owners.clear();
         self.incremental = duplicates.is_empty();
-        if self.incremental {
-            for name in names {
-                for object in self.files[name].objects.iter() {
-                    if let Some(object_ref) = object.object_ref() {
-                        self.owners.insert(object_ref, name.clone());
-                    }
-                }
-            }
-        }
+    }
+}
+
+fn text_hash(text: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl ParsedFiles {
+    fn parse(&mut self, name: &str, text: &str) -> Result<Vec<KubeObject>, ManifestError> {
+        self.parses += 1;
+        parse_file(name, text)
     }
 }
 
@@ -229,13 +265,16 @@ mod tests {
         let paths = vec![dir.clone()];
         let mut parsed = ParsedFiles::default();
         assert_eq!(parsed.load(&paths).unwrap().services.len(), 2);
-        let a_before = parsed.files[&dir.join("a.yaml").display().to_string()]
-            .objects
-            .clone();
+        assert_eq!(parsed.parses, 2);
 
         std::fs::write(dir.join("b.yaml"), "kind: [broken").unwrap();
         let error = parsed.load(&paths).unwrap_err();
         assert!(error.to_string().contains("b.yaml"), "{error}");
+        assert_eq!(
+            parsed.snapshot.services.len(),
+            2,
+            "the error kept everything"
+        );
 
         std::fs::write(
             dir.join("b.yaml"),
@@ -244,9 +283,8 @@ mod tests {
         .unwrap();
         let snapshot = parsed.load(&paths).unwrap();
         assert_eq!(snapshot.services.len(), 3);
-        // a.yaml did not change: its parsed objects were reused, not parsed again.
-        let a_after = &parsed.files[&dir.join("a.yaml").display().to_string()].objects;
-        assert!(Arc::ptr_eq(&a_before, a_after));
+        // a.yaml did not change: only b.yaml was parsed (twice: broken, fixed).
+        assert_eq!(parsed.parses, 4);
 
         std::fs::remove_file(dir.join("b.yaml")).unwrap();
         assert_eq!(parsed.load(&paths).unwrap().services.len(), 1);
