@@ -227,6 +227,14 @@ impl ClusterLab {
         Ok(())
     }
 
+    /// `kubectl scale` of Deployment `app` to `replicas`.
+    fn scale(&self, app: &str, replicas: u32) -> Result<()> {
+        let replicas = format!("--replicas={replicas}");
+        self.cluster
+            .kubectl(&["-n", APP_NAMESPACE, "scale", "deployment", app, &replicas])?;
+        Ok(())
+    }
+
     /// GET https://`host`/ through the edge, from the client namespace
     /// (certificates not verified: the tests look at them with openssl).
     fn get(&self, host: &str) -> Result<CurlReply> {
@@ -443,14 +451,7 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
 
     // Scaling: to one pod, then back to two; traffic follows.
     let scaled = Instant::now();
-    lab.cluster.kubectl(&[
-        "-n",
-        APP_NAMESPACE,
-        "scale",
-        "deployment",
-        "web",
-        "--replicas=1",
-    ])?;
+    lab.scale("web", 1)?;
     let left = lab.serve_pods("web", 1)?;
     poll_until("web traffic on the one pod left", CHANGE_TIMEOUT, || {
         Ok((pods_serving(&lab, WEB_HOST, 6)? == left.iter().copied().collect()).then_some(()))
@@ -460,14 +461,7 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
         "scale to 1 followed {:?} after the kubectl scale",
         scaled.elapsed()
     );
-    lab.cluster.kubectl(&[
-        "-n",
-        APP_NAMESPACE,
-        "scale",
-        "deployment",
-        "web",
-        "--replicas=2",
-    ])?;
+    lab.scale("web", 2)?;
     let two: BTreeSet<IpAddr> = lab.serve_pods("web", 2)?.into_iter().collect();
     poll_until("web traffic on both pods", CHANGE_TIMEOUT, || {
         Ok((pods_serving(&lab, WEB_HOST, 8)? == two).then_some(()))

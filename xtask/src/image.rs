@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{
     command::{self, is_root, step, workspace_root},
     ebpf::{self, BuildEbpfArgs},
+    setup,
 };
 
 /// The target the daemon is built for: musl links statically.
@@ -166,37 +167,15 @@ fn remove_superseded(previous: Option<String>, reference: &str) {
 }
 
 fn install_missing_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|package| {
-            let out = command::output(
-                Command::new("dpkg-query").args(["-W", "-f=${Status}", package]),
-            );
-            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
-    if missing.is_empty() {
-        println!("present: {}", DEBIAN_PACKAGES.join(" "));
-        return Ok(());
-    }
-    if !is_root() {
+    let missing = setup::missing_debian_packages(DEBIAN_PACKAGES);
+    if !missing.is_empty() && !is_root() {
         bail!(
             "the image build needs the Debian packages {}: install them as root (`sudo apt-get install {}`) or run `sudo -E cargo xtask image`",
             missing.join(" "),
             missing.join(" ")
         );
     }
-    println!("installing: {}", missing.join(" "));
-    command::run(Command::new("apt-get").args(["update", "-q"]))
-        .context("apt-get update failed: check the machine's Debian sources and network")?;
-    command::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
-    )
-    .context("apt-get install failed")
+    setup::install_debian_packages(&missing, DEBIAN_PACKAGES)
 }
 
 fn add_musl_target() -> Result<()> {

@@ -29,7 +29,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
 
 /// What setup would do, for `test` to decide whether to run it.
 pub fn missing() -> Result<Vec<String>> {
-    let mut missing: Vec<String> = missing_packages()
+    let mut missing: Vec<String> = missing_debian_packages(DEBIAN_PACKAGES)
         .into_iter()
         .map(|p| format!("Debian package {p}"))
         .collect();
@@ -43,8 +43,9 @@ pub fn missing() -> Result<Vec<String>> {
     Ok(missing)
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    DEBIAN_PACKAGES
+/// The packages of `packages` that dpkg does not have installed.
+pub fn missing_debian_packages(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|package| {
@@ -86,21 +87,7 @@ pub fn run() -> Result<()> {
     }
 
     step("Debian packages");
-    let packages = missing_packages();
-    if packages.is_empty() {
-        println!("all present: {}", DEBIAN_PACKAGES.join(" "));
-    } else {
-        println!("installing: {}", packages.join(" "));
-        command::run(Command::new("apt-get").args(["update", "-q"]))
-            .context("apt-get update failed: check the machine's Debian sources and network")?;
-        command::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&packages),
-        )
-        .context("apt-get install failed")?;
-    }
+    install_debian_packages(&missing_debian_packages(DEBIAN_PACKAGES), DEBIAN_PACKAGES)?;
 
     let toolchain = EbpfToolchain::detect()?;
     step(&format!(
@@ -147,4 +134,23 @@ pub fn run() -> Result<()> {
     }
     println!("\nsetup complete");
     Ok(())
+}
+
+/// Installs `missing` (from `packages`) with apt-get, or says all of
+/// `packages` are present.
+pub fn install_debian_packages(missing: &[&str], packages: &[&str]) -> Result<()> {
+    if missing.is_empty() {
+        println!("all present: {}", packages.join(" "));
+        return Ok(());
+    }
+    println!("installing: {}", missing.join(" "));
+    command::run(Command::new("apt-get").args(["update", "-q"]))
+        .context("apt-get update failed: check the machine's Debian sources and network")?;
+    command::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(missing),
+    )
+    .context("apt-get install failed")
 }
