@@ -9,10 +9,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -73,7 +70,6 @@ pub struct Metrics {
     config_applies: Counter,
     config_apply_seconds: Histogram,
     config_problems: Gauge,
-    config_last_apply: Arc<AtomicU64>,
     unrouted: Arc<RouteMetrics>,
 }
 
@@ -177,7 +173,6 @@ impl Metrics {
             "Problems in the applied configuration (see the log or the Ingresses' events)",
             config_problems.clone(),
         );
-        let config_last_apply = Arc::new(AtomicU64::new(0));
         let unrouted = Arc::new(RouteMetrics {
             requests: requests.clone(),
             ingress: String::new(),
@@ -197,7 +192,6 @@ impl Metrics {
             config_applies,
             config_apply_seconds,
             config_problems,
-            config_last_apply,
             unrouted,
         })
     }
@@ -252,12 +246,6 @@ impl Metrics {
         self.config_apply_seconds
             .observe(outcome.took.as_secs_f64());
         self.config_problems.set(outcome.problems.len() as i64);
-        self.config_last_apply.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many configurations were applied (readiness: at least one).
-    pub fn applies(&self) -> u64 {
-        self.config_last_apply.load(Ordering::Relaxed)
     }
 
     /// The text exposition of every metric.

@@ -176,13 +176,11 @@ mod tests {
             revision: version.parse().unwrap(),
             ours,
             status_addresses: Vec::new(),
-            tls_secrets: Vec::new(),
         }
     }
 
     fn config(ingresses: Vec<IngressView>, problems: Vec<Problem>) -> AppliedConfig {
         AppliedConfig {
-            generation: 1,
             ingresses,
             publish_service: None,
             new_problems: problems,

@@ -337,7 +337,6 @@ mod tests {
             revision: 0,
             ours,
             status_addresses: status.iter().map(|s| s.to_string()).collect(),
-            tls_secrets: Vec::new(),
         }
     }
 

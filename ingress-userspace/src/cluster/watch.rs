@@ -94,16 +94,11 @@ pub struct IngressView {
     pub ours: bool,
     /// Its `status.loadBalancer.ingress` as it is now (ip or hostname).
     pub status_addresses: Vec<String>,
-    /// The TLS Secrets its `spec.tls` names (namespace/name).
-    pub tls_secrets: Vec<ObjectKey>,
 }
 
-/// The result of one apply, for the status writer, the event publisher and
-/// the readiness probe.
+/// The result of one apply, for the status writer and the event publisher.
 #[derive(Debug, Clone)]
 pub struct AppliedConfig {
-    /// Counts up with every apply.
-    pub generation: u64,
     /// Every Ingress in the snapshot, ours or not.
     pub ingresses: Vec<IngressView>,
     /// The Service of `--publish-service` (its load balancer addresses),
@@ -304,7 +299,7 @@ async fn fold_changes(
     applied: watch::Sender<Option<Arc<AppliedConfig>>>,
 ) {
     let mut store = ObjectStore::new(watched);
-    let mut generation = 0;
+    let mut listed_before = false;
     while let Some(first) = changes.recv().await {
         store.take(first);
         let started = Instant::now();
@@ -321,13 +316,13 @@ async fn fold_changes(
         let rebuild = store.dirty;
         store.dirty = false;
         store.view_dirty = false;
-        if generation == 0 {
+        if !listed_before {
             info!(
                 objects = store.objects.len(),
                 "first full list from the API server"
             );
         }
-        generation += 1;
+        listed_before = true;
         // Building a table of 10,000 Ingresses takes a while: off the
         // async workers, so the proxy and the writers keep running. The
         // snapshot is shared with the task and unique again after it, so
@@ -343,13 +338,7 @@ async fn fold_changes(
             } else {
                 Vec::new()
             };
-            view_of(
-                &objects,
-                &applier_task,
-                publish.as_ref(),
-                generation,
-                new_problems,
-            )
+            view_of(&objects, &applier_task, publish.as_ref(), new_problems)
         })
         .await;
         match view {
@@ -454,7 +443,6 @@ fn view_of(
     objects: &ClusterObjects,
     applier: &ConfigApplier,
     publish_service: Option<&ObjectKey>,
-    generation: u64,
     new_problems: Vec<Problem>,
 ) -> AppliedConfig {
     let ours: BTreeSet<&ObjectKey> = ingress_model::select_ingresses(objects, applier.options())
@@ -471,13 +459,6 @@ fn view_of(
             revision: revision(ingress),
             ours: ours.contains(key),
             status_addresses: status_addresses(ingress),
-            tls_secrets: ingress
-                .spec
-                .iter()
-                .flat_map(|spec| spec.tls.iter().flatten())
-                .filter_map(|tls| tls.secret_name.as_ref())
-                .map(|name| ObjectKey::new(&key.namespace, name))
-                .collect(),
         })
         .collect();
     let mut uids = BTreeMap::new();
@@ -495,7 +476,6 @@ fn view_of(
         }
     }
     AppliedConfig {
-        generation,
         ingresses,
         publish_service: publish_service.and_then(|key| objects.services.get(key).cloned()),
         new_problems,
