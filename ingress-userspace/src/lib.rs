@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod health;
+pub mod memory;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;

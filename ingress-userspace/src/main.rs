@@ -433,3 +433,6 @@ fn print_routes(args: &RoutesArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[global_allocator]
+static ALLOCATOR: xdp_ingress::memory::Allocator = xdp_ingress::memory::Allocator {};

@@ -29,7 +29,11 @@ pub struct BodyTooLarge(pub u64);
 pub struct GuardedBody<B> {
     inner: B,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed the first time the body has to wait; most bodies never do.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// A frame came since the sleep was last set: move its deadline before
+    /// the next wait.
+    progressed: bool,
     limit: Option<u64>,
     seen: u64,
 }
@@ -40,10 +44,27 @@ impl<B> GuardedBody<B> {
         Self {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
+            progressed: false,
             limit,
             seen: 0,
         }
+    }
+}
+
+impl<B> GuardedBody<B> {
+    /// The timer of the current wait: `timeout` from now if the body
+    /// progressed since it was set (or it was never set).
+    fn waiting(&mut self) -> Pin<&mut Sleep> {
+        let timeout = self.timeout;
+        let progressed = std::mem::take(&mut self.progressed);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if progressed {
+            sleep.as_mut().reset(Instant::now() + timeout);
+        }
+        sleep.as_mut()
     }
 }
 
@@ -70,13 +91,12 @@ where
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
                     }
                 }
-                let deadline = Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
+                this.progressed = true;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+            Poll::Pending => match this.waiting().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
                 Poll::Pending => Poll::Pending,
             },
@@ -127,5 +147,25 @@ mod tests {
         let body = GuardedBody::new(StreamBody::new(stream), Duration::from_secs(60), None);
         let error = body.collect().await.expect_err("timed out");
         assert!(error.downcast_ref::<BodyTimeout>().is_some(), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_coming_does_not_time_out() {
+        // Three frames 40 s apart: 120 s in all, never 60 s without data.
+        let stream = futures_util::stream::unfold(0, |sent| async move {
+            if sent == 3 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            let frame = Frame::data(Bytes::from_static(b"chunk"));
+            Some((Ok::<_, std::convert::Infallible>(frame), sent + 1))
+        });
+        let body = GuardedBody::new(
+            StreamBody::new(Box::pin(stream)),
+            Duration::from_secs(60),
+            None,
+        );
+        let bytes = body.collect().await.expect("no timeout").to_bytes();
+        assert_eq!(&bytes[..], b"chunkchunkchunk");
     }
 }

@@ -32,10 +32,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether `name` is hop-by-hop in itself (not counting what `Connection`
+/// names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
 /// Removes hop-by-hop headers, and the headers that `Connection` names.
 /// With `keep_upgrade`, an `Upgrade` request keeps `Connection: upgrade` and
 /// `Upgrade` so that a WebSocket handshake passes through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names (standard names
+    // compare as integers) spares the hashed removals.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -59,7 +70,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// What the proxy knows about the client side of a request.
+/// What the proxy knows about the client side of a request, with the
+/// header values that say it, made once per connection.
 #[derive(Debug, Clone)]
 pub struct ClientContext {
     /// The client's address (the TCP peer).
@@ -68,12 +80,30 @@ pub struct ClientContext {
     pub scheme: &'static str,
     /// The port of the listener that took the request.
     pub listener_port: u16,
+    /// `client_ip` as a header value (IPv4-mapped addresses shown as IPv4).
+    client_ip_value: HeaderValue,
+    /// `listener_port` as a header value.
+    listener_port_value: HeaderValue,
+}
+
+impl ClientContext {
+    /// The context of a connection from `client_ip` to the `scheme` listener
+    /// on `listener_port`.
+    pub fn new(client_ip: IpAddr, scheme: &'static str, listener_port: u16) -> Self {
+        let text = client_ip.to_canonical().to_string();
+        Self {
+            client_ip,
+            scheme,
+            listener_port,
+            client_ip_value: HeaderValue::from_str(&text).expect("an IP address is ASCII"),
+            listener_port_value: HeaderValue::from(listener_port),
+        }
+    }
 }
 
 /// Sets the forwarded headers on a request going upstream. `Host` is left as
 /// the client sent it. Returns the request id (the client's, or a new one).
 pub fn set_forwarded_headers(headers: &mut HeaderMap, client: &ClientContext) -> HeaderValue {
-    let client_ip = client.client_ip.to_canonical().to_string();
     // Several header lines are one comma-separated list (RFC 9110 5.3).
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
@@ -83,32 +113,40 @@ pub fn set_forwarded_headers(headers: &mut HeaderMap, client: &ClientContext) ->
         .filter(|v| !v.is_empty())
         .collect();
     let forwarded_for = if previous.is_empty() {
-        client_ip.clone()
+        client.client_ip_value.clone()
     } else {
-        format!("{}, {client_ip}", previous.join(", "))
+        let client_ip = client.client_ip_value.to_str().expect("ASCII");
+        // Built from visible ASCII header text and an IP address.
+        HeaderValue::from_str(&format!("{}, {client_ip}", previous.join(", ")))
+            .expect("ASCII header value")
     };
-    // Header values built from an IP address and ASCII text are always valid.
-    let value = |text: &str| HeaderValue::from_str(text).expect("ASCII header value");
-    headers.insert(X_FORWARDED_FOR, value(&forwarded_for));
-    headers.insert(X_REAL_IP, value(&client_ip));
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_REAL_IP, client.client_ip_value.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
     headers.insert(X_FORWARDED_SCHEME, HeaderValue::from_static(client.scheme));
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(client.listener_port));
+    headers.insert(X_FORWARDED_PORT, client.listener_port_value.clone());
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let request_id = match headers.get(&X_REQUEST_ID) {
+    match headers.get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() => id.clone(),
-        _ => new_request_id(),
-    };
-    headers.insert(X_REQUEST_ID, request_id.clone());
-    request_id
+        _ => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    }
 }
 
 /// A new request id: 32 lower-case hex digits, like ingress-nginx's `$req_id`.
 pub fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (index, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((random >> (4 * (31 - index))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 #[cfg(test)]
@@ -116,11 +154,7 @@ mod tests {
     use super::*;
 
     fn client() -> ClientContext {
-        ClientContext {
-            client_ip: "198.18.0.2".parse().unwrap(),
-            scheme: "http",
-            listener_port: 80,
-        }
+        ClientContext::new("198.18.0.2".parse().unwrap(), "http", 80)
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -185,8 +219,7 @@ mod tests {
     #[test]
     fn ipv4_mapped_clients_show_as_ipv4() {
         let mut map = HeaderMap::new();
-        let mut ctx = client();
-        ctx.client_ip = "::ffff:198.18.0.9".parse().unwrap();
+        let ctx = ClientContext::new("::ffff:198.18.0.9".parse().unwrap(), "http", 80);
         set_forwarded_headers(&mut map, &ctx);
         assert_eq!(map["x-real-ip"], "198.18.0.9");
     }

@@ -160,11 +160,7 @@ pub async fn serve(
             () = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientContext {
-            client_ip: peer.ip(),
-            scheme,
-            listener_port,
-        };
+        let client = ClientContext::new(peer.ip(), scheme, listener_port);
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -223,10 +219,14 @@ async fn serve_connection<IO>(
     let header_timeout = state.settings.client_header_timeout;
     let keep_alive = state.settings.keep_alive;
     let peer = client.client_ip;
+    // One shared handle per connection: a request clones one `Arc`.
+    let connection = Arc::new((client, state));
     let service = service_fn(move |request| {
-        let state = state.clone();
-        let client = client.clone();
-        async move { Ok::<_, Infallible>(handle(request, &client, &state).await) }
+        let connection = connection.clone();
+        async move {
+            let (client, state) = &*connection;
+            Ok::<_, Infallible>(handle(request, client, state).await)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -247,9 +247,13 @@ pub async fn handle(
     state: &ProxyState,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let host = request_host(&request);
-    let (resolution, route) = state.resolver.resolve_observed(&host, request.uri().path());
-    let mut response = route_request(request, &host, resolution, client, state).await;
+    let host_value = request_host(&request);
+    let host = host_value
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let (resolution, route) = state.resolver.resolve_observed(host, request.uri().path());
+    let mut response = route_request(request, host, resolution, client, state).await;
     if client.scheme == "https"
         && let Some(hsts) = &state.settings.hsts
     {
@@ -370,14 +374,15 @@ fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Respo
 }
 
 /// The host a request names: `Host`, else the URI's authority (HTTP/2).
-fn request_host<B>(request: &Request<B>) -> String {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default()
+/// A header value shares the request's buffer: no copy for HTTP/1.
+fn request_host<B>(request: &Request<B>) -> Option<HeaderValue> {
+    match request.headers().get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => request
+            .uri()
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()),
+    }
 }
 
 fn is_upgrade_request<B>(request: &Request<B>) -> bool {
@@ -401,12 +406,16 @@ fn upstream_request(
     upgrade: bool,
 ) -> Result<Request<ProxyBody>, StatusCode> {
     let (mut parts, body) = request.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    parts.uri = Uri::try_from(path_and_query).map_err(|_| StatusCode::BAD_REQUEST)?;
+    // HTTP/1.1 requests are origin-form already; HTTP/2's and absolute-form
+    // ones lose their scheme and authority.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        parts.uri = Uri::try_from(path_and_query).map_err(|_| StatusCode::BAD_REQUEST)?;
+    }
     parts.version = Version::HTTP_11;
     remove_hop_by_hop(&mut parts.headers, upgrade);
     if !parts.headers.contains_key(header::HOST) && !host.is_empty() {
