@@ -12,7 +12,8 @@ use crate::{
 /// Debian packages: the eBPF toolchain (LLVM 22 for bpf-linker), bpftool,
 /// the lab (iproute2, ethtool, nsenter from util-linux), the test clients
 /// (curl, openssl, python3), and what the benchmarks compare against and
-/// load with (nftables, nginx, wrk).
+/// load with (nftables, nginx, wrk), and valgrind (callgrind counts the
+/// L7 proxies' instructions per request).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
@@ -25,6 +26,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "nginx",
     "wrk",
+    "valgrind",
 ];
 
 /// What setup would do, for `test` to decide whether to run it.

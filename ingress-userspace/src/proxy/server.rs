@@ -447,12 +447,11 @@ async fn exchange(
     state: &ProxyState,
 ) -> Result<(Response<Incoming>, PooledConnection), StatusCode> {
     const ATTEMPTS: usize = 2;
-    let candidates: Vec<SocketAddr> = upstream
+    let candidates = upstream
         .round_robin
         .order(&upstream.endpoints)
         .take(ATTEMPTS)
-        .copied()
-        .collect();
+        .copied();
     for endpoint in candidates {
         let mut connection = match state.pool.checkout(endpoint).await {
             Ok(connection) => connection,

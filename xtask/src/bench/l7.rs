@@ -26,6 +26,7 @@ use xdp_ingress_lab::ScratchDir;
 
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
+    instructions::{self, InstructionCount},
     lab::{BenchLab, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
     measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
     nginx::UpstreamLayout,
@@ -73,6 +74,10 @@ pub struct L7Args {
     /// `perf record` (reports in target/bench/).
     #[arg(long)]
     pub perf: bool,
+    /// Skip counting each proxy's user-space instructions per request
+    /// under callgrind (about 40 s; exact where the timed rows are noisy).
+    #[arg(long)]
+    pub no_instructions: bool,
     /// Use the release binaries as they are (no setup, no build).
     #[arg(long)]
     pub no_build: bool,
@@ -255,8 +260,15 @@ pub fn run(args: &L7Args) -> Result<()> {
         runs.extend(bench.row(count)?);
     }
 
+    let counts = if args.no_instructions {
+        Vec::new()
+    } else {
+        bench.count_instructions()?
+    };
+
     bench.progress.phase("Results");
-    let text = render(args, &runs, background);
+    let mut text = render(args, &runs, background);
+    text.push_str(&render_instructions(&counts));
     println!("\n{text}");
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -437,6 +449,36 @@ impl Bench<'_> {
         .run()
     }
 
+    /// Each proxy's user-space instructions per request (callgrind).
+    fn count_instructions(&self) -> Result<Vec<(Proxy, InstructionCount)>> {
+        if !instructions::available() {
+            bail!("valgrind is missing: run `cargo xtask setup` (or pass --no-instructions)");
+        }
+        let mut counts = Vec::new();
+        for proxy in PROXIES {
+            check_interrupted()?;
+            self.progress.phase(&format!(
+                "{}: user-space instructions per request under callgrind (1 Ingress, {} s of wrk)",
+                proxy.name(),
+                INSTRUCTIONS_SECONDS
+            ));
+            let count = instructions::count(
+                proxy,
+                self.binaries,
+                self.args.warmup,
+                INSTRUCTIONS_SECONDS,
+                self.args.connections,
+            )?;
+            self.progress.detail(&format!(
+                "{} instructions per request ({} requests)",
+                report::thousands(count.per_request()),
+                report::thousands(count.requests as f64)
+            ));
+            counts.push((proxy, count));
+        }
+        Ok(counts)
+    }
+
     /// Profiles each proxy (1 Ingress) under load with perf; writes the
     /// reports (and perf.data) to `out_dir`, prints their heads.
     fn profile(&self, out_dir: &Path) -> Result<()> {
@@ -484,6 +526,27 @@ impl Bench<'_> {
         }
         Ok(())
     }
+}
+
+/// Seconds of wrk while callgrind counts (a few thousand requests under valgrind).
+const INSTRUCTIONS_SECONDS: u64 = 8;
+
+/// The instruction counts as a small table after the main one.
+fn render_instructions(counts: &[(Proxy, InstructionCount)]) -> String {
+    let find = |proxy: Proxy| counts.iter().find(|(p, _)| *p == proxy).map(|(_, c)| c);
+    let (Some(x), Some(n)) = (find(Proxy::XdpIngress), find(Proxy::Nginx)) else {
+        return String::new();
+    };
+    format!(
+        "\n\nUser-space instructions per request (callgrind, 1 Ingress, the proxy alone on loopback; \
+         the kernel's part is the same for both): xdp-ingress {} ({} requests), nginx {} ({} \
+         requests), ratio {}.\n",
+        report::thousands(x.per_request()),
+        report::thousands(x.requests as f64),
+        report::thousands(n.per_request()),
+        report::thousands(n.requests as f64),
+        report::ratio(x.per_request(), n.per_request())
+    )
 }
 
 fn ingresses(count: usize) -> String {

@@ -12,6 +12,7 @@
 mod api_proxy;
 mod audit;
 mod cluster;
+mod instructions;
 mod l4;
 mod l7;
 mod lab;
