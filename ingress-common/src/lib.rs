@@ -24,10 +24,16 @@ pub mod map_names {
     pub const L4_MAGLEV: &str = "L4_MAGLEV";
     /// [`crate::L4Backend`] by backend index.
     pub const L4_BACKENDS: &str = "L4_BACKENDS";
-    /// LRU [`crate::L4FlowKey`] (client side) -> [`crate::L4Flow`].
+    /// LRU [`crate::L4FlowKey`] (an IPv6 client's packet) -> [`crate::L4Flow`];
+    /// IPv4 flows are in [`L4_FLOWS4`].
     pub const L4_FLOWS: &str = "L4_FLOWS";
-    /// LRU [`crate::L4FlowKey`] (a reply as it arrives) -> [`crate::L4ReverseNat`].
+    /// LRU [`crate::L4FlowKey`] (an IPv6 reply as it arrives) -> [`crate::L4ReverseNat`];
+    /// IPv4 replies are in [`L4_REVERSE4`].
     pub const L4_REVERSE: &str = "L4_REVERSE";
+    /// LRU [`crate::L4FlowKey4`] (an IPv4 client's packet) -> [`crate::L4Nat4`].
+    pub const L4_FLOWS4: &str = "L4_FLOWS4";
+    /// LRU [`crate::L4FlowKey4`] (an IPv4 reply as it arrives) -> [`crate::L4Nat4`].
+    pub const L4_REVERSE4: &str = "L4_REVERSE4";
     /// Per-CPU [`crate::L4PortCursor`]: each CPU's share of the source ports of full NAT.
     pub const L4_PORTS: &str = "L4_PORTS";
     /// Per-CPU [`crate::L4Counters`] by service index.
@@ -38,7 +44,7 @@ pub mod map_names {
     /// (see [`crate::l4::port_flags`]).
     pub const L4_PORT_FLAGS: &str = "L4_PORT_FLAGS";
     /// The maps of the L4 tier, with the file names of their pins.
-    pub const L4_PINNED: [(&str, &str); 10] = [
+    pub const L4_PINNED: [(&str, &str); 12] = [
         (L4_CONFIG, "l4_config"),
         (L4_SERVICES, "l4_services"),
         (L4_MAGLEV, "l4_maglev"),
@@ -49,9 +55,11 @@ pub mod map_names {
         (L4_SERVICE_STATS, "l4_service_stats"),
         (L4_BACKEND_STATS, "l4_backend_stats"),
         (L4_PORT_FLAGS, "l4_port_flags"),
+        (L4_FLOWS4, "l4_flows4"),
+        (L4_REVERSE4, "l4_reverse4"),
     ];
     /// Every map the daemon pins, with the file name of its pin.
-    pub const PINNED: [(&str, &str); 13] = [
+    pub const PINNED: [(&str, &str); 15] = [
         (LISTENERS, "listeners"),
         (LISTENER_STATS, "listener_stats"),
         (VERDICT_STATS, "verdict_stats"),
@@ -65,6 +73,8 @@ pub mod map_names {
         L4_PINNED[7],
         L4_PINNED[8],
         L4_PINNED[9],
+        L4_PINNED[10],
+        L4_PINNED[11],
     ];
 }
 
@@ -401,6 +411,65 @@ pub struct L4Backend {
     pub generation: u32,
 }
 
+/// Key of `L4_FLOWS4` (an IPv4 client's packet: client -> service) and of
+/// `L4_REVERSE4` (an IPv4 reply as it arrives: backend -> the NAT address):
+/// the IPv4 5-tuple in 16 bytes, so the established path hashes and compares
+/// less than half of an [`L4FlowKey`].
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct L4FlowKey4 {
+    /// Source address (word 0 of [`addr_words`]).
+    pub src: u32,
+    /// Destination address (word 0 of [`addr_words`]).
+    pub dst: u32,
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// [`protocol::TCP`] or [`protocol::UDP`].
+    pub protocol: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
+/// Value of `L4_FLOWS4` and `L4_REVERSE4`: an IPv4 packet's translation,
+/// worked out when the flow started, so an established packet needs no
+/// other lookup than its own: the new addresses and ports, the checksum
+/// changes they make (the old values are the key's), and the next hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Nat4 {
+    /// The next hop of the translated packet.
+    pub hop: L4NextHop,
+    /// New source address (word 0 of [`addr_words`]): the edge's (full
+    /// NAT) or the client's (DNAT) toward the backend; the service's back.
+    pub src: u32,
+    /// New destination address: the backend's, or the client's back.
+    pub dst: u32,
+    /// New source port, host byte order.
+    pub sport: u16,
+    /// New destination port, host byte order.
+    pub dport: u16,
+    /// The IPv4 header checksum's change, folded to 16 bits (RFC 1624: the
+    /// sum of `!old + new` over the changed words).
+    pub ip_delta: u16,
+    /// The TCP or UDP checksum's change (addresses and ports), folded.
+    pub l4_delta: u16,
+    /// Service index (for the counters).
+    pub service: u32,
+    /// Backend index (for the counters).
+    pub backend: u32,
+    /// The backend's generation when the flow picked it: a forward entry
+    /// is used only while the backend's slot still has it.
+    pub generation: u32,
+    /// 1 once the client sent a FIN.
+    pub client_fin: u8,
+    /// 1 once the backend sent a FIN.
+    pub backend_fin: u8,
+    /// Zero.
+    pub reserved: u16,
+}
+
 /// Key of `L4_FLOWS` (a client's packet: client -> service) and of
 /// `L4_REVERSE` (a reply as it arrives: backend -> the NAT address).
 #[repr(C, align(4))]
@@ -548,6 +617,10 @@ mod pod {
     unsafe impl aya::Pod for super::L4Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L4NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4FlowKey4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Nat4 {}
 }
 
 // The layouts are part of the contract with the kernel side and with bpftool.
@@ -560,6 +633,8 @@ const _: () = assert!(core::mem::size_of::<L4Service>() == 16);
 const _: () = assert!(core::mem::size_of::<L4Backend>() == 24);
 const _: () = assert!(core::mem::size_of::<L4FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<L4NextHop>() == 24);
+const _: () = assert!(core::mem::size_of::<L4FlowKey4>() == 16);
+const _: () = assert!(core::mem::size_of::<L4Nat4>() == 56);
 const _: () = assert!(core::mem::size_of::<L4Flow>() == 56);
 const _: () = assert!(core::mem::size_of::<L4ReverseNat>() == 72);
 const _: () = assert!(core::mem::size_of::<L4PortCursor>() == 8);

@@ -1,11 +1,13 @@
-//! The XDP program of xdp-ingress: parse; balance L4 services and translate
-//! their replies (`l4`); else look up the listener; count; decide.
+//! The XDP program of xdp-ingress: established IPv4 L4 flows first
+//! (`l4_fast`); else parse, balance L4 services and translate their replies
+//! (`l4`), else look up the listener; count; decide.
 #![no_std]
 #![no_main]
 
 mod csum;
 mod fib;
 mod l4;
+mod l4_fast;
 mod maps;
 mod nat;
 mod parse;
@@ -18,7 +20,7 @@ use ingress_common::{ListenerKey, action, verdict};
 
 use crate::{
     maps::{LISTENER_STATS, LISTENERS, VERDICT_STATS},
-    parse::parse_flow,
+    parse::{Flow, parse_flow},
     stats::count,
 };
 
@@ -26,7 +28,10 @@ use crate::{
 #[xdp]
 pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (reason, xdp_verdict) = decide(&ctx, bytes);
+    let (reason, xdp_verdict) = match l4_fast::established(&ctx) {
+        Some(decided) => decided,
+        None => decide(&ctx, bytes),
+    };
     count(&VERDICT_STATS, reason, bytes);
     xdp_verdict
 }
@@ -42,6 +47,21 @@ fn decide(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     if let Some(decided) = l4::steer(ctx, &flow, bytes) {
         return decided;
     }
+    let packed = listener_verdict(&flow, bytes);
+    (packed >> 8, packed & 0xff)
+}
+
+/// The verdict of a packet by its listener, packed as `reason << 8 |
+/// action`. Not inlined: its keys get a stack frame of their own, beside
+/// the L4 tier's deepest call chain rather than under it.
+#[inline(never)]
+fn listener_verdict(flow: &Flow, bytes: u64) -> u32 {
+    let (reason, action) = listener_decide(flow, bytes);
+    (reason << 8) | action
+}
+
+#[inline(always)]
+fn listener_decide(flow: &Flow, bytes: u64) -> (u32, u32) {
     let key = ListenerKey {
         // SAFETY: four words and sixteen bytes are the same plain data.
         addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(flow.daddr) },

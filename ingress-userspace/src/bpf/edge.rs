@@ -165,8 +165,8 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
     use std::mem::size_of;
 
     use ingress_common::{
-        L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
-        L4ServiceKey, MAX_LISTENERS, l4, verdict,
+        L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4, L4PortCursor,
+        L4ReverseNat, L4Service, L4ServiceKey, MAX_LISTENERS, l4, verdict,
     };
     let size = |bytes: usize| bytes as u32;
     Some(match name {
@@ -193,6 +193,11 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
         map_names::L4_REVERSE => (
             size(size_of::<L4FlowKey>()),
             size(size_of::<L4ReverseNat>()),
+            l4::MAX_FLOWS,
+        ),
+        map_names::L4_FLOWS4 | map_names::L4_REVERSE4 => (
+            size(size_of::<L4FlowKey4>()),
+            size(size_of::<L4Nat4>()),
             l4::MAX_FLOWS,
         ),
         map_names::L4_PORTS => (4, size(size_of::<L4PortCursor>()), 1),

@@ -20,8 +20,8 @@ use aya::{
     util::nr_cpus,
 };
 use ingress_common::{
-    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
-    L4ServiceKey, MaglevLanes, l4, maglev_slot, map_names,
+    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4, L4PortCursor,
+    L4ReverseNat, L4Service, L4ServiceKey, MaglevLanes, family, l4, maglev_slot, map_names,
 };
 
 use super::l4_plan::{L4Plan, PresentL4};
@@ -194,6 +194,8 @@ pub struct L4Maps {
     backends: Array<MapData, L4Backend>,
     flows: HashMap<MapData, L4FlowKey, L4Flow>,
     reverse: HashMap<MapData, L4FlowKey, L4ReverseNat>,
+    flows4: HashMap<MapData, L4FlowKey4, L4Nat4>,
+    reverse4: HashMap<MapData, L4FlowKey4, L4Nat4>,
     ports: PerCpuArray<MapData, L4PortCursor>,
     service_stats: PerCpuArray<MapData, L4Counters>,
     backend_stats: PerCpuArray<MapData, L4Counters>,
@@ -252,6 +254,10 @@ impl L4Maps {
             HashMap::try_from(get(map_names::L4_FLOWS)?).map_err(map_error(map_names::L4_FLOWS))?;
         let reverse = HashMap::try_from(get(map_names::L4_REVERSE)?)
             .map_err(map_error(map_names::L4_REVERSE))?;
+        let flows4 = HashMap::try_from(get(map_names::L4_FLOWS4)?)
+            .map_err(map_error(map_names::L4_FLOWS4))?;
+        let reverse4 = HashMap::try_from(get(map_names::L4_REVERSE4)?)
+            .map_err(map_error(map_names::L4_REVERSE4))?;
         let ports = PerCpuArray::try_from(get(map_names::L4_PORTS)?)
             .map_err(map_error(map_names::L4_PORTS))?;
         let service_stats = PerCpuArray::try_from(get(map_names::L4_SERVICE_STATS)?)
@@ -266,6 +272,8 @@ impl L4Maps {
             backends,
             flows,
             reverse,
+            flows4,
+            reverse4,
             ports,
             service_stats,
             backend_stats,
@@ -436,6 +444,17 @@ impl L4Maps {
         for key in &replies {
             let _ = self.reverse.remove(key);
         }
+        for table in [&mut self.flows4, &mut self.reverse4] {
+            let keys: Vec<L4FlowKey4> = table
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, nat)| services.contains(&nat.service))
+                .map(|(key, _)| key)
+                .collect();
+            for key in &keys {
+                let _ = table.remove(key);
+            }
+        }
         Ok(())
     }
 
@@ -481,20 +500,34 @@ impl L4Maps {
         sum_l4(&self.backend_stats).map_err(map_error(map_names::L4_BACKEND_STATS))
     }
 
-    /// The connection table.
+    /// The connection table, both families (IPv4 entries in the IPv6
+    /// table's shape: the key's words 1-3 zero, the NAT address and port
+    /// the translation's source).
     pub fn flows(&self) -> Result<Vec<(L4FlowKey, L4Flow)>, L4MapsError> {
-        self.flows
+        let mut flows: Vec<(L4FlowKey, L4Flow)> = self
+            .flows
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(map_error(map_names::L4_FLOWS))
+            .map_err(map_error(map_names::L4_FLOWS))?;
+        for entry in self.flows4.iter() {
+            let (key, nat) = entry.map_err(map_error(map_names::L4_FLOWS4))?;
+            flows.push((wide_key(&key), wide_flow(&nat)));
+        }
+        Ok(flows)
     }
 
-    /// The reverse-NAT table.
+    /// The reverse-NAT table, both families (IPv4 entries as in [`Self::flows`]).
     pub fn reverse_nat(&self) -> Result<Vec<(L4FlowKey, L4ReverseNat)>, L4MapsError> {
-        self.reverse
+        let mut replies: Vec<(L4FlowKey, L4ReverseNat)> = self
+            .reverse
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(map_error(map_names::L4_REVERSE))
+            .map_err(map_error(map_names::L4_REVERSE))?;
+        for entry in self.reverse4.iter() {
+            let (key, nat) = entry.map_err(map_error(map_names::L4_REVERSE4))?;
+            replies.push((wide_key(&key), wide_reverse(&nat)));
+        }
+        Ok(replies)
     }
 
     /// The config entry.
@@ -502,6 +535,50 @@ impl L4Maps {
         self.config
             .get(&0, 0)
             .map_err(map_error(map_names::L4_CONFIG))
+    }
+}
+
+/// An IPv4 flow key in the shape of [`L4FlowKey`].
+pub fn wide_key(key: &L4FlowKey4) -> L4FlowKey {
+    L4FlowKey {
+        src: [key.src, 0, 0, 0],
+        dst: [key.dst, 0, 0, 0],
+        sport: key.sport,
+        dport: key.dport,
+        family: family::IPV4,
+        protocol: key.protocol,
+        pad: [0; 2],
+    }
+}
+
+/// An `L4_FLOWS4` entry in the shape of [`L4Flow`].
+pub fn wide_flow(nat: &L4Nat4) -> L4Flow {
+    L4Flow {
+        nat_addr: [nat.src, 0, 0, 0],
+        backend: nat.backend,
+        generation: nat.generation,
+        service: nat.service,
+        nat_port: nat.sport,
+        client_fin: nat.client_fin,
+        backend_fin: nat.backend_fin,
+        hop: nat.hop,
+    }
+}
+
+/// An `L4_REVERSE4` entry in the shape of [`L4ReverseNat`]: the reply's new
+/// source is the service, its new destination the client.
+pub fn wide_reverse(nat: &L4Nat4) -> L4ReverseNat {
+    L4ReverseNat {
+        client: [nat.dst, 0, 0, 0],
+        service_addr: [nat.src, 0, 0, 0],
+        client_port: nat.dport,
+        service_port: nat.sport,
+        service: nat.service,
+        backend: nat.backend,
+        client_fin: nat.client_fin,
+        backend_fin: nat.backend_fin,
+        reserved: 0,
+        hop: nat.hop,
     }
 }
 

@@ -1,0 +1,361 @@
+//! The established IPv4 path of the L4 tier, tried before any other
+//! parsing: a plain IPv4 TCP or UDP packet (untagged, not a fragment) to a
+//! service port looks up its flow in `L4_FLOWS4`, one from a backend port
+//! its reply in `L4_REVERSE4`. The entry holds the whole translation,
+//! worked out when the flow started (new addresses and ports, the checksum
+//! changes they make, the next hop), so a hit costs one hash lookup of a
+//! 16-byte key, the backend's generation (an array slot), a few stores and
+//! the counters. A miss goes on to `l4` (a new flow, or not ours), which
+//! does not look in these tables again: what is plain IPv4 here is exactly
+//! what `parse::parse_flow` calls plain IPv4.
+
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    helpers::generated::bpf_jiffies64,
+    programs::XdpContext,
+};
+use ingress_common::{L4FlowKey4, L4Nat4, family, l4, l4::port_flags, protocol, verdict};
+
+use crate::{
+    csum::apply_folded,
+    fib::{self, FibQuery, Route},
+    l4::{TCP_FIN, TCP_RST, ends_or_closes, port_bits, scratch},
+    maps::{L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOWS4, L4_REVERSE4, L4_SERVICE_STATS},
+    parse::{EthHdr, Ipv4Hdr, L4Ports, join, ptr_at, split},
+    stats::bump_l4,
+};
+
+const PASS: u32 = xdp_action::XDP_PASS;
+/// `ETH_P_IP` as the two bytes of the frame.
+const ETHER_TYPE_IPV4: [u8; 2] = [0x08, 0x00];
+/// Offset of the IPv4 header in an untagged frame.
+const L3_OFFSET: usize = 14;
+/// The fragment offset and "more fragments" bits of `frag_off` (host order).
+const FRAGMENT_BITS: u16 = 0x3fff;
+/// Offset of the TCP flags and of the checksums in their headers.
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_CHECK_OFFSET: usize = 16;
+const UDP_CHECK_OFFSET: usize = 6;
+
+/// Where the fields a translation touches lie in the packet.
+struct Headers {
+    ip: *mut Ipv4Hdr,
+    ports: *mut L4Ports,
+    check: *mut u16,
+    udp: bool,
+    tcp_flags: u8,
+}
+
+/// The verdict (reason, XDP action) of a packet of an established IPv4
+/// flow or of a reply to one; `None` for every other packet.
+#[inline(always)]
+pub fn established(ctx: &XdpContext) -> Option<(u32, u32)> {
+    match established_packed(ctx.ctx) {
+        NOT_ESTABLISHED => None,
+        packed => Some((packed >> 8, packed & 0xff)),
+    }
+}
+
+/// [`established`]'s answer packed in one register (`reason << 8 | action`).
+const NOT_ESTABLISHED: u32 = u32::MAX;
+
+/// [`established`] as a subprogram with a stack frame of its own: inlined,
+/// its frame would add to that of the entry point, which already holds the
+/// deepest call chain (a new flow's FIB lookup) close to the 512 bytes all
+/// frames of a chain share.
+#[inline(never)]
+fn established_packed(ctx: *mut xdp_md) -> u32 {
+    let ctx = &XdpContext::new(ctx);
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    match lookup(ctx, bytes) {
+        Some((reason, action)) => (reason << 8) | action,
+        None => NOT_ESTABLISHED,
+    }
+}
+
+#[inline(always)]
+fn lookup(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
+    let (key, headers) = parse(ctx)?;
+    let (service_bit, backend_bit) = if key.protocol == protocol::TCP {
+        (port_flags::SERVICE_TCP, port_flags::BACKEND_TCP)
+    } else {
+        (port_flags::SERVICE_UDP, port_flags::BACKEND_UDP)
+    };
+    if port_bits(key.dport) & service_bit != 0
+        && let Some(entry) = L4_FLOWS4.get_ptr_mut(&key)
+    {
+        // SAFETY: the entry stays valid for this run (the LRU may evict it
+        // for later runs); only its FIN bytes and next hop are written.
+        let (index, generation) = unsafe { ((*entry).backend, (*entry).generation) };
+        let backend = L4_BACKENDS.get_ptr(index)?;
+        // SAFETY: an array slot is valid for the whole run.
+        let live = unsafe {
+            (*backend).flags & l4::BACKEND_ACTIVE != 0 && (*backend).generation == generation
+        };
+        // A flow whose backend went away starts again (in `l4`).
+        return if live {
+            Some(translate(ctx, &key, &headers, entry, bytes, false))
+        } else {
+            None
+        };
+    }
+    if port_bits(key.sport) & backend_bit == 0 {
+        return None;
+    }
+    let config = L4_CONFIG.get_ptr(0)?;
+    // SAFETY: an array slot is valid for the whole run; any version is a
+    // consistent answer.
+    let (nat_mode, port_min, port_max) =
+        unsafe { ((*config).nat_mode, (*config).port_min, (*config).port_max) };
+    // In full NAT, replies come back to our own source ports only.
+    if nat_mode == l4::NAT_FULL && (key.dport < port_min || key.dport > port_max) {
+        return None;
+    }
+    let entry = L4_REVERSE4.get_ptr_mut(&key)?;
+    Some(translate(ctx, &key, &headers, entry, bytes, true))
+}
+
+/// The 5-tuple and headers of a plain IPv4 TCP or UDP packet whose headers
+/// are all there, else `None` (such packets go to `parse::parse_flow`).
+#[inline(always)]
+fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok()?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, L3_OFFSET).ok()?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let (ether_type, version_ihl, frag_off, l4_protocol) = unsafe {
+        (
+            (*eth).ether_type,
+            (*ip).version_ihl,
+            u16::from_be((*ip).frag_off),
+            (*ip).protocol,
+        )
+    };
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if ether_type != ETHER_TYPE_IPV4
+        || version_ihl >> 4 != 4
+        || header_len < size_of::<Ipv4Hdr>()
+        || frag_off & FRAGMENT_BITS != 0
+    {
+        return None;
+    }
+    let l4_offset = L3_OFFSET + header_len;
+    let (check, udp, tcp_flags) = match l4_protocol {
+        protocol::TCP => {
+            // The whole fixed header (20 bytes), as `parse_flow` wants it.
+            let tcp: *mut [u8; 20] = ptr_at(ctx, l4_offset).ok()?;
+            let tcp: *mut u8 = tcp.cast();
+            // SAFETY: bounds checked by `ptr_at`; the checksum is 2-byte
+            // aligned like the rest of the headers.
+            unsafe {
+                (
+                    tcp.add(TCP_CHECK_OFFSET).cast::<u16>(),
+                    false,
+                    *tcp.add(TCP_FLAGS_OFFSET),
+                )
+            }
+        }
+        protocol::UDP => {
+            let udp: *mut [u8; 8] = ptr_at(ctx, l4_offset).ok()?;
+            // SAFETY: as above.
+            let check = unsafe { udp.cast::<u8>().add(UDP_CHECK_OFFSET).cast::<u16>() };
+            (check, true, 0)
+        }
+        _ => return None,
+    };
+    let ports: *mut L4Ports = ptr_at(ctx, l4_offset).ok()?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let key = unsafe {
+        L4FlowKey4 {
+            src: join((*ip).saddr),
+            dst: join((*ip).daddr),
+            sport: u16::from_be((*ports).source),
+            dport: u16::from_be((*ports).dest),
+            protocol: l4_protocol,
+            pad: [0; 3],
+        }
+    };
+    Some((
+        key,
+        Headers {
+            ip,
+            ports,
+            check,
+            udp,
+            tcp_flags,
+        },
+    ))
+}
+
+/// Translates a packet of `key` by its entry (of `L4_REVERSE4` if `reply`,
+/// else of `L4_FLOWS4`), counts it and sends it on.
+#[inline(always)]
+fn translate(
+    ctx: &XdpContext,
+    key: &L4FlowKey4,
+    headers: &Headers,
+    entry: *mut L4Nat4,
+    bytes: u64,
+    reply: bool,
+) -> (u32, u32) {
+    // SAFETY: a plain helper call (inlined by the verifier as one load).
+    let now = unsafe { bpf_jiffies64() };
+    // SAFETY: `entry` is valid for this run; a concurrent refresh of the
+    // next hop writes the same answer.
+    let (expires, service, backend, fins) = unsafe {
+        (
+            (*entry).hop.expires_jiffies,
+            (*entry).service,
+            (*entry).backend,
+            (*entry).client_fin != 0 && (*entry).backend_fin != 0,
+        )
+    };
+    let route = if expires > now {
+        Route::Found
+    } else {
+        // SAFETY: bounds checked when parsed.
+        let ip_len = u16::from_be(unsafe { (*headers.ip).total_len });
+        fib::route_of(refresh(ctx.ctx, entry, key.protocol, ip_len))
+    };
+    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
+    let result = match route {
+        Route::Found => {
+            // SAFETY: `entry` points into a map value valid for this run.
+            let (ifindex, macs) =
+                unsafe { ((*entry).hop.ifindex, core::ptr::addr_of!((*entry).hop.macs)) };
+            if fib::set_macs(ctx, macs).is_err() {
+                return (verdict::L4_NO_ROUTE, PASS);
+            }
+            rewrite(headers, entry);
+            let reason = if reply {
+                verdict::L4_REPLY
+            } else {
+                verdict::L4_FORWARD
+            };
+            (reason, fib::transmit(ctx, ifindex))
+        }
+        Route::ToStack => {
+            rewrite(headers, entry);
+            (verdict::L4_FIB_PASS, PASS)
+        }
+        Route::None => (verdict::L4_NO_ROUTE, PASS),
+    };
+    let flags = headers.tcp_flags;
+    if !headers.udp && ends_or_closes(flags, fins) {
+        close(key, entry, flags, reply);
+    }
+    result
+}
+
+/// Writes the entry's addresses and ports into the packet and patches the
+/// checksums with the entry's changes.
+#[inline(always)]
+fn rewrite(headers: &Headers, entry: *const L4Nat4) {
+    let Headers {
+        ip,
+        ports,
+        check,
+        udp,
+        ..
+    } = *headers;
+    // SAFETY: the headers were bounds checked when parsed and only this
+    // run writes the packet; `entry` is valid for this run.
+    unsafe {
+        (*ip).saddr = split((*entry).src);
+        (*ip).daddr = split((*entry).dst);
+        (*ip).check = apply_folded((*ip).check, (*entry).ip_delta);
+        (*ports).source = (*entry).sport.to_be();
+        (*ports).dest = (*entry).dport.to_be();
+        let old = *check;
+        // A UDP checksum of zero means "none" and stays zero; a computed
+        // zero is sent as 0xffff.
+        if !udp {
+            *check = apply_folded(old, (*entry).l4_delta);
+        } else if old != 0 {
+            let new = apply_folded(old, (*entry).l4_delta);
+            *check = if new == 0 { 0xffff } else { new };
+        }
+    }
+}
+
+/// Asks the FIB again for the next hop of `entry` and caches it. Not
+/// inlined: once a second per flow, and it needs the scratch space.
+#[inline(never)]
+fn refresh(ctx: *mut xdp_md, entry: *mut L4Nat4, l4_protocol: u8, ip_len: u16) -> u32 {
+    let Some(scratch) = scratch() else {
+        return Route::None as u32;
+    };
+    let to = &mut scratch.to;
+    // SAFETY: `entry` points into a map value valid for this run.
+    let hop = unsafe {
+        *to = FibQuery {
+            src: [(*entry).src, 0, 0, 0],
+            dst: [(*entry).dst, 0, 0, 0],
+            sport: (*entry).sport,
+            dport: (*entry).dport,
+            ip_len,
+            family: family::IPV4,
+            protocol: l4_protocol,
+            want_src: 0,
+        };
+        &mut (*entry).hop
+    };
+    let route = fib::lookup(ctx, to, hop);
+    if route == Route::Found as u32 {
+        // SAFETY: a plain helper call.
+        hop.expires_jiffies = unsafe { bpf_jiffies64() } + l4::NEXT_HOP_TTL_JIFFIES;
+    }
+    route
+}
+
+/// A TCP RST, FIN or last ACK of the flow of `key` (its entry `entry`):
+/// an RST or the last ACK after a FIN from each side ends the flow both
+/// ways; a FIN is noted in both entries. The other direction's key is the
+/// translated packet's 5-tuple, swapped. Not inlined: rare.
+#[inline(never)]
+fn close(key: &L4FlowKey4, entry: *mut L4Nat4, flags: u8, reply: bool) {
+    let Some(scratch) = scratch() else {
+        return;
+    };
+    let other = &mut scratch.other4;
+    // SAFETY: `entry` points into a map value valid for this run.
+    unsafe {
+        *other = L4FlowKey4 {
+            src: (*entry).dst,
+            dst: (*entry).src,
+            sport: (*entry).dport,
+            dport: (*entry).sport,
+            protocol: key.protocol,
+            pad: [0; 3],
+        };
+    }
+    // SAFETY: as above.
+    let fins = unsafe { (*entry).client_fin != 0 && (*entry).backend_fin != 0 };
+    // Each table by its own name: one map per helper call site lets the
+    // verifier inline the lookups.
+    if flags & TCP_RST != 0 || (flags & TCP_FIN == 0 && fins) {
+        if reply {
+            let _ = L4_REVERSE4.remove(key);
+            let _ = L4_FLOWS4.remove(&*other);
+        } else {
+            let _ = L4_FLOWS4.remove(key);
+            let _ = L4_REVERSE4.remove(&*other);
+        }
+    } else if flags & TCP_FIN != 0 {
+        // SAFETY: byte stores into map values valid for this run; they race
+        // with nothing but the same stores on another CPU.
+        unsafe {
+            if reply {
+                (*entry).backend_fin = 1;
+                if let Some(forward) = L4_FLOWS4.get_ptr_mut(&*other) {
+                    (*forward).backend_fin = 1;
+                }
+            } else {
+                (*entry).client_fin = 1;
+                if let Some(reverse) = L4_REVERSE4.get_ptr_mut(&*other) {
+                    (*reverse).client_fin = 1;
+                }
+            }
+        }
+    }
+}
