@@ -429,7 +429,10 @@ pub struct L4FlowKey4 {
     /// [`protocol::TCP`] or [`protocol::UDP`].
     pub protocol: u8,
     /// Zero.
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// Zero. (Two fields rather than a `[u8; 3]`: the XDP program zeroes a
+    /// byte array with a call to `memset`, a byte loop.)
+    pub reserved: u16,
 }
 
 /// Value of `L4_FLOWS4` and `L4_REVERSE4`: an IPv4 packet's translation,

@@ -132,7 +132,8 @@ fn flow_key4(flow: &Flow) -> L4FlowKey4 {
         sport: flow.sport,
         dport: flow.dport,
         protocol: flow.protocol,
-        pad: [0; 3],
+        pad: 0,
+        reserved: 0,
     }
 }
 
@@ -447,7 +448,8 @@ fn start4(ctx: *mut xdp_md, flow: &Flow, picked: u32) -> u32 {
         sport: to.dport,
         dport: to.sport,
         protocol: flow.protocol,
-        pad: [0; 3],
+        pad: 0,
+        reserved: 0,
     };
     if full_nat {
         let Some(port) = allocate_port(|port| {

@@ -20,6 +20,7 @@ use crate::{
     csum::apply_folded,
     fib::{self, FibQuery, Route},
     l4::{TCP_FIN, TCP_RST, ends_or_closes, port_bits, scratch},
+    listener_key, listener_verdict,
     maps::{L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOWS4, L4_REVERSE4, L4_SERVICE_STATS},
     parse::{EthHdr, Ipv4Hdr, L4Ports, join, ptr_at, split},
     stats::bump_l4,
@@ -46,44 +47,52 @@ struct Headers {
     tcp_flags: u8,
 }
 
-/// The verdict (reason, XDP action) of a packet of an established IPv4
-/// flow or of a reply to one; `None` for every other packet.
+/// The verdict (reason, XDP action) of a plain IPv4 packet of an
+/// established flow or of a reply to one, or of one whose ports no L4
+/// service or backend uses (by its listener); `None` for every other
+/// packet.
 #[inline(always)]
-pub fn established(ctx: &XdpContext) -> Option<(u32, u32)> {
-    match established_packed(ctx.ctx) {
-        NOT_ESTABLISHED => None,
+pub fn plain_ipv4(ctx: &XdpContext) -> Option<(u32, u32)> {
+    match plain_ipv4_packed(ctx.ctx) {
+        UNDECIDED => None,
         packed => Some((packed >> 8, packed & 0xff)),
     }
 }
 
-/// [`established`]'s answer packed in one register (`reason << 8 | action`).
-const NOT_ESTABLISHED: u32 = u32::MAX;
+/// [`plain_ipv4`]'s answer packed in one register (`reason << 8 | action`).
+const UNDECIDED: u32 = u32::MAX;
 
-/// [`established`] as a subprogram with a stack frame of its own: inlined,
+/// [`plain_ipv4`] as a subprogram with a stack frame of its own: inlined,
 /// its frame would add to that of the entry point, which already holds the
 /// deepest call chain (a new flow's FIB lookup) close to the 512 bytes all
 /// frames of a chain share.
 #[inline(never)]
-fn established_packed(ctx: *mut xdp_md) -> u32 {
+fn plain_ipv4_packed(ctx: *mut xdp_md) -> u32 {
     let ctx = &XdpContext::new(ctx);
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    match lookup(ctx, bytes) {
+    match decide(ctx, bytes) {
         Some((reason, action)) => (reason << 8) | action,
-        None => NOT_ESTABLISHED,
+        None => UNDECIDED,
     }
 }
 
+/// The packed verdict of a packet of `key` by its listener.
 #[inline(always)]
-fn lookup(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
+fn by_listener(key: &L4FlowKey4, bytes: u64) -> u32 {
+    let listener = listener_key([key.dst, 0, 0, 0], key.dport, family::IPV4, key.protocol);
+    listener_verdict(&listener, bytes)
+}
+
+#[inline(always)]
+fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
     let (key, headers) = parse(ctx)?;
     let (service_bit, backend_bit) = if key.protocol == protocol::TCP {
         (port_flags::SERVICE_TCP, port_flags::BACKEND_TCP)
     } else {
         (port_flags::SERVICE_UDP, port_flags::BACKEND_UDP)
     };
-    if port_bits(key.dport) & service_bit != 0
-        && let Some(entry) = L4_FLOWS4.get_ptr_mut(&key)
-    {
+    let service_port = port_bits(key.dport) & service_bit != 0;
+    if service_port && let Some(entry) = L4_FLOWS4.get_ptr_mut(&key) {
         // SAFETY: the entry stays valid for this run (the LRU may evict it
         // for later runs); only its FIN bytes and next hop are written.
         let (index, generation) = unsafe { ((*entry).backend, (*entry).generation) };
@@ -100,7 +109,14 @@ fn lookup(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         };
     }
     if port_bits(key.sport) & backend_bit == 0 {
-        return None;
+        // Not the L4 tier's at all: its listener decides, without the
+        // general parser.
+        return if service_port {
+            None
+        } else {
+            let packed = by_listener(&key, bytes);
+            Some((packed >> 8, packed & 0xff))
+        };
     }
     let config = L4_CONFIG.get_ptr(0)?;
     // SAFETY: an array slot is valid for the whole run; any version is a
@@ -171,7 +187,8 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
             sport: u16::from_be((*ports).source),
             dport: u16::from_be((*ports).dest),
             protocol: l4_protocol,
-            pad: [0; 3],
+            pad: 0,
+            reserved: 0,
         }
     };
     Some((
@@ -326,7 +343,8 @@ fn close(key: &L4FlowKey4, entry: *mut L4Nat4, flags: u8, reply: bool) {
             sport: (*entry).dport,
             dport: (*entry).sport,
             protocol: key.protocol,
-            pad: [0; 3],
+            pad: 0,
+            reserved: 0,
         };
     }
     // SAFETY: as above.

@@ -1,4 +1,5 @@
-//! The XDP program of xdp-ingress: established IPv4 L4 flows first
+//! The XDP program of xdp-ingress: plain IPv4 packets of established L4
+//! flows, and those no L4 service or backend uses a port of, first
 //! (`l4_fast`); else parse, balance L4 services and translate their replies
 //! (`l4`), else look up the listener; count; decide.
 #![no_std]
@@ -20,7 +21,7 @@ use ingress_common::{ListenerKey, action, verdict};
 
 use crate::{
     maps::{LISTENER_STATS, LISTENERS, VERDICT_STATS},
-    parse::{Flow, parse_flow},
+    parse::parse_flow,
     stats::count,
 };
 
@@ -28,7 +29,7 @@ use crate::{
 #[xdp]
 pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (reason, xdp_verdict) = match l4_fast::established(&ctx) {
+    let (reason, xdp_verdict) = match l4_fast::plain_ipv4(&ctx) {
         Some(decided) => decided,
         None => decide(&ctx, bytes),
     };
@@ -47,31 +48,38 @@ fn decide(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     if let Some(decided) = l4::steer(ctx, &flow, bytes) {
         return decided;
     }
-    let packed = listener_verdict(&flow, bytes);
+    let key = listener_key(flow.daddr, flow.dport, flow.family, flow.protocol);
+    let packed = listener_verdict(&key, bytes);
     (packed >> 8, packed & 0xff)
 }
 
-/// The verdict of a packet by its listener, packed as `reason << 8 |
-/// action`. Not inlined: its keys get a stack frame of their own, beside
-/// the L4 tier's deepest call chain rather than under it.
+/// The listener key of a packet to `daddr` (words of `addr_words`) and `port`.
+#[inline(always)]
+pub fn listener_key(daddr: [u32; 4], port: u16, family: u8, protocol: u8) -> ListenerKey {
+    ListenerKey {
+        // SAFETY: four words and sixteen bytes are the same plain data.
+        addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(daddr) },
+        port,
+        family,
+        protocol,
+    }
+}
+
+/// The verdict of a packet by its listener `key`, packed as `reason << 8
+/// | action`. Not inlined: called from the IPv4 fast path and from the
+/// general one, and its keys get a stack frame of their own, beside the L4
+/// tier's deepest call chain rather than under it.
 #[inline(never)]
-fn listener_verdict(flow: &Flow, bytes: u64) -> u32 {
-    let (reason, action) = listener_decide(flow, bytes);
+pub fn listener_verdict(key: &ListenerKey, bytes: u64) -> u32 {
+    let (reason, action) = listener_decide(key, bytes);
     (reason << 8) | action
 }
 
 #[inline(always)]
-fn listener_decide(flow: &Flow, bytes: u64) -> (u32, u32) {
-    let key = ListenerKey {
-        // SAFETY: four words and sixteen bytes are the same plain data.
-        addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(flow.daddr) },
-        port: flow.dport,
-        family: flow.family,
-        protocol: flow.protocol,
-    };
+fn listener_decide(key: &ListenerKey, bytes: u64) -> (u32, u32) {
     let listener = match LISTENERS.get_ptr(key) {
         Some(listener) => listener,
-        None => match LISTENERS.get_ptr(wildcard(&key, &mut MaybeUninit::uninit())) {
+        None => match LISTENERS.get_ptr(wildcard(key, &mut MaybeUninit::uninit())) {
             Some(listener) => listener,
             None => return (verdict::PASS_NO_LISTENER, xdp_action::XDP_PASS),
         },
