@@ -9,19 +9,30 @@
 //! does not look in these tables again: what is plain IPv4 here is exactly
 //! what `parse::parse_flow` calls plain IPv4.
 
+use core::{
+    ffi::c_void,
+    ptr::{addr_of, addr_of_mut},
+};
+
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
-    helpers::generated::bpf_jiffies64,
+    helpers::generated::{bpf_jiffies64, bpf_map_lookup_percpu_elem},
     programs::XdpContext,
 };
-use ingress_common::{L4FlowKey4, L4Nat4, family, l4, l4::port_flags, protocol, verdict};
+use ingress_common::{
+    L4CachedFlow4, L4FlowKey4, L4Nat4, family, flow_cache_slot, l4, l4::port_flags, protocol,
+    verdict,
+};
 
 use crate::{
     csum::apply_folded,
     fib::{self, FibQuery, Route},
     l4::{TCP_FIN, TCP_RST, ends_or_closes, port_bits, scratch},
     listener_key, listener_verdict,
-    maps::{L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOWS4, L4_REVERSE4, L4_SERVICE_STATS},
+    maps::{
+        L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOW_CACHE4, L4_FLOWS4, L4_REVERSE4,
+        L4_SERVICE_STATS,
+    },
     parse::{EthHdr, Ipv4Hdr, L4Ports, join, ptr_at, split},
     stats::bump_l4,
 };
@@ -92,6 +103,9 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         (port_flags::SERVICE_UDP, port_flags::BACKEND_UDP)
     };
     let service_port = port_bits(key.dport) & service_bit != 0;
+    if service_port && let Some(decided) = cached(ctx, &key, &headers, bytes, false) {
+        return Some(decided);
+    }
     if service_port && let Some(entry) = L4_FLOWS4.get_ptr_mut(&key) {
         // SAFETY: the entry stays valid for this run (the LRU may evict it
         // for later runs); only its FIN bytes and next hop are written.
@@ -102,11 +116,12 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
             (*backend).flags & l4::BACKEND_ACTIVE != 0 && (*backend).generation == generation
         };
         // A flow whose backend went away starts again (in `l4`).
-        return if live {
-            Some(translate(ctx, &key, &headers, entry, bytes, false))
-        } else {
-            None
-        };
+        if !live {
+            return None;
+        }
+        let decided = translate(ctx, &key, &headers, entry, bytes, false);
+        remember(&key, &headers, entry, false);
+        return Some(decided);
     }
     if port_bits(key.sport) & backend_bit == 0 {
         // Not the L4 tier's at all: its listener decides, without the
@@ -127,8 +142,129 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
     if nat_mode == l4::NAT_FULL && (key.dport < port_min || key.dport > port_max) {
         return None;
     }
+    if let Some(decided) = cached(ctx, &key, &headers, bytes, true) {
+        return Some(decided);
+    }
     let entry = L4_REVERSE4.get_ptr_mut(&key)?;
-    Some(translate(ctx, &key, &headers, entry, bytes, true))
+    let decided = translate(ctx, &key, &headers, entry, bytes, true);
+    remember(&key, &headers, entry, true);
+    Some(decided)
+}
+
+/// The key words of `key` as this CPU's flow cache holds them for a
+/// client's packet (`reply` false) or a reply.
+#[inline(always)]
+fn cache_words(key: &L4FlowKey4, reply: bool) -> [u32; 4] {
+    let tagged = L4FlowKey4 {
+        pad: u8::from(reply),
+        ..*key
+    };
+    // SAFETY: 16 bytes of plain data (no implicit padding), align 4.
+    unsafe { core::mem::transmute::<L4FlowKey4, [u32; 4]>(tagged) }
+}
+
+/// A packet of a flow in this CPU's flow cache (see `L4CachedFlow4`):
+/// translated by the copy there, without a hash-table lookup. `None` sends
+/// it to the hash table: not there, a FIN or RST, a next hop to refresh,
+/// or a backend that went away.
+#[inline(always)]
+fn cached(
+    ctx: &XdpContext,
+    key: &L4FlowKey4,
+    headers: &Headers,
+    bytes: u64,
+    reply: bool,
+) -> Option<(u32, u32)> {
+    if headers.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        return None;
+    }
+    let slot = L4_FLOW_CACHE4.get_ptr_mut(flow_cache_slot(key))?;
+    let want = cache_words(key, reply);
+    // SAFETY: this CPU's slot, valid for the whole run; other CPUs only
+    // clear its protocol byte (a copy read half-cleared does not match).
+    let (held, expires, index, generation) = unsafe {
+        (
+            core::ptr::read_volatile(addr_of!((*slot).key).cast::<[u32; 4]>()),
+            (*slot).nat.hop.expires_jiffies,
+            (*slot).nat.backend,
+            (*slot).nat.generation,
+        )
+    };
+    if held != want {
+        return None;
+    }
+    // SAFETY: a plain helper call (inlined by the verifier as one load).
+    if expires <= unsafe { bpf_jiffies64() } {
+        return None;
+    }
+    if !reply {
+        let backend = L4_BACKENDS.get_ptr(index)?;
+        // SAFETY: an array slot is valid for the whole run.
+        let live = unsafe {
+            (*backend).flags & l4::BACKEND_ACTIVE != 0 && (*backend).generation == generation
+        };
+        if !live {
+            return None;
+        }
+    }
+    // SAFETY: a field of this CPU's slot.
+    let entry = unsafe { addr_of_mut!((*slot).nat) };
+    Some(translate(ctx, key, headers, entry, bytes, reply))
+}
+
+/// Copies the hash-table entry `entry` of `key` into this CPU's flow cache
+/// after its packet was sent: only with a fresh next hop, and not once a
+/// FIN or RST was seen (their bookkeeping is in the hash tables).
+#[inline(always)]
+fn remember(key: &L4FlowKey4, headers: &Headers, entry: *const L4Nat4, reply: bool) {
+    if headers.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        return;
+    }
+    let Some(slot) = L4_FLOW_CACHE4.get_ptr_mut(flow_cache_slot(key)) else {
+        return;
+    };
+    // SAFETY: `entry` points into a map value valid for this run (an
+    // `L4Nat4`, 8-aligned, seven words); `slot` is this CPU's.
+    unsafe {
+        if (*entry).client_fin != 0
+            || (*entry).backend_fin != 0
+            || (*entry).hop.expires_jiffies == 0
+        {
+            return;
+        }
+        let from = entry.cast::<u64>();
+        let to = addr_of_mut!((*slot).nat).cast::<u64>();
+        for i in 0..size_of::<L4Nat4>() / 8 {
+            core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i)));
+        }
+        let words = addr_of_mut!((*slot).key).cast::<[u32; 4]>();
+        core::ptr::write_volatile(words, cache_words(key, reply));
+    }
+}
+
+/// Clears the flow cache slot of `key` on every CPU: the flow's entries
+/// changed (a FIN) or went (RST, the last ACK). Clearing another flow's
+/// copy that shares the slot costs it one hash-table lookup.
+#[inline(always)]
+fn forget_cached(key: &L4FlowKey4) {
+    let index = flow_cache_slot(key);
+    let map: *mut c_void = core::ptr::from_ref(&L4_FLOW_CACHE4).cast_mut().cast();
+    for cpu in 0..l4::MAX_CPUS {
+        // SAFETY: a plain helper call with a map of ours and a key on the
+        // stack; it returns null past the last possible CPU.
+        let slot =
+            unsafe { bpf_map_lookup_percpu_elem(map, core::ptr::from_ref(&index).cast(), cpu) };
+        if slot.is_null() {
+            break;
+        }
+        // SAFETY: a slot of the map (`L4CachedFlow4`), valid for this run.
+        unsafe {
+            core::ptr::write_volatile(
+                addr_of_mut!((*slot.cast::<L4CachedFlow4>()).key.protocol),
+                0,
+            )
+        };
+    }
 }
 
 /// The 5-tuple and headers of a plain IPv4 TCP or UDP packet whose headers
@@ -351,6 +487,8 @@ fn close(key: &L4FlowKey4, entry: *mut L4Nat4, flags: u8, reply: bool) {
     let fins = unsafe { (*entry).client_fin != 0 && (*entry).backend_fin != 0 };
     // Each table by its own name: one map per helper call site lets the
     // verifier inline the lookups.
+    forget_cached(key);
+    forget_cached(&*other);
     if flags & TCP_RST != 0 || (flags & TCP_FIN == 0 && fins) {
         if reply {
             let _ = L4_REVERSE4.remove(key);

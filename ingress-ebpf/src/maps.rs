@@ -13,9 +13,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ingress_common::{
-    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4, L4PortCursor,
-    L4ReverseNat, L4Service, L4ServiceKey, ListenerKey, ListenerValue, MAX_LISTENERS, MaglevLanes,
-    TrafficCounters, l4, maglev_elements, verdict,
+    L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
+    L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey, ListenerValue, MAX_LISTENERS,
+    MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
 };
 
 /// Where a packet goes -> what to do with it. Filled by userspace.
@@ -84,6 +84,11 @@ pub static L4_FLOWS4: LruHashMap<L4FlowKey4, L4Nat4, { l4::MAX_FLOWS as usize }>
 #[btf_map]
 pub static L4_REVERSE4: LruHashMap<L4FlowKey4, L4Nat4, { l4::MAX_FLOWS as usize }> =
     LruHashMap::new();
+
+/// Each CPU's copies of the IPv4 flows it forwards (see `L4CachedFlow4`).
+#[btf_map]
+pub static L4_FLOW_CACHE4: PerCpuArray<L4CachedFlow4, { l4::FLOW_CACHE_SLOTS as usize }> =
+    PerCpuArray::new();
 
 /// Each CPU's cursor in its share of the full-NAT source ports.
 #[btf_map]

@@ -20,8 +20,9 @@ use aya::{
     util::nr_cpus,
 };
 use ingress_common::{
-    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4, L4PortCursor,
-    L4ReverseNat, L4Service, L4ServiceKey, MaglevLanes, family, l4, maglev_slot, map_names,
+    L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
+    L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MaglevLanes, family, l4, maglev_slot,
+    map_names,
 };
 
 use super::l4_plan::{L4Plan, PresentL4};
@@ -196,6 +197,7 @@ pub struct L4Maps {
     reverse: HashMap<MapData, L4FlowKey, L4ReverseNat>,
     flows4: HashMap<MapData, L4FlowKey4, L4Nat4>,
     reverse4: HashMap<MapData, L4FlowKey4, L4Nat4>,
+    flow_cache4: PerCpuArray<MapData, L4CachedFlow4>,
     ports: PerCpuArray<MapData, L4PortCursor>,
     service_stats: PerCpuArray<MapData, L4Counters>,
     backend_stats: PerCpuArray<MapData, L4Counters>,
@@ -258,6 +260,8 @@ impl L4Maps {
             .map_err(map_error(map_names::L4_FLOWS4))?;
         let reverse4 = HashMap::try_from(get(map_names::L4_REVERSE4)?)
             .map_err(map_error(map_names::L4_REVERSE4))?;
+        let flow_cache4 = PerCpuArray::try_from(get(map_names::L4_FLOW_CACHE4)?)
+            .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
         let ports = PerCpuArray::try_from(get(map_names::L4_PORTS)?)
             .map_err(map_error(map_names::L4_PORTS))?;
         let service_stats = PerCpuArray::try_from(get(map_names::L4_SERVICE_STATS)?)
@@ -274,6 +278,7 @@ impl L4Maps {
             reverse,
             flows4,
             reverse4,
+            flow_cache4,
             ports,
             service_stats,
             backend_stats,
@@ -455,7 +460,36 @@ impl L4Maps {
                 let _ = table.remove(key);
             }
         }
+        self.clear_flow_cache()
+    }
+
+    /// Empties every CPU's IPv4 flow cache, so no copy of a forgotten flow
+    /// outlives it (the program fills the caches again from the tables).
+    fn clear_flow_cache(&mut self) -> Result<(), L4MapsError> {
+        for slot in 0..l4::FLOW_CACHE_SLOTS {
+            let empty = PerCpuValues::try_from(vec![L4CachedFlow4::default(); possible_cpus()])
+                .expect("at least one CPU");
+            self.flow_cache4
+                .set(slot, empty, 0)
+                .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
+        }
         Ok(())
+    }
+
+    /// Slots of the CPUs' IPv4 flow caches that hold a flow.
+    pub fn cached_flows(&self) -> Result<usize, L4MapsError> {
+        let mut held = 0;
+        for slot in 0..l4::FLOW_CACHE_SLOTS {
+            let values = self
+                .flow_cache4
+                .get(&slot, 0)
+                .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
+            held += values
+                .iter()
+                .filter(|cached| cached.key.protocol != 0)
+                .count();
+        }
+        Ok(held)
     }
 
     /// Gives each possible CPU an equal share of `ports` (inclusive) for
