@@ -97,15 +97,18 @@ fn by_listener(key: &L4FlowKey4, bytes: u64) -> u32 {
 #[inline(always)]
 fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
     let (key, headers) = parse(ctx)?;
+    // A client's packet in this CPU's flow cache needs no port check: the
+    // copy was made behind one, and userspace clears the caches when a
+    // service port closes.
+    if let Some(decided) = cached(ctx, &key, &headers, bytes, false) {
+        return Some(decided);
+    }
     let (service_bit, backend_bit) = if key.protocol == protocol::TCP {
         (port_flags::SERVICE_TCP, port_flags::BACKEND_TCP)
     } else {
         (port_flags::SERVICE_UDP, port_flags::BACKEND_UDP)
     };
     let service_port = port_bits(key.dport) & service_bit != 0;
-    if service_port && let Some(decided) = cached(ctx, &key, &headers, bytes, false) {
-        return Some(decided);
-    }
     if service_port && let Some(entry) = L4_FLOWS4.get_ptr_mut(&key) {
         // SAFETY: the entry stays valid for this run (the LRU may evict it
         // for later runs); only its FIN bytes and next hop are written.
@@ -119,7 +122,7 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         if !live {
             return None;
         }
-        let decided = translate(ctx, &key, &headers, entry, bytes, false);
+        let decided = translate(ctx, &key, &headers, entry, bytes, false, jiffies());
         remember(&key, &headers, entry, false);
         return Some(decided);
     }
@@ -146,7 +149,7 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         return Some(decided);
     }
     let entry = L4_REVERSE4.get_ptr_mut(&key)?;
-    let decided = translate(ctx, &key, &headers, entry, bytes, true);
+    let decided = translate(ctx, &key, &headers, entry, bytes, true, jiffies());
     remember(&key, &headers, entry, true);
     Some(decided)
 }
@@ -193,8 +196,8 @@ fn cached(
     if held != want {
         return None;
     }
-    // SAFETY: a plain helper call (inlined by the verifier as one load).
-    if expires <= unsafe { bpf_jiffies64() } {
+    let now = jiffies();
+    if expires <= now {
         return None;
     }
     if !reply {
@@ -209,7 +212,7 @@ fn cached(
     }
     // SAFETY: a field of this CPU's slot.
     let entry = unsafe { addr_of_mut!((*slot).nat) };
-    Some(translate(ctx, key, headers, entry, bytes, reply))
+    Some(translate(ctx, key, headers, entry, bytes, reply, now))
 }
 
 /// Copies the hash-table entry `entry` of `key` into this CPU's flow cache
@@ -340,7 +343,8 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
 }
 
 /// Translates a packet of `key` by its entry (of `L4_REVERSE4` if `reply`,
-/// else of `L4_FLOWS4`), counts it and sends it on.
+/// else of `L4_FLOWS4`, or a cached copy), counts it and sends it on; `now`
+/// is [`jiffies`].
 #[inline(always)]
 fn translate(
     ctx: &XdpContext,
@@ -349,9 +353,8 @@ fn translate(
     entry: *mut L4Nat4,
     bytes: u64,
     reply: bool,
+    now: u64,
 ) -> (u32, u32) {
-    // SAFETY: a plain helper call (inlined by the verifier as one load).
-    let now = unsafe { bpf_jiffies64() };
     // SAFETY: `entry` is valid for this run; a concurrent refresh of the
     // next hop writes the same answer.
     let (expires, service, backend, fins) = unsafe {
@@ -398,6 +401,14 @@ fn translate(
         close(key, entry, flags, reply);
     }
     result
+}
+
+/// `bpf_jiffies64`. Read once per packet and passed on: the compiler
+/// does not merge two helper calls.
+#[inline(always)]
+fn jiffies() -> u64 {
+    // SAFETY: a plain helper call (inlined by the verifier as one load).
+    unsafe { bpf_jiffies64() }
 }
 
 /// Writes the entry's addresses and ports into the packet and patches the

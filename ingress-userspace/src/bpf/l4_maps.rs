@@ -407,6 +407,10 @@ impl L4Maps {
         self.write_port_flags(&plan.port_flags)?;
         if !plan.freed_services.is_empty() {
             self.forget_flows(&plan.freed_services)?;
+        } else if closes_a_service_port(&present_flags, &plan.port_flags) {
+            // The flow caches skip the port check: a closed port's flows
+            // must leave them as they leave the tables' path.
+            self.clear_flow_cache()?;
         }
         self.config
             .set(0, plan.config, 0)
@@ -572,6 +576,17 @@ impl L4Maps {
     }
 }
 
+/// True when a service port bit set in `before` is clear in `after`.
+fn closes_a_service_port(before: &[u64], after: &[u64]) -> bool {
+    let service_bits = (0..l4::port_flags::PORTS_PER_WORD).fold(0u64, |bits, port| {
+        bits | ((l4::port_flags::SERVICE_TCP | l4::port_flags::SERVICE_UDP) << (port * 4))
+    });
+    before
+        .iter()
+        .zip(after.iter().chain(std::iter::repeat(&0)))
+        .any(|(old, new)| old & !new & service_bits != 0)
+}
+
 /// An IPv4 flow key in the shape of [`L4FlowKey`].
 pub fn wide_key(key: &L4FlowKey4) -> L4FlowKey {
     L4FlowKey {
@@ -659,6 +674,20 @@ fn possible_cpus() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_closed_service_port_clears_the_flow_caches() {
+        use l4::port_flags::{BACKEND_TCP, SERVICE_TCP, SERVICE_UDP};
+        // Port 17 is bit group 1 of word 1.
+        let tcp_17 = [0, SERVICE_TCP << 4];
+        assert!(!closes_a_service_port(&[0, 0], &tcp_17), "opened");
+        assert!(closes_a_service_port(&tcp_17, &[0, 0]), "closed");
+        assert!(closes_a_service_port(&tcp_17, &[0]), "shorter");
+        let both = [0, (SERVICE_TCP | SERVICE_UDP) << 4];
+        assert!(closes_a_service_port(&both, &tcp_17), "UDP closed");
+        let backend = [BACKEND_TCP, SERVICE_TCP << 4];
+        assert!(!closes_a_service_port(&backend, &tcp_17), "a backend port");
+    }
 
     #[test]
     fn port_shares_cover_the_range_without_overlap() {
