@@ -193,7 +193,11 @@ fn to_service(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
         bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 0);
         return Some((verdict::L4_NO_BACKEND, PASS));
     }
-    let picked = pick(ctx.ctx, flow, &service);
+    let picked = pick(flow, &service, bytes);
+    if picked & PICKED == 0 {
+        return Some(unpack(picked));
+    }
+    let picked = route_new_flow(ctx, flow, picked);
     if picked & PICKED == 0 {
         return Some(unpack(picked));
     }
@@ -278,36 +282,30 @@ fn established(
     (result.0 << 8) | result.1
 }
 
-/// [`pick`]'s answer when it picked a backend: this bit, the route in bits
-/// 0-1, full NAT in bit 2; else a verdict packed as `reason << 8 | action`.
+/// [`pick`]'s answer when it picked a backend: this bit, full NAT in bit
+/// 2 (and the route in bits 0-1, added by [`route_new_flow`]); else a
+/// verdict packed as `reason << 8 | action`.
 const PICKED: u32 = 1 << 31;
 const PICKED_FULL_NAT: u32 = 1 << 2;
 
 /// The first packet of a flow (or one whose backend went away): picks a
-/// backend and its next hop, for [`start4`] or [`start6`] to set up the
-/// translation both ways and send the packet. The pick is left in the
-/// scratch entry of the flow's family (service, backend, generation, next
-/// hop) and `to` (the translation). Not inlined: it is the slow path, and
-/// its keys and values get a stack frame of their own.
+/// backend, for [`route_new_flow`] to find its next hop and [`start4`] or
+/// [`start6`] to set up the translation both ways and send the packet. The
+/// pick is left in the scratch entry of the flow's family (service,
+/// backend, generation) and `to` (the translation). Not inlined: it is the
+/// slow path, and its keys and values get a stack frame of their own.
 #[inline(never)]
-fn pick(ctx: *mut xdp_md, flow: &Flow, service: &L4Service) -> u32 {
-    let ctx = XdpContext::new(ctx);
-    let bytes = packet_bytes(&ctx);
-    match pick_backend(&ctx, flow, service, bytes) {
+fn pick(flow: &Flow, service: &L4Service, bytes: u64) -> u32 {
+    match pick_backend(flow, service, bytes) {
         Ok(picked) => picked,
         Err((reason, action)) => (reason << 8) | action,
     }
 }
 
+/// [`pick`]'s work: `Ok` with the answer for [`route_new_flow`], or `Err`
+/// with the verdict.
 #[inline(always)]
-/// [`pick`]'s work: `Ok` with the answer for [`start4`] or [`start6`], or
-/// `Err` with the verdict.
-fn pick_backend(
-    ctx: &XdpContext,
-    flow: &Flow,
-    service: &L4Service,
-    bytes: u64,
-) -> Result<u32, (u32, u32)> {
+fn pick_backend(flow: &Flow, service: &L4Service, bytes: u64) -> Result<u32, (u32, u32)> {
     bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 1);
     let Some(scratch) = scratch() else {
         return Err((verdict::L4_NO_BACKEND, PASS));
@@ -367,13 +365,6 @@ fn pick_backend(
         want_src: u32::from(full_nat),
     };
     let ipv4 = flow.family == family::IPV4;
-    // The next hop goes straight into the entry that keeps it.
-    let hop = if ipv4 { &mut flow4.hop } else { &mut state.hop };
-    hop.expires_jiffies = 0;
-    let route = fib::route_of(fib::lookup(ctx.ctx, to, hop));
-    if full_nat && route == Route::None {
-        return Err((verdict::L4_NO_ROUTE, PASS));
-    }
     if ipv4 {
         flow4.service = service.index;
         flow4.backend = backend_index;
@@ -384,7 +375,38 @@ fn pick_backend(
         state.generation = generation;
     }
     let full_nat_bit = if full_nat { PICKED_FULL_NAT } else { 0 };
-    Ok(PICKED | full_nat_bit | route as u32)
+    Ok(PICKED | full_nat_bit)
+}
+
+/// The next hop of a new flow's translation (`to` in the scratch space),
+/// written into its entry there; adds the route to [`pick`]'s answer, or
+/// returns the verdict packed when full NAT has no route (no source
+/// address). Called by `to_service` between [`pick`] and [`start4`] or
+/// [`start6`], not by `pick`: the lookup's frame under `pick`'s would not
+/// fit the stack.
+#[inline(always)]
+fn route_new_flow(ctx: &XdpContext, flow: &Flow, picked: u32) -> u32 {
+    let Some(scratch) = scratch() else {
+        return (verdict::L4_NO_ROUTE << 8) | PASS;
+    };
+    let Scratch {
+        to,
+        flow: state,
+        flow4,
+        ..
+    } = scratch;
+    // The next hop goes straight into the entry that keeps it.
+    let hop = if flow.family == family::IPV4 {
+        &mut flow4.hop
+    } else {
+        &mut state.hop
+    };
+    hop.expires_jiffies = 0;
+    let route = fib::lookup(ctx.ctx, to, hop);
+    if picked & PICKED_FULL_NAT != 0 && fib::route_of(route) == Route::None {
+        return (verdict::L4_NO_ROUTE << 8) | PASS;
+    }
+    picked | route
 }
 
 /// The route and NAT mode of [`pick`]'s answer `picked`.

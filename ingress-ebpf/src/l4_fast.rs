@@ -62,29 +62,14 @@ struct Headers {
 /// established flow or of a reply to one, or of one whose ports no L4
 /// service or backend uses (by its listener); `None` for every other
 /// packet.
+///
+/// Inlined into the entry point: the call chains under it still fit the
+/// 512-byte stack because a new flow's FIB lookup is called from the entry
+/// point's frame, not from under `l4::pick`'s.
 #[inline(always)]
 pub fn plain_ipv4(ctx: &XdpContext) -> Option<(u32, u32)> {
-    match plain_ipv4_packed(ctx.ctx) {
-        UNDECIDED => None,
-        packed => Some((packed >> 8, packed & 0xff)),
-    }
-}
-
-/// [`plain_ipv4`]'s answer packed in one register (`reason << 8 | action`).
-const UNDECIDED: u32 = u32::MAX;
-
-/// [`plain_ipv4`] as a subprogram with a stack frame of its own: inlined,
-/// its frame would add to that of the entry point, which already holds the
-/// deepest call chain (a new flow's FIB lookup) close to the 512 bytes all
-/// frames of a chain share.
-#[inline(never)]
-fn plain_ipv4_packed(ctx: *mut xdp_md) -> u32 {
-    let ctx = &XdpContext::new(ctx);
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    match decide(ctx, bytes) {
-        Some((reason, action)) => (reason << 8) | action,
-        None => UNDECIDED,
-    }
+    decide(ctx, bytes)
 }
 
 /// The packed verdict of a packet of `key` by its listener.

@@ -400,9 +400,27 @@ fn rst_and_the_last_ack_after_both_fins_end_the_flow() {
     });
 }
 
+/// Keeps the calling thread on CPU 0, so every `BPF_PROG_TEST_RUN` uses
+/// the same CPU's flow cache and the cached copies can be counted exactly.
+fn stay_on_cpu0() {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set; the calls only
+    // read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &set),
+            0,
+            "pinning to CPU 0"
+        );
+    }
+}
+
 #[test]
 fn the_flow_cache_translates_alike_and_forgets_flows_at_fin_and_rst() {
     in_lab(NatMode::Full, |rig| {
+        stay_on_cpu0();
         rig.set(&[service(protocol::TCP, &BACKENDS)]);
         let ack = tcp_flags::ACK;
         let out = rig.forwarded("SYN", &syn(42_500).build());
