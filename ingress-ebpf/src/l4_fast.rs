@@ -9,6 +9,10 @@
 //! does not look in these tables again: what is plain IPv4 here is exactly
 //! what `parse::parse_flow` calls plain IPv4.
 
+// Keys go to the map helpers by reference on purpose: clippy's "pass it by
+// value" would copy them onto the 512-byte stack first.
+#![allow(clippy::needless_borrows_for_generic_args)]
+
 use core::{
     ffi::c_void,
     ptr::{addr_of, addr_of_mut},
