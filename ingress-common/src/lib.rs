@@ -492,6 +492,8 @@ pub struct L4Nat4 {
 /// marked used for the LRU, at least once per next-hop TTL); never filled
 /// once either side sent a FIN; cleared on every CPU when a FIN or RST
 /// changes the flow, and by userspace when it forgets a service's flows.
+/// A copy made from an entry read just before another CPU cleared the
+/// caches lives until its next hop expires, at most one next-hop TTL.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct L4CachedFlow4 {
