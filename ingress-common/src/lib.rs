@@ -24,10 +24,19 @@ pub mod map_names {
     pub const L4_MAGLEV: &str = "L4_MAGLEV";
     /// [`crate::L4Backend`] by backend index.
     pub const L4_BACKENDS: &str = "L4_BACKENDS";
-    /// LRU [`crate::L4FlowKey`] (client side) -> [`crate::L4Flow`].
+    /// LRU [`crate::L4FlowKey`] (an IPv6 client's packet) -> [`crate::L4Flow`];
+    /// IPv4 flows are in [`L4_FLOWS4`].
     pub const L4_FLOWS: &str = "L4_FLOWS";
-    /// LRU [`crate::L4FlowKey`] (a reply as it arrives) -> [`crate::L4ReverseNat`].
+    /// LRU [`crate::L4FlowKey`] (an IPv6 reply as it arrives) -> [`crate::L4ReverseNat`];
+    /// IPv4 replies are in [`L4_REVERSE4`].
     pub const L4_REVERSE: &str = "L4_REVERSE";
+    /// LRU [`crate::L4FlowKey4`] (an IPv4 client's packet) -> [`crate::L4Nat4`].
+    pub const L4_FLOWS4: &str = "L4_FLOWS4";
+    /// LRU [`crate::L4FlowKey4`] (an IPv4 reply as it arrives) -> [`crate::L4Nat4`].
+    pub const L4_REVERSE4: &str = "L4_REVERSE4";
+    /// Per-CPU [`crate::L4CachedFlow4`] by [`crate::flow_cache_slot`]: each
+    /// CPU's copies of the IPv4 flows it forwards.
+    pub const L4_FLOW_CACHE4: &str = "L4_FLOW_CACHE4";
     /// Per-CPU [`crate::L4PortCursor`]: each CPU's share of the source ports of full NAT.
     pub const L4_PORTS: &str = "L4_PORTS";
     /// Per-CPU [`crate::L4Counters`] by service index.
@@ -38,7 +47,7 @@ pub mod map_names {
     /// (see [`crate::l4::port_flags`]).
     pub const L4_PORT_FLAGS: &str = "L4_PORT_FLAGS";
     /// The maps of the L4 tier, with the file names of their pins.
-    pub const L4_PINNED: [(&str, &str); 10] = [
+    pub const L4_PINNED: [(&str, &str); 13] = [
         (L4_CONFIG, "l4_config"),
         (L4_SERVICES, "l4_services"),
         (L4_MAGLEV, "l4_maglev"),
@@ -49,9 +58,12 @@ pub mod map_names {
         (L4_SERVICE_STATS, "l4_service_stats"),
         (L4_BACKEND_STATS, "l4_backend_stats"),
         (L4_PORT_FLAGS, "l4_port_flags"),
+        (L4_FLOWS4, "l4_flows4"),
+        (L4_REVERSE4, "l4_reverse4"),
+        (L4_FLOW_CACHE4, "l4_flow_cache4"),
     ];
     /// Every map the daemon pins, with the file name of its pin.
-    pub const PINNED: [(&str, &str); 13] = [
+    pub const PINNED: [(&str, &str); 16] = [
         (LISTENERS, "listeners"),
         (LISTENER_STATS, "listener_stats"),
         (VERDICT_STATS, "verdict_stats"),
@@ -65,6 +77,9 @@ pub mod map_names {
         L4_PINNED[7],
         L4_PINNED[8],
         L4_PINNED[9],
+        L4_PINNED[10],
+        L4_PINNED[11],
+        L4_PINNED[12],
     ];
 }
 
@@ -238,6 +253,11 @@ pub mod l4 {
     /// Maglev slots per table half in the object as built; the daemon sets
     /// the map's real size at load time from `--maglev-table-size`.
     pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+    /// Slots of each CPU's IPv4 flow cache (`L4_FLOW_CACHE4`), a power of two.
+    pub const FLOW_CACHE_SLOTS: u32 = 4096;
+    /// CPUs whose flow caches a closing flow clears (the kernel's possible
+    /// CPUs, up to this many).
+    pub const MAX_CPUS: u32 = 512;
     /// Tries at finding a free source port for one new flow in full NAT.
     pub const PORT_TRIES: u32 = 8;
 
@@ -401,6 +421,98 @@ pub struct L4Backend {
     pub generation: u32,
 }
 
+/// Key of `L4_FLOWS4` (an IPv4 client's packet: client -> service) and of
+/// `L4_REVERSE4` (an IPv4 reply as it arrives: backend -> the NAT address):
+/// the IPv4 5-tuple in 16 bytes, so the established path hashes and compares
+/// less than half of an [`L4FlowKey`].
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct L4FlowKey4 {
+    /// Source address (word 0 of [`addr_words`]).
+    pub src: u32,
+    /// Destination address (word 0 of [`addr_words`]).
+    pub dst: u32,
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// [`protocol::TCP`] or [`protocol::UDP`].
+    pub protocol: u8,
+    /// Zero.
+    pub pad: u8,
+    /// Zero. (Two fields rather than a `[u8; 3]`: the XDP program zeroes a
+    /// byte array with a call to `memset`, a byte loop.)
+    pub reserved: u16,
+}
+
+/// Value of `L4_FLOWS4` and `L4_REVERSE4`: an IPv4 packet's translation,
+/// worked out when the flow started, so an established packet needs no
+/// other lookup than its own: the new addresses and ports, the checksum
+/// changes they make (the old values are the key's), and the next hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Nat4 {
+    /// The next hop of the translated packet.
+    pub hop: L4NextHop,
+    /// New source address (word 0 of [`addr_words`]): the edge's (full
+    /// NAT) or the client's (DNAT) toward the backend; the service's back.
+    pub src: u32,
+    /// New destination address: the backend's, or the client's back.
+    pub dst: u32,
+    /// New source port, host byte order.
+    pub sport: u16,
+    /// New destination port, host byte order.
+    pub dport: u16,
+    /// The IPv4 header checksum's change, folded to 16 bits (RFC 1624: the
+    /// sum of `!old + new` over the changed words).
+    pub ip_delta: u16,
+    /// The TCP or UDP checksum's change (addresses and ports), folded.
+    pub l4_delta: u16,
+    /// Service index (for the counters).
+    pub service: u32,
+    /// Backend index (for the counters).
+    pub backend: u32,
+    /// The backend's generation when the flow picked it: a forward entry
+    /// is used only while the backend's slot still has it.
+    pub generation: u32,
+    /// 1 once the client sent a FIN.
+    pub client_fin: u8,
+    /// 1 once the backend sent a FIN.
+    pub backend_fin: u8,
+    /// Zero.
+    pub reserved: u16,
+}
+
+/// A slot of `L4_FLOW_CACHE4`: a copy of an `L4_FLOWS4` or `L4_REVERSE4`
+/// entry with its key, in a per-CPU array indexed by [`flow_cache_slot`],
+/// so the established path of a flow this CPU forwarded before costs an
+/// array lookup and a compare rather than a hash-table lookup. Filled on a
+/// hash-table hit; used only for packets without FIN or RST while the copy's
+/// next hop is fresh (so the hash table is looked up again, and its entry
+/// marked used for the LRU, at least once per next-hop TTL); never filled
+/// once either side sent a FIN; cleared on every CPU when a FIN or RST
+/// changes the flow, and by userspace when it forgets a service's flows.
+/// A copy made from an entry read just before another CPU cleared the
+/// caches lives until its next hop expires, at most one next-hop TTL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4CachedFlow4 {
+    /// The entry's key, with `pad` 0 for a client's packet (`L4_FLOWS4`)
+    /// or 1 for a reply (`L4_REVERSE4`); `protocol` 0 marks an empty slot.
+    pub key: L4FlowKey4,
+    /// The entry.
+    pub nat: L4Nat4,
+}
+
+/// The slot of `key` (as looked up in `L4_FLOWS4` or `L4_REVERSE4`) in
+/// each CPU's `L4_FLOW_CACHE4`: a multiplicative hash of its words.
+#[inline(always)]
+pub const fn flow_cache_slot(key: &L4FlowKey4) -> u32 {
+    let ports = (key.sport as u32) | ((key.dport as u32) << 16);
+    let mixed = key.src ^ key.dst.rotate_left(16) ^ ports ^ key.protocol as u32;
+    mixed.wrapping_mul(0x9e37_79b1) >> (32 - l4::FLOW_CACHE_SLOTS.trailing_zeros())
+}
+
 /// Key of `L4_FLOWS` (a client's packet: client -> service) and of
 /// `L4_REVERSE` (a reply as it arrives: backend -> the NAT address).
 #[repr(C, align(4))]
@@ -548,6 +660,12 @@ mod pod {
     unsafe impl aya::Pod for super::L4Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L4NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4FlowKey4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Nat4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4CachedFlow4 {}
 }
 
 // The layouts are part of the contract with the kernel side and with bpftool.
@@ -560,6 +678,10 @@ const _: () = assert!(core::mem::size_of::<L4Service>() == 16);
 const _: () = assert!(core::mem::size_of::<L4Backend>() == 24);
 const _: () = assert!(core::mem::size_of::<L4FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<L4NextHop>() == 24);
+const _: () = assert!(core::mem::size_of::<L4FlowKey4>() == 16);
+const _: () = assert!(core::mem::size_of::<L4Nat4>() == 56);
+const _: () = assert!(core::mem::size_of::<L4CachedFlow4>() == 72);
+const _: () = assert!(l4::FLOW_CACHE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<L4Flow>() == 56);
 const _: () = assert!(core::mem::size_of::<L4ReverseNat>() == 72);
 const _: () = assert!(core::mem::size_of::<L4PortCursor>() == 8);

@@ -44,6 +44,22 @@ impl CsumDiff {
     pub const fn apply(self, check: u16) -> u16 {
         !fold((!check) as u64 + self.0)
     }
+
+    /// This difference folded to 16 bits, to be stored and applied later
+    /// with [`apply_folded`].
+    #[inline(always)]
+    pub const fn folded(self) -> u16 {
+        fold(self.0)
+    }
+}
+
+/// `check` patched with a difference from [`CsumDiff::folded`]: the sum of
+/// two 16-bit values folds in two steps.
+#[inline(always)]
+pub const fn apply_folded(check: u16, delta: u16) -> u16 {
+    let sum = (!check) as u32 + delta as u32;
+    let sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 /// Folds a 64-bit one's complement sum to 16 bits.

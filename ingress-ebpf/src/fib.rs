@@ -12,10 +12,7 @@ use aya_ebpf::{
 };
 use ingress_common::{L4NextHop, family, l4};
 
-use crate::{
-    maps::SCRATCH,
-    parse::{Flow, ptr_at},
-};
+use crate::{maps::SCRATCH, parse::ptr_at};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -42,7 +39,8 @@ pub enum Route {
     None,
 }
 
-/// The addresses and ports of a lookup.
+/// The addresses and ports of a lookup, and what the FIB needs to know of
+/// the packet.
 #[repr(C)]
 pub struct FibQuery {
     /// Source address; with `want_src`, replaced by the route's preferred source.
@@ -53,17 +51,23 @@ pub struct FibQuery {
     pub sport: u16,
     /// Destination port, host order.
     pub dport: u16,
+    /// The packet's length from the IP header on (for the MTU check).
+    pub ip_len: u16,
+    /// `family::IPV4` or `family::IPV6`.
+    pub family: u8,
+    /// `protocol::TCP` or `protocol::UDP`.
+    pub protocol: u8,
     /// Non-zero: ask for the source address (for full NAT).
     pub want_src: u32,
 }
 
-/// Looks up the route of `query` for the packet `flow`; on
-/// [`Route::Found`] the egress interface and MACs are written to `hop`.
-/// Not inlined: called from several places, it is one copy of the code.
+/// Looks up the route of `query`; on [`Route::Found`] the egress
+/// interface and MACs are written to `hop`. Not inlined: called from
+/// several places, it is one copy of the code.
 #[inline(never)]
-pub fn lookup(ctx: *mut xdp_md, flow: &Flow, query: &mut FibQuery, hop: &mut L4NextHop) -> u32 {
+pub fn lookup(ctx: *mut xdp_md, query: &mut FibQuery, hop: &mut L4NextHop) -> u32 {
     let ctx = XdpContext::new(ctx);
-    let family_code = if flow.family == family::IPV4 {
+    let family_code = if query.family == family::IPV4 {
         AF_INET
     } else {
         AF_INET6
@@ -75,8 +79,8 @@ pub fn lookup(ctx: *mut xdp_md, flow: &Flow, query: &mut FibQuery, hop: &mut L4N
     let params: &mut [u64; FIB_PARAMS_WORDS] = unsafe { &mut (*scratch).fib };
     let word = |low: u32, high: u32| u64::from(low) | (u64::from(high) << 32);
     let ports = (u32::from(query.dport.to_be()) << 16) | u32::from(query.sport.to_be());
-    let head = u32::from(family_code) | (u32::from(flow.protocol) << 8);
-    let tot_len = u32::from(flow.ip_len);
+    let head = u32::from(family_code) | (u32::from(query.protocol) << 8);
+    let tot_len = u32::from(query.ip_len);
     let (src, dst) = (&query.src, &query.dst);
     *params = [
         word(head | (ports << 16), (ports >> 16) | (tot_len << 16)),
@@ -103,7 +107,7 @@ pub fn lookup(ctx: *mut xdp_md, flow: &Flow, query: &mut FibQuery, hop: &mut L4N
     let src_known = rc == 0 || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH);
     if want_src && src_known {
         let [w2, w3] = [params[2], params[3]];
-        query.src = if flow.family == family::IPV4 {
+        query.src = if query.family == family::IPV4 {
             [w2 as u32, 0, 0, 0]
         } else {
             [w2 as u32, (w2 >> 32) as u32, w3 as u32, (w3 >> 32) as u32]
@@ -140,12 +144,7 @@ pub fn route_of(code: u32) -> Route {
 /// The route of an established flow from its cached next hop `hop`, or from
 /// the FIB when the cache expired (and then cached again).
 #[inline(always)]
-pub fn cached_route(
-    ctx: &XdpContext,
-    flow: &Flow,
-    hop: *mut L4NextHop,
-    query: &mut FibQuery,
-) -> Route {
+pub fn cached_route(ctx: &XdpContext, hop: *mut L4NextHop, query: &mut FibQuery) -> Route {
     // SAFETY: a plain helper call (inlined by the verifier as one load).
     let now = unsafe { bpf_jiffies64() };
     // SAFETY: `hop` points into a map value valid for this run; a
@@ -154,7 +153,7 @@ pub fn cached_route(
         if (*hop).expires_jiffies > now {
             return Route::Found;
         }
-        let route = route_of(lookup(ctx.ctx, flow, query, &mut *hop));
+        let route = route_of(lookup(ctx.ctx, query, &mut *hop));
         if route == Route::Found {
             (*hop).expires_jiffies = now + l4::NEXT_HOP_TTL_JIFFIES;
         }

@@ -21,23 +21,26 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ingress_common::{
-    L4Backend, L4Flow, L4FlowKey, L4NextHop, L4ReverseNat, L4Service, L4ServiceKey, l4,
-    l4::port_flags, maglev_slot, protocol, verdict,
+    L4Backend, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4, L4NextHop, L4ReverseNat, L4Service,
+    L4ServiceKey, family, l4, l4::port_flags, maglev_slot, protocol, verdict,
 };
 
 use crate::{
+    csum::CsumDiff,
     fib::{self, FibQuery, Route},
     maps::{
-        L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOWS, L4_MAGLEV, L4_PORT_FLAGS, L4_PORTS,
-        L4_REVERSE, L4_SERVICE_STATS, L4_SERVICES, SCRATCH, Scratch,
+        L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOWS, L4_FLOWS4, L4_MAGLEV, L4_PORT_FLAGS,
+        L4_PORTS, L4_REVERSE, L4_REVERSE4, L4_SERVICE_STATS, L4_SERVICES, SCRATCH, Scratch,
     },
     nat::rewrite,
     parse::Flow,
     stats::bump_l4,
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
+/// TCP flag bits.
+pub const TCP_FIN: u8 = 0x01;
+/// TCP flag bits.
+pub const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
 const PASS: u32 = xdp_action::XDP_PASS;
@@ -70,6 +73,20 @@ pub fn steer(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
         return None;
     }
     let scratch = scratch()?;
+    if flow.family == family::IPV4 {
+        // Plain IPv4 replies were looked up by `l4_fast`; the others are
+        // counted and passed.
+        if flow.plain {
+            return None;
+        }
+        scratch.key4 = flow_key4(flow);
+        let reverse = L4_REVERSE4.get_ptr(&scratch.key4)?;
+        // SAFETY: the value stays valid for this run.
+        let (service, backend) = unsafe { ((*reverse).service, (*reverse).backend) };
+        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
+        bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
+        return Some((verdict::L4_UNSUPPORTED, PASS));
+    }
     scratch.key = flow_key(flow);
     let reverse = L4_REVERSE.get_ptr_mut(&scratch.key)?;
     Some(unpack(reply(ctx.ctx, flow, reverse)))
@@ -77,7 +94,7 @@ pub fn steer(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
 
 /// The four flag bits of `port` in `L4_PORT_FLAGS`.
 #[inline(always)]
-fn port_bits(port: u16) -> u64 {
+pub fn port_bits(port: u16) -> u64 {
     match L4_PORT_FLAGS.get_ptr(u32::from(port) / port_flags::PORTS_PER_WORD) {
         // SAFETY: an array slot is valid for the whole run.
         Some(word) => port_flags::of(unsafe { *word }, port),
@@ -87,7 +104,7 @@ fn port_bits(port: u16) -> u64 {
 
 /// This CPU's scratch space (see `maps::SCRATCH`).
 #[inline(always)]
-fn scratch() -> Option<&'static mut Scratch> {
+pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: this CPU's slot, used by one program run at a time (XDP runs
     // do not nest); the program never holds two references to one field.
     SCRATCH.get_ptr_mut(0).map(|slot| unsafe { &mut *slot })
@@ -103,6 +120,20 @@ fn flow_key(flow: &Flow) -> L4FlowKey {
         family: flow.family,
         protocol: flow.protocol,
         pad: [0; 2],
+    }
+}
+
+/// The IPv4 key of `flow`.
+#[inline(always)]
+fn flow_key4(flow: &Flow) -> L4FlowKey4 {
+    L4FlowKey4 {
+        src: flow.saddr[0],
+        dst: flow.daddr[0],
+        sport: flow.sport,
+        dport: flow.dport,
+        protocol: flow.protocol,
+        pad: 0,
+        reserved: 0,
     }
 }
 
@@ -124,7 +155,9 @@ fn opposite(flow: &Flow, to: &FibQuery) -> L4FlowKey {
 /// if the address is a service's, else not ours (`None`).
 #[inline(always)]
 fn to_service(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
-    if flow.plain {
+    // Plain IPv4 packets found no flow in `l4_fast` (or one whose backend
+    // went away): they go on to the service, for a new flow.
+    if flow.plain && flow.family == family::IPV6 {
         let scratch = scratch()?;
         scratch.key = flow_key(flow);
         if let Some(entry) = L4_FLOWS.get_ptr_mut(&scratch.key) {
@@ -160,7 +193,22 @@ fn to_service(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
         bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 0);
         return Some((verdict::L4_NO_BACKEND, PASS));
     }
-    Some(unpack(new_flow(ctx.ctx, flow, &service)))
+    let picked = pick(flow, &service, bytes);
+    if picked & PICKED == 0 {
+        return Some(unpack(picked));
+    }
+    let picked = route_new_flow(ctx, flow, picked);
+    if picked & PICKED == 0 {
+        return Some(unpack(picked));
+    }
+    // Called from here, not from `pick`: each call chain from the entry
+    // point has to fit the 512-byte stack.
+    let packed = if flow.family == family::IPV4 {
+        start4(ctx.ctx, flow, picked)
+    } else {
+        start6(ctx.ctx, flow, picked)
+    };
+    Some(unpack(packed))
 }
 
 /// A verdict packed by a subprogram (`reason << 8 | action`: one register).
@@ -199,6 +247,9 @@ fn established(
             dst: (*backend).addr,
             sport: (*entry).nat_port,
             dport: (*backend).port,
+            ip_len: flow.ip_len,
+            family: flow.family,
+            protocol: flow.protocol,
             want_src: 0,
         };
         (
@@ -208,7 +259,7 @@ fn established(
             (*entry).client_fin != 0 && (*entry).backend_fin != 0,
         )
     };
-    let route = fib::cached_route(ctx, flow, hop, to);
+    let route = fib::cached_route(ctx, hop, to);
     let result = deliver(ctx, flow, to, route, hop, verdict::L4_FORWARD);
     bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
     bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 0);
@@ -231,35 +282,44 @@ fn established(
     (result.0 << 8) | result.1
 }
 
-/// The first packet of a flow (or one whose backend went away): pick a
-/// backend, set up the translation both ways, send it. Returns the verdict
-/// packed as `reason << 8 | action`. Not inlined: it is the slow path, and
-/// its keys and values get a stack frame of their own.
+/// [`pick`]'s answer when it picked a backend: this bit, full NAT in bit
+/// 2 (and the route in bits 0-1, added by [`route_new_flow`]); else a
+/// verdict packed as `reason << 8 | action`.
+const PICKED: u32 = 1 << 31;
+const PICKED_FULL_NAT: u32 = 1 << 2;
+
+/// The first packet of a flow (or one whose backend went away): picks a
+/// backend, for [`route_new_flow`] to find its next hop and [`start4`] or
+/// [`start6`] to set up the translation both ways and send the packet. The
+/// pick is left in the scratch entry of the flow's family (service,
+/// backend, generation) and `to` (the translation). Not inlined: it is the
+/// slow path, and its keys and values get a stack frame of their own.
 #[inline(never)]
-fn new_flow(ctx: *mut xdp_md, flow: &Flow, service: &L4Service) -> u32 {
-    let ctx = XdpContext::new(ctx);
-    let bytes = packet_bytes(&ctx);
-    let (reason, action) = pick_and_send(&ctx, flow, service, bytes);
-    (reason << 8) | action
+fn pick(flow: &Flow, service: &L4Service, bytes: u64) -> u32 {
+    match pick_backend(flow, service, bytes) {
+        Ok(picked) => picked,
+        Err((reason, action)) => (reason << 8) | action,
+    }
 }
 
+/// [`pick`]'s work: `Ok` with the answer for [`route_new_flow`], or `Err`
+/// with the verdict.
 #[inline(always)]
-fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64) -> (u32, u32) {
+fn pick_backend(flow: &Flow, service: &L4Service, bytes: u64) -> Result<u32, (u32, u32)> {
     bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 1);
     let Some(scratch) = scratch() else {
-        return (verdict::L4_NO_BACKEND, PASS);
+        return Err((verdict::L4_NO_BACKEND, PASS));
     };
     scratch.key = flow_key(flow);
     let Scratch {
         key,
-        other: reply_key,
         to,
         flow: state,
-        reverse,
+        flow4,
         ..
     } = scratch;
     let Some(slot) = flow_hash(key).checked_rem(service.table_size) else {
-        return (verdict::L4_NO_BACKEND, PASS);
+        return Err((verdict::L4_NO_BACKEND, PASS));
     };
     let index = maglev_slot(
         service.index,
@@ -268,12 +328,12 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
         slot,
     );
     let Some(lanes) = L4_MAGLEV.get_ptr(index / 4) else {
-        return (verdict::L4_NO_BACKEND, PASS);
+        return Err((verdict::L4_NO_BACKEND, PASS));
     };
     // SAFETY: an array slot is valid for the whole run; the lane is below 4.
     let backend_index = u32::from(unsafe { (*lanes)[(index % 4) as usize] });
     let Some(backend) = L4_BACKENDS.get_ptr(backend_index) else {
-        return (verdict::L4_NO_BACKEND, PASS);
+        return Err((verdict::L4_NO_BACKEND, PASS));
     };
     // SAFETY: as above.
     let (backend_addr, backend_port, flags, generation) = unsafe {
@@ -285,10 +345,10 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
         )
     };
     if flags & l4::BACKEND_ACTIVE == 0 {
-        return (verdict::L4_NO_BACKEND, PASS);
+        return Err((verdict::L4_NO_BACKEND, PASS));
     }
     let Some(config) = L4_CONFIG.get_ptr(0) else {
-        return (verdict::L4_NO_BACKEND, PASS);
+        return Err((verdict::L4_NO_BACKEND, PASS));
     };
     // SAFETY: as in `steer`.
     let full_nat = unsafe { (*config).nat_mode } == l4::NAT_FULL;
@@ -299,34 +359,195 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
         dst: backend_addr,
         sport: flow.sport,
         dport: backend_port,
+        ip_len: flow.ip_len,
+        family: flow.family,
+        protocol: flow.protocol,
         want_src: u32::from(full_nat),
     };
-    state.nat_addr = [0; 4];
-    state.backend = backend_index;
-    state.generation = generation;
-    state.service = service.index;
-    state.nat_port = 0;
-    state.client_fin = 0;
-    state.backend_fin = 0;
-    state.hop.expires_jiffies = 0;
-    let route = fib::route_of(fib::lookup(ctx.ctx, flow, to, &mut state.hop));
-    if full_nat && route == Route::None {
-        return (verdict::L4_NO_ROUTE, PASS);
+    let ipv4 = flow.family == family::IPV4;
+    if ipv4 {
+        flow4.service = service.index;
+        flow4.backend = backend_index;
+        flow4.generation = generation;
+    } else {
+        state.service = service.index;
+        state.backend = backend_index;
+        state.generation = generation;
     }
+    let full_nat_bit = if full_nat { PICKED_FULL_NAT } else { 0 };
+    Ok(PICKED | full_nat_bit)
+}
+
+/// The next hop of a new flow's translation (`to` in the scratch space),
+/// written into its entry there; adds the route to [`pick`]'s answer, or
+/// returns the verdict packed when full NAT has no route (no source
+/// address). Called by `to_service` between [`pick`] and [`start4`] or
+/// [`start6`], not by `pick`: the lookup's frame under `pick`'s would not
+/// fit the stack.
+#[inline(always)]
+fn route_new_flow(ctx: &XdpContext, flow: &Flow, picked: u32) -> u32 {
+    let Some(scratch) = scratch() else {
+        return (verdict::L4_NO_ROUTE << 8) | PASS;
+    };
+    let Scratch {
+        to,
+        flow: state,
+        flow4,
+        ..
+    } = scratch;
+    // The next hop goes straight into the entry that keeps it.
+    let hop = if flow.family == family::IPV4 {
+        &mut flow4.hop
+    } else {
+        &mut state.hop
+    };
+    hop.expires_jiffies = 0;
+    let route = fib::lookup(ctx.ctx, to, hop);
+    if picked & PICKED_FULL_NAT != 0 && fib::route_of(route) == Route::None {
+        return (verdict::L4_NO_ROUTE << 8) | PASS;
+    }
+    picked | route
+}
+
+/// The route and NAT mode of [`pick`]'s answer `picked`.
+#[inline(always)]
+fn picked_route(picked: u32) -> (Route, bool) {
+    (fib::route_of(picked & 0b11), picked & PICKED_FULL_NAT != 0)
+}
+
+/// When a next hop found now expires (0 if none was found).
+#[inline(always)]
+fn hop_expiry(route: Route) -> u64 {
+    if route == Route::Found {
+        // SAFETY: a plain helper call.
+        let now = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() };
+        now + l4::NEXT_HOP_TTL_JIFFIES
+    } else {
+        0
+    }
+}
+
+/// Sets up a new IPv4 flow both ways in `L4_FLOWS4` and `L4_REVERSE4`
+/// (the next hop is already in the scratch entry) and sends its first
+/// packet. Returns the verdict packed. Not inlined, like [`start6`]: with
+/// the backend's pick in one frame, the call chain of a new flow would not
+/// fit the 512-byte stack.
+#[inline(never)]
+fn start4(ctx: *mut xdp_md, flow: &Flow, picked: u32) -> u32 {
+    let ctx = &XdpContext::new(ctx);
+    let bytes = packet_bytes(ctx);
+    let Some(scratch) = scratch() else {
+        return (verdict::L4_NO_BACKEND << 8) | PASS;
+    };
+    let Scratch {
+        to,
+        flow4,
+        reverse4,
+        key4,
+        other4,
+        ..
+    } = scratch;
+    let (route, full_nat) = picked_route(picked);
+    let (service, backend, generation) = (flow4.service, flow4.backend, flow4.generation);
+    *reverse4 = L4Nat4 {
+        hop: L4NextHop::default(),
+        src: flow.daddr[0],
+        dst: flow.saddr[0],
+        sport: flow.dport,
+        dport: flow.sport,
+        ip_delta: 0,
+        l4_delta: 0,
+        service,
+        backend,
+        generation,
+        client_fin: 0,
+        backend_fin: 0,
+        reserved: 0,
+    };
+    *other4 = L4FlowKey4 {
+        src: to.dst[0],
+        dst: to.src[0],
+        sport: to.dport,
+        dport: to.sport,
+        protocol: flow.protocol,
+        pad: 0,
+        reserved: 0,
+    };
+    if full_nat {
+        let Some(port) = allocate_port(|port| {
+            other4.dport = port;
+            set_deltas(other4, reverse4);
+            L4_REVERSE4
+                .insert(&*other4, &*reverse4, u64::from(BPF_NOEXIST))
+                .is_ok()
+        }) else {
+            return (verdict::L4_NO_PORT << 8) | PASS;
+        };
+        to.sport = port;
+    } else {
+        set_deltas(other4, reverse4);
+        let _ = L4_REVERSE4.insert(&*other4, &*reverse4, u64::from(BPF_ANY));
+    }
+    flow4.hop.expires_jiffies = hop_expiry(route);
+    flow4.src = to.src[0];
+    flow4.dst = to.dst[0];
+    flow4.sport = to.sport;
+    flow4.dport = to.dport;
+    flow4.client_fin = 0;
+    flow4.backend_fin = 0;
+    flow4.reserved = 0;
+    *key4 = flow_key4(flow);
+    set_deltas(key4, flow4);
+    let _ = L4_FLOWS4.insert(&*key4, &*flow4, u64::from(BPF_ANY));
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 1);
+    let (reason, action) = deliver(
+        ctx,
+        flow,
+        to,
+        route,
+        addr_of_mut!(flow4.hop),
+        verdict::L4_FORWARD,
+    );
+    (reason << 8) | action
+}
+
+/// [`start4`] for IPv6, in `L4_FLOWS` and `L4_REVERSE`.
+#[inline(never)]
+fn start6(ctx: *mut xdp_md, flow: &Flow, picked: u32) -> u32 {
+    let ctx = &XdpContext::new(ctx);
+    let bytes = packet_bytes(ctx);
+    let Some(scratch) = scratch() else {
+        return (verdict::L4_NO_BACKEND << 8) | PASS;
+    };
+    let Scratch {
+        key,
+        other: reply_key,
+        to,
+        flow: state,
+        reverse,
+        ..
+    } = scratch;
+    let (route, full_nat) = picked_route(picked);
+    let (service, backend) = (state.service, state.backend);
     reverse.client = flow.saddr;
     reverse.service_addr = flow.daddr;
     reverse.client_port = flow.sport;
     reverse.service_port = flow.dport;
-    reverse.service = service.index;
-    reverse.backend = backend_index;
+    reverse.service = service;
+    reverse.backend = backend;
     reverse.client_fin = 0;
     reverse.backend_fin = 0;
     reverse.reserved = 0;
     reverse.hop.expires_jiffies = 0;
     *reply_key = opposite(flow, to);
     if full_nat {
-        let Some(port) = allocate_port(reply_key, reverse) else {
-            return (verdict::L4_NO_PORT, PASS);
+        let Some(port) = allocate_port(|port| {
+            reply_key.dport = port;
+            L4_REVERSE
+                .insert(&*reply_key, &*reverse, u64::from(BPF_NOEXIST))
+                .is_ok()
+        }) else {
+            return (verdict::L4_NO_PORT << 8) | PASS;
         };
         to.sport = port;
     } else {
@@ -334,28 +555,42 @@ fn pick_and_send(ctx: &XdpContext, flow: &Flow, service: &L4Service, bytes: u64)
     }
     state.nat_addr = to.src;
     state.nat_port = to.sport;
-    if route == Route::Found {
-        // SAFETY: a plain helper call.
-        state.hop.expires_jiffies =
-            unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } + l4::NEXT_HOP_TTL_JIFFIES;
-    }
+    state.client_fin = 0;
+    state.backend_fin = 0;
+    state.hop.expires_jiffies = hop_expiry(route);
+    *key = flow_key(flow);
     let _ = L4_FLOWS.insert(&*key, &*state, u64::from(BPF_ANY));
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 1);
-    deliver(
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 1);
+    let (reason, action) = deliver(
         ctx,
         flow,
         to,
         route,
         addr_of_mut!(state.hop),
         verdict::L4_FORWARD,
-    )
+    );
+    (reason << 8) | action
 }
 
-/// Takes a source port from this CPU's share for the reply key `key`
-/// (whose `dport` it fills): the reverse-NAT insert with `BPF_NOEXIST` is
-/// the collision check, so a port still used by a live flow is skipped.
+/// Sets the checksum changes of `value` for a packet with the 5-tuple
+/// `key`: what the rewrite to `value`'s addresses and ports changes.
 #[inline(always)]
-fn allocate_port(key: &mut L4FlowKey, reverse: &L4ReverseNat) -> Option<u16> {
+pub fn set_deltas(key: &L4FlowKey4, value: &mut L4Nat4) {
+    let ip = CsumDiff::new()
+        .word(key.src, value.src)
+        .word(key.dst, value.dst);
+    value.ip_delta = ip.folded();
+    value.l4_delta = ip
+        .half(key.sport.to_be(), value.sport.to_be())
+        .half(key.dport.to_be(), value.dport.to_be())
+        .folded();
+}
+
+/// Takes a source port from this CPU's share: `try_port` inserts the
+/// reverse-NAT entry for a port with `BPF_NOEXIST` (the collision check, so
+/// a port still used by a live flow is skipped) and says whether it did.
+#[inline(always)]
+fn allocate_port(mut try_port: impl FnMut(u16) -> bool) -> Option<u16> {
     let cursor = L4_PORTS.get_ptr_mut(0)?;
     // SAFETY: a per-CPU slot, written only by this CPU.
     let (mut next, min, max) = unsafe { ((*cursor).next, (*cursor).min, (*cursor).max) };
@@ -366,11 +601,7 @@ fn allocate_port(key: &mut L4FlowKey, reverse: &L4ReverseNat) -> Option<u16> {
     for _ in 0..l4::PORT_TRIES {
         let port = if next < min || next > max { min } else { next };
         next = if port >= max { min } else { port + 1 };
-        key.dport = port;
-        if L4_REVERSE
-            .insert(&*key, reverse, u64::from(BPF_NOEXIST))
-            .is_ok()
-        {
+        if try_port(port) {
             found = Some(port);
             break;
         }
@@ -399,6 +630,9 @@ fn reply(ctx: *mut xdp_md, flow: &Flow, entry: *mut L4ReverseNat) -> u32 {
             dst: (*entry).client,
             sport: (*entry).service_port,
             dport: (*entry).client_port,
+            ip_len: flow.ip_len,
+            family: flow.family,
+            protocol: flow.protocol,
             want_src: 0,
         };
         (
@@ -413,7 +647,7 @@ fn reply(ctx: *mut xdp_md, flow: &Flow, entry: *mut L4ReverseNat) -> u32 {
     if !flow.plain {
         return (verdict::L4_UNSUPPORTED << 8) | PASS;
     }
-    let route = fib::cached_route(ctx, flow, hop, to);
+    let route = fib::cached_route(ctx, hop, to);
     let result = deliver(ctx, flow, to, route, hop, verdict::L4_REPLY);
     let flags = flow.tcp_flags;
     if flow.protocol == protocol::TCP && ends_or_closes(flags, fins) {
@@ -438,7 +672,7 @@ fn reply(ctx: *mut xdp_md, flow: &Flow, entry: *mut L4ReverseNat) -> u32 {
 /// the last ACK after a FIN from each side (`fins`). Every other packet
 /// (most of them: plain ACKs) skips building the other direction's key.
 #[inline(always)]
-fn ends_or_closes(flags: u8, fins: bool) -> bool {
+pub fn ends_or_closes(flags: u8, fins: bool) -> bool {
     flags & (TCP_RST | TCP_FIN) != 0 || (fins && flags & TCP_ACK != 0)
 }
 

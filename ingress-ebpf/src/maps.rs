@@ -13,9 +13,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ingress_common::{
-    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
-    L4ServiceKey, ListenerKey, ListenerValue, MAX_LISTENERS, MaglevLanes, TrafficCounters, l4,
-    maglev_elements, verdict,
+    L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
+    L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey, ListenerValue, MAX_LISTENERS,
+    MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
 };
 
 /// Where a packet goes -> what to do with it. Filled by userspace.
@@ -65,14 +65,30 @@ pub static L4_PORT_FLAGS: Array<
 #[btf_map]
 pub static L4_BACKENDS: Array<L4Backend, { l4::MAX_BACKENDS as usize }> = Array::new();
 
-/// The connection table: a client's 5-tuple -> its backend and translation.
+/// The IPv6 connection table: a client's 5-tuple -> its backend and translation.
 #[btf_map]
 pub static L4_FLOWS: LruHashMap<L4FlowKey, L4Flow, { l4::MAX_FLOWS as usize }> = LruHashMap::new();
 
-/// Reverse NAT: a reply's 5-tuple as it arrives -> the client and service.
+/// IPv6 reverse NAT: a reply's 5-tuple as it arrives -> the client and service.
 #[btf_map]
 pub static L4_REVERSE: LruHashMap<L4FlowKey, L4ReverseNat, { l4::MAX_FLOWS as usize }> =
     LruHashMap::new();
+
+/// The IPv4 connection table: a client's 5-tuple (16 bytes) -> the
+/// translation worked out when the flow started (see `l4_fast`).
+#[btf_map]
+pub static L4_FLOWS4: LruHashMap<L4FlowKey4, L4Nat4, { l4::MAX_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// IPv4 reverse NAT: a reply's 5-tuple as it arrives -> its translation back.
+#[btf_map]
+pub static L4_REVERSE4: LruHashMap<L4FlowKey4, L4Nat4, { l4::MAX_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// Each CPU's copies of the IPv4 flows it forwards (see `L4CachedFlow4`).
+#[btf_map]
+pub static L4_FLOW_CACHE4: PerCpuArray<L4CachedFlow4, { l4::FLOW_CACHE_SLOTS as usize }> =
+    PerCpuArray::new();
 
 /// Each CPU's cursor in its share of the full-NAT source ports.
 #[btf_map]
@@ -103,6 +119,14 @@ pub struct Scratch {
     pub other: L4FlowKey,
     /// The addresses and ports the packet is translated to.
     pub to: FibQuery,
+    /// A new IPv4 flow's connection-table entry.
+    pub flow4: L4Nat4,
+    /// A new IPv4 flow's reverse-NAT entry.
+    pub reverse4: L4Nat4,
+    /// An IPv4 packet's own flow key.
+    pub key4: L4FlowKey4,
+    /// The IPv4 key of the other direction.
+    pub other4: L4FlowKey4,
 }
 
 /// Per-CPU counters per backend index.

@@ -164,6 +164,10 @@ impl Rig {
     fn reverse_count(&self) -> usize {
         self.maps.reverse_nat().unwrap().len()
     }
+
+    fn cached_count(&self) -> usize {
+        self.maps.cached_flows().unwrap()
+    }
 }
 
 /// Runs `test` on a thread inside a fresh namespace with the dummy, routes
@@ -396,6 +400,79 @@ fn rst_and_the_last_ack_after_both_fins_end_the_flow() {
     });
 }
 
+/// Keeps the calling thread on CPU 0, so every `BPF_PROG_TEST_RUN` uses
+/// the same CPU's flow cache and the cached copies can be counted exactly.
+fn stay_on_cpu0() {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set; the calls only
+    // read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &set),
+            0,
+            "pinning to CPU 0"
+        );
+    }
+}
+
+#[test]
+fn the_flow_cache_translates_alike_and_forgets_flows_at_fin_and_rst() {
+    in_lab(NatMode::Full, |rig| {
+        stay_on_cpu0();
+        rig.set(&[service(protocol::TCP, &BACKENDS)]);
+        let ack = tcp_flags::ACK;
+        let out = rig.forwarded("SYN", &syn(42_500).build());
+        assert_eq!(rig.cached_count(), 0, "a new flow is not cached yet");
+        // The first ACK comes from the flow table and fills this CPU's
+        // cache, the next ones come from the cache: all translated alike.
+        let mut forward = Vec::new();
+        let mut back = Vec::new();
+        for i in 0..3 {
+            forward.push(rig.forwarded("ACK", &syn(42_500).tcp_flags(ack).build()));
+            back.push(rig.forwarded("ACK back", &reply_to(&out, ack)));
+            assert_eq!(rig.cached_count(), 2, "round {i}: both directions cached");
+        }
+        for (f, b) in forward.iter().zip(&back) {
+            assert_eq!(
+                (f.src, f.sport, f.dst, f.dport),
+                (out.src, out.sport, out.dst, out.dport)
+            );
+            assert_eq!((b.src, b.sport), (vip(), VIP_PORT));
+            assert_eq!((b.dst, b.dport), (IpAddr::from(CLIENT), 42_500));
+        }
+        assert_eq!(rig.reasons(), vec![("l4-forward", 4), ("l4-reply", 3)]);
+        let services = rig.maps.service_counters().unwrap();
+        assert_eq!((services[0].packets, services[0].new_flows), (7, 1));
+
+        // A FIN clears both directions, and a flow with a FIN is not
+        // cached again: the flow table keeps track of the close.
+        rig.forwarded("FIN", &syn(42_500).tcp_flags(tcp_flags::FIN | ack).build());
+        assert_eq!(rig.cached_count(), 0);
+        rig.forwarded("ACK of FIN", &reply_to(&out, ack));
+        rig.forwarded("ACK", &syn(42_500).tcp_flags(ack).build());
+        assert_eq!(rig.cached_count(), 0);
+        rig.forwarded("FIN back", &reply_to(&out, tcp_flags::FIN | ack));
+        rig.forwarded("last ACK", &syn(42_500).tcp_flags(ack).build());
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (0, 0));
+
+        // An RST on a cached flow ends it and clears the cache.
+        let out = rig.forwarded("SYN", &syn(42_501).build());
+        rig.forwarded("ACK", &syn(42_501).tcp_flags(ack).build());
+        rig.forwarded("ACK back", &reply_to(&out, ack));
+        assert_eq!(rig.cached_count(), 2);
+        rig.forwarded("RST", &syn(42_501).tcp_flags(tcp_flags::RST).build());
+        assert_eq!(rig.cached_count(), 0);
+        assert_eq!((rig.flow_count(), rig.reverse_count()), (0, 0));
+        // A packet of the ended flow is a new flow again, not a cached one.
+        rig.forwarded("SYN again", &syn(42_501).build());
+        assert_eq!(rig.reasons().iter().map(|r| r.1).sum::<u64>(), 10);
+        let services = rig.maps.service_counters().unwrap();
+        assert_eq!(services[0].new_flows, 3);
+    });
+}
+
 #[test]
 fn dnat_keeps_the_client_address() {
     in_lab(NatMode::Dnat, |rig| {
@@ -417,6 +494,12 @@ fn a_removed_backend_loses_its_flows_and_new_flows_avoid_it() {
             let out = rig.forwarded("SYN", &syn(43_000 + i).build());
             flows.push((43_000 + i, out));
         }
+        // Each flow's ACK fills the flow cache: the removal must reach
+        // cached flows too.
+        for (sport, _) in &flows {
+            rig.forwarded("ACK", &syn(*sport).tcp_flags(tcp_flags::ACK).build());
+        }
+        assert!(rig.cached_count() > 0);
         let removed = flows[0].1.dst;
         let remaining: Vec<&str> = BACKENDS
             .iter()
@@ -587,8 +670,10 @@ fn ipv6_tcp_full_nat_both_ways() {
 /// every repetition on the same buffer, so a translated packet would not be
 /// the same packet the next time; here two DNAT services translate into each
 /// other (198.18.0.1:9000 -> 198.19.50.1:8080 -> 198.18.0.1:9000), so after
-/// the first two runs every repetition is an established flow: connection
-/// table hit, FIB lookup, rewrite, counters, redirect.
+/// the first two runs every repetition is an established flow: from the
+/// third run on a hit in this CPU's flow cache (the second run of each flow
+/// fills it from the connection table), the cached next hop, rewrite,
+/// counters, redirect.
 #[test]
 fn fast_path_timing_with_repeat() {
     in_lab(NatMode::Dnat, |rig| {
@@ -626,7 +711,7 @@ fn fast_path_timing_with_repeat() {
         let reasons = rig.reasons();
         assert_eq!(reasons, vec![("l4-forward", u64::from(REPEAT) * 5)]);
         eprintln!(
-            "fast path: L4 established flow (table hit, FIB, rewrite, redirect): {best} ns/packet (best mean of 5 x {REPEAT}, BPF_PROG_TEST_RUN)"
+            "fast path: L4 established flow (flow-cache hit, cached next hop, rewrite, counters, redirect): {best} ns/packet (best mean of 5 x {REPEAT}, BPF_PROG_TEST_RUN)"
         );
         let _ = (rig.dummy_ifindex, Ipv4Addr::LOCALHOST);
     });

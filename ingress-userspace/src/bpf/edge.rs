@@ -165,8 +165,8 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
     use std::mem::size_of;
 
     use ingress_common::{
-        L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
-        L4ServiceKey, MAX_LISTENERS, l4, verdict,
+        L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
+        L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MAX_LISTENERS, l4, verdict,
     };
     let size = |bytes: usize| bytes as u32;
     Some(match name {
@@ -195,6 +195,12 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
             size(size_of::<L4ReverseNat>()),
             l4::MAX_FLOWS,
         ),
+        map_names::L4_FLOWS4 | map_names::L4_REVERSE4 => (
+            size(size_of::<L4FlowKey4>()),
+            size(size_of::<L4Nat4>()),
+            l4::MAX_FLOWS,
+        ),
+        map_names::L4_FLOW_CACHE4 => (4, size(size_of::<L4CachedFlow4>()), l4::FLOW_CACHE_SLOTS),
         map_names::L4_PORTS => (4, size(size_of::<L4PortCursor>()), 1),
         map_names::L4_SERVICE_STATS => (4, size(size_of::<L4Counters>()), l4::MAX_SERVICES),
         map_names::L4_BACKEND_STATS => (4, size(size_of::<L4Counters>()), l4::MAX_BACKENDS),

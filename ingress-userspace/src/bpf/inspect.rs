@@ -165,6 +165,9 @@ pub struct L4Report {
     pub backends: Vec<L4BackendRow>,
     /// Entries of the connection table.
     pub flows: usize,
+    /// Copies of IPv4 flows in the CPUs' flow caches (a flow forwarded on
+    /// two CPUs counts twice; replies count apart from their flows).
+    pub cached_flows: usize,
 }
 
 fn family_name(value: u8) -> &'static str {
@@ -191,6 +194,7 @@ pub fn build_l4_report(
     service_stats: &[L4Counters],
     backend_stats: &[L4Counters],
     flows: usize,
+    cached_flows: usize,
 ) -> L4Report {
     let mut services: Vec<L4ServiceRow> = present
         .services
@@ -262,6 +266,7 @@ pub fn build_l4_report(
         services,
         backends,
         flows,
+        cached_flows,
     }
 }
 
@@ -280,12 +285,14 @@ pub fn read_l4(dir: &Path) -> Result<Option<L4Report>, InspectError> {
     let service_stats = maps.service_counters().map_err(error)?;
     let backend_stats = maps.backend_counters().map_err(error)?;
     let flows = maps.flows().map_err(error)?.len();
+    let cached_flows = maps.cached_flows().map_err(error)?;
     Ok(Some(build_l4_report(
         &config,
         &present,
         &service_stats,
         &backend_stats,
         flows,
+        cached_flows,
     )))
 }
 
@@ -460,8 +467,8 @@ impl L4Report {
         }
         let _ = writeln!(
             out,
-            "\nL4 SERVICES (NAT {}, source ports {}-{}, {} flows)",
-            self.nat, self.nat_ports.0, self.nat_ports.1, self.flows
+            "\nL4 SERVICES (NAT {}, source ports {}-{}, {} flows, {} cached)",
+            self.nat, self.nat_ports.0, self.nat_ports.1, self.flows, self.cached_flows
         );
         let mut rows = vec![
             [
@@ -681,6 +688,7 @@ mod tests {
             &[counters(10), counters(4)],
             &[counters(6), counters(4), counters(2)],
             5,
+            2,
         );
         assert_eq!(report.nat, "full");
         assert_eq!(report.nat_ports, (61_000, 65_535));
@@ -710,7 +718,9 @@ mod tests {
         assert_eq!(report.backends[2].new_flows, 1);
 
         let table = report.to_table();
-        assert!(table.contains("L4 SERVICES (NAT full, source ports 61000-65535, 5 flows)"));
+        assert!(
+            table.contains("L4 SERVICES (NAT full, source ports 61000-65535, 5 flows, 2 cached)")
+        );
         assert!(table.contains("198.19.0.3"), "{table}");
         assert!(table.contains("released"), "{table}");
         assert!(table.contains("0,1"), "{table}");
@@ -719,7 +729,7 @@ mod tests {
         assert_eq!(json["backends"][0]["port"], 8080);
 
         let unconfigured =
-            build_l4_report(&L4Config::default(), &PresentL4::default(), &[], &[], 0);
+            build_l4_report(&L4Config::default(), &PresentL4::default(), &[], &[], 0, 0);
         assert!(!unconfigured.configured());
         assert_eq!(
             unconfigured.to_table(),

@@ -20,8 +20,9 @@ use aya::{
     util::nr_cpus,
 };
 use ingress_common::{
-    L4Backend, L4Config, L4Counters, L4Flow, L4FlowKey, L4PortCursor, L4ReverseNat, L4Service,
-    L4ServiceKey, MaglevLanes, l4, maglev_slot, map_names,
+    L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
+    L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MaglevLanes, family, l4, maglev_slot,
+    map_names,
 };
 
 use super::l4_plan::{L4Plan, PresentL4};
@@ -194,6 +195,9 @@ pub struct L4Maps {
     backends: Array<MapData, L4Backend>,
     flows: HashMap<MapData, L4FlowKey, L4Flow>,
     reverse: HashMap<MapData, L4FlowKey, L4ReverseNat>,
+    flows4: HashMap<MapData, L4FlowKey4, L4Nat4>,
+    reverse4: HashMap<MapData, L4FlowKey4, L4Nat4>,
+    flow_cache4: PerCpuArray<MapData, L4CachedFlow4>,
     ports: PerCpuArray<MapData, L4PortCursor>,
     service_stats: PerCpuArray<MapData, L4Counters>,
     backend_stats: PerCpuArray<MapData, L4Counters>,
@@ -252,6 +256,12 @@ impl L4Maps {
             HashMap::try_from(get(map_names::L4_FLOWS)?).map_err(map_error(map_names::L4_FLOWS))?;
         let reverse = HashMap::try_from(get(map_names::L4_REVERSE)?)
             .map_err(map_error(map_names::L4_REVERSE))?;
+        let flows4 = HashMap::try_from(get(map_names::L4_FLOWS4)?)
+            .map_err(map_error(map_names::L4_FLOWS4))?;
+        let reverse4 = HashMap::try_from(get(map_names::L4_REVERSE4)?)
+            .map_err(map_error(map_names::L4_REVERSE4))?;
+        let flow_cache4 = PerCpuArray::try_from(get(map_names::L4_FLOW_CACHE4)?)
+            .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
         let ports = PerCpuArray::try_from(get(map_names::L4_PORTS)?)
             .map_err(map_error(map_names::L4_PORTS))?;
         let service_stats = PerCpuArray::try_from(get(map_names::L4_SERVICE_STATS)?)
@@ -266,6 +276,9 @@ impl L4Maps {
             backends,
             flows,
             reverse,
+            flows4,
+            reverse4,
+            flow_cache4,
             ports,
             service_stats,
             backend_stats,
@@ -394,6 +407,10 @@ impl L4Maps {
         self.write_port_flags(&plan.port_flags)?;
         if !plan.freed_services.is_empty() {
             self.forget_flows(&plan.freed_services)?;
+        } else if closes_a_service_port(&present_flags, &plan.port_flags) {
+            // The flow caches skip the port check: a closed port's flows
+            // must leave them as they leave the tables' path.
+            self.clear_flow_cache()?;
         }
         self.config
             .set(0, plan.config, 0)
@@ -436,7 +453,47 @@ impl L4Maps {
         for key in &replies {
             let _ = self.reverse.remove(key);
         }
+        for table in [&mut self.flows4, &mut self.reverse4] {
+            let keys: Vec<L4FlowKey4> = table
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, nat)| services.contains(&nat.service))
+                .map(|(key, _)| key)
+                .collect();
+            for key in &keys {
+                let _ = table.remove(key);
+            }
+        }
+        self.clear_flow_cache()
+    }
+
+    /// Empties every CPU's IPv4 flow cache, so no copy of a forgotten flow
+    /// outlives it (the program fills the caches again from the tables).
+    fn clear_flow_cache(&mut self) -> Result<(), L4MapsError> {
+        for slot in 0..l4::FLOW_CACHE_SLOTS {
+            let empty = PerCpuValues::try_from(vec![L4CachedFlow4::default(); possible_cpus()])
+                .expect("at least one CPU");
+            self.flow_cache4
+                .set(slot, empty, 0)
+                .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
+        }
         Ok(())
+    }
+
+    /// Slots of the CPUs' IPv4 flow caches that hold a flow.
+    pub fn cached_flows(&self) -> Result<usize, L4MapsError> {
+        let mut held = 0;
+        for slot in 0..l4::FLOW_CACHE_SLOTS {
+            let values = self
+                .flow_cache4
+                .get(&slot, 0)
+                .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
+            held += values
+                .iter()
+                .filter(|cached| cached.key.protocol != 0)
+                .count();
+        }
+        Ok(held)
     }
 
     /// Gives each possible CPU an equal share of `ports` (inclusive) for
@@ -481,20 +538,34 @@ impl L4Maps {
         sum_l4(&self.backend_stats).map_err(map_error(map_names::L4_BACKEND_STATS))
     }
 
-    /// The connection table.
+    /// The connection table, both families (IPv4 entries in the IPv6
+    /// table's shape: the key's words 1-3 zero, the NAT address and port
+    /// the translation's source).
     pub fn flows(&self) -> Result<Vec<(L4FlowKey, L4Flow)>, L4MapsError> {
-        self.flows
+        let mut flows: Vec<(L4FlowKey, L4Flow)> = self
+            .flows
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(map_error(map_names::L4_FLOWS))
+            .map_err(map_error(map_names::L4_FLOWS))?;
+        for entry in self.flows4.iter() {
+            let (key, nat) = entry.map_err(map_error(map_names::L4_FLOWS4))?;
+            flows.push((wide_key(&key), wide_flow(&nat)));
+        }
+        Ok(flows)
     }
 
-    /// The reverse-NAT table.
+    /// The reverse-NAT table, both families (IPv4 entries as in [`Self::flows`]).
     pub fn reverse_nat(&self) -> Result<Vec<(L4FlowKey, L4ReverseNat)>, L4MapsError> {
-        self.reverse
+        let mut replies: Vec<(L4FlowKey, L4ReverseNat)> = self
+            .reverse
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(map_error(map_names::L4_REVERSE))
+            .map_err(map_error(map_names::L4_REVERSE))?;
+        for entry in self.reverse4.iter() {
+            let (key, nat) = entry.map_err(map_error(map_names::L4_REVERSE4))?;
+            replies.push((wide_key(&key), wide_reverse(&nat)));
+        }
+        Ok(replies)
     }
 
     /// The config entry.
@@ -502,6 +573,61 @@ impl L4Maps {
         self.config
             .get(&0, 0)
             .map_err(map_error(map_names::L4_CONFIG))
+    }
+}
+
+/// True when a service port bit set in `before` is clear in `after`.
+fn closes_a_service_port(before: &[u64], after: &[u64]) -> bool {
+    let service_bits = (0..l4::port_flags::PORTS_PER_WORD).fold(0u64, |bits, port| {
+        bits | ((l4::port_flags::SERVICE_TCP | l4::port_flags::SERVICE_UDP) << (port * 4))
+    });
+    before
+        .iter()
+        .zip(after.iter().chain(std::iter::repeat(&0)))
+        .any(|(old, new)| old & !new & service_bits != 0)
+}
+
+/// An IPv4 flow key in the shape of [`L4FlowKey`].
+pub fn wide_key(key: &L4FlowKey4) -> L4FlowKey {
+    L4FlowKey {
+        src: [key.src, 0, 0, 0],
+        dst: [key.dst, 0, 0, 0],
+        sport: key.sport,
+        dport: key.dport,
+        family: family::IPV4,
+        protocol: key.protocol,
+        pad: [0; 2],
+    }
+}
+
+/// An `L4_FLOWS4` entry in the shape of [`L4Flow`].
+pub fn wide_flow(nat: &L4Nat4) -> L4Flow {
+    L4Flow {
+        nat_addr: [nat.src, 0, 0, 0],
+        backend: nat.backend,
+        generation: nat.generation,
+        service: nat.service,
+        nat_port: nat.sport,
+        client_fin: nat.client_fin,
+        backend_fin: nat.backend_fin,
+        hop: nat.hop,
+    }
+}
+
+/// An `L4_REVERSE4` entry in the shape of [`L4ReverseNat`]: the reply's new
+/// source is the service, its new destination the client.
+pub fn wide_reverse(nat: &L4Nat4) -> L4ReverseNat {
+    L4ReverseNat {
+        client: [nat.dst, 0, 0, 0],
+        service_addr: [nat.src, 0, 0, 0],
+        client_port: nat.dport,
+        service_port: nat.sport,
+        service: nat.service,
+        backend: nat.backend,
+        client_fin: nat.client_fin,
+        backend_fin: nat.backend_fin,
+        reserved: 0,
+        hop: nat.hop,
     }
 }
 
@@ -548,6 +674,20 @@ fn possible_cpus() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_closed_service_port_clears_the_flow_caches() {
+        use l4::port_flags::{BACKEND_TCP, SERVICE_TCP, SERVICE_UDP};
+        // Port 17 is bit group 1 of word 1.
+        let tcp_17 = [0, SERVICE_TCP << 4];
+        assert!(!closes_a_service_port(&[0, 0], &tcp_17), "opened");
+        assert!(closes_a_service_port(&tcp_17, &[0, 0]), "closed");
+        assert!(closes_a_service_port(&tcp_17, &[0]), "shorter");
+        let both = [0, (SERVICE_TCP | SERVICE_UDP) << 4];
+        assert!(closes_a_service_port(&both, &tcp_17), "UDP closed");
+        let backend = [BACKEND_TCP, SERVICE_TCP << 4];
+        assert!(!closes_a_service_port(&backend, &tcp_17), "a backend port");
+    }
 
     #[test]
     fn port_shares_cover_the_range_without_overlap() {
