@@ -67,24 +67,34 @@ impl LiveRoutes {
     }
 
     /// Installs `table`; backends and routes that stay keep their state
-    /// (round-robin cursor, metrics).
-    pub fn install(&self, table: RouteTable) {
+    /// (round-robin cursor, metrics). Returns how many distinct Service
+    /// backends the table has.
+    pub fn install(&self, table: RouteTable) -> usize {
         let previous = self.current.load();
-        let backends: FastHashMap<BackendId, BackendState> = table
-            .backends()
-            .into_keys()
-            .map(|id| {
-                let state = previous.backends.get(id).cloned().unwrap_or_else(|| {
-                    let name: Arc<str> = Arc::from(id.to_string());
+        let mut backends: FastHashMap<BackendId, BackendState> =
+            FastHashMap::with_capacity_and_hasher(previous.backends.len(), Default::default());
+        for found in table.routes() {
+            let Backend::Service(service) = found.backend() else {
+                continue;
+            };
+            if backends.contains_key(&service.id) {
+                continue;
+            }
+            let state = previous
+                .backends
+                .get(&service.id)
+                .cloned()
+                .unwrap_or_else(|| {
+                    let name: Arc<str> = Arc::from(service.id.to_string());
                     BackendState {
                         latency: self.metrics.as_ref().map(|m| m.upstream(&name)),
                         name,
                         round_robin: Arc::new(RoundRobin::default()),
                     }
                 });
-                (id.clone(), state)
-            })
-            .collect();
+            backends.insert(service.id.clone(), state);
+        }
+        let count = backends.len();
         // Routes are keyed by their address, so the table goes to its final
         // place (the heap) first: the fallback route lives inline in it.
         let mut snapshot = Arc::new(RoutingSnapshot {
@@ -99,6 +109,7 @@ impl LiveRoutes {
                 route_metrics(&placed.table, &placed.backends, &previous, metrics);
         }
         self.current.store(snapshot);
+        count
     }
 
     /// The current snapshot.
@@ -107,23 +118,33 @@ impl LiveRoutes {
     }
 }
 
-/// The metrics of every route of `table`, reusing those of `previous`
-/// with the same labels (without allocating for them: at 10,000 routes
-/// this runs at every configuration change).
+/// Route metrics by their labels (ingress, host, service).
+type RoutesByLabels<'a> = FastHashMap<(&'a str, &'a str, &'a str), &'a Arc<RouteMetrics>>;
+
+/// The metrics of every route of `table`, reusing those of `previous`:
+/// by address for the routes the two tables share (the routes of every
+/// host a change did not touch: a hash of an address each), else by labels
+/// (without allocating for them). At 10,000 routes this runs at every
+/// configuration change.
 fn route_metrics(
     table: &RouteTable,
     backends: &FastHashMap<BackendId, BackendState>,
     previous: &RoutingSnapshot,
     metrics: &Metrics,
 ) -> FastHashMap<usize, Arc<RouteMetrics>> {
-    let known: HashMap<(&str, &str, &str), &Arc<RouteMetrics>> = previous
-        .route_metrics
-        .values()
-        .map(|route| (route.labels(), route))
-        .collect();
+    // `previous` is alive here, so an address it holds a route at is not
+    // reused by a new route of `table`: the same address is the same route.
+    let mut known: Option<RoutesByLabels<'_>> = None;
     let (mut ingress, mut host) = (String::new(), String::new());
-    let mut routes = FastHashMap::with_capacity_and_hasher(known.len().max(16), Default::default());
+    let mut routes = FastHashMap::with_capacity_and_hasher(
+        previous.route_metrics.len().max(16),
+        Default::default(),
+    );
     for found in table.routes() {
+        if let Some(route) = previous.route_metrics.get(&found.identity()) {
+            routes.insert(found.identity(), Arc::clone(route));
+            continue;
+        }
         ingress.clear();
         host.clear();
         if let Some(key) = found.ingress() {
@@ -136,6 +157,13 @@ fn route_metrics(
             Backend::Service(service) => backends.get(&service.id).map_or("", |s| &*s.name),
             Backend::Unavailable(_) | Backend::NotFound => "",
         };
+        let known = known.get_or_insert_with(|| {
+            previous
+                .route_metrics
+                .values()
+                .map(|route| (route.labels(), route))
+                .collect()
+        });
         let route = match known.get(&(ingress.as_str(), host.as_str(), service)) {
             Some(route) => Arc::clone(route),
             None => Arc::new(metrics.route(&ingress, &host, service)),

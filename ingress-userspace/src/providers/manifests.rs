@@ -109,7 +109,9 @@ impl ParsedFiles {
     }
 
     /// Takes the objects of the re-parsed and `gone` files out of the
-    /// snapshot and moves the re-parsed files' objects in. False when an
+    /// snapshot and moves the re-parsed files' objects in; an object a
+    /// re-parsed file still defines unchanged keeps its version in the
+    /// snapshot (so nothing built from it is built again). False when an
     /// object turns out to be defined twice (the snapshot then needs a
     /// rebuild).
     fn update(
@@ -120,7 +122,13 @@ impl ParsedFiles {
     ) -> bool {
         for name in parsed.keys().chain(gone) {
             if let Some(file) = self.files.remove(name) {
-                for object_ref in &file.objects {
+                let still: HashSet<ObjectRef> = parsed
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(KubeObject::object_ref)
+                    .collect();
+                for object_ref in file.objects.iter().filter(|r| !still.contains(r)) {
                     self.snapshot.remove(object_ref);
                 }
             }
