@@ -265,16 +265,16 @@ impl RouteTable {
 
     /// How many paths are routed, all hosts together.
     pub fn path_count(&self) -> usize {
-        self.host_entries()
-            .map(|(_, routes)| routes.exact.len() + routes.prefix.len())
+        self.host_routes()
+            .map(|routes| routes.exact.len() + routes.prefix.len())
             .sum()
     }
 
     /// Every route a lookup can return (each path, each host's default,
     /// the fallback), unordered: for state the proxy keeps per route.
     pub fn routes(&self) -> impl Iterator<Item = RouteMatch<'_>> {
-        self.host_entries()
-            .flat_map(|(_, routes)| {
+        self.host_routes()
+            .flat_map(|routes| {
                 routes
                     .exact
                     .values()
@@ -288,8 +288,8 @@ impl RouteTable {
     /// Every distinct resolved Service backend, by identity: what the proxy
     /// keeps per-backend state for.
     pub fn backends(&self) -> BTreeMap<&BackendId, &ServiceBackend> {
-        self.host_entries()
-            .flat_map(|(_, routes)| {
+        self.host_routes()
+            .flat_map(|routes| {
                 let paths = routes.exact.values().chain(routes.prefix.values());
                 paths
                     .map(|route| &route.backend)
@@ -331,6 +331,16 @@ impl RouteTable {
         }
         rows.push(RouteRow::of_default(None, &self.fallback));
         rows
+    }
+
+    /// The routes of every host, without naming the hosts (which would
+    /// allocate a pattern per host: 10,000 at each configuration change).
+    fn host_routes(&self) -> impl Iterator<Item = &HostRoutes> {
+        self.exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .chain(self.any_host.iter())
+            .map(|routes| &**routes)
     }
 
     fn host_entries(&self) -> impl Iterator<Item = (HostPattern, &HostRoutes)> {

@@ -2,7 +2,11 @@
 //! [`RouteTable`], swapped atomically when the configuration changes, with
 //! the per-backend load-balancing state kept across swaps.
 
-use std::{collections::HashMap, fmt::Write as _, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    sync::Arc,
+};
 
 /// Maps read on every request: foldhash, not SipHash (a lookup is a few
 /// nanoseconds instead of tens).
@@ -29,12 +33,16 @@ struct BackendState {
     latency: Option<Histogram>,
 }
 
+/// The state of each backend of a table, shared by the snapshots of
+/// tables with the same backends.
+type BackendStates = Arc<FastHashMap<BackendId, BackendState>>;
+
 /// One configuration: the table, the state of each of its backends and
 /// the metrics of each route (by [`ingress_model::RouteMatch::identity`] in this table).
 #[derive(Debug, Default)]
 pub struct RoutingSnapshot {
     table: RouteTable,
-    backends: FastHashMap<BackendId, BackendState>,
+    backends: BackendStates,
     route_metrics: FastHashMap<usize, Arc<RouteMetrics>>,
 }
 
@@ -71,29 +79,7 @@ impl LiveRoutes {
     /// backends the table has.
     pub fn install(&self, table: RouteTable) -> usize {
         let previous = self.current.load();
-        let mut backends: FastHashMap<BackendId, BackendState> =
-            FastHashMap::with_capacity_and_hasher(previous.backends.len(), Default::default());
-        for found in table.routes() {
-            let Backend::Service(service) = found.backend() else {
-                continue;
-            };
-            if backends.contains_key(&service.id) {
-                continue;
-            }
-            let state = previous
-                .backends
-                .get(&service.id)
-                .cloned()
-                .unwrap_or_else(|| {
-                    let name: Arc<str> = Arc::from(service.id.to_string());
-                    BackendState {
-                        latency: self.metrics.as_ref().map(|m| m.upstream(&name)),
-                        name,
-                        round_robin: Arc::new(RoundRobin::default()),
-                    }
-                });
-            backends.insert(service.id.clone(), state);
-        }
+        let backends = backend_states(&table, &previous.backends, self.metrics.as_deref());
         let count = backends.len();
         // Routes are keyed by their address, so the table goes to its final
         // place (the heap) first: the fallback route lives inline in it.
@@ -118,6 +104,45 @@ impl LiveRoutes {
     }
 }
 
+/// The state of every backend of `table`: `previous` itself when the
+/// backends are the same (the usual case of a change: a hash lookup per
+/// route, nothing allocated or dropped per backend), else a new map that
+/// keeps the state of the backends that stay.
+fn backend_states(
+    table: &RouteTable,
+    previous: &BackendStates,
+    metrics: Option<&Metrics>,
+) -> BackendStates {
+    let mut ids: HashSet<&BackendId, foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(previous.len(), Default::default());
+    let mut all_known = true;
+    for found in table.routes() {
+        if let Backend::Service(service) = found.backend()
+            && ids.insert(&service.id)
+        {
+            all_known &= previous.contains_key(&service.id);
+        }
+    }
+    if all_known && ids.len() == previous.len() {
+        return Arc::clone(previous);
+    }
+    let states = ids
+        .into_iter()
+        .map(|id| {
+            let state = previous.get(id).cloned().unwrap_or_else(|| {
+                let name: Arc<str> = Arc::from(id.to_string());
+                BackendState {
+                    latency: metrics.map(|m| m.upstream(&name)),
+                    name,
+                    round_robin: Arc::new(RoundRobin::default()),
+                }
+            });
+            (id.clone(), state)
+        })
+        .collect();
+    Arc::new(states)
+}
+
 /// Route metrics by their labels (ingress, host, service).
 type RoutesByLabels<'a> = FastHashMap<(&'a str, &'a str, &'a str), &'a Arc<RouteMetrics>>;
 
@@ -128,7 +153,7 @@ type RoutesByLabels<'a> = FastHashMap<(&'a str, &'a str, &'a str), &'a Arc<Route
 /// configuration change.
 fn route_metrics(
     table: &RouteTable,
-    backends: &FastHashMap<BackendId, BackendState>,
+    backends: &BackendStates,
     previous: &RoutingSnapshot,
     metrics: &Metrics,
 ) -> FastHashMap<usize, Arc<RouteMetrics>> {
