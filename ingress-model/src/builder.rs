@@ -133,14 +133,19 @@ fn changed<'a, T, V>(
                 });
                 seen.next();
             }
-            (Some((key, new)), Some((seen_key, old))) => match key.cmp(seen_key) {
+            // The same version is the same object under the same key (a
+            // snapshot stores an object under its own key): no need to
+            // compare the keys' strings, which is most of this pass.
+            (Some((_, new)), Some((_, old))) if Arc::ptr_eq(new, version(old)) => {
+                current.next();
+                seen.next();
+            }
+            (Some((key, new)), Some((seen_key, _))) => match key.cmp(seen_key) {
                 std::cmp::Ordering::Equal => {
-                    if !Arc::ptr_eq(new, version(old)) {
-                        changes.push(Changed {
-                            key: (*key).clone(),
-                            new: Some(*new),
-                        });
-                    }
+                    changes.push(Changed {
+                        key: (*key).clone(),
+                        new: Some(*new),
+                    });
                     current.next();
                     seen.next();
                 }

@@ -23,7 +23,8 @@ use crate::{
 /// namespace/name (IngressClasses by name, with an empty namespace). Keys
 /// are sorted so building from a snapshot is deterministic. Replacing an
 /// object means a new `Arc` (never a change through a shared one), which
-/// is what [`ClusterObjects::insert`] does.
+/// is what [`ClusterObjects::insert`] does; and an object is stored only
+/// under its own key.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterObjects {
     /// Ingresses, of every class (the build picks ours).
