@@ -21,7 +21,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering as AtomicOrdering},
+    },
 };
 
 use k8s_openapi::api::{
@@ -98,7 +101,15 @@ pub struct RouteTableBuilder {
     tls: Arc<TlsPlan>,
     /// The problems of our Ingresses (TLS ones first), in precedence order.
     problems: Arc<Vec<Problem>>,
+    /// Paths routed, all hosts together.
+    paths: usize,
+    /// The id of the last table built (0: none yet).
+    last_table: u64,
 }
+
+/// Ids of tables, unique in the process (so a table built by one builder
+/// is never taken for the parent of another builder's).
+static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What changed in one kind between the versions seen and a snapshot.
 struct Changed<'a, T> {
@@ -211,6 +222,8 @@ impl RouteTableBuilder {
             ingress_fallback: None,
             tls: Arc::new(TlsPlan::default()),
             problems: Arc::new(Vec::new()),
+            paths: 0,
+            last_table: 0,
         }
     }
 
@@ -249,8 +262,10 @@ impl RouteTableBuilder {
         for key in &stale {
             self.read(key, objects, &mut dirty);
         }
-        for host in std::mem::take(&mut dirty.hosts) {
-            self.merge_host(&host, &mut dirty);
+        let changed_hosts: Arc<[HostPattern]> =
+            std::mem::take(&mut dirty.hosts).into_iter().collect();
+        for host in changed_hosts.iter() {
+            self.merge_host(host, &mut dirty);
         }
         if dirty.fallback {
             self.settle_fallback(&mut dirty);
@@ -289,12 +304,18 @@ impl RouteTableBuilder {
         }
         let mut problems = Vec::clone(&self.problems);
         let fallback = self.fallback(objects, &mut problems);
+        let id = NEXT_TABLE_ID.fetch_add(1, AtomicOrdering::Relaxed);
+        let parent = (self.last_table != 0).then_some((self.last_table, changed_hosts));
+        self.last_table = id;
         let table = RouteTable {
             exact_hosts: self.exact_hosts.clone(),
             wildcard_hosts: self.wildcard_hosts.clone(),
             any_host: self.any_host.clone(),
             fallback,
             tls: Arc::clone(&self.tls),
+            paths: self.paths,
+            id,
+            parent,
         };
         (table, problems)
     }
@@ -564,22 +585,20 @@ impl RouteTableBuilder {
     }
 
     fn put_host(&mut self, host: &HostPattern, routes: Option<Arc<HostRoutes>>) {
-        match (host, routes) {
+        let count = |routes: &HostRoutes| routes.exact.len() + routes.prefix.len();
+        self.paths += routes.as_deref().map_or(0, count);
+        let old = match (host, routes) {
             (HostPattern::Exact(name), Some(routes)) => {
-                self.exact_hosts.insert(Arc::from(name.as_str()), routes);
+                self.exact_hosts.insert(Arc::from(name.as_str()), routes)
             }
-            (HostPattern::Exact(name), None) => {
-                self.exact_hosts.remove(name.as_str());
-            }
-            (HostPattern::Wildcard(suffix), Some(routes)) => {
-                self.wildcard_hosts
-                    .insert(Arc::from(suffix.as_str()), routes);
-            }
-            (HostPattern::Wildcard(suffix), None) => {
-                self.wildcard_hosts.remove(suffix.as_str());
-            }
-            (HostPattern::Any, routes) => self.any_host = routes,
-        }
+            (HostPattern::Exact(name), None) => self.exact_hosts.remove(name.as_str()),
+            (HostPattern::Wildcard(suffix), Some(routes)) => self
+                .wildcard_hosts
+                .insert(Arc::from(suffix.as_str()), routes),
+            (HostPattern::Wildcard(suffix), None) => self.wildcard_hosts.remove(suffix.as_str()),
+            (HostPattern::Any, routes) => std::mem::replace(&mut self.any_host, routes),
+        };
+        self.paths -= old.as_deref().map_or(0, count);
     }
 
     /// The first Ingress without rules (in precedence order) sets the
@@ -896,6 +915,7 @@ mod tests {
                 let (fresh, fresh_problems) = RouteTable::build(&objects, &options);
                 prop_assert_eq!(&problems, &fresh_problems, "after {:?}", change);
                 prop_assert_eq!(described(&table), described(&fresh), "after {:?}", change);
+                prop_assert_eq!(table.path_count(), fresh.path_count());
             }
         }
     }
@@ -991,6 +1011,40 @@ mod tests {
             host_routes(&after, "h4.example.com"),
             host_routes(&third, "h4.example.com")
         ));
+    }
+
+    #[test]
+    fn a_table_names_the_hosts_changed_since_its_parent() {
+        let mut objects = bench_like(5);
+        let mut builder = RouteTableBuilder::new(ModelOptions::default());
+        let (first, _) = builder.build(&objects);
+        assert_eq!(first.path_count(), 5);
+        assert_eq!(first.changed_hosts_since(&RouteTable::default()), None);
+        objects.remove(&ObjectRef::new(
+            ObjectKind::Ingress,
+            ObjectKey::new("ns", "ing-2"),
+        ));
+        let (second, _) = builder.build(&objects);
+        assert_eq!(second.path_count(), 4);
+        assert_eq!(
+            second.changed_hosts_since(&first),
+            Some(&[HostPattern::Exact("h2.example.com".to_owned())][..])
+        );
+        assert_eq!(
+            second
+                .host_route_matches(&HostPattern::Exact("h2.example.com".to_owned()))
+                .count(),
+            0
+        );
+        assert_eq!(
+            first
+                .host_route_matches(&HostPattern::Exact("h2.example.com".to_owned()))
+                .count(),
+            1
+        );
+        let (fresh, _) = RouteTable::build(&objects, &ModelOptions::default());
+        assert_eq!(fresh.changed_hosts_since(&first), None);
+        assert_eq!(second.changed_hosts_since(&second), None);
     }
 
     #[test]

@@ -197,6 +197,14 @@ pub struct RouteTable {
     pub(crate) any_host: Option<Arc<HostRoutes>>,
     pub(crate) fallback: DefaultRoute,
     pub(crate) tls: Arc<TlsPlan>,
+    /// Paths routed, all hosts together.
+    pub(crate) paths: usize,
+    /// Tells this table apart from every other one in the process (0 for
+    /// an empty table).
+    pub(crate) id: u64,
+    /// The table the same builder built just before this one, and the
+    /// hosts whose routes differ from it.
+    pub(crate) parent: Option<(u64, Arc<[HostPattern]>)>,
 }
 
 impl Default for RouteTable {
@@ -213,6 +221,9 @@ impl Default for RouteTable {
                 https_redirect: false,
             },
             tls: Arc::default(),
+            paths: 0,
+            id: 0,
+            parent: None,
         }
     }
 }
@@ -265,9 +276,38 @@ impl RouteTable {
 
     /// How many paths are routed, all hosts together.
     pub fn path_count(&self) -> usize {
-        self.host_routes()
-            .map(|routes| routes.exact.len() + routes.prefix.len())
-            .sum()
+        self.paths
+    }
+
+    /// The hosts whose routes differ between `earlier` and this table, when
+    /// this table was built right after `earlier` by the same
+    /// [`RouteTableBuilder`]; `None` otherwise. The routes of every other
+    /// host are the very same ones (shared, at the same addresses) in both
+    /// tables; the fallback may differ. For keeping per-route state beside
+    /// a table at the cost of what changed.
+    pub fn changed_hosts_since(&self, earlier: &RouteTable) -> Option<&[HostPattern]> {
+        match &self.parent {
+            Some((parent, hosts)) if *parent == earlier.id && earlier.id != 0 => Some(hosts),
+            _ => None,
+        }
+    }
+
+    /// Every route of one host pattern (its paths and its default, if
+    /// any), unordered; none when the table has no rule for it.
+    pub fn host_route_matches(&self, host: &HostPattern) -> impl Iterator<Item = RouteMatch<'_>> {
+        let routes = match host {
+            HostPattern::Exact(name) => self.exact_hosts.get(name.as_str()),
+            HostPattern::Wildcard(suffix) => self.wildcard_hosts.get(suffix.as_str()),
+            HostPattern::Any => self.any_host.as_ref(),
+        };
+        routes.into_iter().flat_map(|routes| {
+            routes
+                .exact
+                .values()
+                .chain(routes.prefix.values())
+                .map(RouteMatch::Path)
+                .chain(routes.default.iter().map(RouteMatch::Default))
+        })
     }
 
     /// Every route a lookup can return (each path, each host's default,
