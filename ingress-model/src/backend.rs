@@ -3,7 +3,7 @@
 //! ports and its EndpointSlices.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     fmt,
     net::{IpAddr, SocketAddr},
     ops::Deref,
@@ -246,7 +246,9 @@ struct ServiceResolutions {
 /// build resolves only what changed.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceEndpoints {
-    slices: FastHashMap<ObjectKey, BTreeMap<ObjectKey, Arc<EndpointSlice>>>,
+    /// Per Service, its slices by key (a sorted `Vec`: most Services have
+    /// one slice).
+    slices: FastHashMap<ObjectKey, Vec<(ObjectKey, Arc<EndpointSlice>)>>,
     resolved: FastHashMap<ObjectKey, ServiceResolutions>,
 }
 
@@ -272,7 +274,9 @@ impl ServiceEndpoints {
         let mut touched = Vec::new();
         if let Some(service) = old.and_then(|old| service_of_slice(key, old)) {
             if let Some(slices) = self.slices.get_mut(&service) {
-                slices.remove(key);
+                if let Ok(at) = slices.binary_search_by(|(k, _)| k.cmp(key)) {
+                    slices.remove(at);
+                }
                 if slices.is_empty() {
                     self.slices.remove(&service);
                 }
@@ -282,10 +286,11 @@ impl ServiceEndpoints {
         if let Some(new) = new
             && let Some(service) = service_of_slice(key, new)
         {
-            self.slices
-                .entry(service.clone())
-                .or_default()
-                .insert(key.clone(), Arc::clone(new));
+            let slices = self.slices.entry(service.clone()).or_default();
+            match slices.binary_search_by(|(k, _)| k.cmp(key)) {
+                Ok(at) => slices[at].1 = Arc::clone(new),
+                Err(at) => slices.insert(at, (key.clone(), Arc::clone(new))),
+            }
             if !touched.contains(&service) {
                 touched.push(service);
             }
@@ -463,7 +468,7 @@ impl BackendResolver<'_> {
             .endpoints
             .slices
             .get(key)
-            .map(|slices| slices.values().map(|slice| &**slice).collect())
+            .map(|slices| slices.iter().map(|(_, slice)| &**slice).collect())
             .unwrap_or_default();
         let (endpoints, why_empty) = if protocol.is_some() {
             endpoints_of(service_port, &slices)

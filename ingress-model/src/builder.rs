@@ -84,8 +84,9 @@ pub struct RouteTableBuilder {
     /// Our Ingresses in precedence order.
     order: BTreeSet<Precedence>,
     /// Per host, the Ingresses with rules for it and the index of the host
-    /// in their contribution.
-    host_members: FastHashMap<HostPattern, BTreeMap<Precedence, usize>>,
+    /// in their contribution, in precedence order (a sorted `Vec`: most
+    /// hosts have one Ingress, and a B-tree node per host was a kilobyte).
+    host_members: FastHashMap<HostPattern, Vec<(Precedence, usize)>>,
     /// How many TLS bindings name each host.
     tls_hosts: FastHashMap<HostPattern, usize>,
     /// Ingresses without rules but with a `defaultBackend`.
@@ -382,7 +383,9 @@ impl RouteTableBuilder {
         self.order.remove(&precedence);
         for slot in &contribution.hosts {
             if let Some(members) = self.host_members.get_mut(&slot.host) {
-                members.remove(&precedence);
+                if let Ok(at) = members.binary_search_by(|(p, _)| p.cmp(&precedence)) {
+                    members.remove(at);
+                }
                 if members.is_empty() {
                     self.host_members.remove(&slot.host);
                 }
@@ -429,10 +432,11 @@ impl RouteTableBuilder {
         };
         self.order.insert(precedence.clone());
         for (index, slot) in contribution.hosts.iter().enumerate() {
-            self.host_members
-                .entry(slot.host.clone())
-                .or_default()
-                .insert(precedence.clone(), index);
+            let members = self.host_members.entry(slot.host.clone()).or_default();
+            let at = members
+                .binary_search_by(|(p, _)| p.cmp(&precedence))
+                .unwrap_or_else(|at| at);
+            members.insert(at, (precedence.clone(), index));
             dirty.hosts.insert(slot.host.clone());
         }
         self.tls_bindings_changed(&contribution, true, dirty);
