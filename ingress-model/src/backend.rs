@@ -217,42 +217,112 @@ pub(crate) struct Resolution {
     pub problem: Option<(ProblemReason, String)>,
 }
 
+/// The Service an EndpointSlice belongs to (by its
+/// `kubernetes.io/service-name` label), if any.
+pub(crate) fn service_of_slice(key: &ObjectKey, slice: &EndpointSlice) -> Option<ObjectKey> {
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SERVICE_NAME_LABEL))?;
+    Some(ObjectKey::new(key.namespace.clone(), service.clone()))
+}
+
+/// What one Service's ports resolved to, kept until the Service or one of
+/// its EndpointSlices changes.
+#[derive(Debug, Default)]
+struct ServiceResolutions {
+    /// By the port as backends name it.
+    ports: Vec<(ServicePortRef, Resolution)>,
+    /// Endpoints by Service port number, so a port named by number in one
+    /// rule and by name in another still shares one list.
+    endpoints: Vec<(u16, (EndpointSet, Option<String>))>,
+}
+
+/// The EndpointSlices of each Service and the resolutions made from them:
+/// built once from a snapshot, or kept up to date across snapshots (see
+/// [`ServiceEndpoints::slice_changed`] and [`ServiceEndpoints::forget`]),
+/// so that routes to the same Service port share one endpoint list and a
+/// build resolves only what changed.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceEndpoints {
+    /// Per Service, its slices by key (a sorted `Vec`: most Services have
+    /// one slice).
+    slices: FastHashMap<ObjectKey, Vec<(ObjectKey, Arc<EndpointSlice>)>>,
+    resolved: FastHashMap<ObjectKey, ServiceResolutions>,
+}
+
+impl ServiceEndpoints {
+    /// The EndpointSlices of `objects`, grouped by Service.
+    pub fn of(objects: &ClusterObjects) -> Self {
+        let mut endpoints = Self::default();
+        for (key, slice) in &objects.endpoint_slices {
+            endpoints.slice_changed(key, None, Some(slice));
+        }
+        endpoints
+    }
+
+    /// Follows one EndpointSlice from `old` to `new` (either absent),
+    /// forgetting what was resolved for the Services it left or joined.
+    /// Returns those Services.
+    pub fn slice_changed(
+        &mut self,
+        key: &ObjectKey,
+        old: Option<&Arc<EndpointSlice>>,
+        new: Option<&Arc<EndpointSlice>>,
+    ) -> Vec<ObjectKey> {
+        let mut touched = Vec::new();
+        if let Some(service) = old.and_then(|old| service_of_slice(key, old)) {
+            if let Some(slices) = self.slices.get_mut(&service) {
+                if let Ok(at) = slices.binary_search_by(|(k, _)| k.cmp(key)) {
+                    slices.remove(at);
+                }
+                if slices.is_empty() {
+                    self.slices.remove(&service);
+                }
+            }
+            touched.push(service);
+        }
+        if let Some(new) = new
+            && let Some(service) = service_of_slice(key, new)
+        {
+            let slices = self.slices.entry(service.clone()).or_default();
+            match slices.binary_search_by(|(k, _)| k.cmp(key)) {
+                Ok(at) => slices[at].1 = Arc::clone(new),
+                Err(at) => slices.insert(at, (key.clone(), Arc::clone(new))),
+            }
+            if !touched.contains(&service) {
+                touched.push(service);
+            }
+        }
+        for service in &touched {
+            self.forget(service);
+        }
+        touched
+    }
+
+    /// Forgets what was resolved for `service` (it changed).
+    pub fn forget(&mut self, service: &ObjectKey) {
+        self.resolved.remove(service);
+    }
+
+    /// A resolver over `objects`' Services and these slices.
+    pub fn resolver<'a>(&'a mut self, objects: &'a ClusterObjects) -> BackendResolver<'a> {
+        BackendResolver {
+            objects,
+            endpoints: self,
+        }
+    }
+}
+
 /// Resolves Ingress backends against one snapshot, remembering each
 /// Service port it resolved so routes to it share one endpoint list.
 pub(crate) struct BackendResolver<'a> {
     objects: &'a ClusterObjects,
-    slices_by_service: FastHashMap<ObjectKey, Vec<&'a EndpointSlice>>,
-    resolved: FastHashMap<(ObjectKey, ServicePortRef), Resolution>,
-    /// Endpoints by Service port number, so a port named by number in one
-    /// rule and by name in another still shares one list.
-    endpoints: FastHashMap<BackendId, (EndpointSet, Option<String>)>,
+    endpoints: &'a mut ServiceEndpoints,
 }
 
-impl<'a> BackendResolver<'a> {
-    pub fn new(objects: &'a ClusterObjects) -> Self {
-        let mut slices_by_service: FastHashMap<ObjectKey, Vec<&EndpointSlice>> =
-            FastHashMap::default();
-        for (key, slice) in &objects.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                slices_by_service
-                    .entry(ObjectKey::new(key.namespace.clone(), service.clone()))
-                    .or_default()
-                    .push(slice);
-            }
-        }
-        Self {
-            objects,
-            slices_by_service,
-            resolved: FastHashMap::default(),
-            endpoints: FastHashMap::default(),
-        }
-    }
-
+impl BackendResolver<'_> {
     /// Resolves an Ingress backend of an Ingress in `namespace`.
     pub fn resolve_ingress_backend(
         &mut self,
@@ -331,12 +401,23 @@ impl<'a> BackendResolver<'a> {
     }
 
     fn resolve_service_port(&mut self, key: ObjectKey, port: ServicePortRef) -> Resolution {
-        let cache_key = (key, port);
-        if let Some(found) = self.resolved.get(&cache_key) {
-            return found.clone();
+        let known = self.endpoints.resolved.get(&key).and_then(|service| {
+            service
+                .ports
+                .iter()
+                .find(|(known, _)| *known == port)
+                .map(|(_, resolution)| resolution.clone())
+        });
+        if let Some(resolution) = known {
+            return resolution;
         }
-        let resolution = self.resolve_uncached(&cache_key.0, &cache_key.1, None);
-        self.resolved.insert(cache_key, resolution.clone());
+        let resolution = self.resolve_uncached(&key, &port, None);
+        self.endpoints
+            .resolved
+            .entry(key)
+            .or_default()
+            .ports
+            .push((port, resolution.clone()));
         resolution
     }
 
@@ -383,18 +464,28 @@ impl<'a> BackendResolver<'a> {
             service: key.clone(),
             port: port_number,
         };
-        let slices = self
-            .slices_by_service
+        let slices: Vec<&EndpointSlice> = self
+            .endpoints
+            .slices
             .get(key)
-            .map(Vec::as_slice)
+            .map(|slices| slices.iter().map(|(_, slice)| &**slice).collect())
             .unwrap_or_default();
         let (endpoints, why_empty) = if protocol.is_some() {
-            endpoints_of(service_port, slices)
+            endpoints_of(service_port, &slices)
         } else {
-            self.endpoints
-                .entry(id.clone())
-                .or_insert_with(|| endpoints_of(service_port, slices))
-                .clone()
+            let resolved = self.endpoints.resolved.entry(key.clone()).or_default();
+            match resolved
+                .endpoints
+                .iter()
+                .find(|(port, _)| *port == port_number)
+            {
+                Some((_, found)) => found.clone(),
+                None => {
+                    let found = endpoints_of(service_port, &slices);
+                    resolved.endpoints.push((port_number, found.clone()));
+                    found
+                }
+            }
         };
         let problem = why_empty.map(|why| {
             (
@@ -587,7 +678,8 @@ mod tests {
 
     fn resolve(objects: Vec<KubeObject>, ingress_backend: IngressBackend) -> String {
         let snapshot = world(objects);
-        let mut resolver = BackendResolver::new(&snapshot);
+        let mut endpoints = ServiceEndpoints::of(&snapshot);
+        let mut resolver = endpoints.resolver(&snapshot);
         outcome(&resolver.resolve_ingress_backend("ns", &ingress_backend))
     }
 
@@ -949,7 +1041,8 @@ mod tests {
                 .ready("10.0.0.1")
                 .object(),
         ]);
-        let mut resolver = BackendResolver::new(&snapshot);
+        let mut endpoints = ServiceEndpoints::of(&snapshot);
+        let mut resolver = endpoints.resolver(&snapshot);
         let by_number = resolver
             .resolve_ingress_backend("ns", &backend("web", 80))
             .backend;
@@ -988,7 +1081,8 @@ mod tests {
                 .object(),
             service("ns", "portless").object(),
         ]);
-        let mut resolver = BackendResolver::new(&snapshot);
+        let mut endpoints = ServiceEndpoints::of(&snapshot);
+        let mut resolver = endpoints.resolver(&snapshot);
         let key = ObjectKey::new("ns", "fallback");
         assert_eq!(
             outcome(&resolver.resolve_service(&key, None)),

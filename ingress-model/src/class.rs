@@ -92,7 +92,7 @@ pub fn select_ingresses<'a>(
     let mut selection = IngressSelection::default();
     for (key, ingress) in &objects.ingresses {
         match classify_ingress(ingress, objects, options) {
-            Ok(_) => selection.ours.push((key, ingress)),
+            Ok(_) => selection.ours.push((key, &**ingress)),
             Err(reason) => selection.ignored.push(IgnoredIngress {
                 ingress: key.clone(),
                 reason,

@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
+    ByteString,
     api::{
-        core::v1::{Service, ServicePort, ServiceSpec, TypedLocalObjectReference},
+        core::v1::{Secret, Service, ServicePort, ServiceSpec, TypedLocalObjectReference},
         discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
         networking::v1::{
             HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass,
-            IngressClassSpec, IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
+            IngressClassSpec, IngressRule, IngressServiceBackend, IngressSpec, IngressTLS,
+            ServiceBackendPort,
         },
     },
     apimachinery::pkg::{
@@ -156,6 +158,18 @@ impl IngressBuilder {
 
     pub fn default_backend(mut self, backend: IngressBackend) -> Self {
         self.spec().default_backend = Some(backend);
+        self
+    }
+
+    /// A `spec.tls` entry (no hosts: the hosts of the rules).
+    pub fn tls(mut self, hosts: &[&str], secret: Option<&str>) -> Self {
+        self.spec()
+            .tls
+            .get_or_insert_with(Vec::new)
+            .push(IngressTLS {
+                hosts: (!hosts.is_empty()).then(|| hosts.iter().map(|h| (*h).to_owned()).collect()),
+                secret_name: secret.map(str::to_owned),
+            });
         self
     }
 
@@ -354,6 +368,21 @@ pub fn ready_service(
             .object(),
         slice_builder.object(),
     ]
+}
+
+/// A TLS Secret with a certificate and a key (the model checks only that
+/// both are there), or with `tls.key` missing.
+pub fn tls_secret(namespace: &str, name: &str, complete: bool) -> Secret {
+    let mut data = BTreeMap::from([("tls.crt".to_owned(), ByteString(b"crt".to_vec()))]);
+    if complete {
+        data.insert("tls.key".to_owned(), ByteString(b"key".to_vec()));
+    }
+    Secret {
+        metadata: meta(namespace, name),
+        type_: Some(crate::tls::TLS_SECRET_TYPE.to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
 }
 
 /// A snapshot with our IngressClass `xdp` and the given objects.

@@ -12,7 +12,7 @@
 use std::fmt;
 
 use crate::{
-    backend::{Backend, BackendId, BackendResolver, EndpointSet, ServicePortRef},
+    backend::{Backend, BackendId, EndpointSet, ServiceEndpoints, ServicePortRef},
     object::{ObjectKey, ObjectKind, ObjectRef},
     problem::{Problem, ProblemReason},
     snapshot::ClusterObjects,
@@ -88,7 +88,8 @@ pub fn build_l4_services(
     objects: &ClusterObjects,
     config_maps: &L4ConfigMaps,
 ) -> (Vec<L4ServiceSpec>, Vec<Problem>) {
-    let mut resolver = BackendResolver::new(objects);
+    let mut endpoints = ServiceEndpoints::of(objects);
+    let mut resolver = endpoints.resolver(objects);
     let mut services = Vec::new();
     let mut problems = Vec::new();
     for (protocol, key) in [

@@ -56,7 +56,9 @@
 pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub mod backend;
+pub mod builder;
 pub mod class;
+mod contribution;
 pub mod host;
 pub mod l4;
 pub mod maglev;
@@ -75,6 +77,7 @@ mod fixtures;
 pub use backend::{
     Backend, BackendId, EndpointSet, ServiceBackend, ServicePortRef, UnavailableBackend,
 };
+pub use builder::RouteTableBuilder;
 pub use class::{ClassMatch, ClassMismatch, IgnoredIngress, IngressSelection, select_ingresses};
 pub use host::HostPattern;
 pub use l4::{L4ConfigMaps, L4Protocol, L4ServiceSpec, build_l4_services};

@@ -1,7 +1,12 @@
 //! The input of the model: one snapshot of the objects it reads, filled
 //! from manifest files or from the API server alike.
+//!
+//! Each object is held behind an `Arc`, and a version of an object keeps
+//! its `Arc` for as long as it is in the snapshot: a snapshot is cheap to
+//! clone, and [`crate::table::RouteTableBuilder`] tells what changed since
+//! its last build by pointer identity, without comparing objects.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Secret, Service},
@@ -16,22 +21,44 @@ use crate::{
 
 /// A snapshot of the cluster objects routing depends on, each kind keyed by
 /// namespace/name (IngressClasses by name, with an empty namespace). Keys
-/// are sorted so building from a snapshot is deterministic.
+/// are sorted so building from a snapshot is deterministic. Replacing an
+/// object means a new `Arc` (never a change through a shared one), which
+/// is what [`ClusterObjects::insert`] does; and an object is stored only
+/// under its own key.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterObjects {
     /// Ingresses, of every class (the build picks ours).
-    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    pub ingresses: BTreeMap<ObjectKey, Arc<Ingress>>,
     /// IngressClasses.
-    pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
+    pub ingress_classes: BTreeMap<ObjectKey, Arc<IngressClass>>,
     /// Services.
-    pub services: BTreeMap<ObjectKey, Service>,
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
     /// EndpointSlices; each belongs to the Service named by its
     /// `kubernetes.io/service-name` label.
-    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
     /// Secrets (for TLS; routing does not read them).
-    pub secrets: BTreeMap<ObjectKey, Secret>,
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
     /// ConfigMaps (for settings; routing does not read them).
-    pub config_maps: BTreeMap<ObjectKey, ConfigMap>,
+    pub config_maps: BTreeMap<ObjectKey, Arc<ConfigMap>>,
+}
+
+/// Puts `object` under `key`, keeping the version already there when it is
+/// equal (a relist or a resync repeats objects unchanged, and what depends
+/// on an unchanged object need not be rebuilt). True when an object was
+/// there before.
+fn put<T: PartialEq>(map: &mut BTreeMap<ObjectKey, Arc<T>>, key: ObjectKey, object: T) -> bool {
+    match map.entry(key) {
+        std::collections::btree_map::Entry::Occupied(mut entry) => {
+            if **entry.get() != object {
+                entry.insert(Arc::new(object));
+            }
+            true
+        }
+        std::collections::btree_map::Entry::Vacant(entry) => {
+            entry.insert(Arc::new(object));
+            false
+        }
+    }
 }
 
 impl ClusterObjects {
@@ -48,8 +75,8 @@ impl ClusterObjects {
         let mut snapshot = Self::new();
         let mut problems = Vec::new();
         for object in objects {
-            if let Some(replaced) = snapshot.insert(object)
-                && let Some(object_ref) = replaced.object_ref()
+            if let Some(object_ref) = object.object_ref()
+                && snapshot.insert(object)
             {
                 problems.push(Problem::new(
                     object_ref,
@@ -61,67 +88,63 @@ impl ClusterObjects {
         (snapshot, problems)
     }
 
-    /// Adds or replaces an object (a watch's apply event), returning the
-    /// object it replaced. A [`KubeObject::Skipped`] note is not stored.
-    pub fn insert(&mut self, object: KubeObject) -> Option<KubeObject> {
-        let object_ref = object.object_ref()?;
+    /// Adds or replaces an object (a watch's apply event); an object equal
+    /// to the one there keeps the version there. True when an object with
+    /// its kind and key was there before. A [`KubeObject::Skipped`] note is
+    /// not stored.
+    pub fn insert(&mut self, object: KubeObject) -> bool {
+        let Some(object_ref) = object.object_ref() else {
+            return false;
+        };
         let key = object_ref.key;
         match object {
-            KubeObject::Ingress(o) => self.ingresses.insert(key, o).map(KubeObject::Ingress),
-            KubeObject::IngressClass(o) => self
-                .ingress_classes
-                .insert(key, o)
-                .map(KubeObject::IngressClass),
-            KubeObject::Service(o) => self.services.insert(key, o).map(KubeObject::Service),
-            KubeObject::EndpointSlice(o) => self
-                .endpoint_slices
-                .insert(key, o)
-                .map(KubeObject::EndpointSlice),
-            KubeObject::Secret(o) => self.secrets.insert(key, o).map(KubeObject::Secret),
-            KubeObject::ConfigMap(o) => self.config_maps.insert(key, o).map(KubeObject::ConfigMap),
-            KubeObject::Skipped(_) => None,
+            KubeObject::Ingress(o) => put(&mut self.ingresses, key, o),
+            KubeObject::IngressClass(o) => put(&mut self.ingress_classes, key, o),
+            KubeObject::Service(o) => put(&mut self.services, key, o),
+            KubeObject::EndpointSlice(o) => put(&mut self.endpoint_slices, key, o),
+            KubeObject::Secret(o) => put(&mut self.secrets, key, o),
+            KubeObject::ConfigMap(o) => put(&mut self.config_maps, key, o),
+            KubeObject::Skipped(_) => false,
         }
     }
 
-    /// Removes an object (a watch's delete event), returning it.
-    pub fn remove(&mut self, object: &ObjectRef) -> Option<KubeObject> {
+    /// Removes an object (a watch's delete event); true when it was there.
+    pub fn remove(&mut self, object: &ObjectRef) -> bool {
         let key = &object.key;
         match object.kind {
-            ObjectKind::Ingress => self.ingresses.remove(key).map(KubeObject::Ingress),
-            ObjectKind::IngressClass => self
-                .ingress_classes
-                .remove(key)
-                .map(KubeObject::IngressClass),
-            ObjectKind::Service => self.services.remove(key).map(KubeObject::Service),
-            ObjectKind::EndpointSlice => self
-                .endpoint_slices
-                .remove(key)
-                .map(KubeObject::EndpointSlice),
-            ObjectKind::Secret => self.secrets.remove(key).map(KubeObject::Secret),
-            ObjectKind::ConfigMap => self.config_maps.remove(key).map(KubeObject::ConfigMap),
+            ObjectKind::Ingress => self.ingresses.remove(key).is_some(),
+            ObjectKind::IngressClass => self.ingress_classes.remove(key).is_some(),
+            ObjectKind::Service => self.services.remove(key).is_some(),
+            ObjectKind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            ObjectKind::Secret => self.secrets.remove(key).is_some(),
+            ObjectKind::ConfigMap => self.config_maps.remove(key).is_some(),
         }
     }
 
     /// Replaces every object of `kind` with `objects` (a watch's complete
     /// relist after a disconnect: objects missing from it were deleted
-    /// meanwhile). Objects of other kinds in `objects` are ignored.
+    /// meanwhile). Objects of other kinds in `objects` are ignored; objects
+    /// equal to the ones there keep their versions.
     pub fn replace_kind(
         &mut self,
         kind: ObjectKind,
         objects: impl IntoIterator<Item = KubeObject>,
     ) {
-        match kind {
-            ObjectKind::Ingress => self.ingresses.clear(),
-            ObjectKind::IngressClass => self.ingress_classes.clear(),
-            ObjectKind::Service => self.services.clear(),
-            ObjectKind::EndpointSlice => self.endpoint_slices.clear(),
-            ObjectKind::Secret => self.secrets.clear(),
-            ObjectKind::ConfigMap => self.config_maps.clear(),
-        }
+        let mut listed = std::collections::BTreeSet::new();
         for object in objects {
-            if object.object_ref().is_some_and(|r| r.kind == kind) {
+            if let Some(object_ref) = object.object_ref().filter(|r| r.kind == kind) {
                 self.insert(object);
+                listed.insert(object_ref.key);
             }
+        }
+        let keep = |key: &ObjectKey| listed.contains(key);
+        match kind {
+            ObjectKind::Ingress => self.ingresses.retain(|k, _| keep(k)),
+            ObjectKind::IngressClass => self.ingress_classes.retain(|k, _| keep(k)),
+            ObjectKind::Service => self.services.retain(|k, _| keep(k)),
+            ObjectKind::EndpointSlice => self.endpoint_slices.retain(|k, _| keep(k)),
+            ObjectKind::Secret => self.secrets.retain(|k, _| keep(k)),
+            ObjectKind::ConfigMap => self.config_maps.retain(|k, _| keep(k)),
         }
     }
 
@@ -159,7 +182,7 @@ mod tests {
             KubeObject::Ingress(second.clone()),
         ]);
         assert_eq!(snapshot.len(), 2);
-        assert_eq!(snapshot.ingresses[&ObjectKey::new("ns", "web")], second);
+        assert_eq!(*snapshot.ingresses[&ObjectKey::new("ns", "web")], second);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].reason, ProblemReason::DuplicateObject);
         assert_eq!(problems[0].object.to_string(), "Ingress ns/web");
@@ -175,15 +198,12 @@ mod tests {
             kind: "Deployment".into(),
             name: None,
         });
-        assert_eq!(snapshot.insert(note), None);
+        assert!(!snapshot.insert(note));
         assert!(snapshot.is_empty());
         snapshot.insert(KubeObject::Service(service("ns", "api").build()));
         let service_ref = ObjectRef::new(ObjectKind::Service, ObjectKey::new("ns", "api"));
-        assert!(matches!(
-            snapshot.remove(&service_ref),
-            Some(KubeObject::Service(_))
-        ));
-        assert_eq!(snapshot.remove(&service_ref), None);
+        assert!(snapshot.remove(&service_ref));
+        assert!(!snapshot.remove(&service_ref));
         assert!(snapshot.is_empty());
     }
 

@@ -13,24 +13,19 @@
 //! gets that host's default backend (the `defaultBackend` of an Ingress with
 //! rules for it), else the table's fallback.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    fmt,
-};
-
-use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use crate::{
     FastHashMap,
-    backend::{Backend, BackendId, BackendResolver, Resolution, ServiceBackend},
-    class::select_ingresses,
+    backend::{Backend, BackendId, ServiceBackend},
+    builder::RouteTableBuilder,
     host::{HostPattern, request_host, wildcard_suffix},
-    object::{ObjectKey, ObjectKind, ObjectRef},
+    object::ObjectKey,
     options::ModelOptions,
     path::{PathRule, request_path},
-    problem::{Problem, ProblemReason},
+    problem::Problem,
     snapshot::ClusterObjects,
-    tls::{TlsPlan, bool_annotation, plan_tls},
+    tls::TlsPlan,
 };
 
 /// One routed path of an Ingress rule.
@@ -155,14 +150,18 @@ impl<'a> RouteMatch<'a> {
 
 /// The routes of one host pattern.
 #[derive(Debug, Clone)]
-struct HostRoutes {
-    exact: FastHashMap<String, PathRoute>,
-    prefix: FastHashMap<String, PathRoute>,
-    default: Option<DefaultRoute>,
+pub(crate) struct HostRoutes {
+    /// Exact paths by path.
+    pub exact: FastHashMap<String, PathRoute>,
+    /// Prefix paths by key (the path without a trailing `/`).
+    pub prefix: FastHashMap<String, PathRoute>,
+    /// The host's default backend, from an Ingress with rules for it.
+    pub default: Option<DefaultRoute>,
 }
 
 impl HostRoutes {
-    fn new() -> Self {
+    /// No routes.
+    pub fn new() -> Self {
         Self {
             exact: FastHashMap::default(),
             prefix: FastHashMap::default(),
@@ -188,14 +187,24 @@ impl HostRoutes {
 }
 
 /// The resolved routes of our Ingresses, immutable once built. The daemon
-/// builds a new table on every change and swaps it in whole.
+/// builds a new table on every change and swaps it in whole; the routes of
+/// each host are shared (by `Arc`) with the tables built before and after
+/// it as long as they do not change (see [`RouteTableBuilder`]).
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    exact_hosts: FastHashMap<String, HostRoutes>,
-    wildcard_hosts: FastHashMap<String, HostRoutes>,
-    any_host: Option<HostRoutes>,
-    fallback: DefaultRoute,
-    tls: TlsPlan,
+    pub(crate) exact_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
+    pub(crate) wildcard_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
+    pub(crate) any_host: Option<Arc<HostRoutes>>,
+    pub(crate) fallback: DefaultRoute,
+    pub(crate) tls: Arc<TlsPlan>,
+    /// Paths routed, all hosts together.
+    pub(crate) paths: usize,
+    /// Tells this table apart from every other one in the process (0 for
+    /// an empty table).
+    pub(crate) id: u64,
+    /// The table the same builder built just before this one, and the
+    /// hosts whose routes differ from it.
+    pub(crate) parent: Option<(u64, Arc<[HostPattern]>)>,
 }
 
 impl Default for RouteTable {
@@ -211,7 +220,10 @@ impl Default for RouteTable {
                 backend: Backend::NotFound,
                 https_redirect: false,
             },
-            tls: TlsPlan::default(),
+            tls: Arc::default(),
+            paths: 0,
+            id: 0,
+            parent: None,
         }
     }
 }
@@ -223,19 +235,11 @@ impl RouteTable {
     /// first (`creationTimestamp`, a missing one counting as newest), then by
     /// namespace/name, so of two rules for the same host, path and type the
     /// first one taken wins.
+    ///
+    /// To build again after a change, keep a [`RouteTableBuilder`]: it
+    /// gives the same table, redoing only what changed.
     pub fn build(objects: &ClusterObjects, options: &ModelOptions) -> (RouteTable, Vec<Problem>) {
-        let mut ours = select_ingresses(objects, options).ours;
-        ours.sort_by_cached_key(|(key, ingress)| {
-            let created = ingress.metadata.creation_timestamp.clone();
-            (created.is_none(), created, (*key).clone())
-        });
-        let (tls, tls_problems) = plan_tls(objects, ours.iter().copied());
-        let mut builder = TableBuilder::new(objects, tls);
-        builder.problems.extend(tls_problems);
-        for (key, ingress) in ours {
-            builder.add_ingress(key, ingress);
-        }
-        builder.finish(options)
+        RouteTableBuilder::new(options.clone()).build(objects)
     }
 
     /// The TLS view of our Ingresses: which hosts want which Secret.
@@ -272,16 +276,45 @@ impl RouteTable {
 
     /// How many paths are routed, all hosts together.
     pub fn path_count(&self) -> usize {
-        self.host_entries()
-            .map(|(_, routes)| routes.exact.len() + routes.prefix.len())
-            .sum()
+        self.paths
+    }
+
+    /// The hosts whose routes differ between `earlier` and this table, when
+    /// this table was built right after `earlier` by the same
+    /// [`RouteTableBuilder`]; `None` otherwise. The routes of every other
+    /// host are the very same ones (shared, at the same addresses) in both
+    /// tables; the fallback may differ. For keeping per-route state beside
+    /// a table at the cost of what changed.
+    pub fn changed_hosts_since(&self, earlier: &RouteTable) -> Option<&[HostPattern]> {
+        match &self.parent {
+            Some((parent, hosts)) if *parent == earlier.id && earlier.id != 0 => Some(hosts),
+            _ => None,
+        }
+    }
+
+    /// Every route of one host pattern (its paths and its default, if
+    /// any), unordered; none when the table has no rule for it.
+    pub fn host_route_matches(&self, host: &HostPattern) -> impl Iterator<Item = RouteMatch<'_>> {
+        let routes = match host {
+            HostPattern::Exact(name) => self.exact_hosts.get(name.as_str()),
+            HostPattern::Wildcard(suffix) => self.wildcard_hosts.get(suffix.as_str()),
+            HostPattern::Any => self.any_host.as_ref(),
+        };
+        routes.into_iter().flat_map(|routes| {
+            routes
+                .exact
+                .values()
+                .chain(routes.prefix.values())
+                .map(RouteMatch::Path)
+                .chain(routes.default.iter().map(RouteMatch::Default))
+        })
     }
 
     /// Every route a lookup can return (each path, each host's default,
     /// the fallback), unordered: for state the proxy keeps per route.
     pub fn routes(&self) -> impl Iterator<Item = RouteMatch<'_>> {
-        self.host_entries()
-            .flat_map(|(_, routes)| {
+        self.host_routes()
+            .flat_map(|routes| {
                 routes
                     .exact
                     .values()
@@ -295,8 +328,8 @@ impl RouteTable {
     /// Every distinct resolved Service backend, by identity: what the proxy
     /// keeps per-backend state for.
     pub fn backends(&self) -> BTreeMap<&BackendId, &ServiceBackend> {
-        self.host_entries()
-            .flat_map(|(_, routes)| {
+        self.host_routes()
+            .flat_map(|routes| {
                 let paths = routes.exact.values().chain(routes.prefix.values());
                 paths
                     .map(|route| &route.backend)
@@ -340,19 +373,29 @@ impl RouteTable {
         rows
     }
 
+    /// The routes of every host, without naming the hosts (which would
+    /// allocate a pattern per host: 10,000 at each configuration change).
+    fn host_routes(&self) -> impl Iterator<Item = &HostRoutes> {
+        self.exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .chain(self.any_host.iter())
+            .map(|routes| &**routes)
+    }
+
     fn host_entries(&self) -> impl Iterator<Item = (HostPattern, &HostRoutes)> {
         let exact = self
             .exact_hosts
             .iter()
-            .map(|(host, routes)| (HostPattern::Exact(host.clone()), routes));
+            .map(|(host, routes)| (HostPattern::Exact(host.to_string()), &**routes));
         let wildcard = self
             .wildcard_hosts
             .iter()
-            .map(|(suffix, routes)| (HostPattern::Wildcard(suffix.clone()), routes));
+            .map(|(suffix, routes)| (HostPattern::Wildcard(suffix.to_string()), &**routes));
         let any = self
             .any_host
             .iter()
-            .map(|routes| (HostPattern::Any, routes));
+            .map(|routes| (HostPattern::Any, &**routes));
         exact.chain(wildcard).chain(any)
     }
 }
@@ -445,233 +488,8 @@ impl fmt::Display for RouteRowsTable<'_> {
     }
 }
 
-/// Collects routes while Ingresses are added in precedence order.
-struct TableBuilder<'a> {
-    resolver: BackendResolver<'a>,
-    tls: TlsPlan,
-    /// The redirect annotations of the Ingress being added.
-    ssl_redirect: Option<bool>,
-    force_ssl_redirect: bool,
-    hosts: FastHashMap<HostPattern, HostRoutes>,
-    fallback: Option<DefaultRoute>,
-    problems: Vec<Problem>,
-    reported: HashSet<Problem>,
-}
-
-impl<'a> TableBuilder<'a> {
-    fn new(objects: &'a ClusterObjects, tls: TlsPlan) -> Self {
-        Self {
-            resolver: BackendResolver::new(objects),
-            tls,
-            ssl_redirect: None,
-            force_ssl_redirect: false,
-            hosts: FastHashMap::default(),
-            fallback: None,
-            problems: Vec::new(),
-            reported: HashSet::new(),
-        }
-    }
-
-    fn report(&mut self, object: &ObjectRef, reason: ProblemReason, message: String) {
-        let problem = Problem::new(object.clone(), reason, message);
-        if self.reported.insert(problem.clone()) {
-            self.problems.push(problem);
-        }
-    }
-
-    /// Resolves a backend, reporting its problem (if any) against `object`
-    /// with `context` (the rule) in front of the message.
-    fn resolve(&mut self, object: &ObjectRef, context: &str, backend: &IngressBackend) -> Backend {
-        let Resolution { backend, problem } = self
-            .resolver
-            .resolve_ingress_backend(&object.key.namespace, backend);
-        if let Some((reason, message)) = problem {
-            self.report(object, reason, format!("{context}: {message}"));
-        }
-        backend
-    }
-
-    /// Whether plain HTTP for `host` of the current Ingress redirects.
-    fn https_redirect(&self, host: Option<&HostPattern>) -> bool {
-        self.force_ssl_redirect
-            || (self.ssl_redirect != Some(false) && host.is_some_and(|h| self.tls.has_tls(h)))
-    }
-
-    fn add_ingress(&mut self, key: &ObjectKey, ingress: &Ingress) {
-        let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
-        let Some(spec) = &ingress.spec else {
-            return;
-        };
-        let mut annotation_problems = Vec::new();
-        self.ssl_redirect = bool_annotation(ingress, key, "ssl-redirect", &mut annotation_problems);
-        self.force_ssl_redirect =
-            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
-                .unwrap_or(false);
-        for problem in annotation_problems {
-            self.report(&problem.object, problem.reason, problem.message);
-        }
-        let rules = spec.rules.as_deref().unwrap_or_default();
-        let mut hosts_of_ingress: Vec<HostPattern> = Vec::new();
-        for rule in rules {
-            let host = match HostPattern::parse(rule.host.as_deref()) {
-                Ok(host) => host,
-                Err(why) => {
-                    self.report(&object, ProblemReason::InvalidHost, why);
-                    continue;
-                }
-            };
-            self.hosts
-                .entry(host.clone())
-                .or_insert_with(HostRoutes::new);
-            if !hosts_of_ingress.contains(&host) {
-                hosts_of_ingress.push(host.clone());
-            }
-            let paths = rule.http.as_ref().map(|http| http.paths.as_slice());
-            for path in paths.unwrap_or_default() {
-                self.add_path(&object, &host, path);
-            }
-        }
-        let Some(default_backend) = &spec.default_backend else {
-            return;
-        };
-        if rules.is_empty() {
-            if let Some(existing) = &self.fallback {
-                let message = format!(
-                    "defaultBackend for unmatched requests is already set by {}",
-                    describe_origin(&existing.origin)
-                );
-                self.report(&object, ProblemReason::DefaultBackendConflict, message);
-                return;
-            }
-            let backend = self.resolve(&object, "defaultBackend", default_backend);
-            self.fallback = Some(DefaultRoute {
-                scope: DefaultScope::Fallback,
-                origin: DefaultOrigin::Ingress(key.clone()),
-                backend,
-                https_redirect: self.force_ssl_redirect,
-            });
-            return;
-        }
-        for host in hosts_of_ingress {
-            let existing = self.hosts.get(&host).and_then(|r| r.default.as_ref());
-            if let Some(existing) = existing {
-                let message = format!(
-                    "defaultBackend for host {host} is already set by {}",
-                    describe_origin(&existing.origin)
-                );
-                self.report(&object, ProblemReason::DefaultBackendConflict, message);
-                continue;
-            }
-            let backend = self.resolve(&object, "defaultBackend", default_backend);
-            let https_redirect = self.https_redirect(Some(&host));
-            if let Some(routes) = self.hosts.get_mut(&host) {
-                routes.default = Some(DefaultRoute {
-                    scope: DefaultScope::Host(host.clone()),
-                    origin: DefaultOrigin::Ingress(key.clone()),
-                    backend,
-                    https_redirect,
-                });
-            }
-        }
-    }
-
-    fn add_path(&mut self, object: &ObjectRef, host: &HostPattern, path: &HTTPIngressPath) {
-        let rule = match PathRule::parse(path.path.as_deref(), &path.path_type) {
-            Ok(rule) => rule,
-            Err(why) => {
-                self.report(
-                    object,
-                    ProblemReason::InvalidPath,
-                    format!("host {host}: {why}"),
-                );
-                return;
-            }
-        };
-        let context = format!("host {host} path {} ({})", rule.path, rule.path_type);
-        let existing = self.hosts.get(host).and_then(|routes| {
-            let map = if rule.path_type.is_prefix() {
-                &routes.prefix
-            } else {
-                &routes.exact
-            };
-            map.get(&rule.key)
-        });
-        if let Some(existing) = existing {
-            let owner = if existing.ingress == object.key {
-                "an earlier path of this Ingress".to_owned()
-            } else {
-                format!("Ingress {}", existing.ingress)
-            };
-            let message = format!(
-                "{context}: already routed by {owner} ({} {}), which wins",
-                existing.path.path, existing.path.path_type
-            );
-            self.report(object, ProblemReason::PathConflict, message);
-            return;
-        }
-        let backend = self.resolve(object, &context, &path.backend);
-        let route = PathRoute {
-            ingress: object.key.clone(),
-            host: host.clone(),
-            path: rule,
-            backend,
-            https_redirect: self.https_redirect(Some(host)),
-        };
-        if let Some(routes) = self.hosts.get_mut(host) {
-            let map = if route.path.path_type.is_prefix() {
-                &mut routes.prefix
-            } else {
-                &mut routes.exact
-            };
-            map.insert(route.path.key.clone(), route);
-        }
-    }
-
-    fn finish(mut self, options: &ModelOptions) -> (RouteTable, Vec<Problem>) {
-        let fallback = match (self.fallback.take(), &options.default_backend_service) {
-            (Some(from_ingress), _) => from_ingress,
-            (None, Some(configured)) => {
-                let Resolution { backend, problem } = self
-                    .resolver
-                    .resolve_service(&configured.service, configured.port.as_ref());
-                if let Some((reason, message)) = problem {
-                    let object = ObjectRef::new(ObjectKind::Service, configured.service.clone());
-                    self.report(
-                        &object,
-                        reason,
-                        format!("default backend service: {message}"),
-                    );
-                }
-                DefaultRoute {
-                    scope: DefaultScope::Fallback,
-                    origin: DefaultOrigin::ConfiguredService,
-                    backend,
-                    https_redirect: false,
-                }
-            }
-            (None, None) => RouteTable::default().fallback,
-        };
-        let mut table = RouteTable {
-            fallback,
-            tls: self.tls,
-            ..RouteTable::default()
-        };
-        for (host, routes) in self.hosts {
-            match host {
-                HostPattern::Exact(host) => {
-                    table.exact_hosts.insert(host, routes);
-                }
-                HostPattern::Wildcard(suffix) => {
-                    table.wildcard_hosts.insert(suffix, routes);
-                }
-                HostPattern::Any => table.any_host = Some(routes),
-            }
-        }
-        (table, self.problems)
-    }
-}
-
-fn describe_origin(origin: &DefaultOrigin) -> String {
+/// How a conflict names the default backend that wins.
+pub(crate) fn describe_origin(origin: &DefaultOrigin) -> String {
     match origin {
         DefaultOrigin::Ingress(ingress) => format!("Ingress {ingress}, which wins"),
         DefaultOrigin::ConfiguredService => "the configured default backend service".to_owned(),
@@ -695,6 +513,7 @@ mod tests {
         object::KubeObject,
         options::DefaultBackendService,
         path::PathType,
+        problem::ProblemReason,
     };
 
     /// Services `a` to `f` in namespace `ns`, each with one ready endpoint

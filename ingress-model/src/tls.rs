@@ -102,50 +102,78 @@ pub fn plan_tls<'a>(
     let mut plan = TlsPlan::default();
     let mut problems = Vec::new();
     for (key, ingress) in ours {
-        let Some(spec) = &ingress.spec else { continue };
-        let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
-        let rule_hosts: Vec<HostPattern> = spec
-            .rules
-            .iter()
-            .flatten()
-            .filter_map(|rule| HostPattern::parse(rule.host.as_deref()).ok())
-            .filter(|host| *host != HostPattern::Any)
-            .collect();
-        for tls in spec.tls.iter().flatten() {
-            let hosts: Vec<HostPattern> = match &tls.hosts {
-                Some(hosts) if !hosts.is_empty() => hosts
-                    .iter()
-                    .filter_map(|host| match HostPattern::parse(Some(host)) {
-                        Ok(HostPattern::Any) | Err(_) => {
-                            problems.push(Problem::new(
-                                object.clone(),
-                                ProblemReason::InvalidHost,
-                                format!("tls host {host:?} is not a valid DNS name or wildcard"),
-                            ));
-                            None
-                        }
-                        Ok(pattern) => Some(pattern),
-                    })
-                    .collect(),
-                _ => rule_hosts.clone(),
-            };
-            let secret = tls
-                .secret_name
-                .as_ref()
-                .filter(|name| !name.is_empty())
-                .map(|name| ObjectKey::new(key.namespace.clone(), name.clone()));
-            if let Some(secret_key) = &secret {
-                check_secret(objects, &object, secret_key, &mut problems);
-            }
-            plan.tls_hosts.extend(hosts.iter().cloned());
-            plan.bindings.push(TlsBinding {
-                ingress: key.clone(),
-                hosts,
-                secret,
-            });
-        }
+        let (bindings, found) = ingress_tls(objects, key, ingress);
+        plan.add(&bindings);
+        problems.extend(found);
     }
     (plan, problems)
+}
+
+impl TlsPlan {
+    /// Appends the bindings of the next Ingress in precedence order.
+    pub(crate) fn add(&mut self, bindings: &[TlsBinding]) {
+        for binding in bindings {
+            self.tls_hosts.extend(binding.hosts.iter().cloned());
+            self.bindings.push(binding.clone());
+        }
+    }
+}
+
+/// The `spec.tls` entries of one of our Ingresses, and their problems.
+pub(crate) fn ingress_tls(
+    objects: &ClusterObjects,
+    key: &ObjectKey,
+    ingress: &Ingress,
+) -> (Vec<TlsBinding>, Vec<Problem>) {
+    let mut bindings = Vec::new();
+    let mut problems = Vec::new();
+    let Some(spec) = &ingress.spec else {
+        return (bindings, problems);
+    };
+    let Some(entries) = spec.tls.as_ref().filter(|tls| !tls.is_empty()) else {
+        return (bindings, problems);
+    };
+    let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
+    let rule_hosts: Vec<HostPattern> = spec
+        .rules
+        .iter()
+        .flatten()
+        .filter_map(|rule| HostPattern::parse(rule.host.as_deref()).ok())
+        .filter(|host| *host != HostPattern::Any)
+        .collect();
+    for tls in entries {
+        let hosts: Vec<HostPattern> = match &tls.hosts {
+            Some(hosts) if !hosts.is_empty() => hosts
+                .iter()
+                .filter_map(|host| match HostPattern::parse(Some(host)) {
+                    Ok(HostPattern::Any) | Err(_) => {
+                        problems.push(Problem::new(
+                            object.clone(),
+                            ProblemReason::InvalidHost,
+                            format!("tls host {host:?} is not a valid DNS name or wildcard"),
+                        ));
+                        None
+                    }
+                    Ok(pattern) => Some(pattern),
+                })
+                .collect(),
+            _ => rule_hosts.clone(),
+        };
+        let secret = tls
+            .secret_name
+            .as_ref()
+            .filter(|name| !name.is_empty())
+            .map(|name| ObjectKey::new(key.namespace.clone(), name.clone()));
+        if let Some(secret_key) = &secret {
+            check_secret(objects, &object, secret_key, &mut problems);
+        }
+        bindings.push(TlsBinding {
+            ingress: key.clone(),
+            hosts,
+            secret,
+        });
+    }
+    (bindings, problems)
 }
 
 fn check_secret(
@@ -272,7 +300,7 @@ mod tests {
         for s in secrets {
             objects
                 .secrets
-                .insert(ObjectKey::of_namespaced(&s.metadata), s);
+                .insert(ObjectKey::of_namespaced(&s.metadata), s.into());
         }
         objects
     }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ingress_model::{ClusterObjects, ModelOptions, Problem, RouteTable};
+use ingress_model::{ClusterObjects, ModelOptions, Problem, RouteTableBuilder};
 use tracing::{info, warn};
 
 use crate::{
@@ -42,6 +42,9 @@ pub struct ApplyOutcome {
 /// Builds and installs route tables from object snapshots.
 pub struct ConfigApplier {
     options: ModelOptions,
+    /// Keeps what the previous apply resolved, so an apply redoes only
+    /// what changed in the snapshot since.
+    builder: Mutex<RouteTableBuilder>,
     routes: Arc<LiveRoutes>,
     certificates: Option<Arc<CertStore>>,
     l4: Option<Arc<L4Sync>>,
@@ -59,6 +62,7 @@ impl ConfigApplier {
         certificates: Option<Arc<CertStore>>,
     ) -> Self {
         Self {
+            builder: Mutex::new(RouteTableBuilder::new(options.clone())),
             options,
             routes,
             certificates,
@@ -89,17 +93,23 @@ impl ConfigApplier {
     }
 
     /// Builds the table for `objects` and installs it. Problems are logged
-    /// once each (when they appear), and when they go away.
+    /// once each (when they appear), and when they go away. Successive
+    /// snapshots should be versions of one another (as the providers'
+    /// snapshots are, updated in place): then only what changed is built
+    /// again.
     pub fn apply(&self, objects: &ClusterObjects) -> ApplyOutcome {
         let started = Instant::now();
-        let (table, mut problems) = RouteTable::build(objects, &self.options);
+        let (table, mut problems) = self
+            .builder
+            .lock()
+            .expect("table builder lock")
+            .build(objects);
         let paths = table.path_count();
-        let backends = table.backends().len();
         if let Some(certificates) = &self.certificates {
             let update = certificates.update(table.tls(), objects, unix_now());
             problems.extend(update.problems);
         }
-        self.routes.install(table);
+        let backends = self.routes.install(table);
         let l4_services = match &self.l4 {
             Some(l4) => {
                 let outcome = l4.apply(objects);

@@ -2,14 +2,18 @@
 //! [`RouteTable`], swapped atomically when the configuration changes, with
 //! the per-backend load-balancing state kept across swaps.
 
-use std::{collections::HashMap, fmt::Write as _, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+};
 
 /// Maps read on every request: foldhash, not SipHash (a lookup is a few
 /// nanoseconds instead of tens).
 type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use arc_swap::ArcSwap;
-use ingress_model::{Backend, BackendId, RouteTable};
+use ingress_model::{Backend, BackendId, HostPattern, RouteMatch, RouteTable};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::{
@@ -29,12 +33,16 @@ struct BackendState {
     latency: Option<Histogram>,
 }
 
+/// The state of each backend of a table, shared by the snapshots of
+/// tables with the same backends.
+type BackendStates = Arc<FastHashMap<BackendId, BackendState>>;
+
 /// One configuration: the table, the state of each of its backends and
 /// the metrics of each route (by [`ingress_model::RouteMatch::identity`] in this table).
 #[derive(Debug, Default)]
 pub struct RoutingSnapshot {
     table: RouteTable,
-    backends: FastHashMap<BackendId, BackendState>,
+    backends: BackendStates,
     route_metrics: FastHashMap<usize, Arc<RouteMetrics>>,
 }
 
@@ -50,6 +58,9 @@ impl RoutingSnapshot {
 pub struct LiveRoutes {
     current: ArcSwap<RoutingSnapshot>,
     metrics: Option<Arc<Metrics>>,
+    /// How many routes of the current table use each backend: the
+    /// writer's own bookkeeping, to follow a table host by host.
+    backend_uses: Mutex<FastHashMap<BackendId, usize>>,
 }
 
 impl LiveRoutes {
@@ -63,28 +74,44 @@ impl LiveRoutes {
         Arc::new(Self {
             current: ArcSwap::default(),
             metrics: Some(metrics),
+            backend_uses: Mutex::default(),
         })
     }
 
     /// Installs `table`; backends and routes that stay keep their state
-    /// (round-robin cursor, metrics).
-    pub fn install(&self, table: RouteTable) {
+    /// (round-robin cursor, metrics). Returns how many distinct Service
+    /// backends the table has. When `table` was built right after the
+    /// current one by the same builder (the daemon's case), only the routes
+    /// of the hosts that changed are looked at.
+    pub fn install(&self, table: RouteTable) -> usize {
         let previous = self.current.load();
-        let backends: FastHashMap<BackendId, BackendState> = table
-            .backends()
-            .into_keys()
-            .map(|id| {
-                let state = previous.backends.get(id).cloned().unwrap_or_else(|| {
-                    let name: Arc<str> = Arc::from(id.to_string());
-                    BackendState {
-                        latency: self.metrics.as_ref().map(|m| m.upstream(&name)),
-                        name,
-                        round_robin: Arc::new(RoundRobin::default()),
-                    }
-                });
-                (id.clone(), state)
-            })
-            .collect();
+        let mut uses = self.backend_uses.lock().expect("backend uses lock");
+        let changed: Option<Vec<HostPattern>> = table
+            .changed_hosts_since(&previous.table)
+            .map(<[_]>::to_vec);
+        let metrics = self.metrics.as_deref();
+        let backends = match &changed {
+            Some(hosts) => {
+                let old = changed_routes(&previous.table, hosts);
+                let new = changed_routes(&table, hosts);
+                if follow_uses(&mut uses, old, new) {
+                    backend_states(&uses, &previous.backends, metrics)
+                } else {
+                    Arc::clone(&previous.backends)
+                }
+            }
+            None => {
+                *uses = count_uses(&table);
+                let same = uses.len() == previous.backends.len()
+                    && uses.keys().all(|id| previous.backends.contains_key(id));
+                if same {
+                    Arc::clone(&previous.backends)
+                } else {
+                    backend_states(&uses, &previous.backends, metrics)
+                }
+            }
+        };
+        let count = backends.len();
         // Routes are keyed by their address, so the table goes to its final
         // place (the heap) first: the fallback route lives inline in it.
         let mut snapshot = Arc::new(RoutingSnapshot {
@@ -92,13 +119,16 @@ impl LiveRoutes {
             backends,
             route_metrics: FastHashMap::default(),
         });
-        if let Some(metrics) = &self.metrics
+        if let Some(metrics) = metrics
             && let Some(placed) = Arc::get_mut(&mut snapshot)
         {
-            placed.route_metrics =
-                route_metrics(&placed.table, &placed.backends, &previous, metrics);
+            placed.route_metrics = match &changed {
+                Some(hosts) => route_metrics_since(placed, hosts, &previous, metrics),
+                None => route_metrics(&placed.table, &placed.backends, &previous, metrics),
+            };
         }
         self.current.store(snapshot);
+        count
     }
 
     /// The current snapshot.
@@ -107,36 +137,175 @@ impl LiveRoutes {
     }
 }
 
-/// The metrics of every route of `table`, reusing those of `previous`
-/// with the same labels (without allocating for them: at 10,000 routes
-/// this runs at every configuration change).
+/// The routes of `hosts` in `table`, and its fallback.
+fn changed_routes<'t>(
+    table: &'t RouteTable,
+    hosts: &'t [HostPattern],
+) -> impl Iterator<Item = RouteMatch<'t>> {
+    hosts
+        .iter()
+        .flat_map(|host| table.host_route_matches(host))
+        .chain(std::iter::once(RouteMatch::Default(table.fallback())))
+}
+
+/// How many routes of `table` use each backend.
+fn count_uses(table: &RouteTable) -> FastHashMap<BackendId, usize> {
+    let mut uses = FastHashMap::default();
+    for found in table.routes() {
+        if let Some(id) = found.backend().id() {
+            match uses.get_mut(id) {
+                Some(count) => *count += 1,
+                None => {
+                    uses.insert(id.clone(), 1);
+                }
+            }
+        }
+    }
+    uses
+}
+
+/// Takes the `old` routes out of `uses` and counts the `new` ones in;
+/// true when a backend appeared or went away.
+fn follow_uses<'t>(
+    uses: &mut FastHashMap<BackendId, usize>,
+    old: impl Iterator<Item = RouteMatch<'t>>,
+    new: impl Iterator<Item = RouteMatch<'t>>,
+) -> bool {
+    let mut changed = false;
+    // New ones first, so a backend a changed host keeps never drops to 0.
+    for found in new {
+        if let Some(id) = found.backend().id() {
+            match uses.get_mut(id) {
+                Some(count) => *count += 1,
+                None => {
+                    uses.insert(id.clone(), 1);
+                    changed = true;
+                }
+            }
+        }
+    }
+    for found in old {
+        if let Some(id) = found.backend().id()
+            && let Some(count) = uses.get_mut(id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                uses.remove(id);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// The state of every backend in `uses`, keeping the state of those in
+/// `previous`.
+fn backend_states(
+    uses: &FastHashMap<BackendId, usize>,
+    previous: &BackendStates,
+    metrics: Option<&Metrics>,
+) -> BackendStates {
+    let states = uses
+        .keys()
+        .map(|id| {
+            let state = previous.get(id).cloned().unwrap_or_else(|| {
+                let name: Arc<str> = Arc::from(id.to_string());
+                BackendState {
+                    latency: metrics.map(|m| m.upstream(&name)),
+                    name,
+                    round_robin: Arc::new(RoundRobin::default()),
+                }
+            });
+            (id.clone(), state)
+        })
+        .collect();
+    Arc::new(states)
+}
+
+/// A route's metric labels: its Ingress, its host and its backend's name
+/// (empty where none applies), written into `ingress` and `host`.
+fn route_labels<'b>(
+    found: &RouteMatch<'_>,
+    backends: &'b BackendStates,
+    ingress: &mut String,
+    host: &mut String,
+) -> &'b str {
+    ingress.clear();
+    host.clear();
+    if let Some(key) = found.ingress() {
+        let _ = write!(ingress, "{key}");
+    }
+    if let Some(pattern) = found.host() {
+        let _ = write!(host, "{pattern}");
+    }
+    match found.backend() {
+        Backend::Service(service) => backends.get(&service.id).map_or("", |s| &*s.name),
+        Backend::Unavailable(_) | Backend::NotFound => "",
+    }
+}
+
+/// Route metrics by their labels (ingress, host, service).
+type RoutesByLabels<'a> = FastHashMap<(&'a str, &'a str, &'a str), &'a Arc<RouteMetrics>>;
+
+/// The metrics of every route of `table`, reusing those of `previous`:
+/// by address for the routes the two tables share, else by labels
+/// (without allocating for them).
 fn route_metrics(
     table: &RouteTable,
-    backends: &FastHashMap<BackendId, BackendState>,
+    backends: &BackendStates,
     previous: &RoutingSnapshot,
     metrics: &Metrics,
 ) -> FastHashMap<usize, Arc<RouteMetrics>> {
-    let known: HashMap<(&str, &str, &str), &Arc<RouteMetrics>> = previous
-        .route_metrics
-        .values()
-        .map(|route| (route.labels(), route))
+    // `previous` is alive here, so an address it holds a route at is not
+    // reused by a new route of `table`: the same address is the same route.
+    let mut known: Option<RoutesByLabels<'_>> = None;
+    let (mut ingress, mut host) = (String::new(), String::new());
+    let mut routes = FastHashMap::with_capacity_and_hasher(
+        previous.route_metrics.len().max(16),
+        Default::default(),
+    );
+    for found in table.routes() {
+        if let Some(route) = previous.route_metrics.get(&found.identity()) {
+            routes.insert(found.identity(), Arc::clone(route));
+            continue;
+        }
+        let service = route_labels(&found, backends, &mut ingress, &mut host);
+        let known = known.get_or_insert_with(|| {
+            previous
+                .route_metrics
+                .values()
+                .map(|route| (route.labels(), route))
+                .collect()
+        });
+        let route = match known.get(&(ingress.as_str(), host.as_str(), service)) {
+            Some(route) => Arc::clone(route),
+            None => Arc::new(metrics.route(&ingress, &host, service)),
+        };
+        routes.insert(found.identity(), route);
+    }
+    routes
+}
+
+/// The metrics of every route of `placed`'s table, which differs from
+/// `previous`'s only in `hosts` and the fallback: the others' are
+/// `previous`'s (a copy of the map, no lookup per route); those of the
+/// changed routes come from the routes they replace when the labels are
+/// the same.
+fn route_metrics_since(
+    placed: &RoutingSnapshot,
+    hosts: &[HostPattern],
+    previous: &RoutingSnapshot,
+    metrics: &Metrics,
+) -> FastHashMap<usize, Arc<RouteMetrics>> {
+    let mut routes = previous.route_metrics.clone();
+    let replaced: Vec<Arc<RouteMetrics>> = changed_routes(&previous.table, hosts)
+        .filter_map(|found| routes.remove(&found.identity()))
         .collect();
     let (mut ingress, mut host) = (String::new(), String::new());
-    let mut routes = FastHashMap::with_capacity_and_hasher(known.len().max(16), Default::default());
-    for found in table.routes() {
-        ingress.clear();
-        host.clear();
-        if let Some(key) = found.ingress() {
-            let _ = write!(ingress, "{key}");
-        }
-        if let Some(pattern) = found.host() {
-            let _ = write!(host, "{pattern}");
-        }
-        let service = match found.backend() {
-            Backend::Service(service) => backends.get(&service.id).map_or("", |s| &*s.name),
-            Backend::Unavailable(_) | Backend::NotFound => "",
-        };
-        let route = match known.get(&(ingress.as_str(), host.as_str(), service)) {
+    for found in changed_routes(&placed.table, hosts) {
+        let service = route_labels(&found, &placed.backends, &mut ingress, &mut host);
+        let labels = (ingress.as_str(), host.as_str(), service);
+        let route = match replaced.iter().find(|route| route.labels() == labels) {
             Some(route) => Arc::clone(route),
             None => Arc::new(metrics.route(&ingress, &host, service)),
         };
@@ -289,5 +458,64 @@ endpoints: [{addresses: [198.18.1.1]}, {addresses: [198.18.1.2]}]
                 .1
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_table_built_after_the_current_one_is_followed_host_by_host() {
+        let (mut objects, _) =
+            ClusterObjects::from_objects(parse_manifests("t.yaml", MANIFESTS).unwrap());
+        let mut builder = ingress_model::RouteTableBuilder::new(ModelOptions::default());
+        let routes = LiveRoutes::with_metrics(Metrics::new(None));
+        assert_eq!(routes.install(builder.build(&objects).0), 1);
+        let (_, web) = routes.resolve_observed("web.example.com", "/");
+        let Resolution::Upstream(before) = routes.resolve("web.example.com", "/") else {
+            panic!("expected an upstream");
+        };
+        // A second Ingress to a new Service: a new host, a new backend.
+        let more = MANIFESTS
+            .replace("name: web, namespace", "name: api, namespace")
+            .replace("web.example.com", "api.example.com")
+            .replace("name: web, port", "name: api, port")
+            .replace("name: web-1", "name: api-1")
+            .replace("service-name: web", "service-name: api");
+        for object in parse_manifests("more.yaml", &more).unwrap() {
+            objects.insert(object);
+        }
+        let (table, _) = builder.build(&objects);
+        assert!(
+            table
+                .changed_hosts_since(&routes.snapshot().table)
+                .is_some()
+        );
+        assert_eq!(routes.install(table), 2);
+        let Resolution::Upstream(api) = routes.resolve("api.example.com", "/") else {
+            panic!("expected an upstream");
+        };
+        assert_eq!(&*api.name, "default/api:80");
+        let Resolution::Upstream(after) = routes.resolve("web.example.com", "/") else {
+            panic!("expected an upstream");
+        };
+        assert!(Arc::ptr_eq(&before.round_robin, &after.round_robin));
+        let (_, again) = routes.resolve_observed("web.example.com", "/");
+        assert!(Arc::ptr_eq(
+            web.as_ref().expect("web's metrics"),
+            again.as_ref().expect("web's metrics after")
+        ));
+        let (_, api_metrics) = routes.resolve_observed("api.example.com", "/");
+        assert_eq!(
+            api_metrics.expect("api's metrics").labels(),
+            ("default/api", "api.example.com", "default/api:80")
+        );
+        // The api Ingress goes: its backend goes with it.
+        objects.remove(&ingress_model::ObjectRef::new(
+            ingress_model::ObjectKind::Ingress,
+            ingress_model::ObjectKey::new("default", "api"),
+        ));
+        assert_eq!(routes.install(builder.build(&objects).0), 1);
+        assert!(matches!(
+            routes.resolve("api.example.com", "/"),
+            Resolution::NoRoute
+        ));
+        assert_eq!(routes.snapshot().backends.len(), 1);
     }
 }

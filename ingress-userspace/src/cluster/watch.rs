@@ -407,9 +407,7 @@ impl ObjectStore {
                 }
             }
             Change::Delete(object_ref) => {
-                self.dirty |= Arc::make_mut(&mut self.objects)
-                    .remove(&object_ref)
-                    .is_some();
+                self.dirty |= Arc::make_mut(&mut self.objects).remove(&object_ref);
             }
             Change::ListStart(source) => {
                 self.relisting.insert(source, Vec::new());
@@ -477,7 +475,9 @@ fn view_of(
     }
     AppliedConfig {
         ingresses,
-        publish_service: publish_service.and_then(|key| objects.services.get(key).cloned()),
+        publish_service: publish_service
+            .and_then(|key| objects.services.get(key))
+            .map(|service| Service::clone(service)),
         new_problems,
         uids,
     }

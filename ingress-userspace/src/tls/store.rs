@@ -274,7 +274,7 @@ spec:
         for secret in secrets {
             objects
                 .secrets
-                .insert(ObjectKey::of_namespaced(&secret.metadata), secret);
+                .insert(ObjectKey::of_namespaced(&secret.metadata), secret.into());
         }
         let (table, _) = RouteTable::build(&objects, &ModelOptions::default());
         (objects, table.tls().clone())

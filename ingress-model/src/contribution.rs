@@ -1,0 +1,313 @@
+//! What one Ingress brings to the route table on its own: its parsed hosts
+//! and paths with their resolved backends, its default backend, its TLS
+//! entries and the problems found in it. A contribution depends only on
+//! the Ingress and on the Services, EndpointSlices and Secrets it names, so
+//! [`crate::table::RouteTableBuilder`] keeps it across builds until one of
+//! those changes. Which of its paths win against other Ingresses is
+//! settled per host when the host is merged; the outcomes are written back
+//! here, and its problems are assembled from both.
+
+use std::collections::HashSet;
+
+use k8s_openapi::{
+    api::networking::v1::{HTTPIngressPath, Ingress},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+
+use crate::{
+    backend::{BackendResolver, Resolution},
+    host::HostPattern,
+    object::{ObjectKey, ObjectKind, ObjectRef},
+    path::PathRule,
+    problem::{Problem, ProblemReason},
+    snapshot::ClusterObjects,
+    tls::{TlsBinding, bool_annotation, ingress_tls},
+};
+
+/// Where an Ingress stands among ours: oldest first (`creationTimestamp`,
+/// a missing one counting as newest), then by namespace/name. Of two rules
+/// for the same host, path and type, the first one in this order wins.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Precedence {
+    undated: bool,
+    created: Option<Time>,
+    /// The Ingress.
+    pub key: ObjectKey,
+}
+
+impl Precedence {
+    /// The precedence of `ingress` under `key`.
+    pub fn of(key: &ObjectKey, ingress: &Ingress) -> Self {
+        let created = ingress.metadata.creation_timestamp.clone();
+        Self {
+            undated: created.is_none(),
+            created,
+            key: key.clone(),
+        }
+    }
+}
+
+/// Whether a path or a default backend won its place against the other
+/// Ingresses (as settled by the last merge of its host), and if not, the
+/// problem that says who won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Routed.
+    Won,
+    /// Not routed: another rule has the place.
+    Lost(Problem),
+}
+
+/// One step of an Ingress, in the order the Ingress is read.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// A problem found in the Ingress alone (an annotation, a host, a path).
+    Problem(Problem),
+    /// A valid path of a rule.
+    Path(PathStep),
+}
+
+/// A valid path of a rule and where it sends requests.
+#[derive(Debug, Clone)]
+pub(crate) struct PathStep {
+    /// Index of the rule's host in [`Contribution::hosts`].
+    pub host: usize,
+    /// The path and type.
+    pub rule: PathRule,
+    /// Its backend, resolved.
+    pub backend: Resolution,
+    /// Whether it got its place.
+    pub outcome: Outcome,
+}
+
+/// One distinct valid host of an Ingress's rules.
+#[derive(Debug, Clone)]
+pub(crate) struct HostSlot {
+    /// The host.
+    pub host: HostPattern,
+    /// Indices in [`Contribution::steps`] of its paths, in order.
+    pub paths: Vec<usize>,
+    /// Whether the Ingress's `defaultBackend` became this host's default.
+    pub default_outcome: Outcome,
+}
+
+/// What one of our Ingresses contributes, before it meets the others.
+#[derive(Debug, Clone)]
+pub(crate) struct Contribution {
+    /// The Ingress.
+    pub object: ObjectRef,
+    /// Its `ssl-redirect` annotation.
+    pub ssl_redirect: Option<bool>,
+    /// Its `force-ssl-redirect` annotation.
+    pub force_ssl_redirect: bool,
+    /// Its problems and paths in the order they are read.
+    pub steps: Vec<Step>,
+    /// Its distinct valid rule hosts, in order of first appearance.
+    pub hosts: Vec<HostSlot>,
+    /// Whether it has rules at all (without rules, its `defaultBackend`
+    /// serves everything unmatched).
+    pub has_rules: bool,
+    /// Its `defaultBackend`, resolved.
+    pub default_backend: Option<Resolution>,
+    /// Whether its `defaultBackend` became the fallback (for an Ingress
+    /// without rules).
+    pub fallback_outcome: Outcome,
+    /// Its `spec.tls` entries.
+    pub tls: Vec<TlsBinding>,
+    /// The problems of its `spec.tls` entries.
+    pub tls_problems: Vec<Problem>,
+    /// The Services its backends name (a change to one of them, or to
+    /// their EndpointSlices, calls for a new contribution).
+    pub services: Vec<ObjectKey>,
+    /// The Secrets its TLS entries name.
+    pub secrets: Vec<ObjectKey>,
+}
+
+impl Contribution {
+    /// Reads one of our Ingresses, resolving its backends with `resolver`.
+    pub fn of(
+        key: &ObjectKey,
+        ingress: &Ingress,
+        objects: &ClusterObjects,
+        resolver: &mut BackendResolver<'_>,
+    ) -> Self {
+        let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
+        let mut contribution = Self {
+            object,
+            ssl_redirect: None,
+            force_ssl_redirect: false,
+            steps: Vec::new(),
+            hosts: Vec::new(),
+            has_rules: false,
+            default_backend: None,
+            fallback_outcome: Outcome::Won,
+            tls: Vec::new(),
+            tls_problems: Vec::new(),
+            services: Vec::new(),
+            secrets: Vec::new(),
+        };
+        let Some(spec) = &ingress.spec else {
+            return contribution;
+        };
+        let mut annotation_problems = Vec::new();
+        contribution.ssl_redirect =
+            bool_annotation(ingress, key, "ssl-redirect", &mut annotation_problems);
+        contribution.force_ssl_redirect =
+            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
+                .unwrap_or(false);
+        contribution
+            .steps
+            .extend(annotation_problems.into_iter().map(Step::Problem));
+        let rules = spec.rules.as_deref().unwrap_or_default();
+        contribution.has_rules = !rules.is_empty();
+        for rule in rules {
+            let host = match HostPattern::parse(rule.host.as_deref()) {
+                Ok(host) => host,
+                Err(why) => {
+                    contribution.problem(ProblemReason::InvalidHost, why);
+                    continue;
+                }
+            };
+            let slot = match contribution.hosts.iter().position(|s| s.host == host) {
+                Some(slot) => slot,
+                None => {
+                    contribution.hosts.push(HostSlot {
+                        host,
+                        paths: Vec::new(),
+                        default_outcome: Outcome::Won,
+                    });
+                    contribution.hosts.len() - 1
+                }
+            };
+            let paths = rule.http.as_ref().map(|http| http.paths.as_slice());
+            for path in paths.unwrap_or_default() {
+                contribution.add_path(slot, path, resolver);
+            }
+        }
+        if let Some(default_backend) = &spec.default_backend {
+            contribution.note_service(&key.namespace, default_backend);
+            contribution.default_backend =
+                Some(resolver.resolve_ingress_backend(&key.namespace, default_backend));
+        }
+        let (tls, tls_problems) = ingress_tls(objects, key, ingress);
+        contribution.secrets = tls.iter().filter_map(|b| b.secret.clone()).collect();
+        contribution.tls = tls;
+        contribution.tls_problems = tls_problems;
+        contribution.services.sort();
+        contribution.services.dedup();
+        contribution
+    }
+
+    fn problem(&mut self, reason: ProblemReason, message: String) {
+        let problem = Problem::new(self.object.clone(), reason, message);
+        self.steps.push(Step::Problem(problem));
+    }
+
+    fn note_service(
+        &mut self,
+        namespace: &str,
+        backend: &k8s_openapi::api::networking::v1::IngressBackend,
+    ) {
+        if let Some(service) = &backend.service {
+            self.services
+                .push(ObjectKey::new(namespace, service.name.clone()));
+        }
+    }
+
+    fn add_path(
+        &mut self,
+        slot: usize,
+        path: &HTTPIngressPath,
+        resolver: &mut BackendResolver<'_>,
+    ) {
+        let host = &self.hosts[slot].host;
+        let rule = match PathRule::parse(path.path.as_deref(), &path.path_type) {
+            Ok(rule) => rule,
+            Err(why) => {
+                let message = format!("host {host}: {why}");
+                self.problem(ProblemReason::InvalidPath, message);
+                return;
+            }
+        };
+        let namespace = self.object.key.namespace.clone();
+        self.note_service(&namespace, &path.backend);
+        let backend = resolver.resolve_ingress_backend(&namespace, &path.backend);
+        self.hosts[slot].paths.push(self.steps.len());
+        self.steps.push(Step::Path(PathStep {
+            host: slot,
+            rule,
+            backend,
+            outcome: Outcome::Won,
+        }));
+    }
+
+    /// Whether plain HTTP for a host of this Ingress redirects to HTTPS,
+    /// given whether some Ingress serves the host over TLS.
+    pub fn https_redirect(&self, host_has_tls: bool) -> bool {
+        self.force_ssl_redirect || (self.ssl_redirect != Some(false) && host_has_tls)
+    }
+
+    /// The Ingress's problems in the order they are found reading it (each
+    /// once), given the outcomes of the last merges: for a path or default
+    /// backend that won, the problem of its backend; for one that lost,
+    /// the conflict.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut seen: HashSet<Problem> = HashSet::new();
+        let mut push = |problem: Problem| {
+            if seen.insert(problem.clone()) {
+                problems.push(problem);
+            }
+        };
+        for step in &self.steps {
+            match step {
+                Step::Problem(problem) => push(problem.clone()),
+                Step::Path(path) => match &path.outcome {
+                    Outcome::Lost(conflict) => push(conflict.clone()),
+                    Outcome::Won => {
+                        if let Some((reason, message)) = &path.backend.problem {
+                            let host = &self.hosts[path.host].host;
+                            let context = path_context(host, &path.rule);
+                            push(Problem::new(
+                                self.object.clone(),
+                                *reason,
+                                format!("{context}: {message}"),
+                            ));
+                        }
+                    }
+                },
+            }
+        }
+        let Some(default_backend) = &self.default_backend else {
+            return problems;
+        };
+        let backend_problem = || {
+            default_backend.problem.as_ref().map(|(reason, message)| {
+                Problem::new(
+                    self.object.clone(),
+                    *reason,
+                    format!("defaultBackend: {message}"),
+                )
+            })
+        };
+        if !self.has_rules {
+            match &self.fallback_outcome {
+                Outcome::Lost(conflict) => push(conflict.clone()),
+                Outcome::Won => backend_problem().into_iter().for_each(&mut push),
+            }
+            return problems;
+        }
+        for slot in &self.hosts {
+            match &slot.default_outcome {
+                Outcome::Lost(conflict) => push(conflict.clone()),
+                Outcome::Won => backend_problem().into_iter().for_each(&mut push),
+            }
+        }
+        problems
+    }
+}
+
+/// How a problem names a path rule.
+pub(crate) fn path_context(host: &HostPattern, rule: &PathRule) -> String {
+    format!("host {host} path {} ({})", rule.path, rule.path_type)
+}
