@@ -40,6 +40,7 @@ use xdp_ingress::{
 };
 
 fn main() {
+    xdp_ingress::memory::configure();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -6,6 +6,24 @@
 /// The allocator the daemon installs with `#[global_allocator]`.
 pub type Allocator = mimalloc::MiMalloc;
 
+/// `mi_option_arena_eager_commit` in mimalloc v3's `mi_option_e` (mimalloc.h).
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h).
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc give memory back as glibc's malloc does: arenas
+/// committed as they are used rather than whole, and freed pages returned
+/// at once rather than after a delay. Without this the start-up peak (the
+/// XDP object's parse) was 36 MiB instead of 27. Call it first in `main`.
+pub fn configure() {
+    // SAFETY: setting an option is a store; the options are read as arenas
+    // are reserved and pages purged.
+    unsafe {
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+    }
+}
+
 /// Building from thousands of objects frees far more than it keeps, and
 /// allocators hold freed memory until asked (at 10,000 Ingresses glibc kept
 /// 130 MiB resident instead of 35 MiB): give it back after each reload.
