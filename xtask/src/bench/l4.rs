@@ -17,7 +17,9 @@
 //! - (C) xdp-ingress's L4 tier (full NAT, native mode on both edge links).
 //!
 //! B-A and C-A are what forwarding costs the edge (target: C-A at most a
-//! third of B-A). Rounds in which other processes took more than 5% of
+//! third of B-A). The rounds go A, B, C, A, B, C, ... (each row set up
+//! for its round and torn down after it), so the machine's drift in speed
+//! falls on every row alike. Rounds in which other processes took more than 5% of
 //! the load core (its busy time beyond the generator's and its
 //! `ksoftirqd`'s) do not count unless all did; medians are reported. (The
 //! generator's own wait for its core is no such sign: it waits for
@@ -92,7 +94,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The fast-path target, in nanoseconds per packet.
 const FAST_PATH_TARGET_NS: f64 = 67.0;
 
-/// The rows, in the order they are measured.
+/// The rows, in the order each round measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Row {
     EdgeDrop,
@@ -206,69 +208,34 @@ pub fn run(args: &L4Args) -> Result<()> {
     let scratch = ScratchDir::new("bench-l4")?;
     let script = scratch.write("hosts.lua", HOSTS_SCRIPT)?;
 
+    // Rounds go A, B, C, A, B, C, ...: this machine's speed drifts by a third
+    // over minutes, and interleaving spreads the drift over every row.
+    let ksoftirqd = ksoftirqd_pid(LOAD_CPU_INDEX)?;
+    let mut rounds: [Vec<FloodRound>; 3] = Default::default();
+    let mut requests_per_second: [Option<f64>; 3] = [None; 3];
+    for round in 1..=args.rounds {
+        for (index, row) in Row::ALL.into_iter().enumerate() {
+            check_interrupted()?;
+            progress.phase(&format!(
+                "round {round} of {}: {}",
+                args.rounds,
+                row.describe()
+            ));
+            let mut edge = RowEdge::set_up(row, &lab, &binaries, &tools)?;
+            let sink = edge.sink().unwrap_or(&backend_sink);
+            rounds[index].push(flood_round(args, &lab, &tools, sink, ksoftirqd, &progress)?);
+            if round == args.rounds && row != Row::EdgeDrop {
+                requests_per_second[index] = Some(tcp_requests(args, &lab, &script, &progress)?);
+            }
+            edge.check_running()?;
+        }
+    }
     let mut results = Vec::new();
-    for row in Row::ALL {
-        check_interrupted()?;
-        progress.phase(row.describe());
-        let result = match row {
-            Row::EdgeDrop => {
-                let edge_sink = XdpSink::attach(
-                    &edge_lab.edge,
-                    edge_lab.edge_interface(),
-                    &tools.drop_object,
-                )?;
-                let rounds = flood_rounds(args, &lab, &tools, &edge_sink, &progress)?;
-                summarize(&rounds, None)
-            }
-            Row::Nftables => {
-                let _table = NftDnat::create(&edge_lab.edge)?;
-                edge_lab
-                    .client
-                    .wait_tcp(tcp_service(), READY_TIMEOUT)
-                    .context("nftables DNAT does not reach the backends")?;
-                let rounds = flood_rounds(args, &lab, &tools, &backend_sink, &progress)?;
-                let rps = tcp_requests(args, &lab, &script, &progress)?;
-                summarize(&rounds, Some(rps))
-            }
-            Row::XdpIngress => {
-                let backend_interface = edge_lab.backend_link.a.name.clone();
-                let mut daemon = XdpIngress::start_with(
-                    &lab,
-                    &binaries,
-                    &l4_manifests(),
-                    XdpMode::Native,
-                    &[
-                        "--interface",
-                        &backend_interface,
-                        "--tcp-services-configmap",
-                        &format!("{NAMESPACE}/tcp-services"),
-                        "--udp-services-configmap",
-                        &format!("{NAMESPACE}/udp-services"),
-                        "--l4-address",
-                        &EDGE_ADDR.to_string(),
-                    ],
-                )?;
-                edge_lab
-                    .client
-                    .wait_tcp(tcp_service(), READY_TIMEOUT)
-                    .with_context(|| {
-                        format!(
-                            "xdp-ingress's L4 service does not answer; its log:\n{}",
-                            daemon.log()
-                        )
-                    })?;
-                let rounds = flood_rounds(args, &lab, &tools, &backend_sink, &progress)?;
-                let rps = tcp_requests(args, &lab, &script, &progress)?;
-                ensure!(
-                    daemon.running(),
-                    "xdp-ingress exited during the run; its log:\n{}",
-                    daemon.log()
-                );
-                summarize(&rounds, Some(rps))
-            }
-        };
+    for (index, row) in Row::ALL.into_iter().enumerate() {
+        let result = summarize(&rounds[index], requests_per_second[index]);
         progress.detail(&format!(
-            "median {:.0} ns/packet, {} pps delivered ({} of {} rounds counted)",
+            "{}: median {:.0} ns/packet, {} pps delivered ({} of {} rounds counted)",
+            row.describe(),
             result.ns_per_packet,
             report::thousands(result.delivered_pps),
             result.counted,
@@ -323,6 +290,88 @@ impl Tools {
             );
         }
         Ok(Self { flood, drop_object })
+    }
+}
+
+/// What a row sets up on the edge for one round, undone on drop: the
+/// edge's own drop program (A), the nftables DNAT table (B), or xdp-ingress
+/// with its L4 services (C).
+enum RowEdge<'a> {
+    Drop(XdpSink<'a>),
+    /// Held for its `Drop`, which deletes the table.
+    Nftables {
+        _table: NftDnat<'a>,
+    },
+    XdpIngress(XdpIngress),
+}
+
+impl<'a> RowEdge<'a> {
+    /// Sets up `row` and waits until its TCP service answers (B, C).
+    fn set_up(row: Row, lab: &'a BenchLab, binaries: &Binaries, tools: &Tools) -> Result<Self> {
+        let edge_lab = lab.edge_lab();
+        let edge = match row {
+            Row::EdgeDrop => {
+                return Ok(Self::Drop(XdpSink::attach(
+                    &edge_lab.edge,
+                    edge_lab.edge_interface(),
+                    &tools.drop_object,
+                )?));
+            }
+            Row::Nftables => Self::Nftables {
+                _table: NftDnat::create(&edge_lab.edge)?,
+            },
+            Row::XdpIngress => {
+                let backend_interface = edge_lab.backend_link.a.name.clone();
+                Self::XdpIngress(XdpIngress::start_with(
+                    lab,
+                    binaries,
+                    &l4_manifests(),
+                    XdpMode::Native,
+                    &[
+                        "--interface",
+                        &backend_interface,
+                        "--tcp-services-configmap",
+                        &format!("{NAMESPACE}/tcp-services"),
+                        "--udp-services-configmap",
+                        &format!("{NAMESPACE}/udp-services"),
+                        "--l4-address",
+                        &EDGE_ADDR.to_string(),
+                    ],
+                )?)
+            }
+        };
+        edge_lab
+            .client
+            .wait_tcp(tcp_service(), READY_TIMEOUT)
+            .with_context(|| match &edge {
+                Self::XdpIngress(daemon) => format!(
+                    "xdp-ingress's L4 service does not answer; its log:\n{}",
+                    daemon.log()
+                ),
+                _ => "nftables DNAT does not reach the backends".to_owned(),
+            })?;
+        Ok(edge)
+    }
+
+    /// The drop program that counts this row's delivered datagrams, when
+    /// the row has its own (A); otherwise the backends' counts them.
+    fn sink(&self) -> Option<&XdpSink<'a>> {
+        match self {
+            Self::Drop(sink) => Some(sink),
+            _ => None,
+        }
+    }
+
+    /// Fails, with its log, when xdp-ingress stopped during the round.
+    fn check_running(&mut self) -> Result<()> {
+        if let Self::XdpIngress(daemon) = self {
+            ensure!(
+                daemon.running(),
+                "xdp-ingress exited during the run; its log:\n{}",
+                daemon.log()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -501,15 +550,16 @@ endpoints:
     )
 }
 
-/// `--rounds` runs of the generator against the UDP service, each with the
-/// load core's busy time and the datagrams `sink` dropped.
-fn flood_rounds(
+/// One run of the generator against the UDP service, with the load core's
+/// busy time and the datagrams `sink` dropped.
+fn flood_round(
     args: &L4Args,
     lab: &BenchLab,
     tools: &Tools,
     sink: &XdpSink<'_>,
+    ksoftirqd: u32,
     progress: &Progress,
-) -> Result<Vec<FloodRound>> {
+) -> Result<FloodRound> {
     let target = SocketAddr::from((EDGE_ADDR, UDP_PORT)).to_string();
     let (flows, seconds, payload) = (
         args.flows.to_string(),
@@ -517,80 +567,74 @@ fn flood_rounds(
         args.payload.to_string(),
     );
     let flood = tools.flood.display().to_string();
-    let ksoftirqd = ksoftirqd_pid(LOAD_CPU_INDEX)?;
-    let mut rounds = Vec::new();
-    for round in 1..=args.rounds {
-        check_interrupted()?;
-        let drops_before = sink.drops()?;
-        let cpu_before = CpuSample::now()?;
-        let ksoftirqd_before = measure::cpu_time(&[ksoftirqd]);
-        let started = Instant::now();
-        let out = lab.client().exec_timeout(
-            &[
-                "taskset",
-                "-c",
-                LOAD_CPU,
-                &flood,
-                "--to",
-                &target,
-                "--flows",
-                &flows,
-                "--seconds",
-                &seconds,
-                "--payload",
-                &payload,
-            ],
-            Duration::from_secs(args.seconds + 30),
-        )?;
-        let wall = started.elapsed().as_secs_f64();
-        let cpu_after = CpuSample::now()?;
-        let ksoftirqd_time = measure::cpu_time(&[ksoftirqd]).saturating_sub(ksoftirqd_before);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "lab-udp-flood failed ({}): {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        // Datagrams still in flight when the generator stops: let them land.
-        std::thread::sleep(Duration::from_millis(200));
-        let delivered = sink.drops()?.saturating_sub(drops_before);
-        let report = FloodReport::parse(&stdout)?;
-        let sample = FloodRound {
-            sent: report.sent,
-            seconds: report.seconds,
-            others: 0.0,
-            load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall,
-            load_tasks: report.cpu_seconds + ksoftirqd_time.as_secs_f64(),
-            delivered,
-        };
-        let sample = FloodRound {
-            others: ((sample.load_core_busy - sample.load_tasks) / wall.max(1e-9)).max(0.0),
-            ..sample
-        };
-        progress.detail(&format!(
-            "round {round}: {:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}{}{}",
-            sample.ns_per_packet(),
-            sample.task_ns_per_packet(),
-            report::thousands(sample.sent_pps()),
-            report::thousands(sample.delivered_pps()),
-            report::percent(sample.others),
-            report::percent(report.waited_seconds / report.seconds.max(1e-9)),
-            if sample.others > DISTURBED_THRESHOLD {
-                " (disturbed)"
-            } else {
-                ""
-            },
-            if report.errors > 0 {
-                format!(", {} failed sends", report.errors)
-            } else {
-                String::new()
-            }
-        ));
-        rounds.push(sample);
+    let drops_before = sink.drops()?;
+    let cpu_before = CpuSample::now()?;
+    let ksoftirqd_before = measure::cpu_time(&[ksoftirqd]);
+    let started = Instant::now();
+    let out = lab.client().exec_timeout(
+        &[
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            &flood,
+            "--to",
+            &target,
+            "--flows",
+            &flows,
+            "--seconds",
+            &seconds,
+            "--payload",
+            &payload,
+        ],
+        Duration::from_secs(args.seconds + 30),
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_after = CpuSample::now()?;
+    let ksoftirqd_time = measure::cpu_time(&[ksoftirqd]).saturating_sub(ksoftirqd_before);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "lab-udp-flood failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(rounds)
+    // Datagrams still in flight when the generator stops: let them land.
+    std::thread::sleep(Duration::from_millis(200));
+    let delivered = sink.drops()?.saturating_sub(drops_before);
+    let report = FloodReport::parse(&stdout)?;
+    let sample = FloodRound {
+        sent: report.sent,
+        seconds: report.seconds,
+        others: 0.0,
+        load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall,
+        load_tasks: report.cpu_seconds + ksoftirqd_time.as_secs_f64(),
+        delivered,
+    };
+    let sample = FloodRound {
+        others: ((sample.load_core_busy - sample.load_tasks) / wall.max(1e-9)).max(0.0),
+        ..sample
+    };
+    progress.detail(&format!(
+        "{:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}{}{}",
+        sample.ns_per_packet(),
+        sample.task_ns_per_packet(),
+        report::thousands(sample.sent_pps()),
+        report::thousands(sample.delivered_pps()),
+        report::percent(sample.others),
+        report::percent(report.waited_seconds / report.seconds.max(1e-9)),
+        if sample.others > DISTURBED_THRESHOLD {
+            " (disturbed)"
+        } else {
+            ""
+        },
+        if report.errors > 0 {
+            format!(", {} failed sends", report.errors)
+        } else {
+            String::new()
+        }
+    ));
+    Ok(sample)
 }
 
 /// The generator's JSON line.
