@@ -101,42 +101,87 @@ impl ClientContext {
     }
 }
 
-/// Sets the forwarded headers on a request going upstream. `Host` is left as
-/// the client sent it. Returns the request id (the client's, or a new one).
-pub fn set_forwarded_headers(headers: &mut HeaderMap, client: &ClientContext) -> HeaderValue {
-    // Up to seven more: grow the map once, not at each insert.
-    headers.reserve(7);
-    // Several header lines are one comma-separated list (RFC 9110 5.3).
-    let previous: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let forwarded_for = if previous.is_empty() {
-        client.client_ip_value.clone()
-    } else {
-        let client_ip = client.client_ip_value.to_str().expect("ASCII");
-        // Built from visible ASCII header text and an IP address.
-        HeaderValue::from_str(&format!("{}, {client_ip}", previous.join(", ")))
-            .expect("ASCII header value")
-    };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_REAL_IP, client.client_ip_value.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
-    headers.insert(X_FORWARDED_SCHEME, HeaderValue::from_static(client.scheme));
-    headers.insert(X_FORWARDED_PORT, client.listener_port_value.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() => id.clone(),
-        _ => {
-            let id = new_request_id();
-            headers.insert(X_REQUEST_ID, id.clone());
-            id
+/// The header lines that tell an upstream about the client, for one request
+/// (ingress-nginx's `proxy_set_header` lines): `X-Forwarded-For` (the
+/// client's list extended), `X-Real-IP`, `X-Forwarded-Proto`, `-Scheme`,
+/// `-Port`, `-Host` (when the request has a `Host`) and `X-Request-ID` (the
+/// client's, or a new one). They go upstream instead of the request's own
+/// lines of the same names, written next to the request's other headers
+/// rather than hashed into its map. `Host` is left as the client sent it.
+pub struct ForwardedHeaders {
+    lines: [Option<(HeaderName, HeaderValue)>; 7],
+}
+
+impl ForwardedHeaders {
+    /// The lines for a request with `headers` from `client`.
+    pub fn new(headers: &HeaderMap, client: &ClientContext) -> Self {
+        // Several header lines are one comma-separated list (RFC 9110 5.3).
+        let mut previous = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .peekable();
+        let forwarded_for = if previous.peek().is_none() {
+            client.client_ip_value.clone()
+        } else {
+            let client_ip = client.client_ip_value.to_str().expect("ASCII");
+            let previous: Vec<&str> = previous.collect();
+            // Built from visible ASCII header text and an IP address.
+            HeaderValue::from_str(&format!("{}, {client_ip}", previous.join(", ")))
+                .expect("ASCII header value")
+        };
+        let request_id = match headers.get(&X_REQUEST_ID) {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => new_request_id(),
+        };
+        let scheme = HeaderValue::from_static(client.scheme);
+        Self {
+            lines: [
+                Some((X_FORWARDED_FOR, forwarded_for)),
+                Some((X_REAL_IP, client.client_ip_value.clone())),
+                Some((X_FORWARDED_PROTO, scheme.clone())),
+                Some((X_FORWARDED_SCHEME, scheme)),
+                Some((X_FORWARDED_PORT, client.listener_port_value.clone())),
+                headers
+                    .get(header::HOST)
+                    .map(|host| (X_FORWARDED_HOST, host.clone())),
+                Some((X_REQUEST_ID, request_id)),
+            ],
         }
+    }
+
+    /// The request id that goes upstream.
+    pub fn request_id(&self) -> &HeaderValue {
+        let Some((_, id)) = &self.lines[6] else {
+            unreachable!("the request id line is always set")
+        };
+        id
+    }
+
+    fn lines(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.lines
+            .iter()
+            .flatten()
+            .map(|(name, value)| (name, value))
+    }
+
+    /// Whether a request's own line named `name` is replaced.
+    fn replaces(&self, name: &HeaderName) -> bool {
+        self.lines().any(|(line, _)| line == name)
+    }
+
+    /// The header lines that go upstream: the request's own (`headers`)
+    /// but those replaced, then the forwarded ones.
+    pub fn outgoing<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+        headers
+            .iter()
+            .filter(|(name, _)| !self.replaces(name))
+            .chain(self.lines())
     }
 }
 
@@ -157,6 +202,17 @@ mod tests {
 
     fn client() -> ClientContext {
         ClientContext::new("198.18.0.2".parse().unwrap(), "http", 80)
+    }
+
+    /// The header lines that would go upstream, as a map, and the request id.
+    fn set_forwarded_headers(map: &mut HeaderMap, client: &ClientContext) -> HeaderValue {
+        let forwarded = ForwardedHeaders::new(map, client);
+        let mut outgoing = HeaderMap::new();
+        for (name, value) in forwarded.outgoing(map) {
+            outgoing.append(name.clone(), value.clone());
+        }
+        *map = outgoing;
+        forwarded.request_id().clone()
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -204,6 +260,28 @@ mod tests {
             map.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             ["203.0.113.7, 192.0.2.1, 192.0.2.2, 198.18.0.2"]
         );
+    }
+
+    #[test]
+    fn the_clients_own_forwarded_lines_are_replaced_and_others_kept() {
+        let mut map = headers(&[
+            ("x-real-ip", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("accept", "*/*"),
+        ]);
+        set_forwarded_headers(&mut map, &client());
+        assert_eq!(
+            map.get_all("x-real-ip").iter().collect::<Vec<_>>(),
+            ["198.18.0.2"]
+        );
+        assert_eq!(
+            map.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(),
+            ["http"]
+        );
+        assert_eq!(map["accept"], "*/*");
+        // Without a Host there is no X-Forwarded-Host of ours: the client's stays.
+        assert_eq!(map["x-forwarded-host"], "evil.example");
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod balance;
 pub mod body;
 pub mod headers;
+pub mod http1;
 pub mod server;
 pub mod upstream;

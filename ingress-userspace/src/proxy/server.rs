@@ -38,8 +38,11 @@ use crate::metrics::{Metrics, RouteMetrics};
 use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody},
-    headers::{ClientContext, remove_hop_by_hop, set_forwarded_headers},
-    upstream::{PooledBody, PooledConnection, ProxyBody, UpstreamPool},
+    headers::{ClientContext, ForwardedHeaders, remove_hop_by_hop},
+    upstream::{
+        BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
+        UpstreamPool,
+    },
 };
 
 /// Where a request goes: one Service port's endpoints.
@@ -307,7 +310,7 @@ async fn route_request(
         Err(status) => return error_response(status),
     };
     let asked = Instant::now();
-    let (mut response, connection) = match exchange(upstream_request, &upstream, state).await {
+    let exchanged = match exchange(upstream_request, &upstream, state).await {
         Ok(exchanged) => exchanged,
         Err(status) => return error_response(status),
     };
@@ -315,37 +318,46 @@ async fn route_request(
         latency.observe(asked.elapsed().as_secs_f64());
     }
 
-    if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let name = upstream.name.clone();
-        if let Some(client_upgrade) = client_upgrade {
+    match exchanged {
+        Exchanged::Response(mut parts, body) => {
+            remove_hop_by_hop(&mut parts.headers, false);
+            let body = GuardedBody::new(body, state.settings.read_timeout, None);
+            Response::from_parts(parts, body.boxed())
+        }
+        Exchanged::Upgraded(mut parts, upstream_io) => {
+            let Some(client_upgrade) = client_upgrade else {
+                warn!(upstream = %upstream.name, "101 Switching Protocols to a request that did not ask to upgrade");
+                return error_response(StatusCode::BAD_GATEWAY);
+            };
+            let name = upstream.name.clone();
             tokio::spawn(async move {
-                match (client_upgrade.await, upstream_upgrade.await) {
-                    (Ok(client_io), Ok(upstream_io)) => {
-                        let mut client_io = TokioIo::new(client_io);
-                        let mut upstream_io = TokioIo::new(upstream_io);
-                        let _ =
-                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
-                    }
-                    (client, upstream) => debug!(
-                        upstream = %name,
-                        client_ok = client.is_ok(),
-                        upstream_ok = upstream.is_ok(),
-                        "upgrade failed"
-                    ),
+                match client_upgrade.await {
+                    Ok(client_io) => bridge(TokioIo::new(client_io), upstream_io).await,
+                    Err(error) => debug!(upstream = %name, %error, "client upgrade failed"),
                 }
             });
+            remove_hop_by_hop(&mut parts.headers, true);
+            Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed())
         }
-        let (mut parts, _) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers, true);
-        return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
     }
+}
 
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers, false);
-    let body = PooledBody::new(body, connection, &state.pool);
-    let body = GuardedBody::new(body, state.settings.read_timeout, None);
-    Response::from_parts(parts, body.boxed())
+/// Carries an upgraded connection's bytes both ways until either side
+/// closes; the bytes that came with the upstream's `101` go first.
+async fn bridge<C>(mut client_io: C, mut upstream: UpgradedStream)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    if !upstream.already_read.is_empty()
+        && client_io
+            .write_all_buf(&mut upstream.already_read)
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream.stream).await;
 }
 
 /// A 308 to the same host and request target over HTTPS, as ingress-nginx
@@ -404,7 +416,7 @@ fn upstream_request(
     client: &ClientContext,
     settings: &ProxySettings,
     upgrade: bool,
-) -> Result<Request<ProxyBody>, StatusCode> {
+) -> Result<OutgoingRequest, StatusCode> {
     let (mut parts, body) = request.into_parts();
     // HTTP/1.1 requests are origin-form already; HTTP/2's and absolute-form
     // ones lose their scheme and authority.
@@ -422,7 +434,7 @@ fn upstream_request(
         let value = HeaderValue::from_str(host).map_err(|_| StatusCode::BAD_REQUEST)?;
         parts.headers.insert(header::HOST, value);
     }
-    set_forwarded_headers(&mut parts.headers, client);
+    let forwarded = ForwardedHeaders::new(&parts.headers, client);
     // An upgrade request may carry a body (curl's `Upgrade: h2c` POST) that
     // a backend declining the upgrade reads: it goes up like any other.
     let body: ProxyBody = if body_is_empty(&body) {
@@ -430,7 +442,11 @@ fn upstream_request(
     } else {
         GuardedBody::new(body, settings.send_timeout, Some(settings.max_body_size)).boxed()
     };
-    Ok(Request::from_parts(parts, body))
+    Ok(OutgoingRequest::new(
+        &parts,
+        forwarded.outgoing(&parts.headers),
+        body,
+    ))
 }
 
 fn body_is_empty(body: &Incoming) -> bool {
@@ -438,14 +454,14 @@ fn body_is_empty(body: &Incoming) -> bool {
     body.is_end_stream()
 }
 
-/// Sends `request` to one of the upstream's endpoints: a failed connect (or
-/// a pooled connection found dead before the request left) moves on to the
-/// next endpoint, once.
+/// Sends `request` to one of the upstream's endpoints: a failed connect
+/// moves on to the next endpoint, once; a pooled connection that the
+/// endpoint had closed is replaced by a new one to the same endpoint.
 async fn exchange(
-    mut request: Request<ProxyBody>,
+    mut request: OutgoingRequest,
     upstream: &Upstream,
     state: &ProxyState,
-) -> Result<(Response<Incoming>, PooledConnection), StatusCode> {
+) -> Result<Exchanged, StatusCode> {
     const ATTEMPTS: usize = 2;
     let candidates = upstream
         .round_robin
@@ -453,42 +469,60 @@ async fn exchange(
         .take(ATTEMPTS)
         .copied();
     for endpoint in candidates {
-        let mut connection = match state.pool.checkout(endpoint).await {
-            Ok(connection) => connection,
+        let mut checkout = match state.pool.checkout(endpoint).await {
+            Ok(checkout) => checkout,
             Err(error) => {
                 warn!(upstream = %upstream.name, %error, "upstream connect failed");
                 continue;
             }
         };
-        let sent = tokio::time::timeout(
-            state.settings.read_timeout,
-            connection.sender.try_send_request(request),
-        )
-        .await;
-        match sent {
-            Err(_) => {
-                warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
-                return Err(StatusCode::GATEWAY_TIMEOUT);
-            }
-            Ok(Ok(response)) => return Ok((response, connection)),
-            Ok(Err(mut error)) => match error.take_message() {
-                Some(unsent) => {
-                    debug!(%endpoint, error = %error.error(), "connection closed before sending; retrying");
-                    request = unsent;
+        let deadline = tokio::time::Instant::now() + state.settings.read_timeout;
+        loop {
+            let exchanged = tokio::time::timeout_at(
+                deadline,
+                checkout
+                    .connection
+                    .exchange(request, checkout.reused, &state.pool),
+            )
+            .await;
+            let failure = match exchanged {
+                Err(_) => {
+                    warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
+                    return Err(StatusCode::GATEWAY_TIMEOUT);
                 }
-                None => return Err(status_for_send_error(error.error(), upstream, endpoint)),
-            },
+                Ok(Ok(exchanged)) => return Ok(exchanged),
+                Ok(Err(failure)) => failure,
+            };
+            match failure {
+                ExchangeFailure::Closed(unsent) => {
+                    debug!(%endpoint, "pooled connection closed by the endpoint; sending on a new one");
+                    request = unsent;
+                    checkout = match state.pool.connect(endpoint).await {
+                        Ok(connection) => crate::proxy::upstream::Checkout {
+                            connection,
+                            reused: false,
+                        },
+                        Err(error) => {
+                            warn!(upstream = %upstream.name, %error, "upstream connect failed");
+                            break;
+                        }
+                    };
+                }
+                ExchangeFailure::RequestBody(error) => return Err(status_for_body_error(&error)),
+                ExchangeFailure::Upstream(error) => {
+                    warn!(upstream = %upstream.name, %endpoint, %error, "upstream failed");
+                    return Err(StatusCode::BAD_GATEWAY);
+                }
+            }
         }
     }
     Err(StatusCode::BAD_GATEWAY)
 }
 
-fn status_for_send_error(
-    error: &hyper::Error,
-    upstream: &Upstream,
-    endpoint: SocketAddr,
-) -> StatusCode {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+/// The status for a request body that could not be sent: too large (413),
+/// too slow (408), or broken by the client (400).
+fn status_for_body_error(error: &BoxError) -> StatusCode {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(cause) = source {
         if cause.downcast_ref::<BodyTooLarge>().is_some() {
             return StatusCode::PAYLOAD_TOO_LARGE;
@@ -498,8 +532,8 @@ fn status_for_send_error(
         }
         source = cause.source();
     }
-    warn!(upstream = %upstream.name, %endpoint, %error, "upstream failed");
-    StatusCode::BAD_GATEWAY
+    debug!(%error, "request body failed");
+    StatusCode::BAD_REQUEST
 }
 
 /// A small HTML error page, as nginx answers.
