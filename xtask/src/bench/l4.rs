@@ -905,15 +905,24 @@ fn summarize(rounds: &[FloodRound], requests_per_second: Option<f64>) -> RowResu
     }
 }
 
-/// `(numerator - A) / (denominator - A)` in each round, from the rows
-/// measured back to back in it (A being [`Row::EdgeDrop`]); rounds where
-/// the denominator's cost is not positive are left out.
+/// One round's `(numerator - A) / (denominator - A)` by some measure of
+/// cost, and whether other processes disturbed any of the three rounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RoundRatio {
+    ratio: f64,
+    disturbed: bool,
+}
+
+/// [`RoundRatio`] in each round, from the rows measured back to back in it
+/// (A being [`Row::EdgeDrop`]), by `cost` (ns per packet); rounds where the
+/// denominator's cost is not positive are left out.
 fn round_ratios(
     rows: &[Row],
     rounds: &[Vec<FloodRound>],
     numerator: Row,
     denominator: Row,
-) -> Vec<f64> {
+    cost: impl Fn(&FloodRound) -> f64,
+) -> Vec<RoundRatio> {
     let rounds_of = |row: Row| {
         rows.iter()
             .position(|r| *r == row)
@@ -931,8 +940,13 @@ fn round_ratios(
         .zip(top)
         .zip(bottom)
         .filter_map(|((a, top), bottom)| {
-            let below = bottom.ns_per_packet() - a.ns_per_packet();
-            (below > 0.0).then(|| (top.ns_per_packet() - a.ns_per_packet()) / below)
+            let below = cost(bottom) - cost(a);
+            (below > 0.0).then(|| RoundRatio {
+                ratio: (cost(top) - cost(a)) / below,
+                disturbed: [a, top, bottom]
+                    .iter()
+                    .any(|round| round.others > DISTURBED_THRESHOLD),
+            })
         })
         .collect()
 }
@@ -1031,10 +1045,10 @@ fn render(
         cost(Row::Redirect),
     );
     let rows: Vec<Row> = results.iter().map(|(row, _)| *row).collect();
-    let per_round = |numerator: Row, denominator: Row| {
-        round_ratios(&rows, rounds, numerator, denominator)
+    let per_round = |numerator: Row, denominator: Row, cost: fn(&FloodRound) -> f64| {
+        round_ratios(&rows, rounds, numerator, denominator, cost)
             .iter()
-            .map(|ratio| format!("{ratio:.2}"))
+            .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -1069,9 +1083,14 @@ fn render(
         ));
     }
     text.push_str(&format!(
-        "Per round (every round, the rows of a round measured back to back): (B-A)/(C-A) {}; (B-A)/(R-A) {}\n",
-        per_round(Row::Nftables, Row::XdpIngress),
-        per_round(Row::Nftables, Row::Redirect),
+        "Per round (the rows of a round measured back to back; * other processes took more than {} of the load core in one of them):\n\
+         - by the load core's busy time: (B-A)/(C-A) {}; (B-A)/(R-A) {}\n\
+         - by the generator's and ksoftirqd's CPU time: (B-A)/(C-A) {}; (B-A)/(R-A) {}\n",
+        report::percent(DISTURBED_THRESHOLD),
+        per_round(Row::Nftables, Row::XdpIngress, FloodRound::ns_per_packet),
+        per_round(Row::Nftables, Row::Redirect, FloodRound::ns_per_packet),
+        per_round(Row::Nftables, Row::XdpIngress, FloodRound::task_ns_per_packet),
+        per_round(Row::Nftables, Row::Redirect, FloodRound::task_ns_per_packet),
     ));
     text.push_str(&format!(
         "The same by the generator's and ksoftirqd's CPU time alone: (B-A)/(C-A) {}, (B-A)/(R-A) {}\n",
@@ -1175,7 +1194,7 @@ mod tests {
         let costing = |ns: f64| FloodRound {
             sent: 1_000_000,
             seconds: 1.0,
-            others: 0.0,
+            others: if ns == 4200.0 { 0.2 } else { 0.0 },
             load_core_busy: ns / 1e3,
             load_tasks: 0.0,
             delivered: 0,
@@ -1188,14 +1207,17 @@ mod tests {
             vec![costing(4000.0), costing(4200.0)],
             vec![costing(3000.0), costing(3600.0)],
         ];
-        let ratios = round_ratios(&rows, &rounds, Row::Nftables, Row::XdpIngress);
-        assert_eq!(ratios.len(), 2);
-        assert!((ratios[0] - 2.0).abs() < 1e-9 && (ratios[1] - 2.0).abs() < 1e-9);
+        let by_busy = FloodRound::ns_per_packet;
+        let ratios = round_ratios(&rows, &rounds, Row::Nftables, Row::XdpIngress, by_busy);
+        let values: Vec<(f64, bool)> = ratios.iter().map(|r| (r.ratio, r.disturbed)).collect();
+        // Round 2's B (4200 ns) was disturbed.
+        assert_eq!(values, vec![(2.0, false), (2.0, true)]);
         // R cost nothing above A in round 2: that round has no ratio.
-        let over_redirect = round_ratios(&rows, &rounds, Row::Nftables, Row::Redirect);
+        let over_redirect = round_ratios(&rows, &rounds, Row::Nftables, Row::Redirect, by_busy);
         assert_eq!(over_redirect.len(), 1);
-        assert!((over_redirect[0] - 4.0).abs() < 1e-9);
-        assert!(round_ratios(&rows, &rounds, Row::Nftables, Row::RedirectDevmap).is_empty());
+        assert_eq!(over_redirect[0].ratio, 4.0);
+        let absent = round_ratios(&rows, &rounds, Row::Nftables, Row::RedirectDevmap, by_busy);
+        assert!(absent.is_empty());
     }
 
     #[test]
