@@ -26,7 +26,9 @@
 //! for its round and torn down after it), so the machine's drift in speed
 //! falls on every row alike. Rounds in which other processes took more than 5% of
 //! the load core (its busy time beyond the generator's and its
-//! `ksoftirqd`'s) do not count unless all did; medians are reported. (The
+//! `ksoftirqd`'s) or more than 20% of the other core (where no row puts any
+//! work, but a compile there slows the load core too) do not count unless
+//! all did; medians are reported. (The
 //! generator's own wait for its core is no such sign: it waits for
 //! `ksoftirqd` forwarding its packets.) Also: TCP
 //! requests/s through B and C (wrk, kept-alive HTTP to `lab-backend`), and
@@ -53,7 +55,7 @@ use xdp_ingress_lab::{
 
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
-    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX},
+    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
     measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
     prepare,
     report::{self, Table},
@@ -102,6 +104,11 @@ const TCP_PORT: u16 = 9000;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The fast-path target, in nanoseconds per packet.
 const FAST_PATH_TARGET_NS: f64 = 67.0;
+/// A round also counts as disturbed when the other core, where no row puts
+/// any work (every row's packets are handled on the load core), was busier
+/// than this: a compile there slowed even undisturbed load-core rounds by a
+/// fifth here (the two cores share caches).
+const OTHER_CORE_THRESHOLD: f64 = 0.2;
 
 /// The rows, in the order each round measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +165,8 @@ struct FloodRound {
     /// The share of the run other processes took of the load core: its
     /// busy time beyond the generator's and ksoftirqd's.
     others: f64,
+    /// How busy the other core was over the run (0..=1).
+    other_core_busy: f64,
     /// The load core's busy time over the run (all processes, softirqs).
     load_core_busy: f64,
     /// The CPU time of the generator (with the softirq work it ran) and of
@@ -168,6 +177,12 @@ struct FloodRound {
 }
 
 impl FloodRound {
+    /// Whether other processes took more than [`DISTURBED_THRESHOLD`] of the
+    /// load core or more than [`OTHER_CORE_THRESHOLD`] of the other one.
+    fn disturbed(&self) -> bool {
+        self.others > DISTURBED_THRESHOLD || self.other_core_busy > OTHER_CORE_THRESHOLD
+    }
+
     fn ns_per_packet(&self) -> f64 {
         if self.sent == 0 {
             return 0.0;
@@ -787,6 +802,7 @@ fn flood_round(
         sent: report.sent,
         seconds: report.seconds,
         others: 0.0,
+        other_core_busy: cpu_after.busy_since(&cpu_before, PROXY_CPU_INDEX),
         load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall,
         load_tasks: report.cpu_seconds + ksoftirqd_time.as_secs_f64(),
         delivered,
@@ -796,14 +812,15 @@ fn flood_round(
         ..sample
     };
     progress.detail(&format!(
-        "{:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}{}{}",
+        "{:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}, CPU {PROXY_CPU} busy {}{}{}",
         sample.ns_per_packet(),
         sample.task_ns_per_packet(),
         report::thousands(sample.sent_pps()),
         report::thousands(sample.delivered_pps()),
         report::percent(sample.others),
         report::percent(report.waited_seconds / report.seconds.max(1e-9)),
-        if sample.others > DISTURBED_THRESHOLD {
+        report::percent(sample.other_core_busy),
+        if sample.disturbed() {
             " (disturbed)"
         } else {
             ""
@@ -893,7 +910,8 @@ fn tcp_requests(args: &L4Args, lab: &BenchLab, script: &Path, progress: &Progres
 }
 
 fn summarize(rounds: &[FloodRound], requests_per_second: Option<f64>) -> RowResult {
-    let counted = counted_rounds(rounds, |r| r.others);
+    // `counted_rounds` keeps the rounds whose measure is within its threshold.
+    let counted = counted_rounds(rounds, |r| if r.disturbed() { f64::INFINITY } else { 0.0 });
     RowResult {
         ns_per_packet: median_of(&counted, FloodRound::ns_per_packet),
         task_ns_per_packet: median_of(&counted, FloodRound::task_ns_per_packet),
@@ -943,9 +961,7 @@ fn round_ratios(
             let below = cost(bottom) - cost(a);
             (below > 0.0).then(|| RoundRatio {
                 ratio: (cost(top) - cost(a)) / below,
-                disturbed: [a, top, bottom]
-                    .iter()
-                    .any(|round| round.others > DISTURBED_THRESHOLD),
+                disturbed: [a, top, bottom].iter().any(|round| round.disturbed()),
             })
         })
         .collect()
@@ -1083,10 +1099,11 @@ fn render(
         ));
     }
     text.push_str(&format!(
-        "Per round (the rows of a round measured back to back; * other processes took more than {} of the load core in one of them):\n\
+        "Per round (the rows of a round measured back to back; * one of them disturbed: other processes took more than {} of the load core or {} of CPU {PROXY_CPU}):\n\
          - by the load core's busy time: (B-A)/(C-A) {}; (B-A)/(R-A) {}\n\
          - by the generator's and ksoftirqd's CPU time: (B-A)/(C-A) {}; (B-A)/(R-A) {}\n",
         report::percent(DISTURBED_THRESHOLD),
+        report::percent(OTHER_CORE_THRESHOLD),
         per_round(Row::Nftables, Row::XdpIngress, FloodRound::ns_per_packet),
         per_round(Row::Nftables, Row::Redirect, FloodRound::ns_per_packet),
         per_round(Row::Nftables, Row::XdpIngress, FloodRound::task_ns_per_packet),
@@ -1112,11 +1129,12 @@ fn render(
         "\nCPU per packet: busy time of the load core (CPU {LOAD_CPU}, /proc/stat) over a run of lab-udp-flood \
          ({} flows, {}-byte payloads, sendmmsg) divided by datagrams sent (next to it: the CPU time of the generator, with the softirq work it ran, \
          and of ksoftirqd on that core, which other processes cannot inflate); median of the rounds \
-         in which other processes took at most {} of the load core, {} rounds of {} s a row. \
+         in which other processes took at most {} of the load core and CPU {PROXY_CPU} was at most {} busy (all rounds if none was), {} rounds of {} s a row. \
          Backends drop the load with lab-drop at XDP in every row; R redirects with lab-redirect.\n",
         args.flows,
         args.payload,
         report::percent(DISTURBED_THRESHOLD),
+        report::percent(OTHER_CORE_THRESHOLD),
         args.rounds,
         args.seconds
     ));
@@ -1195,6 +1213,7 @@ mod tests {
             sent: 1_000_000,
             seconds: 1.0,
             others: if ns == 4200.0 { 0.2 } else { 0.0 },
+            other_core_busy: 0.0,
             load_core_busy: ns / 1e3,
             load_tasks: 0.0,
             delivered: 0,
@@ -1226,6 +1245,7 @@ mod tests {
             sent: 1_000_000,
             seconds: 2.0,
             others: 0.0,
+            other_core_busy: 0.0,
             load_core_busy: 2.0,
             load_tasks: 1.0,
             delivered: 500_000,
@@ -1234,5 +1254,15 @@ mod tests {
         assert_eq!(round.task_ns_per_packet(), 1000.0);
         assert_eq!(round.delivered_pps(), 250_000.0);
         assert_eq!(round.sent_pps(), 500_000.0);
+        assert!(!round.disturbed());
+        let busy_neighbour = FloodRound {
+            other_core_busy: 0.5,
+            ..round.clone()
+        };
+        let busy_load_core = FloodRound {
+            others: 0.1,
+            ..round
+        };
+        assert!(busy_neighbour.disturbed() && busy_load_core.disturbed());
     }
 }
