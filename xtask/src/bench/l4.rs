@@ -12,12 +12,17 @@
 //! `ksoftirqd` alone, which other processes on that core cannot inflate):
 //!
 //! - (A) the edge drops the load at XDP on its client link (the floor);
+//! - (R) the edge redirects the load at XDP to its backend link with no
+//!   lookup and no rewrite (`lab-redirect`): the kernel's redirect path
+//!   alone, the least any XDP forwarder pays in this lab (with `--devmap`
+//!   also (Rd), the same through a devmap);
 //! - (B) nftables DNAT with `numgen random mod 3` over the three backends,
 //!   as kube-proxy's nftables mode writes it;
 //! - (C) xdp-ingress's L4 tier (full NAT, native mode on both edge links).
 //!
 //! B-A and C-A are what forwarding costs the edge (target: C-A at most a
-//! third of B-A). The rounds go A, B, C, A, B, C, ... (each row set up
+//! third of B-A); (B-A)/(R-A) is the best ratio any XDP forwarder could
+//! reach here. The rounds go A, R, B, C, A, R, B, C, ... (each row set up
 //! for its round and torn down after it), so the machine's drift in speed
 //! falls on every row alike. Rounds in which other processes took more than 5% of
 //! the load core (its busy time beyond the generator's and its
@@ -42,12 +47,13 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use xdp_ingress_lab::{
-    EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, Netns, ScratchDir, SliceEndpoint, service_yaml,
+    EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, Netns, PinDir, ScratchDir, SliceEndpoint, ensure_bpffs,
+    run_ok, service_yaml,
 };
 
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
-    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX},
+    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
     measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
     prepare,
     report::{self, Table},
@@ -81,6 +87,9 @@ pub struct L4Args {
     /// Use the release binaries as they are (no setup, no build).
     #[arg(long)]
     pub no_build: bool,
+    /// Also measure the redirect floor through a devmap (`bpf_redirect_map`).
+    #[arg(long)]
+    pub devmap: bool,
 }
 
 /// The UDP service's port on the edge (the load's destination).
@@ -98,19 +107,44 @@ const FAST_PATH_TARGET_NS: f64 = 67.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Row {
     EdgeDrop,
+    Redirect,
+    RedirectDevmap,
     Nftables,
     XdpIngress,
 }
 
 impl Row {
-    const ALL: [Row; 3] = [Row::EdgeDrop, Row::Nftables, Row::XdpIngress];
+    /// The rows a run measures, in round order.
+    fn measured(devmap: bool) -> Vec<Row> {
+        let mut rows = vec![Row::EdgeDrop, Row::Redirect];
+        if devmap {
+            rows.push(Row::RedirectDevmap);
+        }
+        rows.extend([Row::Nftables, Row::XdpIngress]);
+        rows
+    }
 
     fn describe(self) -> &'static str {
         match self {
             Row::EdgeDrop => "(A) edge drops at XDP",
+            Row::Redirect => {
+                "(R) XDP redirect only, no lookup, no rewrite: any XDP forwarder's floor"
+            }
+            Row::RedirectDevmap => "(Rd) the same through a devmap",
             Row::Nftables => "(B) nftables DNAT, numgen random mod 3",
             Row::XdpIngress => "(C) xdp-ingress L4, full NAT, XDP native",
         }
+    }
+
+    /// Whether the row serves the TCP service (B and C forward it).
+    fn serves_tcp(self) -> bool {
+        matches!(self, Row::Nftables | Row::XdpIngress)
+    }
+
+    /// Whether the row redirects the load at XDP without looking at it
+    /// (R, Rd): all of it must reach the backends.
+    fn redirects_blindly(self) -> bool {
+        matches!(self, Row::Redirect | Row::RedirectDevmap)
     }
 }
 
@@ -124,6 +158,10 @@ struct FloodRound {
     /// The share of the run other processes took of the load core: its
     /// busy time beyond the generator's and ksoftirqd's.
     others: f64,
+    /// How busy the other core, where no row puts any work, was over the
+    /// run (0..=1): shown, not judged (a compile there at 100% left the
+    /// load core's rounds as steady as on an idle machine).
+    other_core_busy: f64,
     /// The load core's busy time over the run (all processes, softirqs).
     load_core_busy: f64,
     /// The CPU time of the generator (with the softirq work it ran) and of
@@ -134,6 +172,12 @@ struct FloodRound {
 }
 
 impl FloodRound {
+    /// Whether other processes took more than [`DISTURBED_THRESHOLD`] of the
+    /// load core.
+    fn disturbed(&self) -> bool {
+        self.others > DISTURBED_THRESHOLD
+    }
+
     fn ns_per_packet(&self) -> f64 {
         if self.sent == 0 {
             return 0.0;
@@ -208,13 +252,14 @@ pub fn run(args: &L4Args) -> Result<()> {
     let scratch = ScratchDir::new("bench-l4")?;
     let script = scratch.write("hosts.lua", HOSTS_SCRIPT)?;
 
-    // Rounds go A, B, C, A, B, C, ...: this machine's speed drifts by a third
-    // over minutes, and interleaving spreads the drift over every row.
+    // Rounds go A, R, B, C, A, R, B, C, ...: this machine's speed drifts by
+    // a third over minutes, and interleaving spreads the drift over every row.
     let ksoftirqd = ksoftirqd_pid(LOAD_CPU_INDEX)?;
-    let mut rounds: [Vec<FloodRound>; 3] = Default::default();
-    let mut requests_per_second: [Option<f64>; 3] = [None; 3];
+    let rows = Row::measured(args.devmap);
+    let mut rounds: Vec<Vec<FloodRound>> = vec![Vec::new(); rows.len()];
+    let mut requests_per_second: Vec<Option<f64>> = vec![None; rows.len()];
     for round in 1..=args.rounds {
-        for (index, row) in Row::ALL.into_iter().enumerate() {
+        for (index, &row) in rows.iter().enumerate() {
             check_interrupted()?;
             progress.phase(&format!(
                 "round {round} of {}: {}",
@@ -223,15 +268,23 @@ pub fn run(args: &L4Args) -> Result<()> {
             ));
             let mut edge = RowEdge::set_up(row, &lab, &binaries, &tools)?;
             let sink = edge.sink().unwrap_or(&backend_sink);
-            rounds[index].push(flood_round(args, &lab, &tools, sink, ksoftirqd, &progress)?);
-            if round == args.rounds && row != Row::EdgeDrop {
+            let flood = flood_round(args, &lab, &tools, sink, ksoftirqd, &progress)?;
+            ensure!(
+                !row.redirects_blindly() || flood.delivered * 10 >= flood.sent * 9,
+                "{}: only {} of {} datagrams reached the backends",
+                row.describe(),
+                flood.delivered,
+                flood.sent
+            );
+            rounds[index].push(flood);
+            if round == args.rounds && row.serves_tcp() {
                 requests_per_second[index] = Some(tcp_requests(args, &lab, &script, &progress)?);
             }
             edge.check_running()?;
         }
     }
     let mut results = Vec::new();
-    for (index, row) in Row::ALL.into_iter().enumerate() {
+    for (index, &row) in rows.iter().enumerate() {
         let result = summarize(&rounds[index], requests_per_second[index]);
         progress.detail(&format!(
             "{}: median {:.0} ns/packet, {} pps delivered ({} of {} rounds counted)",
@@ -241,7 +294,7 @@ pub fn run(args: &L4Args) -> Result<()> {
             result.counted,
             result.rounds
         ));
-        results.push(result);
+        results.push((row, result));
     }
     drop(backend_sink);
     drop(lab);
@@ -258,7 +311,7 @@ pub fn run(args: &L4Args) -> Result<()> {
             .join(", ")
     ));
 
-    let text = render(args, &results, &fast_path);
+    let text = render(args, &results, &rounds, &fast_path);
     println!("\n{text}");
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -268,10 +321,11 @@ pub fn run(args: &L4Args) -> Result<()> {
     Ok(())
 }
 
-/// The generator and the drop program, built by [`prepare`].
+/// The generator and the drop and redirect programs, built by [`prepare`].
 struct Tools {
     flood: PathBuf,
     drop_object: PathBuf,
+    redirect_object: PathBuf,
 }
 
 impl Tools {
@@ -281,23 +335,33 @@ impl Tools {
             .parent()
             .context("lab-backend has no directory")?
             .join("lab-udp-flood");
-        let drop_object = target_dir().join("bpfel-unknown-none/release/lab-drop");
-        for path in [&flood, &drop_object] {
+        let objects = target_dir().join("bpfel-unknown-none/release");
+        let (drop_object, redirect_object) =
+            (objects.join("lab-drop"), objects.join("lab-redirect"));
+        for path in [&flood, &drop_object, &redirect_object] {
             ensure!(
                 path.is_file(),
                 "{} is missing: run `cargo xtask build-ebpf` and `cargo build --release -p xdp-ingress-lab`",
                 path.display()
             );
         }
-        Ok(Self { flood, drop_object })
+        Ok(Self {
+            flood,
+            drop_object,
+            redirect_object,
+        })
     }
 }
 
 /// What a row sets up on the edge for one round, undone on drop: the
-/// edge's own drop program (A), the nftables DNAT table (B), or xdp-ingress
-/// with its L4 services (C).
+/// edge's own drop program (A), the blind redirect (R, Rd), the nftables
+/// DNAT table (B), or xdp-ingress with its L4 services (C).
 enum RowEdge<'a> {
     Drop(XdpSink<'a>),
+    /// Held for its `Drop`, which detaches and unpins the program.
+    Redirect {
+        _program: XdpRedirect<'a>,
+    },
     /// Held for its `Drop`, which deletes the table.
     Nftables {
         _table: NftDnat<'a>,
@@ -306,7 +370,7 @@ enum RowEdge<'a> {
 }
 
 impl<'a> RowEdge<'a> {
-    /// Sets up `row` and waits until its TCP service answers (B, C).
+    /// Sets up `row` and, for B and C, waits until its TCP service answers.
     fn set_up(row: Row, lab: &'a BenchLab, binaries: &Binaries, tools: &Tools) -> Result<Self> {
         let edge_lab = lab.edge_lab();
         let edge = match row {
@@ -316,6 +380,21 @@ impl<'a> RowEdge<'a> {
                     edge_lab.edge_interface(),
                     &tools.drop_object,
                 )?));
+            }
+            Row::Redirect | Row::RedirectDevmap => {
+                return Ok(Self::Redirect {
+                    _program: XdpRedirect::attach(
+                        &edge_lab.edge,
+                        edge_lab.edge_interface(),
+                        &edge_lab.backend_link.a.name,
+                        &tools.redirect_object,
+                        if row == Row::RedirectDevmap {
+                            RedirectBy::Devmap
+                        } else {
+                            RedirectBy::Ifindex
+                        },
+                    )?,
+                });
             }
             Row::Nftables => Self::Nftables {
                 _table: NftDnat::create(&edge_lab.edge)?,
@@ -412,6 +491,117 @@ impl Drop for XdpSink<'_> {
         let _ = self
             .ns
             .ip(&["link", "set", "dev", &self.dev, "xdpdrv", "off"]);
+    }
+}
+
+/// How `lab-redirect` names its target: which of its programs runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RedirectBy {
+    /// `lab_redirect`: `bpf_redirect` to the ifindex in an array map.
+    Ifindex,
+    /// `lab_redirect_devmap`: `bpf_redirect_map` through a devmap.
+    Devmap,
+}
+
+impl RedirectBy {
+    /// The program's name (its pin's name) and its map's.
+    fn program_and_map(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Ifindex => ("lab_redirect", "LAB_REDIRECT_IFINDEX"),
+            Self::Devmap => ("lab_redirect_devmap", "LAB_REDIRECT_DEVMAP"),
+        }
+    }
+
+    /// `bpftool map update`'s value bytes for `ifindex`: a u32, or a
+    /// `struct bpf_devmap_val` (ifindex, then no program: fd 0).
+    fn value_bytes(self, ifindex: u32) -> Vec<String> {
+        let mut bytes = ifindex.to_le_bytes().to_vec();
+        if self == Self::Devmap {
+            bytes.extend([0; 4]);
+        }
+        bytes.iter().map(u8::to_string).collect()
+    }
+}
+
+/// `lab-redirect` loaded by bpftool with its programs and maps pinned (in
+/// two lab pin directories, which the lab's reaper also clears after a
+/// killed run), its target set to `target`, one program attached in
+/// native mode to `dev`; detached and unpinned on drop.
+struct XdpRedirect<'a> {
+    ns: &'a Netns,
+    dev: String,
+    attached: bool,
+    /// Dropped after the detach (field order), which frees the program.
+    _programs: PinDir,
+    _maps: PinDir,
+}
+
+impl<'a> XdpRedirect<'a> {
+    fn attach(
+        ns: &'a Netns,
+        dev: &str,
+        target: &str,
+        object: &Path,
+        by: RedirectBy,
+    ) -> Result<Self> {
+        ensure_bpffs()?;
+        let mut this = Self {
+            ns,
+            dev: dev.to_owned(),
+            attached: false,
+            _programs: PinDir::new(),
+            _maps: PinDir::new(),
+        };
+        let (programs, maps) = (this._programs.path(), this._maps.path());
+        run_ok(Command::new("bpftool").args([
+            "prog",
+            "loadall",
+            &object.display().to_string(),
+            &programs.display().to_string(),
+            "type",
+            "xdp",
+            "pinmaps",
+            &maps.display().to_string(),
+        ]))
+        .context("loading lab-redirect with bpftool")?;
+        let ifindex = ns
+            .link(target)?
+            .get("ifindex")
+            .and_then(|index| index.as_u64())
+            .and_then(|index| u32::try_from(index).ok())
+            .with_context(|| format!("no ifindex for {target}"))?;
+        let (program, map) = by.program_and_map();
+        // In `ns`: a devmap resolves the ifindex in the updater's namespace.
+        let mut update = Command::new("nsenter");
+        update
+            .arg(format!("--net={}", ns.path().display()))
+            .args(["bpftool", "map", "update", "pinned"])
+            .arg(maps.join(map))
+            .args(["key", "0", "0", "0", "0", "value"])
+            .args(by.value_bytes(ifindex));
+        run_ok(&mut update).with_context(|| format!("setting {map} to {target}"))?;
+        // Like the update, through `nsenter --net`, which keeps this mount
+        // namespace's /sys/fs/bpf (`ip netns exec` and `ip -n` mount a fresh
+        // /sys without it).
+        run_ok(
+            Command::new("nsenter")
+                .arg(format!("--net={}", ns.path().display()))
+                .args(["ip", "link", "set", "dev", dev, "xdpdrv", "pinned"])
+                .arg(programs.join(program)),
+        )
+        .with_context(|| format!("attaching lab-redirect's {program} to {dev}"))?;
+        this.attached = true;
+        Ok(this)
+    }
+}
+
+impl Drop for XdpRedirect<'_> {
+    fn drop(&mut self) {
+        if self.attached {
+            let _ = self
+                .ns
+                .ip(&["link", "set", "dev", &self.dev, "xdpdrv", "off"]);
+        }
     }
 }
 
@@ -607,6 +797,7 @@ fn flood_round(
         sent: report.sent,
         seconds: report.seconds,
         others: 0.0,
+        other_core_busy: cpu_after.busy_since(&cpu_before, PROXY_CPU_INDEX),
         load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall,
         load_tasks: report.cpu_seconds + ksoftirqd_time.as_secs_f64(),
         delivered,
@@ -616,14 +807,15 @@ fn flood_round(
         ..sample
     };
     progress.detail(&format!(
-        "{:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}{}{}",
+        "{:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}, CPU {PROXY_CPU} busy {}{}{}",
         sample.ns_per_packet(),
         sample.task_ns_per_packet(),
         report::thousands(sample.sent_pps()),
         report::thousands(sample.delivered_pps()),
         report::percent(sample.others),
         report::percent(report.waited_seconds / report.seconds.max(1e-9)),
-        if sample.others > DISTURBED_THRESHOLD {
+        report::percent(sample.other_core_busy),
+        if sample.disturbed() {
             " (disturbed)"
         } else {
             ""
@@ -725,6 +917,50 @@ fn summarize(rounds: &[FloodRound], requests_per_second: Option<f64>) -> RowResu
     }
 }
 
+/// One round's `(numerator - A) / (denominator - A)` by some measure of
+/// cost, and whether other processes disturbed any of the three rounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RoundRatio {
+    ratio: f64,
+    disturbed: bool,
+}
+
+/// [`RoundRatio`] in each round, from the rows measured back to back in it
+/// (A being [`Row::EdgeDrop`]), by `cost` (ns per packet); rounds where the
+/// denominator's cost is not positive are left out.
+fn round_ratios(
+    rows: &[Row],
+    rounds: &[Vec<FloodRound>],
+    numerator: Row,
+    denominator: Row,
+    cost: impl Fn(&FloodRound) -> f64,
+) -> Vec<RoundRatio> {
+    let rounds_of = |row: Row| {
+        rows.iter()
+            .position(|r| *r == row)
+            .and_then(|index| rounds.get(index))
+    };
+    let (Some(floor), Some(top), Some(bottom)) = (
+        rounds_of(Row::EdgeDrop),
+        rounds_of(numerator),
+        rounds_of(denominator),
+    ) else {
+        return Vec::new();
+    };
+    floor
+        .iter()
+        .zip(top)
+        .zip(bottom)
+        .filter_map(|((a, top), bottom)| {
+            let below = cost(bottom) - cost(a);
+            (below > 0.0).then(|| RoundRatio {
+                ratio: (cost(top) - cost(a)) / below,
+                disturbed: [a, top, bottom].iter().any(|round| round.disturbed()),
+            })
+        })
+        .collect()
+}
+
 /// The established-flow fast path's nanoseconds per packet, one value per
 /// round of the `l4_datapath` test's timing (BPF_PROG_TEST_RUN, repeat).
 fn fast_path_ns() -> Result<Vec<f64>> {
@@ -768,7 +1004,12 @@ fn fast_path_rounds(text: &str) -> Vec<f64> {
         .collect()
 }
 
-fn render(args: &L4Args, results: &[RowResult], fast_path: &[f64]) -> String {
+fn render(
+    args: &L4Args,
+    results: &[(Row, RowResult)],
+    rounds: &[Vec<FloodRound>],
+    fast_path: &[f64],
+) -> String {
     let mut table = Table::new(&[
         "UDP load through the edge",
         "CPU per packet",
@@ -778,9 +1019,10 @@ fn render(args: &L4Args, results: &[RowResult], fast_path: &[f64]) -> String {
         "delivered pps",
         "TCP requests/s",
     ]);
-    let floor = results.first().map_or(0.0, |r| r.ns_per_packet);
-    let task_floor = results.first().map_or(0.0, |r| r.task_ns_per_packet);
-    for (row, result) in Row::ALL.iter().zip(results) {
+    let result_of = |row: Row| results.iter().find(|(r, _)| *r == row).map(|(_, r)| r);
+    let floor = result_of(Row::EdgeDrop).map_or(0.0, |r| r.ns_per_packet);
+    let task_floor = result_of(Row::EdgeDrop).map_or(0.0, |r| r.task_ns_per_packet);
+    for (row, result) in results {
         table.row(vec![
             row.describe().to_owned(),
             format!("{:.2} µs", result.ns_per_packet / 1e3),
@@ -805,15 +1047,21 @@ fn render(args: &L4Args, results: &[RowResult], fast_path: &[f64]) -> String {
                 .map_or("-".to_owned(), report::thousands),
         ]);
     }
-    let cost = |i: usize| results.get(i).map_or(0.0, |r| r.ns_per_packet - floor);
-    let (nft, xdp) = (cost(1), cost(2));
-    let task_cost = |i: usize| {
-        results
-            .get(i)
-            .map_or(0.0, |r| r.task_ns_per_packet - task_floor)
+    let cost = |row: Row| result_of(row).map_or(0.0, |r| r.ns_per_packet - floor);
+    let task_cost = |row: Row| result_of(row).map_or(0.0, |r| r.task_ns_per_packet - task_floor);
+    let (nft, xdp, redirect) = (
+        cost(Row::Nftables),
+        cost(Row::XdpIngress),
+        cost(Row::Redirect),
+    );
+    let rows: Vec<Row> = results.iter().map(|(row, _)| *row).collect();
+    let per_round = |numerator: Row, denominator: Row, cost: fn(&FloodRound) -> f64| {
+        round_ratios(&rows, rounds, numerator, denominator, cost)
+            .iter()
+            .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let fast_path_refs: Vec<&f64> = fast_path.iter().collect();
-    let fast_path_median = median_of(&fast_path_refs, |v| *v);
     let mut text = table.render();
     text.push_str(&format!(
         "\nEdge's forwarding cost, nftables over xdp-ingress (B-A)/(C-A): {}; {}\n",
@@ -824,9 +1072,43 @@ fn render(args: &L4Args, results: &[RowResult], fast_path: &[f64]) -> String {
         ),
     ));
     text.push_str(&format!(
-        "The same by the generator's and ksoftirqd's CPU time alone: {}\n",
-        report::ratio(task_cost(1), task_cost(2)),
+        "Nftables over the bare redirect (B-A)/(R-A), the best any XDP forwarder could score in this lab: {}\n",
+        report::ratio(nft, redirect),
     ));
+    text.push_str(&format!(
+        "xdp-ingress's cost beyond the bare redirect, C-R: {:.2} µs ({} of C-A)\n",
+        (xdp - redirect) / 1e3,
+        if xdp > 0.0 {
+            report::percent((xdp - redirect) / xdp)
+        } else {
+            "-".to_owned()
+        },
+    ));
+    if rows.contains(&Row::RedirectDevmap) {
+        text.push_str(&format!(
+            "The bare redirect through a devmap, (B-A)/(Rd-A): {} (Rd-A {:.2} µs against R-A {:.2} µs)\n",
+            report::ratio(nft, cost(Row::RedirectDevmap)),
+            cost(Row::RedirectDevmap) / 1e3,
+            redirect / 1e3,
+        ));
+    }
+    text.push_str(&format!(
+        "Per round (the rows of a round measured back to back; * other processes took more than {} of the load core in one of them):\n\
+         - by the load core's busy time: (B-A)/(C-A) {}; (B-A)/(R-A) {}\n\
+         - by the generator's and ksoftirqd's CPU time: (B-A)/(C-A) {}; (B-A)/(R-A) {}\n",
+        report::percent(DISTURBED_THRESHOLD),
+        per_round(Row::Nftables, Row::XdpIngress, FloodRound::ns_per_packet),
+        per_round(Row::Nftables, Row::Redirect, FloodRound::ns_per_packet),
+        per_round(Row::Nftables, Row::XdpIngress, FloodRound::task_ns_per_packet),
+        per_round(Row::Nftables, Row::Redirect, FloodRound::task_ns_per_packet),
+    ));
+    text.push_str(&format!(
+        "The same by the generator's and ksoftirqd's CPU time alone: (B-A)/(C-A) {}, (B-A)/(R-A) {}\n",
+        report::ratio(task_cost(Row::Nftables), task_cost(Row::XdpIngress)),
+        report::ratio(task_cost(Row::Nftables), task_cost(Row::Redirect)),
+    ));
+    let fast_path_refs: Vec<&f64> = fast_path.iter().collect();
+    let fast_path_median = median_of(&fast_path_refs, |v| *v);
     text.push_str(&format!(
         "XDP fast path, established flow (BPF_PROG_TEST_RUN, repeat 10,000, median of {}): {:.0} ns/packet; {}\n",
         fast_path.len(),
@@ -840,8 +1122,8 @@ fn render(args: &L4Args, results: &[RowResult], fast_path: &[f64]) -> String {
         "\nCPU per packet: busy time of the load core (CPU {LOAD_CPU}, /proc/stat) over a run of lab-udp-flood \
          ({} flows, {}-byte payloads, sendmmsg) divided by datagrams sent (next to it: the CPU time of the generator, with the softirq work it ran, \
          and of ksoftirqd on that core, which other processes cannot inflate); median of the rounds \
-         in which other processes took at most {} of the load core, {} rounds of {} s a row. \
-         Backends drop the load with lab-drop at XDP in every row.\n",
+         in which other processes took at most {} of the load core (all rounds if none was), {} rounds of {} s a row. \
+         Backends drop the load with lab-drop at XDP in every row; R redirects with lab-redirect.\n",
         args.flows,
         args.payload,
         report::percent(DISTURBED_THRESHOLD),
@@ -891,11 +1173,71 @@ mod tests {
     }
 
     #[test]
+    fn the_redirect_rows_come_after_the_floor_and_before_the_forwarders() {
+        use Row::*;
+        assert_eq!(
+            Row::measured(false),
+            vec![EdgeDrop, Redirect, Nftables, XdpIngress]
+        );
+        assert_eq!(
+            Row::measured(true),
+            vec![EdgeDrop, Redirect, RedirectDevmap, Nftables, XdpIngress]
+        );
+        assert!(Redirect.redirects_blindly() && !Redirect.serves_tcp());
+        assert!(XdpIngress.serves_tcp() && !XdpIngress.redirects_blindly());
+    }
+
+    #[test]
+    fn the_redirect_target_is_written_as_bpftool_bytes() {
+        assert_eq!(
+            RedirectBy::Ifindex.value_bytes(0x0102),
+            vec!["2", "1", "0", "0"]
+        );
+        assert_eq!(
+            RedirectBy::Devmap.value_bytes(7),
+            vec!["7", "0", "0", "0", "0", "0", "0", "0"]
+        );
+    }
+
+    #[test]
+    fn each_round_gives_its_own_ratio_over_the_floor() {
+        let costing = |ns: f64| FloodRound {
+            sent: 1_000_000,
+            seconds: 1.0,
+            others: if ns == 4200.0 { 0.2 } else { 0.0 },
+            other_core_busy: 0.0,
+            load_core_busy: ns / 1e3,
+            load_tasks: 0.0,
+            delivered: 0,
+        };
+        let rows = Row::measured(false);
+        // Per row (A, R, B, C), two rounds each.
+        let rounds = vec![
+            vec![costing(2000.0), costing(3000.0)],
+            vec![costing(2500.0), costing(3000.0)],
+            vec![costing(4000.0), costing(4200.0)],
+            vec![costing(3000.0), costing(3600.0)],
+        ];
+        let by_busy = FloodRound::ns_per_packet;
+        let ratios = round_ratios(&rows, &rounds, Row::Nftables, Row::XdpIngress, by_busy);
+        let values: Vec<(f64, bool)> = ratios.iter().map(|r| (r.ratio, r.disturbed)).collect();
+        // Round 2's B (4200 ns) was disturbed.
+        assert_eq!(values, vec![(2.0, false), (2.0, true)]);
+        // R cost nothing above A in round 2: that round has no ratio.
+        let over_redirect = round_ratios(&rows, &rounds, Row::Nftables, Row::Redirect, by_busy);
+        assert_eq!(over_redirect.len(), 1);
+        assert_eq!(over_redirect[0].ratio, 4.0);
+        let absent = round_ratios(&rows, &rounds, Row::Nftables, Row::RedirectDevmap, by_busy);
+        assert!(absent.is_empty());
+    }
+
+    #[test]
     fn the_cost_per_packet_is_busy_time_over_packets() {
         let round = FloodRound {
             sent: 1_000_000,
             seconds: 2.0,
             others: 0.0,
+            other_core_busy: 0.0,
             load_core_busy: 2.0,
             load_tasks: 1.0,
             delivered: 500_000,
@@ -904,5 +1246,15 @@ mod tests {
         assert_eq!(round.task_ns_per_packet(), 1000.0);
         assert_eq!(round.delivered_pps(), 250_000.0);
         assert_eq!(round.sent_pps(), 500_000.0);
+        assert!(!round.disturbed());
+        let busy_neighbour = FloodRound {
+            other_core_busy: 1.0,
+            ..round.clone()
+        };
+        let busy_load_core = FloodRound {
+            others: 0.1,
+            ..round
+        };
+        assert!(!busy_neighbour.disturbed() && busy_load_core.disturbed());
     }
 }
