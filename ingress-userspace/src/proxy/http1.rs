@@ -238,6 +238,11 @@ pub fn parse_response_head(
         headers.append(name, value);
     }
     let (framing, framing_keeps_alive) = response_framing(status, &headers, request_method)?;
+    if framing == ResponseFraming::Chunked || framing == ResponseFraming::UntilClose {
+        // Transfer-Encoding overrides Content-Length, which a proxy must
+        // not pass on next to the decoded body (RFC 9112 6.3 item 3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let keep_alive = framing_keeps_alive
         && version == Version::HTTP_11
         && !has_token(&headers, header::CONNECTION, "close");
@@ -669,6 +674,22 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn content_length_next_to_transfer_encoding_is_dropped() {
+        let head = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.framing, ResponseFraming::Chunked);
+        assert!(!head.parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(
+            !head.keep_alive,
+            "a message that may be smuggled closes its connection"
+        );
     }
 
     #[test]
