@@ -24,7 +24,8 @@ fn main() {
 /// `<target dir>/bpfel-unknown-none/release/ingress-ebpf` (the object is always
 /// optimised: the verifier rejects unoptimised BPF). The target directory is
 /// CARGO_TARGET_DIR when set, else the one holding OUT_DIR
-/// (`<target>/<profile>/build/<pkg>/out`, marked by cargo's CACHEDIR.TAG).
+/// (`<target>[/<triple>]/<profile>/build/<pkg>/out`, marked by cargo's
+/// CACHEDIR.TAG).
 fn default_object_path() -> PathBuf {
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let workspace =
@@ -33,10 +34,14 @@ fn default_object_path() -> PathBuf {
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(|dir| workspace.join(dir))
         .or_else(|| {
-            out_dir
-                .ancestors()
-                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-                .map(PathBuf::from)
+            let tagged = |dir: &std::path::Path| dir.join("CACHEDIR.TAG").is_file();
+            let innermost = out_dir.ancestors().find(|dir| tagged(dir))?;
+            // With `--target`, cargo tags `<target>/<triple>` too: the
+            // object lies in the target directory above it.
+            Some(match innermost.parent() {
+                Some(parent) if tagged(parent) => parent.to_path_buf(),
+                _ => innermost.to_path_buf(),
+            })
         })
         .unwrap_or_else(|| workspace.join("target"));
     target_dir
