@@ -21,7 +21,9 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// A `static`, not a `const`: a const array would be built and dropped at
+/// every use. [`is_hop_by_hop`] says the same by text.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -33,9 +35,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Whether `name` is hop-by-hop in itself (not counting what `Connection`
-/// names).
+/// names). A match on the name's text (length first): it runs for every
+/// header of every message.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Removes hop-by-hop headers, and the headers that `Connection` names.
@@ -60,7 +74,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(&name);
     }
-    for name in &HOP_BY_HOP {
+    for name in HOP_BY_HOP.iter() {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -109,8 +123,26 @@ impl ClientContext {
 /// lines of the same names, written next to the request's other headers
 /// rather than hashed into its map. `Host` is left as the client sent it.
 pub struct ForwardedHeaders {
-    lines: [Option<(HeaderName, HeaderValue)>; 7],
+    /// The value of each of [`FORWARDED_NAMES`], when it is set.
+    values: [Option<HeaderValue>; 7],
 }
+
+/// The names of [`ForwardedHeaders`]' lines, in the order they are written.
+static FORWARDED_NAMES: [HeaderName; 7] = [
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_SCHEME,
+    X_FORWARDED_PORT,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+];
+
+/// Where the request id lies among [`FORWARDED_NAMES`].
+const REQUEST_ID_LINE: usize = 6;
+/// Where `X-Forwarded-Host` lies among [`FORWARDED_NAMES`] (the one line
+/// that may be unset).
+const FORWARDED_HOST_LINE: usize = 5;
 
 impl ForwardedHeaders {
     /// The lines for a request with `headers` from `client`.
@@ -138,38 +170,42 @@ impl ForwardedHeaders {
         };
         let scheme = HeaderValue::from_static(client.scheme);
         Self {
-            lines: [
-                Some((X_FORWARDED_FOR, forwarded_for)),
-                Some((X_REAL_IP, client.client_ip_value.clone())),
-                Some((X_FORWARDED_PROTO, scheme.clone())),
-                Some((X_FORWARDED_SCHEME, scheme)),
-                Some((X_FORWARDED_PORT, client.listener_port_value.clone())),
-                headers
-                    .get(header::HOST)
-                    .map(|host| (X_FORWARDED_HOST, host.clone())),
-                Some((X_REQUEST_ID, request_id)),
+            values: [
+                Some(forwarded_for),
+                Some(client.client_ip_value.clone()),
+                Some(scheme.clone()),
+                Some(scheme),
+                Some(client.listener_port_value.clone()),
+                headers.get(header::HOST).cloned(),
+                Some(request_id),
             ],
         }
     }
 
     /// The request id that goes upstream.
     pub fn request_id(&self) -> &HeaderValue {
-        let Some((_, id)) = &self.lines[6] else {
-            unreachable!("the request id line is always set")
-        };
-        id
+        self.values[REQUEST_ID_LINE]
+            .as_ref()
+            .expect("the request id line is always set")
     }
 
     fn lines(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.lines
+        FORWARDED_NAMES
             .iter()
-            .flatten()
-            .map(|(name, value)| (name, value))
+            .zip(&self.values)
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
     }
 
-    /// Whether a request's own line named `name` is replaced.
+    /// Whether a request's own line named `name` is replaced: a match on
+    /// the name's text, as it runs for every header of every request
+    /// ([`FORWARDED_NAMES`] in the same order).
     fn replaces(&self, name: &HeaderName) -> bool {
-        self.lines().any(|(line, _)| line == name)
+        match name.as_str() {
+            "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" | "x-forwarded-scheme"
+            | "x-forwarded-port" | "x-request-id" => true,
+            "x-forwarded-host" => self.values[FORWARDED_HOST_LINE].is_some(),
+            _ => false,
+        }
     }
 
     /// The header lines that go upstream: the request's own (`headers`)
@@ -282,6 +318,28 @@ mod tests {
         assert_eq!(map["accept"], "*/*");
         // Without a Host there is no X-Forwarded-Host of ours: the client's stays.
         assert_eq!(map["x-forwarded-host"], "evil.example");
+    }
+
+    #[test]
+    fn every_forwarded_line_replaces_the_requests_own_and_nothing_else() {
+        let with_host = ForwardedHeaders::new(&headers(&[("host", "h")]), &client());
+        let without_host = ForwardedHeaders::new(&HeaderMap::new(), &client());
+        for (index, name) in FORWARDED_NAMES.iter().enumerate() {
+            assert!(with_host.replaces(name), "{name}");
+            assert_eq!(
+                without_host.replaces(name),
+                index != FORWARDED_HOST_LINE,
+                "{name}"
+            );
+        }
+        for name in ["host", "x-forwarded", "x-real-ips", "forwarded", "accept"] {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(!with_host.replaces(&name), "{name}");
+        }
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop(&header::HOST));
     }
 
     #[test]

@@ -233,8 +233,11 @@ pub fn parse_response_head(
     for &(name_start, name_end, value_start, value_end) in &spans {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| UpstreamProtocolError::InvalidHeader)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| UpstreamProtocolError::InvalidHeader)?;
+        // SAFETY: httparse accepted these bytes as a header value, by the
+        // same rule as `HeaderValue` (HTAB, or 0x20-0xFF but DEL), so the
+        // check that `from_maybe_shared` would make again cannot fail.
+        let value =
+            unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(value_start..value_end)) };
         headers.append(name, value);
     }
     let (framing, framing_keeps_alive) = response_framing(status, &headers, request_method)?;
@@ -724,6 +727,21 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+        // Control bytes in a value (DEL, NUL) are refused by the parse,
+        // which is what lets the values skip `HeaderValue`'s own check.
+        for value in [&b"a\x7fb"[..], b"a\x00b", b"a\x1bb"] {
+            let mut head = b"HTTP/1.1 200 OK\r\nX-A: ".to_vec();
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n\r\n");
+            assert!(head_of(&head, &Method::GET).is_err(), "{value:?} was taken");
+        }
+        let head = head_of(
+            b"HTTP/1.1 200 OK\r\nX-A: caf\xc3\xa9\tok\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.parts.headers["x-a"].as_bytes(), b"caf\xc3\xa9\tok");
         let mut huge = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
         huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
         assert_eq!(
