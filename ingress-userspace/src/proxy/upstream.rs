@@ -37,6 +37,12 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 const READ_CHUNK: usize = 8 * 1024;
 /// Below this much free space the read buffer grows before a read.
 const READ_LOW_WATER: usize = 1024;
+/// A body's first read size; it doubles while reads fill it, up to
+/// [`BODY_READ_MAX`], so a large body moves in large pieces (as hyper's
+/// adaptive buffer did) and a small one costs little.
+const BODY_READ_FIRST: usize = 16 * 1024;
+/// The largest body read.
+const BODY_READ_MAX: usize = 256 * 1024;
 
 /// Limits of the upstream side.
 #[derive(Debug, Clone)]
@@ -184,7 +190,11 @@ impl UpstreamPool {
     }
 
     /// Keeps a connection whose exchange finished cleanly.
-    fn give_back(&self, connection: UpstreamConnection) {
+    fn give_back(&self, mut connection: UpstreamConnection) {
+        if connection.buffer.capacity() > READ_CHUNK {
+            // An idle connection keeps no large body buffer (it is empty).
+            connection.buffer = BytesMut::new();
+        }
         let mut idle = self.idle.lock().expect("pool lock");
         let list = idle.entry(connection.endpoint).or_default();
         if list.len() < self.settings.max_idle_per_endpoint {
@@ -556,6 +566,8 @@ pub struct UpstreamBody {
     state: BodyState,
     keep_alive: bool,
     pool: Weak<UpstreamPool>,
+    /// The size of the next read (see [`BODY_READ_FIRST`]).
+    read_size: usize,
 }
 
 impl UpstreamBody {
@@ -576,6 +588,7 @@ impl UpstreamBody {
             state,
             keep_alive,
             pool: Arc::downgrade(pool),
+            read_size: BODY_READ_FIRST,
         };
         if matches!(body.state, BodyState::Done) {
             body.finish();
@@ -602,8 +615,16 @@ impl UpstreamBody {
         let Some(connection) = self.connection.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        make_room(&mut connection.buffer);
-        pin!(connection.stream.read_buf(&mut connection.buffer)).poll(context)
+        let buffer = &mut connection.buffer;
+        if buffer.capacity() - buffer.len() < self.read_size / 2 {
+            buffer.reserve(self.read_size);
+        }
+        let room = buffer.capacity() - buffer.len();
+        let read = ready!(pin!(connection.stream.read_buf(buffer)).poll(context))?;
+        if read == room {
+            self.read_size = (self.read_size * 2).min(BODY_READ_MAX);
+        }
+        Poll::Ready(Ok(read))
     }
 
     /// The body cannot go on: the connection is closed (dropped).
