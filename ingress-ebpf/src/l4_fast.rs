@@ -111,7 +111,7 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         if !live {
             return None;
         }
-        let decided = translate(ctx, &key, &headers, entry, bytes, false, jiffies());
+        let decided = translate(ctx, &key, &headers, entry, bytes, false, jiffies(), true);
         remember(&key, &headers, entry, false);
         return Some(decided);
     }
@@ -138,7 +138,7 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         return Some(decided);
     }
     let entry = L4_REVERSE4.get_ptr_mut(&key)?;
-    let decided = translate(ctx, &key, &headers, entry, bytes, true, jiffies());
+    let decided = translate(ctx, &key, &headers, entry, bytes, true, jiffies(), true);
     remember(&key, &headers, entry, true);
     Some(decided)
 }
@@ -201,7 +201,7 @@ fn cached(
     }
     // SAFETY: a field of this CPU's slot.
     let entry = unsafe { addr_of_mut!((*slot).nat) };
-    Some(translate(ctx, key, headers, entry, bytes, reply, now))
+    Some(translate(ctx, key, headers, entry, bytes, reply, now, false))
 }
 
 /// Copies the hash-table entry `entry` of `key` into this CPU's flow cache
@@ -333,8 +333,11 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
 
 /// Translates a packet of `key` by its entry (of `L4_REVERSE4` if `reply`,
 /// else of `L4_FLOWS4`, or a cached copy), counts it and sends it on; `now`
-/// is [`jiffies`].
+/// is [`jiffies`]. `may_close` is false for a cached copy: `cached` lets no
+/// FIN or RST through and `remember` copies no entry with a FIN noted, so
+/// such a packet never ends its flow and skips that check.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn translate(
     ctx: &XdpContext,
     key: &L4FlowKey4,
@@ -343,15 +346,15 @@ fn translate(
     bytes: u64,
     reply: bool,
     now: u64,
+    may_close: bool,
 ) -> (u32, u32) {
     // SAFETY: `entry` is valid for this run; a concurrent refresh of the
     // next hop writes the same answer.
-    let (expires, service, backend, fins) = unsafe {
+    let (expires, service, backend) = unsafe {
         (
             (*entry).hop.expires_jiffies,
             (*entry).service,
             (*entry).backend,
-            (*entry).client_fin != 0 && (*entry).backend_fin != 0,
         )
     };
     let route = if expires > now {
@@ -385,9 +388,13 @@ fn translate(
         }
         Route::None => (verdict::L4_NO_ROUTE, PASS),
     };
-    let flags = headers.tcp_flags;
-    if !headers.udp && ends_or_closes(flags, fins) {
-        close(key, entry, flags, reply);
+    if may_close && !headers.udp {
+        // SAFETY: as above.
+        let fins = unsafe { (*entry).client_fin != 0 && (*entry).backend_fin != 0 };
+        let flags = headers.tcp_flags;
+        if ends_or_closes(flags, fins) {
+            close(key, entry, flags, reply);
+        }
     }
     result
 }
