@@ -42,8 +42,8 @@ use crate::{
 };
 
 const PASS: u32 = xdp_action::XDP_PASS;
-/// `ETH_P_IP` as the two bytes of the frame.
-const ETHER_TYPE_IPV4: [u8; 2] = [0x08, 0x00];
+/// `ETH_P_IP` as the frame's two bytes read as one (little-endian) word.
+const ETHER_TYPE_IPV4: u16 = u16::from_le_bytes([0x08, 0x00]);
 /// Offset of the IPv4 header in an untagged frame.
 const L3_OFFSET: usize = 14;
 /// The fragment offset and "more fragments" bits of `frag_off` (host order).
@@ -55,6 +55,8 @@ const UDP_CHECK_OFFSET: usize = 6;
 
 /// Where the fields a translation touches lie in the packet.
 struct Headers {
+    /// The Ethernet header's MAC addresses, as six 16-bit words.
+    eth: *mut u16,
     ip: *mut Ipv4Hdr,
     ports: *mut L4Ports,
     check: *mut u16,
@@ -111,7 +113,8 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         if !live {
             return None;
         }
-        let decided = translate(ctx, &key, &headers, entry, bytes, false, jiffies(), true);
+        let route = next_hop(ctx, &key, &headers, entry);
+        let decided = translate(ctx, &key, &headers, entry, bytes, false, route, true);
         remember(&key, &headers, entry, false);
         return Some(decided);
     }
@@ -138,7 +141,8 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         return Some(decided);
     }
     let entry = L4_REVERSE4.get_ptr_mut(&key)?;
-    let decided = translate(ctx, &key, &headers, entry, bytes, true, jiffies(), true);
+    let route = next_hop(ctx, &key, &headers, entry);
+    let decided = translate(ctx, &key, &headers, entry, bytes, true, route, true);
     remember(&key, &headers, entry, true);
     Some(decided)
 }
@@ -171,20 +175,17 @@ fn cached(
         return None;
     }
     let slot = L4_FLOW_CACHE4.get_ptr_mut(flow_cache_slot(key))?;
-    let want = cache_words(key, reply);
-    // SAFETY: this CPU's slot, valid for the whole run; other CPUs only
-    // clear its protocol byte (a copy read half-cleared does not match).
-    let (held, expires, index, generation) = unsafe {
+    if !holds(slot, &cache_words(key, reply)) {
+        return None;
+    }
+    // SAFETY: this CPU's slot, valid for the whole run.
+    let (expires, index, generation) = unsafe {
         (
-            core::ptr::read_volatile(addr_of!((*slot).key).cast::<[u32; 4]>()),
             (*slot).nat.hop.expires_jiffies,
             (*slot).nat.backend,
             (*slot).nat.generation,
         )
     };
-    if held != want {
-        return None;
-    }
     let now = jiffies();
     if expires <= now {
         return None;
@@ -201,7 +202,33 @@ fn cached(
     }
     // SAFETY: a field of this CPU's slot.
     let entry = unsafe { addr_of_mut!((*slot).nat) };
-    Some(translate(ctx, key, headers, entry, bytes, reply, now, false))
+    // The copy's next hop is fresh (checked above).
+    Some(translate(
+        ctx,
+        key,
+        headers,
+        entry,
+        bytes,
+        reply,
+        Route::Found,
+        false,
+    ))
+}
+
+/// Whether the flow cache slot `slot` holds the key words `want`: word by
+/// word, each a load and a branch (compared whole, the compiler builds two
+/// 64-bit values out of the halves first, twice the instructions).
+#[inline(always)]
+fn holds(slot: *const L4CachedFlow4, want: &[u32; 4]) -> bool {
+    // SAFETY: this CPU's slot, valid for the whole run; other CPUs only
+    // clear its protocol byte (a copy read half-cleared does not match).
+    unsafe {
+        let held: *const u32 = addr_of!((*slot).key).cast();
+        core::ptr::read_volatile(held) == want[0]
+            && core::ptr::read_volatile(held.add(1)) == want[1]
+            && core::ptr::read_volatile(held.add(2)) == want[2]
+            && core::ptr::read_volatile(held.add(3)) == want[3]
+    }
 }
 
 /// Copies the hash-table entry `entry` of `key` into this CPU's flow cache
@@ -263,12 +290,13 @@ fn forget_cached(key: &L4FlowKey4) {
 /// are all there, else `None` (such packets go to `parse::parse_flow`).
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok()?;
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, L3_OFFSET).ok()?;
-    // SAFETY: bounds checked by `ptr_at`.
+    // SAFETY: bounds checked by `ptr_at`; the type is 2-byte aligned like
+    // the rest of the headers, and read as one word, not byte by byte.
     let (ether_type, version_ihl, frag_off, l4_protocol) = unsafe {
         (
-            (*eth).ether_type,
+            *addr_of!((*eth).ether_type).cast::<u16>(),
             (*ip).version_ihl,
             u16::from_be((*ip).frag_off),
             (*ip).protocol,
@@ -322,6 +350,7 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
     Some((
         key,
         Headers {
+            eth: eth.cast(),
             ip,
             ports,
             check,
@@ -331,9 +360,23 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
     ))
 }
 
+/// The route of a packet of `key` by its hash-table entry `entry`: its
+/// cached next hop while fresh, else the FIB's answer, cached.
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, key: &L4FlowKey4, headers: &Headers, entry: *mut L4Nat4) -> Route {
+    // SAFETY: `entry` is valid for this run; a concurrent refresh of the
+    // next hop writes the same answer.
+    if unsafe { (*entry).hop.expires_jiffies } > jiffies() {
+        return Route::Found;
+    }
+    // SAFETY: bounds checked when parsed.
+    let ip_len = u16::from_be(unsafe { (*headers.ip).total_len });
+    fib::route_of(refresh(ctx.ctx, entry, key.protocol, ip_len))
+}
+
 /// Translates a packet of `key` by its entry (of `L4_REVERSE4` if `reply`,
-/// else of `L4_FLOWS4`, or a cached copy), counts it and sends it on; `now`
-/// is [`jiffies`]. `may_close` is false for a cached copy: `cached` lets no
+/// else of `L4_FLOWS4`, or a cached copy) along `route`, counts it and
+/// sends it on. `may_close` is false for a cached copy: `cached` lets no
 /// FIN or RST through and `remember` copies no entry with a FIN noted, so
 /// such a packet never ends its flow and skips that check.
 #[inline(always)]
@@ -345,25 +388,11 @@ fn translate(
     entry: *mut L4Nat4,
     bytes: u64,
     reply: bool,
-    now: u64,
+    route: Route,
     may_close: bool,
 ) -> (u32, u32) {
-    // SAFETY: `entry` is valid for this run; a concurrent refresh of the
-    // next hop writes the same answer.
-    let (expires, service, backend) = unsafe {
-        (
-            (*entry).hop.expires_jiffies,
-            (*entry).service,
-            (*entry).backend,
-        )
-    };
-    let route = if expires > now {
-        Route::Found
-    } else {
-        // SAFETY: bounds checked when parsed.
-        let ip_len = u16::from_be(unsafe { (*headers.ip).total_len });
-        fib::route_of(refresh(ctx.ctx, entry, key.protocol, ip_len))
-    };
+    // SAFETY: `entry` is valid for this run.
+    let (service, backend) = unsafe { ((*entry).service, (*entry).backend) };
     bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
     bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
     let result = match route {
@@ -371,9 +400,7 @@ fn translate(
             // SAFETY: `entry` points into a map value valid for this run.
             let (ifindex, macs) =
                 unsafe { ((*entry).hop.ifindex, core::ptr::addr_of!((*entry).hop.macs)) };
-            if fib::set_macs(ctx, macs).is_err() {
-                return (verdict::L4_NO_ROUTE, PASS);
-            }
+            fib::write_macs(headers.eth, macs);
             rewrite(headers, entry);
             let reason = if reply {
                 verdict::L4_REPLY
