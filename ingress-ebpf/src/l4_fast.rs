@@ -53,6 +53,16 @@ const TCP_FLAGS_OFFSET: usize = 13;
 const TCP_CHECK_OFFSET: usize = 16;
 const UDP_CHECK_OFFSET: usize = 6;
 
+/// The Ethernet and IPv4 headers of an untagged frame, as they lie in it
+/// (no padding: the IPv4 header's 2-byte alignment fits offset 14).
+#[repr(C)]
+struct EthIpv4 {
+    eth: EthHdr,
+    ip: Ipv4Hdr,
+}
+
+const _: () = assert!(core::mem::offset_of!(EthIpv4, ip) == L3_OFFSET);
+
 /// Where the fields a translation touches lie in the packet.
 struct Headers {
     /// The Ethernet header's MAC addresses, as six 16-bit words.
@@ -290,12 +300,15 @@ fn forget_cached(key: &L4FlowKey4) {
 /// are all there, else `None` (such packets go to `parse::parse_flow`).
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, L3_OFFSET).ok()?;
+    // Both headers by one bounds check.
+    let frame: *mut EthIpv4 = ptr_at(ctx, 0).ok()?;
     // SAFETY: bounds checked by `ptr_at`; the type is 2-byte aligned like
     // the rest of the headers, and read as one word, not byte by byte.
-    let (ether_type, version_ihl, frag_off, l4_protocol) = unsafe {
+    let (eth, ip, ether_type, version_ihl, frag_off, l4_protocol) = unsafe {
+        let (eth, ip) = (addr_of_mut!((*frame).eth), addr_of_mut!((*frame).ip));
         (
+            eth,
+            ip,
             *addr_of!((*eth).ether_type).cast::<u16>(),
             (*ip).version_ihl,
             u16::from_be((*ip).frag_off),
@@ -311,7 +324,8 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
         return None;
     }
     let l4_offset = L3_OFFSET + header_len;
-    let (check, udp, tcp_flags) = match l4_protocol {
+    // The ports lie in the header checked here: no check of their own.
+    let (ports, check, udp, tcp_flags) = match l4_protocol {
         protocol::TCP => {
             // The whole fixed header (20 bytes), as `parse_flow` wants it.
             let tcp: *mut [u8; 20] = ptr_at(ctx, l4_offset).ok()?;
@@ -320,6 +334,7 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
             // aligned like the rest of the headers.
             unsafe {
                 (
+                    tcp.cast::<L4Ports>(),
                     tcp.add(TCP_CHECK_OFFSET).cast::<u16>(),
                     false,
                     *tcp.add(TCP_FLAGS_OFFSET),
@@ -330,11 +345,10 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
             let udp: *mut [u8; 8] = ptr_at(ctx, l4_offset).ok()?;
             // SAFETY: as above.
             let check = unsafe { udp.cast::<u8>().add(UDP_CHECK_OFFSET).cast::<u16>() };
-            (check, true, 0)
+            (udp.cast::<L4Ports>(), check, true, 0)
         }
         _ => return None,
     };
-    let ports: *mut L4Ports = ptr_at(ctx, l4_offset).ok()?;
     // SAFETY: bounds checked by `ptr_at`.
     let key = unsafe {
         L4FlowKey4 {
