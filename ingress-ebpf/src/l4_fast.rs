@@ -188,19 +188,16 @@ fn cached(
     if !holds(slot, &cache_words(key, reply)) {
         return None;
     }
-    // SAFETY: this CPU's slot, valid for the whole run.
-    let (expires, index, generation) = unsafe {
-        (
-            (*slot).nat.hop.expires_jiffies,
-            (*slot).nat.backend,
-            (*slot).nat.generation,
-        )
-    };
+    // The slot's fields are read after the helper call, not kept across it
+    // (the compiler would spill them to the stack).
     let now = jiffies();
-    if expires <= now {
+    // SAFETY: this CPU's slot, valid for the whole run.
+    if unsafe { (*slot).nat.hop.expires_jiffies } <= now {
         return None;
     }
     if !reply {
+        // SAFETY: as above.
+        let (index, generation) = unsafe { ((*slot).nat.backend, (*slot).nat.generation) };
         let backend = L4_BACKENDS.get_ptr(index)?;
         // SAFETY: an array slot is valid for the whole run.
         let live = unsafe {
