@@ -166,16 +166,22 @@ pub fn cached_route(ctx: &XdpContext, hop: *mut L4NextHop, query: &mut FibQuery)
 /// whole array would become a call to `memmove`, a byte loop.
 #[inline(always)]
 pub fn set_macs(ctx: &XdpContext, macs: *const [u16; 6]) -> Result<(), ()> {
-    let eth: *mut u16 = ptr_at::<[u16; 6]>(ctx, 0)?.cast();
+    write_macs(ptr_at::<[u16; 6]>(ctx, 0)?.cast(), macs);
+    Ok(())
+}
+
+/// [`set_macs`] into a frame whose Ethernet header `eth` (as 16-bit words)
+/// was bounds checked already: no second check of the packet's length.
+#[inline(always)]
+pub fn write_macs(eth: *mut u16, macs: *const [u16; 6]) {
     let from: *const u16 = macs.cast();
-    // SAFETY: bounds checked by `ptr_at` (12 bytes); packet data is 2-byte
-    // aligned; `macs` points at six words valid for this run.
+    // SAFETY: the caller checked the 12 bytes at `eth`; packet data is
+    // 2-byte aligned; `macs` points at six words valid for this run.
     unsafe {
         for i in 0..6 {
             core::ptr::write_volatile(eth.add(i), core::ptr::read_volatile(from.add(i)));
         }
     }
-    Ok(())
 }
 
 /// The XDP action that sends the packet out of `ifindex`.

@@ -42,8 +42,8 @@ use crate::{
 };
 
 const PASS: u32 = xdp_action::XDP_PASS;
-/// `ETH_P_IP` as the two bytes of the frame.
-const ETHER_TYPE_IPV4: [u8; 2] = [0x08, 0x00];
+/// `ETH_P_IP` as the frame's two bytes read as one (little-endian) word.
+const ETHER_TYPE_IPV4: u16 = u16::from_le_bytes([0x08, 0x00]);
 /// Offset of the IPv4 header in an untagged frame.
 const L3_OFFSET: usize = 14;
 /// The fragment offset and "more fragments" bits of `frag_off` (host order).
@@ -53,8 +53,20 @@ const TCP_FLAGS_OFFSET: usize = 13;
 const TCP_CHECK_OFFSET: usize = 16;
 const UDP_CHECK_OFFSET: usize = 6;
 
+/// The Ethernet and IPv4 headers of an untagged frame, as they lie in it
+/// (no padding: the IPv4 header's 2-byte alignment fits offset 14).
+#[repr(C)]
+struct EthIpv4 {
+    eth: EthHdr,
+    ip: Ipv4Hdr,
+}
+
+const _: () = assert!(core::mem::offset_of!(EthIpv4, ip) == L3_OFFSET);
+
 /// Where the fields a translation touches lie in the packet.
 struct Headers {
+    /// The Ethernet header's MAC addresses, as six 16-bit words.
+    eth: *mut u16,
     ip: *mut Ipv4Hdr,
     ports: *mut L4Ports,
     check: *mut u16,
@@ -111,7 +123,8 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         if !live {
             return None;
         }
-        let decided = translate(ctx, &key, &headers, entry, bytes, false, jiffies());
+        let route = next_hop(ctx, &key, &headers, entry);
+        let decided = translate(ctx, &key, &headers, entry, bytes, false, route, true);
         remember(&key, &headers, entry, false);
         return Some(decided);
     }
@@ -138,7 +151,8 @@ fn decide(ctx: &XdpContext, bytes: u64) -> Option<(u32, u32)> {
         return Some(decided);
     }
     let entry = L4_REVERSE4.get_ptr_mut(&key)?;
-    let decided = translate(ctx, &key, &headers, entry, bytes, true, jiffies());
+    let route = next_hop(ctx, &key, &headers, entry);
+    let decided = translate(ctx, &key, &headers, entry, bytes, true, route, true);
     remember(&key, &headers, entry, true);
     Some(decided)
 }
@@ -171,25 +185,19 @@ fn cached(
         return None;
     }
     let slot = L4_FLOW_CACHE4.get_ptr_mut(flow_cache_slot(key))?;
-    let want = cache_words(key, reply);
-    // SAFETY: this CPU's slot, valid for the whole run; other CPUs only
-    // clear its protocol byte (a copy read half-cleared does not match).
-    let (held, expires, index, generation) = unsafe {
-        (
-            core::ptr::read_volatile(addr_of!((*slot).key).cast::<[u32; 4]>()),
-            (*slot).nat.hop.expires_jiffies,
-            (*slot).nat.backend,
-            (*slot).nat.generation,
-        )
-    };
-    if held != want {
+    if !holds(slot, &cache_words(key, reply)) {
         return None;
     }
+    // The slot's fields are read after the helper call, not kept across it
+    // (the compiler would spill them to the stack).
     let now = jiffies();
-    if expires <= now {
+    // SAFETY: this CPU's slot, valid for the whole run.
+    if unsafe { (*slot).nat.hop.expires_jiffies } <= now {
         return None;
     }
     if !reply {
+        // SAFETY: as above.
+        let (index, generation) = unsafe { ((*slot).nat.backend, (*slot).nat.generation) };
         let backend = L4_BACKENDS.get_ptr(index)?;
         // SAFETY: an array slot is valid for the whole run.
         let live = unsafe {
@@ -201,7 +209,33 @@ fn cached(
     }
     // SAFETY: a field of this CPU's slot.
     let entry = unsafe { addr_of_mut!((*slot).nat) };
-    Some(translate(ctx, key, headers, entry, bytes, reply, now))
+    // The copy's next hop is fresh (checked above).
+    Some(translate(
+        ctx,
+        key,
+        headers,
+        entry,
+        bytes,
+        reply,
+        Route::Found,
+        false,
+    ))
+}
+
+/// Whether the flow cache slot `slot` holds the key words `want`: word by
+/// word, each a load and a branch (compared whole, the compiler builds two
+/// 64-bit values out of the halves first, twice the instructions).
+#[inline(always)]
+fn holds(slot: *const L4CachedFlow4, want: &[u32; 4]) -> bool {
+    // SAFETY: this CPU's slot, valid for the whole run; other CPUs only
+    // clear its protocol byte (a copy read half-cleared does not match).
+    unsafe {
+        let held: *const u32 = addr_of!((*slot).key).cast();
+        core::ptr::read_volatile(held) == want[0]
+            && core::ptr::read_volatile(held.add(1)) == want[1]
+            && core::ptr::read_volatile(held.add(2)) == want[2]
+            && core::ptr::read_volatile(held.add(3)) == want[3]
+    }
 }
 
 /// Copies the hash-table entry `entry` of `key` into this CPU's flow cache
@@ -263,12 +297,16 @@ fn forget_cached(key: &L4FlowKey4) {
 /// are all there, else `None` (such packets go to `parse::parse_flow`).
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok()?;
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, L3_OFFSET).ok()?;
-    // SAFETY: bounds checked by `ptr_at`.
-    let (ether_type, version_ihl, frag_off, l4_protocol) = unsafe {
+    // Both headers by one bounds check.
+    let frame: *mut EthIpv4 = ptr_at(ctx, 0).ok()?;
+    // SAFETY: bounds checked by `ptr_at`; the type is 2-byte aligned like
+    // the rest of the headers, and read as one word, not byte by byte.
+    let (eth, ip, ether_type, version_ihl, frag_off, l4_protocol) = unsafe {
+        let (eth, ip) = (addr_of_mut!((*frame).eth), addr_of_mut!((*frame).ip));
         (
-            (*eth).ether_type,
+            eth,
+            ip,
+            *addr_of!((*eth).ether_type).cast::<u16>(),
             (*ip).version_ihl,
             u16::from_be((*ip).frag_off),
             (*ip).protocol,
@@ -283,7 +321,8 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
         return None;
     }
     let l4_offset = L3_OFFSET + header_len;
-    let (check, udp, tcp_flags) = match l4_protocol {
+    // The ports lie in the header checked here: no check of their own.
+    let (ports, check, udp, tcp_flags) = match l4_protocol {
         protocol::TCP => {
             // The whole fixed header (20 bytes), as `parse_flow` wants it.
             let tcp: *mut [u8; 20] = ptr_at(ctx, l4_offset).ok()?;
@@ -292,6 +331,7 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
             // aligned like the rest of the headers.
             unsafe {
                 (
+                    tcp.cast::<L4Ports>(),
                     tcp.add(TCP_CHECK_OFFSET).cast::<u16>(),
                     false,
                     *tcp.add(TCP_FLAGS_OFFSET),
@@ -302,11 +342,10 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
             let udp: *mut [u8; 8] = ptr_at(ctx, l4_offset).ok()?;
             // SAFETY: as above.
             let check = unsafe { udp.cast::<u8>().add(UDP_CHECK_OFFSET).cast::<u16>() };
-            (check, true, 0)
+            (udp.cast::<L4Ports>(), check, true, 0)
         }
         _ => return None,
     };
-    let ports: *mut L4Ports = ptr_at(ctx, l4_offset).ok()?;
     // SAFETY: bounds checked by `ptr_at`.
     let key = unsafe {
         L4FlowKey4 {
@@ -322,6 +361,7 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
     Some((
         key,
         Headers {
+            eth: eth.cast(),
             ip,
             ports,
             check,
@@ -331,10 +371,27 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
     ))
 }
 
-/// Translates a packet of `key` by its entry (of `L4_REVERSE4` if `reply`,
-/// else of `L4_FLOWS4`, or a cached copy), counts it and sends it on; `now`
-/// is [`jiffies`].
+/// The route of a packet of `key` by its hash-table entry `entry`: its
+/// cached next hop while fresh, else the FIB's answer, cached.
 #[inline(always)]
+fn next_hop(ctx: &XdpContext, key: &L4FlowKey4, headers: &Headers, entry: *mut L4Nat4) -> Route {
+    // SAFETY: `entry` is valid for this run; a concurrent refresh of the
+    // next hop writes the same answer.
+    if unsafe { (*entry).hop.expires_jiffies } > jiffies() {
+        return Route::Found;
+    }
+    // SAFETY: bounds checked when parsed.
+    let ip_len = u16::from_be(unsafe { (*headers.ip).total_len });
+    fib::route_of(refresh(ctx.ctx, entry, key.protocol, ip_len))
+}
+
+/// Translates a packet of `key` by its entry (of `L4_REVERSE4` if `reply`,
+/// else of `L4_FLOWS4`, or a cached copy) along `route`, counts it and
+/// sends it on. `may_close` is false for a cached copy: `cached` lets no
+/// FIN or RST through and `remember` copies no entry with a FIN noted, so
+/// such a packet never ends its flow and skips that check.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn translate(
     ctx: &XdpContext,
     key: &L4FlowKey4,
@@ -342,25 +399,11 @@ fn translate(
     entry: *mut L4Nat4,
     bytes: u64,
     reply: bool,
-    now: u64,
+    route: Route,
+    may_close: bool,
 ) -> (u32, u32) {
-    // SAFETY: `entry` is valid for this run; a concurrent refresh of the
-    // next hop writes the same answer.
-    let (expires, service, backend, fins) = unsafe {
-        (
-            (*entry).hop.expires_jiffies,
-            (*entry).service,
-            (*entry).backend,
-            (*entry).client_fin != 0 && (*entry).backend_fin != 0,
-        )
-    };
-    let route = if expires > now {
-        Route::Found
-    } else {
-        // SAFETY: bounds checked when parsed.
-        let ip_len = u16::from_be(unsafe { (*headers.ip).total_len });
-        fib::route_of(refresh(ctx.ctx, entry, key.protocol, ip_len))
-    };
+    // SAFETY: `entry` is valid for this run.
+    let (service, backend) = unsafe { ((*entry).service, (*entry).backend) };
     bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
     bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
     let result = match route {
@@ -368,9 +411,7 @@ fn translate(
             // SAFETY: `entry` points into a map value valid for this run.
             let (ifindex, macs) =
                 unsafe { ((*entry).hop.ifindex, core::ptr::addr_of!((*entry).hop.macs)) };
-            if fib::set_macs(ctx, macs).is_err() {
-                return (verdict::L4_NO_ROUTE, PASS);
-            }
+            fib::write_macs(headers.eth, macs);
             rewrite(headers, entry);
             let reason = if reply {
                 verdict::L4_REPLY
@@ -385,9 +426,13 @@ fn translate(
         }
         Route::None => (verdict::L4_NO_ROUTE, PASS),
     };
-    let flags = headers.tcp_flags;
-    if !headers.udp && ends_or_closes(flags, fins) {
-        close(key, entry, flags, reply);
+    if may_close && !headers.udp {
+        // SAFETY: as above.
+        let fins = unsafe { (*entry).client_fin != 0 && (*entry).backend_fin != 0 };
+        let flags = headers.tcp_flags;
+        if ends_or_closes(flags, fins) {
+            close(key, entry, flags, reply);
+        }
     }
     result
 }
