@@ -602,7 +602,13 @@ mod tests {
     /// A plain-HTTP proxy in front of a [`counting_backend`]: its address,
     /// the switch that stops it, and its task.
     async fn proxy() -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let backend = counting_backend().await;
+        proxy_to(counting_backend().await).await
+    }
+
+    /// A plain-HTTP proxy in front of `backend`.
+    async fn proxy_to(
+        backend: SocketAddr,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
@@ -679,5 +685,56 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"5", "the backend got the whole body");
+    }
+
+    /// A backend that answers every request with `answer`, raw, and closes.
+    async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut head = [0u8; 4096];
+                    let _ = stream.read(&mut head).await;
+                    let _ = stream.write_all(answer).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_is_not_http_gets_a_502_and_the_client_connection_goes_on() {
+        for answer in [
+            &b"SSH-2.0-OpenSSH_9.2\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\n\r\n",
+            b"",
+        ] {
+            let (proxy, _stop, _task) = proxy_to(raw_backend(answer).await).await;
+            let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            let (mut sender, connection) =
+                client_http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(connection);
+            for _ in 0..2 {
+                let request = Request::get("/")
+                    .header(header::HOST, "example.com")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let response =
+                    tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+                        .await
+                        .expect("the proxy answered in time")
+                        .expect("the client connection is still open");
+                assert_eq!(
+                    response.status(),
+                    StatusCode::BAD_GATEWAY,
+                    "{}",
+                    String::from_utf8_lossy(answer)
+                );
+                response.into_body().collect().await.unwrap();
+            }
+        }
     }
 }
