@@ -428,3 +428,36 @@ pub fn world(objects: impl IntoIterator<Item = KubeObject>) -> ClusterObjects {
     }
     snapshot
 }
+
+/// The YAML document of `object` (an Ingress, an IngressClass...) as a
+/// manifest file holds it, `apiVersion` and `kind` included, for tests that
+/// hand the daemon manifest files.
+pub fn manifest(object: &impl serde::Serialize) -> String {
+    serde_yaml_ng::to_string(object).expect("a Kubernetes object serializes to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifests;
+
+    #[test]
+    fn a_manifest_reads_back_as_the_object() {
+        let built = ingress("default", "web")
+            .ours()
+            .rule(
+                Some("web.example.com"),
+                vec![path("/api", "Exact", backend("api", "http"))],
+            )
+            .default_backend(backend("web", 80))
+            .build();
+        let class = ingress_class("nginx", "k8s.io/ingress-nginx", false);
+        let text = format!("{}---\n{}", manifest(&built), manifest(&class));
+        let objects = parse_manifests("t.yaml", &text).unwrap();
+        assert!(
+            matches!(&objects[..], [KubeObject::Ingress(read), KubeObject::IngressClass(read_class)]
+                if *read == built && *read_class == class),
+            "{text}"
+        );
+    }
+}
