@@ -28,7 +28,9 @@ use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
     instructions::{self, InstructionCount},
     lab::{BenchLab, LOAD_CPU, PROXY_CPU},
-    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
+    measure::{
+        self, CpuSample, DISTURBED_THRESHOLD, all_disturbed, counted_rounds, median_of, spread_of,
+    },
     nginx::UpstreamLayout,
     perf, prepare, probe, raise_open_file_limit,
     report::{self, Table},
@@ -162,12 +164,7 @@ impl Run {
 
     /// The lowest and highest requests/s of the counted rounds.
     fn spread(&self) -> (f64, f64) {
-        self.counted()
-            .into_iter()
-            .fold((f64::MAX, 0.0_f64), |(lo, hi), s| {
-                let rate = s.load.requests_per_second;
-                (lo.min(rate), hi.max(rate))
-            })
+        spread_of(&self.counted(), |s| s.load.requests_per_second)
     }
 
     /// CPU time per request: the proxy's processes, and its whole core.
@@ -180,9 +177,7 @@ impl Run {
 
     /// True when every round was disturbed.
     fn disturbed(&self) -> bool {
-        self.samples
-            .iter()
-            .all(|s| s.cpu.proxy_waited > DISTURBED_THRESHOLD)
+        all_disturbed(&self.samples, |s| s.cpu.proxy_waited)
     }
 
     /// `3 of 3`: how many rounds the medians stand on.

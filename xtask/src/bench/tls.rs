@@ -46,7 +46,9 @@ use xdp_ingress_lab::{
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted, interrupted,
     lab::{BenchLab, ENDPOINTS, LOAD_CPU, PROXY_CPU},
-    measure::{CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
+    measure::{
+        CpuSample, DISTURBED_THRESHOLD, all_disturbed, counted_rounds, median_of, spread_of,
+    },
     nginx::{self, Nginx, UpstreamLayout},
     prepare, raise_open_file_limit,
     report::{self, Table},
@@ -192,11 +194,7 @@ impl Run {
     }
 
     fn spread(&self) -> (f64, f64) {
-        self.counted()
-            .into_iter()
-            .fold((f64::MAX, 0.0_f64), |(lo, hi), s| {
-                (lo.min(s.rate), hi.max(s.rate))
-            })
+        spread_of(&self.counted(), |s| s.rate)
     }
 
     fn failures(&self) -> u64 {
@@ -204,9 +202,7 @@ impl Run {
     }
 
     fn disturbed(&self) -> bool {
-        self.samples
-            .iter()
-            .all(|s| s.cpu.proxy_waited > DISTURBED_THRESHOLD)
+        all_disturbed(&self.samples, |s| s.cpu.proxy_waited)
     }
 }
 
