@@ -96,6 +96,11 @@ pub fn path(path: &str, path_type: &str, backend: IngressBackend) -> HTTPIngress
     }
 }
 
+/// A `Prefix` path to port 80 of Service `service`, the most common rule.
+pub fn prefix(prefix: &str, service: &str) -> HTTPIngressPath {
+    path(prefix, "Prefix", backend(service, 80))
+}
+
 /// Builds an Ingress.
 pub struct IngressBuilder(Ingress);
 

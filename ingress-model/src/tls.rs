@@ -455,14 +455,14 @@ mod tests {
 mod redirect_tests {
     use crate::{
         ModelOptions, RouteTable,
-        fixtures::{IngressBuilder, backend, ingress, path, world},
+        fixtures::{IngressBuilder, ingress, prefix, world},
     };
 
-    /// An Ingress of ours in `default` routing `host` + `prefix` to `web:80`.
-    fn web_ingress(name: &str, host: &str, prefix: &str) -> IngressBuilder {
+    /// An Ingress of ours in `default` routing `host` + `path` to `web:80`.
+    fn web_ingress(name: &str, host: &str, path: &str) -> IngressBuilder {
         ingress("default", name)
             .ours()
-            .rule(Some(host), vec![path(prefix, "Prefix", backend("web", 80))])
+            .rule(Some(host), vec![prefix(path, "web")])
     }
 
     #[test]

@@ -354,7 +354,7 @@ impl Resolve for LiveRoutes {
 mod tests {
     use ingress_model::{
         KubeObject, ModelOptions,
-        fixtures::{backend, ingress, path, ready_service, world},
+        fixtures::{backend, ingress, path, prefix, ready_service, world},
     };
 
     use super::*;
@@ -367,7 +367,7 @@ mod tests {
             Some(&host),
             vec![
                 path("/", "Prefix", backend(name, 80)),
-                path("/broken", "Prefix", backend("missing", 80)),
+                prefix("/broken", "missing"),
             ],
         );
         let mut objects =

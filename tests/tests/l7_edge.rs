@@ -27,8 +27,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use ingress_model::fixtures::{backend, ingress, ingress_class, manifest, path};
-use k8s_openapi::api::networking::v1::HTTPIngressPath;
+use ingress_model::fixtures::{backend, ingress, ingress_class, manifest, path, prefix};
 use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, CurlReply, Daemon, EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, EdgeLab,
     HttpConnection, ManifestDir, RawResponse, SliceEndpoint, XDP_INGRESS_CLASS, poll_until,
@@ -51,11 +50,6 @@ fn service(name: &str, endpoints: &[SocketAddr]) -> String {
         .map(|e| SliceEndpoint::ready(e.ip()))
         .collect();
     service_yaml("default", name, 80, BACKEND_PORT, &ready)
-}
-
-/// A `Prefix` path to Service `service` port 80.
-fn prefix(prefix: &str, service: &str) -> HTTPIngressPath {
-    path(prefix, "Prefix", backend(service, 80))
 }
 
 /// Joins YAML documents into one stream.
