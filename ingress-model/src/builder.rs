@@ -716,8 +716,8 @@ mod tests {
     use crate::{
         class::DEFAULT_CLASS_ANNOTATION,
         fixtures::{
-            IngressBuilder, Target, backend, ingress, ingress_class, path, resource_backend,
-            service, slice, tls_secret, world,
+            IngressBuilder, Target, backend, ingress, ingress_class, path, prefix,
+            resource_backend, service, slice, tls_secret, world,
         },
         object::KubeObject,
         options::{CONTROLLER_NAME, DEFAULT_INGRESS_CLASS, DefaultBackendService},
@@ -994,10 +994,7 @@ mod tests {
         objects.insert(
             ingress("ns", "new")
                 .ours()
-                .rule(
-                    Some("new.example.com"),
-                    vec![path("/", "Prefix", backend("svc-1", 80))],
-                )
+                .rule(Some("new.example.com"), vec![prefix("/", "svc-1")])
                 .rule(
                     Some("h3.example.com"),
                     vec![path("/x", "Exact", backend("svc-1", 80))],
@@ -1054,10 +1051,7 @@ mod tests {
     #[test]
     fn a_class_that_stops_being_ours_takes_its_ingresses_away() {
         let mut objects = world([ingress("ns", "web")
-            .rule(
-                Some("a.com"),
-                vec![path("/", "Prefix", backend("gone", 80))],
-            )
+            .rule(Some("a.com"), vec![prefix("/", "gone")])
             .object()]);
         let mut builder = RouteTableBuilder::new(ModelOptions::default());
         assert_eq!(builder.build(&objects).0.path_count(), 0);

@@ -1,4 +1,8 @@
 //! Test fixtures: short builders for the Kubernetes objects the tests need.
+//!
+//! Built for this crate's tests and, with the `fixtures` feature (enabled
+//! only from dev-dependencies), for the tests of the crates that use the
+//! model, so every test builds its objects the same way.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +42,7 @@ fn meta(namespace: &str, name: &str) -> ObjectMeta {
 
 /// A port as a test writes it: a number or a name.
 pub trait IntoPort {
+    /// The port of a Service backend.
     fn into_port(self) -> ServiceBackendPort;
 }
 
@@ -91,6 +96,11 @@ pub fn path(path: &str, path_type: &str, backend: IngressBackend) -> HTTPIngress
     }
 }
 
+/// A `Prefix` path to port 80 of Service `service`, the most common rule.
+pub fn prefix(prefix: &str, service: &str) -> HTTPIngressPath {
+    path(prefix, "Prefix", backend(service, 80))
+}
+
 /// Builds an Ingress.
 pub struct IngressBuilder(Ingress);
 
@@ -108,6 +118,7 @@ impl IngressBuilder {
         self.0.spec.get_or_insert_with(IngressSpec::default)
     }
 
+    /// `spec.ingressClassName`.
     pub fn class_name(mut self, class: &str) -> Self {
         self.spec().ingress_class_name = Some(class.to_owned());
         self
@@ -118,6 +129,7 @@ impl IngressBuilder {
         self.class_name(DEFAULT_INGRESS_CLASS)
     }
 
+    /// Adds an annotation.
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.0
             .metadata
@@ -133,6 +145,7 @@ impl IngressBuilder {
         self
     }
 
+    /// A rule for `host` (`None`: every host) with `paths`.
     pub fn rule(mut self, host: Option<&str>, paths: Vec<HTTPIngressPath>) -> Self {
         self.spec()
             .rules
@@ -156,6 +169,7 @@ impl IngressBuilder {
         self
     }
 
+    /// `spec.defaultBackend`.
     pub fn default_backend(mut self, backend: IngressBackend) -> Self {
         self.spec().default_backend = Some(backend);
         self
@@ -173,10 +187,12 @@ impl IngressBuilder {
         self
     }
 
+    /// The Ingress.
     pub fn build(self) -> Ingress {
         self.0
     }
 
+    /// The Ingress as an object of a snapshot.
     pub fn object(self) -> KubeObject {
         KubeObject::Ingress(self.0)
     }
@@ -219,7 +235,9 @@ pub fn service(namespace: &str, name: &str) -> ServiceBuilder {
 pub enum Target {
     /// No `targetPort`: the port itself.
     Unset,
+    /// A port number.
     Number(i32),
+    /// A port name of the pods.
     Name(&'static str),
 }
 
@@ -228,6 +246,7 @@ impl ServiceBuilder {
         self.0.spec.get_or_insert_with(ServiceSpec::default)
     }
 
+    /// A TCP port, named or not, and its target.
     pub fn port(mut self, name: Option<&str>, port: i32, target: Target) -> Self {
         let target_port = match target {
             Target::Unset => None,
@@ -246,6 +265,7 @@ impl ServiceBuilder {
         self
     }
 
+    /// Makes it an ExternalName Service for `host`.
     pub fn external_name(mut self, host: &str) -> Self {
         let spec = self.spec();
         spec.type_ = Some("ExternalName".to_owned());
@@ -253,10 +273,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// The Service.
     pub fn build(self) -> Service {
         self.0
     }
 
+    /// The Service as an object of a snapshot.
     pub fn object(self) -> KubeObject {
         KubeObject::Service(self.0)
     }
@@ -281,11 +303,13 @@ pub fn slice(namespace: &str, name: &str, service: &str) -> SliceBuilder {
 }
 
 impl SliceBuilder {
+    /// `addressType` (`IPv4` unless set).
     pub fn address_type(mut self, address_type: &str) -> Self {
         self.0.address_type = address_type.to_owned();
         self
     }
 
+    /// A TCP port, named or not (`port: None`: all ports).
     pub fn port(mut self, name: Option<&str>, port: Option<i32>) -> Self {
         self.0
             .ports
@@ -299,6 +323,7 @@ impl SliceBuilder {
         self
     }
 
+    /// A UDP port, named or not.
     pub fn udp_port(mut self, name: Option<&str>, port: i32) -> Self {
         self.0
             .ports
@@ -340,10 +365,12 @@ impl SliceBuilder {
         self.endpoint(address, Some(true), Some(true), Some(false))
     }
 
+    /// The EndpointSlice.
     pub fn build(self) -> EndpointSlice {
         self.0
     }
 
+    /// The EndpointSlice as an object of a snapshot.
     pub fn object(self) -> KubeObject {
         KubeObject::EndpointSlice(self.0)
     }
@@ -373,14 +400,22 @@ pub fn ready_service(
 /// A TLS Secret with a certificate and a key (the model checks only that
 /// both are there), or with `tls.key` missing.
 pub fn tls_secret(namespace: &str, name: &str, complete: bool) -> Secret {
-    let mut data = BTreeMap::from([("tls.crt".to_owned(), ByteString(b"crt".to_vec()))]);
-    if complete {
-        data.insert("tls.key".to_owned(), ByteString(b"key".to_vec()));
+    let mut secret = tls_secret_pem(namespace, name, "crt", "key");
+    if !complete && let Some(data) = secret.data.as_mut() {
+        data.remove("tls.key");
     }
+    secret
+}
+
+/// A TLS Secret holding the PEM certificate chain `cert` and key `key`.
+pub fn tls_secret_pem(namespace: &str, name: &str, cert: &str, key: &str) -> Secret {
     Secret {
         metadata: meta(namespace, name),
         type_: Some(crate::tls::TLS_SECRET_TYPE.to_owned()),
-        data: Some(data),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(cert.as_bytes().to_vec())),
+            ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
+        ])),
         ..Secret::default()
     }
 }
@@ -397,4 +432,37 @@ pub fn world(objects: impl IntoIterator<Item = KubeObject>) -> ClusterObjects {
         snapshot.insert(object);
     }
     snapshot
+}
+
+/// The YAML document of `object` (an Ingress, an IngressClass...) as a
+/// manifest file holds it, `apiVersion` and `kind` included, for tests that
+/// hand the daemon manifest files.
+pub fn manifest(object: &impl serde::Serialize) -> String {
+    serde_yaml_ng::to_string(object).expect("a Kubernetes object serializes to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifests;
+
+    #[test]
+    fn a_manifest_reads_back_as_the_object() {
+        let built = ingress("default", "web")
+            .ours()
+            .rule(
+                Some("web.example.com"),
+                vec![path("/api", "Exact", backend("api", "http"))],
+            )
+            .default_backend(backend("web", 80))
+            .build();
+        let class = ingress_class("nginx", "k8s.io/ingress-nginx", false);
+        let text = format!("{}---\n{}", manifest(&built), manifest(&class));
+        let objects = parse_manifests("t.yaml", &text).unwrap();
+        assert!(
+            matches!(&objects[..], [KubeObject::Ingress(read), KubeObject::IngressClass(read_class)]
+                if *read == built && *read_class == class),
+            "{text}"
+        );
+    }
 }

@@ -71,8 +71,8 @@ pub mod snapshot;
 pub mod table;
 pub mod tls;
 
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 
 pub use backend::{
     Backend, BackendId, EndpointSet, ServiceBackend, ServicePortRef, UnavailableBackend,

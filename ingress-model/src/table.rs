@@ -507,7 +507,7 @@ mod tests {
     use crate::{
         class::INGRESS_CLASS_ANNOTATION,
         fixtures::{
-            IngressBuilder, Target, backend, ingress, ingress_class, path, ready_service,
+            IngressBuilder, Target, backend, ingress, ingress_class, path, prefix, ready_service,
             resource_backend, service, slice, world,
         },
         object::KubeObject,
@@ -575,18 +575,16 @@ mod tests {
         let (table, problems) = build([
             ingress("ns", "exact")
                 .ours()
-                .rule(Some("foo.com"), vec![path("/", "Prefix", backend("a", 80))]),
-            ingress("ns", "wild").ours().rule(
-                Some("*.foo.com"),
-                vec![path("/", "Prefix", backend("b", 80))],
-            ),
+                .rule(Some("foo.com"), vec![prefix("/", "a")]),
+            ingress("ns", "wild")
+                .ours()
+                .rule(Some("*.foo.com"), vec![prefix("/", "b")]),
             ingress("ns", "any")
                 .ours()
-                .rule(None, vec![path("/", "Prefix", backend("c", 80))]),
-            ingress("ns", "upper").ours().rule(
-                Some("Upper.Example.COM"),
-                vec![path("/", "Prefix", backend("d", 80))],
-            ),
+                .rule(None, vec![prefix("/", "c")]),
+            ingress("ns", "upper")
+                .ours()
+                .rule(Some("Upper.Example.COM"), vec![prefix("/", "d")]),
         ]);
         assert_eq!(problems, []);
         let cases = [
@@ -612,14 +610,12 @@ mod tests {
     #[test]
     fn an_exact_wildcard_host_pair_is_precise() {
         let (table, _) = build([
-            ingress("ns", "exact").ours().rule(
-                Some("bar.foo.com"),
-                vec![path("/", "Prefix", backend("a", 80))],
-            ),
-            ingress("ns", "wild").ours().rule(
-                Some("*.foo.com"),
-                vec![path("/", "Prefix", backend("b", 80))],
-            ),
+            ingress("ns", "exact")
+                .ours()
+                .rule(Some("bar.foo.com"), vec![prefix("/", "a")]),
+            ingress("ns", "wild")
+                .ours()
+                .rule(Some("*.foo.com"), vec![prefix("/", "b")]),
         ]);
         assert_eq!(answer(&table, "bar.foo.com", "/"), "a / Prefix");
         assert_eq!(answer(&table, "baz.foo.com", "/"), "b / Prefix");
@@ -630,17 +626,15 @@ mod tests {
     #[test]
     fn a_matched_host_does_not_fall_through_to_less_specific_hosts() {
         let (table, _) = build([
-            ingress("ns", "api").ours().rule(
-                Some("foo.com"),
-                vec![path("/api", "Prefix", backend("a", 80))],
-            ),
-            ingress("ns", "wild").ours().rule(
-                Some("*.foo.com"),
-                vec![path("/api", "Prefix", backend("b", 80))],
-            ),
+            ingress("ns", "api")
+                .ours()
+                .rule(Some("foo.com"), vec![prefix("/api", "a")]),
+            ingress("ns", "wild")
+                .ours()
+                .rule(Some("*.foo.com"), vec![prefix("/api", "b")]),
             ingress("ns", "any")
                 .ours()
-                .rule(None, vec![path("/", "Prefix", backend("c", 80))]),
+                .rule(None, vec![prefix("/", "c")]),
         ]);
         assert_eq!(answer(&table, "foo.com", "/api/v1"), "a /api Prefix");
         assert_eq!(answer(&table, "foo.com", "/other"), "default 404");
@@ -653,14 +647,14 @@ mod tests {
         let (table, problems) = build([ingress("ns", "web").ours().rule(
             Some("h.com"),
             vec![
-                path("/", "Prefix", backend("a", 80)),
-                path("/aaa", "Prefix", backend("b", 80)),
-                path("/aaa/bbb", "Prefix", backend("c", 80)),
+                prefix("/", "a"),
+                prefix("/aaa", "b"),
+                prefix("/aaa/bbb", "c"),
                 path("/foo", "Exact", backend("d", 80)),
-                path("/foo", "Prefix", backend("e", 80)),
+                prefix("/foo", "e"),
                 path("/exact/", "Exact", backend("f", 80)),
                 path("/impl", "ImplementationSpecific", backend("a", 80)),
-                path("/trail/", "Prefix", backend("b", 80)),
+                prefix("/trail/", "b"),
             ],
         )]);
         assert_eq!(problems, []);
@@ -699,17 +693,15 @@ mod tests {
     #[test]
     fn paths_for_a_host_merge_across_ingresses() {
         let (table, problems) = build([
-            ingress("ns", "shop").ours().rule(
-                Some("h.com"),
-                vec![path("/shop", "Prefix", backend("a", 80))],
-            ),
-            ingress("ns", "api").ours().rule(
-                Some("h.com"),
-                vec![path("/api", "Prefix", backend("b", 80))],
-            ),
+            ingress("ns", "shop")
+                .ours()
+                .rule(Some("h.com"), vec![prefix("/shop", "a")]),
+            ingress("ns", "api")
+                .ours()
+                .rule(Some("h.com"), vec![prefix("/api", "b")]),
             ingress("other", "root")
                 .ours()
-                .rule(Some("H.com"), vec![path("/", "Prefix", backend("c", 80))]),
+                .rule(Some("H.com"), vec![prefix("/", "c")]),
         ]);
         // `other/root` names Service c in its own namespace, where there is none.
         assert_eq!(
@@ -795,13 +787,11 @@ mod tests {
             },
             Case {
                 name: "twice in one Ingress: the first path wins",
-                ingresses: vec![ingress("ns", "a").ours().rule(
-                    Some("h.com"),
-                    vec![
-                        path("/x", "Prefix", backend("a", 80)),
-                        path("/x", "Prefix", backend("b", 80)),
-                    ],
-                )],
+                ingresses: vec![
+                    ingress("ns", "a")
+                        .ours()
+                        .rule(Some("h.com"), vec![prefix("/x", "a"), prefix("/x", "b")]),
+                ],
                 winner: "a /x Prefix",
                 loser: "ns/a",
             },
@@ -831,7 +821,7 @@ mod tests {
                 .rule(Some("h.com"), vec![path("/x", "Exact", backend("a", 80))]),
             ingress("ns", "b")
                 .ours()
-                .rule(Some("h.com"), vec![path("/x", "Prefix", backend("b", 80))]),
+                .rule(Some("h.com"), vec![prefix("/x", "b")]),
         ]);
         assert_eq!(problems, []);
         assert_eq!(answer(&table, "h.com", "/x"), "a /x Exact");
@@ -860,7 +850,7 @@ mod tests {
                 ingresses: vec![
                     ingress("ns", "web")
                         .ours()
-                        .rule(Some("h.com"), vec![path("/a", "Prefix", backend("a", 80))]),
+                        .rule(Some("h.com"), vec![prefix("/a", "a")]),
                 ],
                 options: ModelOptions::default(),
                 lookups: vec![
@@ -888,11 +878,8 @@ mod tests {
                 ingresses: vec![
                     ingress("ns", "web")
                         .ours()
-                        .rule(Some("h.com"), vec![path("/a", "Prefix", backend("a", 80))])
-                        .rule(
-                            Some("*.w.com"),
-                            vec![path("/a", "Prefix", backend("a", 80))],
-                        )
+                        .rule(Some("h.com"), vec![prefix("/a", "a")])
+                        .rule(Some("*.w.com"), vec![prefix("/a", "a")])
                         .default_backend(backend("b", 80)),
                 ],
                 options: configured.clone(),
@@ -932,12 +919,12 @@ mod tests {
                     ingress("ns", "one")
                         .ours()
                         .created(1)
-                        .rule(Some("h.com"), vec![path("/a", "Prefix", backend("a", 80))])
+                        .rule(Some("h.com"), vec![prefix("/a", "a")])
                         .default_backend(backend("c", 80)),
                     ingress("ns", "two")
                         .ours()
                         .created(2)
-                        .rule(Some("h.com"), vec![path("/b", "Prefix", backend("b", 80))])
+                        .rule(Some("h.com"), vec![prefix("/b", "b")])
                         .default_backend(backend("d", 80)),
                 ],
                 options: ModelOptions::default(),
@@ -1021,23 +1008,20 @@ mod tests {
                 .rule(
                     Some("h.com"),
                     vec![
-                        path("/", "Prefix", backend("a", 80)),
-                        path("/ok", "Prefix", backend("b", 80)),
-                        path("/missing", "Prefix", backend("gone", 80)),
+                        prefix("/", "a"),
+                        prefix("/ok", "b"),
+                        prefix("/missing", "gone"),
                         path("/noport", "Prefix", backend("a", 81)),
                         path("/noname", "Prefix", backend("a", "grpc")),
-                        path("/empty", "Prefix", backend("noeps", 80)),
+                        prefix("/empty", "noeps"),
                         path("/bucket", "Prefix", resource_backend("Bucket", "static")),
-                        path("/ext", "Prefix", backend("ext", 80)),
-                        path("/bad[0-9]", "Prefix", backend("a", 80)),
+                        prefix("/ext", "ext"),
+                        prefix("/bad[0-9]", "a"),
                         path("relative", "Exact", backend("a", 80)),
                         path("/typeless", "", backend("a", 80)),
                     ],
                 )
-                .rule(
-                    Some("bad_host.com"),
-                    vec![path("/", "Prefix", backend("a", 80))],
-                )
+                .rule(Some("bad_host.com"), vec![prefix("/", "a")])
                 .object(),
         );
         let (table, problems) = RouteTable::build(&world(objects), &ModelOptions::default());
@@ -1103,24 +1087,18 @@ mod tests {
         objects.push(
             ingress("ns", "theirs")
                 .class_name("nginx")
-                .rule(
-                    Some("h.com"),
-                    vec![path("/", "Prefix", backend("gone", 80))],
-                )
+                .rule(Some("h.com"), vec![prefix("/", "gone")])
                 .object(),
         );
         objects.push(
             ingress("ns", "legacy")
                 .annotation(INGRESS_CLASS_ANNOTATION, "nginx")
-                .rule(
-                    Some("h.com"),
-                    vec![path("/bad[", "Prefix", backend("a", 80))],
-                )
+                .rule(Some("h.com"), vec![prefix("/bad[", "a")])
                 .object(),
         );
         objects.push(
             ingress("ns", "classless")
-                .rule(Some("h.com"), vec![path("/", "Prefix", backend("a", 80))])
+                .rule(Some("h.com"), vec![prefix("/", "a")])
                 .object(),
         );
         let (table, problems) =
@@ -1143,16 +1121,10 @@ mod tests {
                 .ours()
                 .rule(
                     Some("b.com"),
-                    vec![
-                        path("/z", "Prefix", backend("a", 80)),
-                        path("/a", "Exact", backend("b", 80)),
-                    ],
+                    vec![prefix("/z", "a"), path("/a", "Exact", backend("b", 80))],
                 )
-                .rule(Some("*.a.com"), vec![path("/", "Prefix", backend("c", 80))])
-                .rule(
-                    Some("a.com"),
-                    vec![path("/", "Prefix", backend("gone", 80))],
-                )
+                .rule(Some("*.a.com"), vec![prefix("/", "c")])
+                .rule(Some("a.com"), vec![prefix("/", "gone")])
                 .default_backend(backend("d", 80)),
             ingress("ns", "any").ours().rule(
                 None,
@@ -1208,7 +1180,7 @@ b.com       (default)  -                       ns/web   ns/d:80                 
             if i % 100 == 0 {
                 builder = builder.rule(
                     Some(&format!("*.w{i}.example.com")),
-                    vec![path("/", "Prefix", backend("svc", 80))],
+                    vec![prefix("/", "svc")],
                 );
             }
             objects.push(builder.object());
@@ -1418,9 +1390,9 @@ b.com       (default)  -                       ns/web   ns/d:80                 
             let (table, _) = build([
                 ingress("ns", "web")
                     .ours()
-                    .rule(Some("a.com"), vec![path("/x", "Prefix", backend("a", 80)), path("/x/y", "Exact", backend("b", 80))])
-                    .rule(Some("*.a.com"), vec![path("/", "Prefix", backend("c", 80))])
-                    .rule(None, vec![path("/z", "Prefix", backend("d", 80))]),
+                    .rule(Some("a.com"), vec![prefix("/x", "a"), path("/x/y", "Exact", backend("b", 80))])
+                    .rule(Some("*.a.com"), vec![prefix("/", "c")])
+                    .rule(None, vec![prefix("/z", "d")]),
             ]);
             let _ = table.route(&host, &request);
             let _ = table.route(&tricky, &tricky);

@@ -453,62 +453,32 @@ mod tests {
 
 #[cfg(test)]
 mod redirect_tests {
-    use crate::{ClusterObjects, ModelOptions, RouteTable, parse_manifests};
+    use crate::{
+        ModelOptions, RouteTable,
+        fixtures::{IngressBuilder, ingress, prefix, world},
+    };
 
-    const MANIFESTS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: xdp}
-spec: {controller: xdp-ingress.io/controller}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: secure, namespace: default}
-spec:
-  ingressClassName: xdp
-  tls: [{hosts: [secure.example.com], secretName: secure-tls}]
-  rules:
-  - host: secure.example.com
-    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: opted-out
-  namespace: default
-  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: "false"}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: secure.example.com
-    http: {paths: [{path: /plain, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: forced
-  namespace: default
-  annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: "true"}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: forced.example.com
-    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: plain, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: plain.example.com
-    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
-"#;
+    /// An Ingress of ours in `default` routing `host` + `path` to `web:80`.
+    fn web_ingress(name: &str, host: &str, path: &str) -> IngressBuilder {
+        ingress("default", name)
+            .ours()
+            .rule(Some(host), vec![prefix(path, "web")])
+    }
 
     #[test]
     fn redirects_follow_tls_and_the_annotations() {
-        let (objects, _) =
-            ClusterObjects::from_objects(parse_manifests("t.yaml", MANIFESTS).unwrap());
+        let objects = world([
+            web_ingress("secure", "secure.example.com", "/")
+                .tls(&["secure.example.com"], Some("secure-tls"))
+                .object(),
+            web_ingress("opted-out", "secure.example.com", "/plain")
+                .annotation("nginx.ingress.kubernetes.io/ssl-redirect", "false")
+                .object(),
+            web_ingress("forced", "forced.example.com", "/")
+                .annotation("nginx.ingress.kubernetes.io/force-ssl-redirect", "true")
+                .object(),
+            web_ingress("plain", "plain.example.com", "/").object(),
+        ]);
         let (table, problems) = RouteTable::build(&objects, &ModelOptions::default());
         // The Secret is missing: reported, and the host still has TLS.
         assert!(

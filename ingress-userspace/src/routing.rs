@@ -352,45 +352,32 @@ impl Resolve for LiveRoutes {
 
 #[cfg(test)]
 mod tests {
-    use ingress_model::{ClusterObjects, ModelOptions, parse_manifests};
+    use ingress_model::{
+        KubeObject, ModelOptions,
+        fixtures::{backend, ingress, path, prefix, ready_service, world},
+    };
 
     use super::*;
 
-    const MANIFESTS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: xdp}
-spec: {controller: xdp-ingress.io/controller}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: web, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: web.example.com
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
-      - {path: /broken, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec: {ports: [{port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints: [{addresses: [198.18.1.1]}, {addresses: [198.18.1.2]}]
-"#;
+    /// Ingress `default/NAME` for `NAME.example.com`: `/` to Service `NAME`
+    /// (two ready endpoints), `/broken` to a Service that does not exist.
+    fn site(name: &str) -> Vec<KubeObject> {
+        let host = format!("{name}.example.com");
+        let routes = ingress("default", name).ours().rule(
+            Some(&host),
+            vec![
+                path("/", "Prefix", backend(name, 80)),
+                prefix("/broken", "missing"),
+            ],
+        );
+        let mut objects =
+            ready_service("default", name, 80, 8080, &["198.18.1.1", "198.18.1.2"]).to_vec();
+        objects.push(routes.object());
+        objects
+    }
 
     fn table() -> RouteTable {
-        let (objects, _) =
-            ClusterObjects::from_objects(parse_manifests("t.yaml", MANIFESTS).unwrap());
-        RouteTable::build(&objects, &ModelOptions::default()).0
+        RouteTable::build(&world(site("web")), &ModelOptions::default()).0
     }
 
     #[test]
@@ -462,8 +449,7 @@ endpoints: [{addresses: [198.18.1.1]}, {addresses: [198.18.1.2]}]
 
     #[test]
     fn a_table_built_after_the_current_one_is_followed_host_by_host() {
-        let (mut objects, _) =
-            ClusterObjects::from_objects(parse_manifests("t.yaml", MANIFESTS).unwrap());
+        let mut objects = world(site("web"));
         let mut builder = ingress_model::RouteTableBuilder::new(ModelOptions::default());
         let routes = LiveRoutes::with_metrics(Metrics::new(None));
         assert_eq!(routes.install(builder.build(&objects).0), 1);
@@ -472,13 +458,7 @@ endpoints: [{addresses: [198.18.1.1]}, {addresses: [198.18.1.2]}]
             panic!("expected an upstream");
         };
         // A second Ingress to a new Service: a new host, a new backend.
-        let more = MANIFESTS
-            .replace("name: web, namespace", "name: api, namespace")
-            .replace("web.example.com", "api.example.com")
-            .replace("name: web, port", "name: api, port")
-            .replace("name: web-1", "name: api-1")
-            .replace("service-name: web", "service-name: api");
-        for object in parse_manifests("more.yaml", &more).unwrap() {
+        for object in site("api") {
             objects.insert(object);
         }
         let (table, _) = builder.build(&objects);

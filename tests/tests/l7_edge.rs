@@ -27,6 +27,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
+use ingress_model::fixtures::{backend, ingress, ingress_class, manifest, path, prefix};
 use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, CurlReply, Daemon, EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, EdgeLab,
     HttpConnection, ManifestDir, RawResponse, SliceEndpoint, XDP_INGRESS_CLASS, poll_until,
@@ -157,76 +158,44 @@ fn routes_by_host_and_path_like_ingress_nginx() -> Result<()> {
     let mut docs = vec![
         XDP_INGRESS_CLASS.to_owned(),
         // Another controller's class: its Ingresses are not ours.
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n".to_owned(),
+        manifest(&ingress_class("nginx", "k8s.io/ingress-nginx", false)),
     ];
     for (name, addr) in services {
         lab.start_backend(name, &[addr])?;
         docs.push(service(name, &[addr]));
     }
-    let ingresses = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: shop-a, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: shop.example.com
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: root, port: {number: 80}}}}
-      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {name: http}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: shop-b, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: shop.example.com
-    http:
-      paths:
-      - {path: /api/login, pathType: Exact, backend: {service: {name: login, port: {number: 80}}}}
-      - {path: /foo, pathType: Prefix, backend: {service: {name: foo, port: {number: 80}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: wild, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: "*.example.com"
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: wild, port: {number: 80}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: docs, namespace: default}
-spec:
-  ingressClassName: xdp
-  defaultBackend: {service: {name: docs-default, port: {number: 80}}}
-  rules:
-  - host: docs.example.com
-    http:
-      paths:
-      - {path: /guide, pathType: Exact, backend: {service: {name: docs, port: {number: 80}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: foreign, namespace: default}
-spec:
-  ingressClassName: nginx
-  rules:
-  - host: foreign.example.org
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: foreign, port: {number: 80}}}}
-  - host: shop.example.com
-    http:
-      paths:
-      - {path: /stolen, pathType: Prefix, backend: {service: {name: foreign, port: {number: 80}}}}
-"#;
-    docs.push(ingresses.to_owned());
+    let shop = Some("shop.example.com");
+    let ingresses = [
+        ingress("default", "shop-a").ours().rule(
+            shop,
+            vec![
+                prefix("/", "root"),
+                path("/api", "Prefix", backend("api", "http")),
+            ],
+        ),
+        ingress("default", "shop-b").ours().rule(
+            shop,
+            vec![
+                path("/api/login", "Exact", backend("login", 80)),
+                prefix("/foo", "foo"),
+            ],
+        ),
+        ingress("default", "wild")
+            .ours()
+            .rule(Some("*.example.com"), vec![prefix("/", "wild")]),
+        ingress("default", "docs")
+            .ours()
+            .default_backend(backend("docs-default", 80))
+            .rule(
+                Some("docs.example.com"),
+                vec![path("/guide", "Exact", backend("docs", 80))],
+            ),
+        ingress("default", "foreign")
+            .class_name("nginx")
+            .rule(Some("foreign.example.org"), vec![prefix("/", "foreign")])
+            .rule(shop, vec![prefix("/stolen", "foreign")]),
+    ];
+    docs.extend(ingresses.map(|each| manifest(&each.build())));
     let doc_refs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let manifests = ManifestDir::new()?;
     manifests.write("routes.yaml", &documents(&doc_refs))?;
@@ -339,22 +308,21 @@ fn errors_are_answered_and_contained() -> Result<()> {
     // Running, but its endpoint is not ready: it must get nothing.
     lab.start_backend("notready", &[not_ready])?;
     lab.add_endpoint_addr(dead.ip())?;
-    let ingress = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: errors, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: errors.example.com
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: live, port: {number: 80}}}}
-      - {path: /notready, pathType: Prefix, backend: {service: {name: notready, port: {number: 80}}}}
-      - {path: /missing, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
-      - {path: /refused, pathType: Prefix, backend: {service: {name: refused, port: {number: 80}}}}
-      - {path: /retry, pathType: Prefix, backend: {service: {name: halfdead, port: {number: 80}}}}
-"#;
+    let routes = manifest(
+        &ingress("default", "errors")
+            .ours()
+            .rule(
+                Some(HOST),
+                vec![
+                    prefix("/", "live"),
+                    prefix("/notready", "notready"),
+                    prefix("/missing", "missing"),
+                    prefix("/refused", "refused"),
+                    prefix("/retry", "halfdead"),
+                ],
+            )
+            .build(),
+    );
     let manifests = ManifestDir::new()?;
     manifests.write(
         "routes.yaml",
@@ -370,7 +338,7 @@ spec:
             ),
             &service("refused", &[dead]),
             &service("halfdead", &[dead, half_live]),
-            ingress,
+            &routes,
         ]),
     )?;
     let mut daemon = start_daemon(
@@ -528,22 +496,13 @@ fn proxies_headers_streams_upgrades_and_spreads() -> Result<()> {
     let spread = [endpoint(3, 11), endpoint(3, 12), endpoint(3, 13)];
     lab.start_backend("echo", &[echo])?;
     lab.start_backend("spread", &spread)?;
-    let ingress = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: proxy, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: proxy.example.com
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
-  - host: spread.example.com
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: spread, port: {number: 80}}}}
-"#;
+    let routes = manifest(
+        &ingress("default", "proxy")
+            .ours()
+            .rule(Some(HOST), vec![prefix("/", "echo")])
+            .rule(Some(SPREAD_HOST), vec![prefix("/", "spread")])
+            .build(),
+    );
     let manifests = ManifestDir::new()?;
     manifests.write(
         "routes.yaml",
@@ -551,7 +510,7 @@ spec:
             XDP_INGRESS_CLASS,
             &service("echo", &[echo]),
             &service("spread", &spread),
-            ingress,
+            &routes,
         ]),
     )?;
     let _daemon = start_daemon(&lab, manifests.path(), false, &[])?;
@@ -876,25 +835,17 @@ fn check_spread(lab: &EdgeLab, host: &str, endpoints: &[SocketAddr]) -> Result<(
 
 /// The manifests of the live-change test: `host` routed to `service`.
 fn live_routes(service_name: &str, a: SocketAddr, b: SocketAddr) -> String {
-    let ingress = format!(
-        r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: live, namespace: default}}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: live.example.com
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service_name}, port: {{number: 80}}}}}}}}
-"#
+    let routes = manifest(
+        &ingress("default", "live")
+            .ours()
+            .rule(Some("live.example.com"), vec![prefix("/", service_name)])
+            .build(),
     );
     documents(&[
         XDP_INGRESS_CLASS,
         &service("svc-a", &[a]),
         &service("svc-b", &[b]),
-        &ingress,
+        &routes,
     ])
 }
 
@@ -1004,22 +955,16 @@ fn sigterm_drains_in_flight_requests_then_cleans_up() -> Result<()> {
     let mut lab = EdgeLab::create()?;
     let slow = endpoint(5, 1);
     lab.start_backend("slow", &[slow])?;
-    let ingress = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: slow, namespace: default}
-spec:
-  ingressClassName: xdp
-  rules:
-  - host: slow.example.com
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: slow, port: {number: 80}}}}
-"#;
+    let routes = manifest(
+        &ingress("default", "slow")
+            .ours()
+            .rule(Some(HOST), vec![prefix("/", "slow")])
+            .build(),
+    );
     let manifests = ManifestDir::new()?;
     manifests.write(
         "routes.yaml",
-        &documents(&[XDP_INGRESS_CLASS, &service("slow", &[slow]), ingress]),
+        &documents(&[XDP_INGRESS_CLASS, &service("slow", &[slow]), &routes]),
     )?;
     let mut daemon = start_daemon(&lab, manifests.path(), false, &[])?;
     let bpffs = daemon.bpffs().to_path_buf();

@@ -194,6 +194,27 @@ mod tests {
         keys.iter().copied().collect()
     }
 
+    /// Listeners with the `(action, listener_id)` each has in the map.
+    fn assigned(entries: &[(ListenerKey, u32, u32)]) -> Vec<(ListenerKey, ListenerValue)> {
+        entries
+            .iter()
+            .map(|&(key, action, listener_id)| {
+                (
+                    key,
+                    ListenerValue {
+                        action,
+                        listener_id,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The listener map holding `entries` (key, action, listener_id).
+    fn in_map(entries: &[(ListenerKey, u32, u32)]) -> BTreeMap<ListenerKey, ListenerValue> {
+        assigned(entries).into_iter().collect()
+    }
+
     #[test]
     fn first_sync_allocates_ids_from_zero() {
         let a = tcp("0.0.0.0:80")[0];
@@ -207,22 +228,7 @@ mod tests {
         assert_eq!(plan.fresh_slots, vec![0, 1]);
         assert_eq!(
             plan.upserts,
-            vec![
-                (
-                    a,
-                    ListenerValue {
-                        action: action::PASS_TO_PROXY,
-                        listener_id: 0
-                    }
-                ),
-                (
-                    b,
-                    ListenerValue {
-                        action: action::DROP,
-                        listener_id: 1
-                    }
-                ),
-            ]
+            assigned(&[(a, action::PASS_TO_PROXY, 0), (b, action::DROP, 1)])
         );
     }
 
@@ -231,23 +237,7 @@ mod tests {
         let a = tcp("0.0.0.0:80")[0];
         let b = tcp("0.0.0.0:443")[0];
         let c = tcp("0.0.0.0:8443")[0];
-        let present: BTreeMap<_, _> = [
-            (
-                a,
-                ListenerValue {
-                    action: action::PASS_TO_PROXY,
-                    listener_id: 0,
-                },
-            ),
-            (
-                b,
-                ListenerValue {
-                    action: action::PASS_TO_PROXY,
-                    listener_id: 1,
-                },
-            ),
-        ]
-        .into();
+        let present = in_map(&[(a, action::PASS_TO_PROXY, 0), (b, action::PASS_TO_PROXY, 1)]);
         // a stays as is, b changes action and keeps id 1, c is new: ids 0 and 1 stay in use,
         // so c gets 2.
         let plan = plan_sync(
@@ -263,22 +253,7 @@ mod tests {
         assert_eq!(plan.fresh_slots, vec![2]);
         assert_eq!(
             plan.upserts,
-            vec![
-                (
-                    b,
-                    ListenerValue {
-                        action: action::DROP,
-                        listener_id: 1
-                    }
-                ),
-                (
-                    c,
-                    ListenerValue {
-                        action: action::DROP,
-                        listener_id: 2
-                    }
-                ),
-            ]
+            assigned(&[(b, action::DROP, 1), (c, action::DROP, 2)])
         );
     }
 
@@ -286,23 +261,7 @@ mod tests {
     fn removed_listeners_free_their_ids() {
         let a = tcp("0.0.0.0:80")[0];
         let b = tcp("0.0.0.0:443")[0];
-        let present: BTreeMap<_, _> = [
-            (
-                a,
-                ListenerValue {
-                    action: action::PASS_TO_PROXY,
-                    listener_id: 0,
-                },
-            ),
-            (
-                b,
-                ListenerValue {
-                    action: action::PASS_TO_PROXY,
-                    listener_id: 1,
-                },
-            ),
-        ]
-        .into();
+        let present = in_map(&[(a, action::PASS_TO_PROXY, 0), (b, action::PASS_TO_PROXY, 1)]);
         let c = tcp("0.0.0.0:8080")[0];
         let plan = plan_sync(
             &present,
@@ -312,29 +271,13 @@ mod tests {
         assert_eq!(plan.removals, vec![a]);
         // id 0 is no longer kept, so the new listener reuses it, zeroed.
         assert_eq!(plan.fresh_slots, vec![0]);
-        assert_eq!(
-            plan.upserts,
-            vec![(
-                c,
-                ListenerValue {
-                    action: action::PASS_TO_PROXY,
-                    listener_id: 0
-                }
-            )]
-        );
+        assert_eq!(plan.upserts, assigned(&[(c, action::PASS_TO_PROXY, 0)]));
     }
 
     #[test]
     fn an_unchanged_set_is_a_no_op() {
         let a = tcp("0.0.0.0:80")[0];
-        let present: BTreeMap<_, _> = [(
-            a,
-            ListenerValue {
-                action: action::PASS_TO_PROXY,
-                listener_id: 7,
-            },
-        )]
-        .into();
+        let present = in_map(&[(a, action::PASS_TO_PROXY, 7)]);
         let plan = plan_sync(&present, &desired(&[(a, action::PASS_TO_PROXY)])).unwrap();
         assert_eq!(plan, ListenerSyncPlan::default());
     }

@@ -224,58 +224,32 @@ fn fingerprint(secret: &k8s_openapi::api::core::v1::Secret) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use ingress_model::{ModelOptions, RouteTable, parse_manifests};
-    use k8s_openapi::{
-        ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    use ingress_model::{
+        KubeObject, ModelOptions, RouteTable,
+        fixtures::{ingress, tls_secret_pem, world},
     };
+    use k8s_openapi::api::core::v1::Secret;
 
     use super::*;
     use crate::tls::certs::{self_signed_default, test_certs::p256, unix_now};
 
     fn tls_secret(name: &str, cert: &str, key: &str) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                ..ObjectMeta::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(
-                [
-                    ("tls.crt".to_owned(), ByteString(cert.as_bytes().to_vec())),
-                    ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
-                ]
-                .into(),
-            ),
-            ..Secret::default()
-        }
+        tls_secret_pem("default", name, cert, key)
     }
 
-    const INGRESSES: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: xdp}
-spec: {controller: xdp-ingress.io/controller}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: web, namespace: default}
-spec:
-  ingressClassName: xdp
-  tls:
-  - {hosts: [web.example.com], secretName: web-tls}
-  - {hosts: ["*.apps.example.com"], secretName: apps-tls}
-  rules: [{host: web.example.com}]
-"#;
-
+    /// Ingress `default/web` with TLS for `web.example.com` (Secret
+    /// `web-tls`) and `*.apps.example.com` (`apps-tls`), and `secrets`.
     fn snapshot(secrets: Vec<Secret>) -> (ClusterObjects, TlsPlan) {
-        let (mut objects, _) =
-            ClusterObjects::from_objects(parse_manifests("t.yaml", INGRESSES).unwrap());
-        for secret in secrets {
-            objects
-                .secrets
-                .insert(ObjectKey::of_namespaced(&secret.metadata), secret.into());
-        }
+        let web = ingress("default", "web")
+            .ours()
+            .tls(&["web.example.com"], Some("web-tls"))
+            .tls(&["*.apps.example.com"], Some("apps-tls"))
+            .host_only("web.example.com");
+        let objects = world(
+            [web.object()]
+                .into_iter()
+                .chain(secrets.into_iter().map(KubeObject::Secret)),
+        );
         let (table, _) = RouteTable::build(&objects, &ModelOptions::default());
         (objects, table.tls().clone())
     }

@@ -27,11 +27,14 @@ use xdp_ingress_lab::ScratchDir;
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
     instructions::{self, InstructionCount},
-    lab::{BenchLab, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
-    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
+    lab::{BenchLab, LOAD_CPU, PROXY_CPU},
+    measure::{
+        self, CpuSample, DISTURBED_THRESHOLD, all_disturbed, counted_rounds, median_of, spread_of,
+    },
     nginx::UpstreamLayout,
     perf, prepare, probe, raise_open_file_limit,
     report::{self, Table},
+    side_by_side::{PROXIES, ProxyLabs, RoundCpu, account_round, alternate_rounds},
     target_dir,
     under_test::{Proxy, ProxyOptions, UnderTest},
     wrk::{HOSTS_SCRIPT, WrkLoad, WrkReport},
@@ -108,22 +111,12 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const CHANGE_PAUSE: Duration = Duration::from_millis(300);
 /// Machine load (outside the lab) above which results are flagged noisy.
 const QUIET_THRESHOLD: f64 = 0.10;
-/// The proxies, in the order they are measured.
-const PROXIES: [Proxy; 2] = [Proxy::XdpIngress, Proxy::Nginx];
 
 /// One measured round of one proxy.
 #[derive(Debug, Clone)]
 struct Sample {
     load: WrkReport,
-    /// CPU time of the proxy's processes per second of load (1.0 = a core).
-    proxy_cpu: f64,
-    /// Time its threads were runnable but waited for a CPU, per second of
-    /// load: other work on its core (should be about 0).
-    proxy_waited: f64,
-    /// How busy the proxy's core and the load's core were (all processes,
-    /// softirqs included).
-    proxy_core_busy: f64,
-    load_core_busy: f64,
+    cpu: RoundCpu,
 }
 
 /// What one proxy did with one configuration.
@@ -145,7 +138,7 @@ impl Run {
     /// The rounds that count: those no other process disturbed, or all of
     /// them when every one was.
     fn counted(&self) -> Vec<&Sample> {
-        counted_rounds(&self.samples, |s| s.proxy_waited)
+        counted_rounds(&self.samples, |s| s.cpu.proxy_waited)
     }
 
     /// The median over the counted rounds of `metric`.
@@ -171,27 +164,20 @@ impl Run {
 
     /// The lowest and highest requests/s of the counted rounds.
     fn spread(&self) -> (f64, f64) {
-        self.counted()
-            .into_iter()
-            .fold((f64::MAX, 0.0_f64), |(lo, hi), s| {
-                let rate = s.load.requests_per_second;
-                (lo.min(rate), hi.max(rate))
-            })
+        spread_of(&self.counted(), |s| s.load.requests_per_second)
     }
 
     /// CPU time per request: the proxy's processes, and its whole core.
     fn per_request(&self) -> (f64, f64) {
         (
-            self.median(|s| s.proxy_cpu / s.load.requests_per_second.max(1.0)),
-            self.median(|s| s.proxy_core_busy / s.load.requests_per_second.max(1.0)),
+            self.median(|s| s.cpu.proxy_cpu / s.load.requests_per_second.max(1.0)),
+            self.median(|s| s.cpu.proxy_core_busy / s.load.requests_per_second.max(1.0)),
         )
     }
 
     /// True when every round was disturbed.
     fn disturbed(&self) -> bool {
-        self.samples
-            .iter()
-            .all(|s| s.proxy_waited > DISTURBED_THRESHOLD)
+        all_disturbed(&self.samples, |s| s.cpu.proxy_waited)
     }
 
     /// `3 of 3`: how many rounds the medians stand on.
@@ -206,7 +192,7 @@ struct Bench<'a> {
     binaries: &'a Binaries,
     progress: Progress,
     script: &'a Path,
-    labs: [BenchLab; 2],
+    labs: ProxyLabs,
 }
 
 /// `cargo xtask bench l7`.
@@ -236,14 +222,7 @@ pub fn run(args: &L7Args) -> Result<()> {
         }
     ));
 
-    progress.phase("Creating a lab per proxy (client, edge, backends)");
-    let labs = [BenchLab::create(&binaries)?, BenchLab::create(&binaries)?];
-    for (proxy, lab) in PROXIES.iter().zip(&labs) {
-        progress.detail(&format!("for {}:", proxy.name()));
-        for line in lab.describe() {
-            progress.detail(&format!("  {line}"));
-        }
-    }
+    let labs = ProxyLabs::create(&binaries, &progress)?;
     let scratch = ScratchDir::new("bench")?;
     let script = scratch.write("hosts.lua", HOSTS_SCRIPT)?;
     let mut bench = Bench {
@@ -285,7 +264,7 @@ pub fn run(args: &L7Args) -> Result<()> {
 
 impl Bench<'_> {
     fn lab(&self, proxy: Proxy) -> &BenchLab {
-        &self.labs[PROXIES.iter().position(|p| *p == proxy).unwrap_or(0)]
+        self.labs.of(proxy)
     }
 
     /// One row: both proxies with `count` Ingresses, started side by side,
@@ -330,10 +309,10 @@ impl Bench<'_> {
             }
         }
 
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); started.len()];
-        for round in 1..=self.args.rounds {
-            for (index, (proxy, under_test, _)) in started.iter_mut().enumerate() {
-                check_interrupted()?;
+        let samples = alternate_rounds(
+            self.args.rounds,
+            &mut started,
+            |round, (proxy, under_test, _)| {
                 self.progress.phase(&format!(
                     "{label}: round {round}/{}, {} ({} s of wrk)",
                     self.args.rounds,
@@ -347,12 +326,12 @@ impl Bench<'_> {
                     report::latency(sample.load.p50),
                     report::latency(sample.load.p99),
                     sample.load.failures(),
-                    report::percent(sample.proxy_cpu),
-                    report::percent(sample.proxy_waited)
+                    report::percent(sample.cpu.proxy_cpu),
+                    report::percent(sample.cpu.proxy_waited)
                 ));
-                samples[index].push(sample);
-            }
-        }
+                Ok(sample)
+            },
+        )?;
 
         let mut runs = Vec::new();
         for ((proxy, under_test, startup), samples) in started.into_iter().zip(samples) {
@@ -382,24 +361,8 @@ impl Bench<'_> {
 
     /// One round of load against `proxy`, with its CPU accounting.
     fn sample(&self, proxy: Proxy, under_test: &mut UnderTest, count: usize) -> Result<Sample> {
-        let pids = under_test.pids();
-        let cpu_before = CpuSample::now()?;
-        let (time_before, delay_before) = (measure::cpu_time(&pids), measure::run_delay(&pids));
-        let clock = Instant::now();
-        let load = self.load(proxy, count, self.args.seconds)?;
-        let wall = clock.elapsed().as_secs_f64();
-        let cpu_after = CpuSample::now()?;
-        let proxy_cpu = (measure::cpu_time(&pids) - time_before).as_secs_f64() / wall;
-        let proxy_waited = (measure::run_delay(&pids) - delay_before).as_secs_f64() / wall;
-        check_interrupted()?;
-        under_test.check_running()?;
-        Ok(Sample {
-            load,
-            proxy_cpu,
-            proxy_waited,
-            proxy_core_busy: cpu_after.busy_since(&cpu_before, PROXY_CPU_INDEX),
-            load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX),
-        })
+        let (load, cpu) = account_round(under_test, || self.load(proxy, count, self.args.seconds))?;
+        Ok(Sample { load, cpu })
     }
 
     /// Times `--changes` route changes of `proxy`.
@@ -690,8 +653,8 @@ fn render(args: &L7Args, runs: &[Run], background: f64) -> String {
         let cpu = |run: &Run| {
             format!(
                 "{} ({})",
-                report::percent(run.median(|s| s.proxy_cpu)),
-                report::percent(run.median(|s| s.proxy_waited))
+                report::percent(run.median(|s| s.cpu.proxy_cpu)),
+                report::percent(run.median(|s| s.cpu.proxy_waited))
             )
         };
         table.row(vec![
@@ -704,8 +667,8 @@ fn render(args: &L7Args, runs: &[Run], background: f64) -> String {
         let cores = |run: &Run| {
             format!(
                 "{} / {}",
-                report::percent(run.median(|s| s.proxy_core_busy)),
-                report::percent(run.median(|s| s.load_core_busy))
+                report::percent(run.median(|s| s.cpu.proxy_core_busy)),
+                report::percent(run.median(|s| s.cpu.load_core_busy))
             )
         };
         table.row(vec![
@@ -733,7 +696,7 @@ fn render(args: &L7Args, runs: &[Run], background: f64) -> String {
         );
     }
     let saturated_load = runs.iter().any(|run| {
-        run.median(|s| s.load_core_busy) > 0.9 && run.median(|s| s.proxy_core_busy) < 0.9
+        run.median(|s| s.cpu.load_core_busy) > 0.9 && run.median(|s| s.cpu.proxy_core_busy) < 0.9
     });
     if saturated_load {
         text.push_str(

@@ -179,6 +179,20 @@ pub fn counted_rounds<S>(samples: &[S], waited: impl Fn(&S) -> f64) -> Vec<&S> {
     }
 }
 
+/// True when every one of `samples` was disturbed (see [`counted_rounds`]):
+/// its medians stand on disturbed rounds.
+pub fn all_disturbed<S>(samples: &[S], waited: impl Fn(&S) -> f64) -> bool {
+    samples.iter().all(|s| waited(s) > DISTURBED_THRESHOLD)
+}
+
+/// The lowest and highest `rate` over `rounds`.
+pub fn spread_of<S>(rounds: &[&S], rate: impl Fn(&S) -> f64) -> (f64, f64) {
+    rounds.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), s| {
+        let rate = rate(s);
+        (lo.min(rate), hi.max(rate))
+    })
+}
+
 /// The median of `metric` over `rounds` (0 for none).
 pub fn median_of<S>(rounds: &[&S], metric: impl Fn(&S) -> f64) -> f64 {
     let mut values: Vec<f64> = rounds.iter().map(|s| metric(s)).collect();
@@ -209,8 +223,11 @@ mod tests {
         let rounds = counted_rounds(&waited, |w| *w);
         assert_eq!(rounds, vec![&0.01, &0.03, &0.04]);
         assert_eq!(median_of(&rounds, |w| *w), 0.03);
-        let all_disturbed = [0.3, 0.2];
-        assert_eq!(counted_rounds(&all_disturbed, |w| *w).len(), 2);
+        assert_eq!(spread_of(&rounds, |w| *w * 100.0), (1.0, 4.0));
+        assert!(!all_disturbed(&waited, |w| *w));
+        let disturbed = [0.3, 0.2];
+        assert_eq!(counted_rounds(&disturbed, |w| *w).len(), 2);
+        assert!(all_disturbed(&disturbed, |w| *w));
         assert_eq!(median_of::<f64>(&[], |w| *w), 0.0);
     }
 }

@@ -21,6 +21,7 @@ mod nginx;
 mod perf;
 mod probe;
 mod report;
+mod side_by_side;
 mod tls;
 mod under_test;
 mod wrk;

@@ -45,11 +45,14 @@ use xdp_ingress_lab::{
 
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted, interrupted,
-    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
-    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
+    lab::{BenchLab, ENDPOINTS, LOAD_CPU, PROXY_CPU},
+    measure::{
+        CpuSample, DISTURBED_THRESHOLD, all_disturbed, counted_rounds, median_of, spread_of,
+    },
     nginx::{self, Nginx, UpstreamLayout},
     prepare, raise_open_file_limit,
     report::{self, Table},
+    side_by_side::{PROXIES, ProxyLabs, RoundCpu, account_round, alternate_rounds},
     target_dir,
     under_test::{Proxy, UnderTest},
     wrk::{HOSTS_SCRIPT, WrkLoad},
@@ -91,8 +94,6 @@ const HOST: &str = "h0.bench.example";
 const SECRET: &str = "bench-tls";
 /// The HTTPS port.
 const HTTPS_PORT: u16 = 443;
-/// The proxies, in the order they are measured.
-const PROXIES: [Proxy; 2] = [Proxy::XdpIngress, Proxy::Nginx];
 /// ingress-nginx's default `ssl-ciphers` (TLS 1.2; TLS 1.3 uses OpenSSL's).
 const INGRESS_NGINX_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
@@ -167,13 +168,7 @@ struct Sample {
     rate: f64,
     /// Failed handshakes or requests.
     failures: u64,
-    /// CPU time of the proxy's processes per second (1.0 = a core).
-    proxy_cpu: f64,
-    /// Time the proxy waited for its core, per second.
-    proxy_waited: f64,
-    /// How busy the proxy's core and the load's core were.
-    proxy_core_busy: f64,
-    load_core_busy: f64,
+    cpu: RoundCpu,
 }
 
 /// The rounds of one proxy, key type and metric.
@@ -187,7 +182,7 @@ struct Run {
 
 impl Run {
     fn counted(&self) -> Vec<&Sample> {
-        counted_rounds(&self.samples, |s| s.proxy_waited)
+        counted_rounds(&self.samples, |s| s.cpu.proxy_waited)
     }
 
     fn median(&self, metric: impl Fn(&Sample) -> f64) -> f64 {
@@ -199,11 +194,7 @@ impl Run {
     }
 
     fn spread(&self) -> (f64, f64) {
-        self.counted()
-            .into_iter()
-            .fold((f64::MAX, 0.0_f64), |(lo, hi), s| {
-                (lo.min(s.rate), hi.max(s.rate))
-            })
+        spread_of(&self.counted(), |s| s.rate)
     }
 
     fn failures(&self) -> u64 {
@@ -211,9 +202,7 @@ impl Run {
     }
 
     fn disturbed(&self) -> bool {
-        self.samples
-            .iter()
-            .all(|s| s.proxy_waited > DISTURBED_THRESHOLD)
+        all_disturbed(&self.samples, |s| s.cpu.proxy_waited)
     }
 }
 
@@ -223,7 +212,7 @@ struct Bench<'a> {
     binaries: &'a Binaries,
     progress: Progress,
     scratch: &'a ScratchDir,
-    labs: [BenchLab; 2],
+    labs: ProxyLabs,
 }
 
 /// `cargo xtask bench tls`.
@@ -277,14 +266,7 @@ pub fn run(args: &TlsArgs) -> Result<()> {
         certificates.push((key, certificate));
     }
 
-    progress.phase("Creating a lab per proxy (client, edge, backends)");
-    let labs = [BenchLab::create(&binaries)?, BenchLab::create(&binaries)?];
-    for (proxy, lab) in PROXIES.iter().zip(&labs) {
-        progress.detail(&format!("for {}:", proxy.name()));
-        for line in lab.describe() {
-            progress.detail(&format!("  {line}"));
-        }
-    }
+    let labs = ProxyLabs::create(&binaries, &progress)?;
     let bench = Bench {
         args,
         binaries: &binaries,
@@ -439,7 +421,7 @@ fn nginx_config(prefix: &Path, listen: SocketAddr, certificate: &Certificate) ->
 
 impl Bench<'_> {
     fn lab(&self, proxy: Proxy) -> &BenchLab {
-        &self.labs[PROXIES.iter().position(|p| *p == proxy).unwrap_or(0)]
+        self.labs.of(proxy)
     }
 
     fn https_addr(&self, proxy: Proxy) -> SocketAddr {
@@ -565,10 +547,10 @@ impl Bench<'_> {
                     self.load(*proxy, metric, self.args.warmup)?;
                 }
             }
-            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); started.len()];
-            for round in 1..=self.args.rounds {
-                for (index, (proxy, under_test)) in started.iter_mut().enumerate() {
-                    check_interrupted()?;
+            let samples = alternate_rounds(
+                self.args.rounds,
+                &mut started,
+                |round, (proxy, under_test)| {
                     self.progress.phase(&format!(
                         "{label}: {}, round {round}/{}, {} ({} s)",
                         metric.name(),
@@ -582,16 +564,16 @@ impl Bench<'_> {
                         report::thousands(sample.rate),
                         metric.name(),
                         sample.failures,
-                        report::percent(sample.proxy_cpu),
-                        report::percent(sample.proxy_waited),
+                        report::percent(sample.cpu.proxy_cpu),
+                        report::percent(sample.cpu.proxy_waited),
                         PROXY_CPU,
-                        report::percent(sample.proxy_core_busy),
+                        report::percent(sample.cpu.proxy_core_busy),
                         LOAD_CPU,
-                        report::percent(sample.load_core_busy),
+                        report::percent(sample.cpu.load_core_busy),
                     ));
-                    samples[index].push(sample);
-                }
-            }
+                    Ok(sample)
+                },
+            )?;
             for ((proxy, under_test), samples) in started.iter().zip(samples) {
                 if samples.iter().any(|s| s.failures > 0) {
                     self.progress
@@ -613,24 +595,12 @@ impl Bench<'_> {
 
     /// One round with the CPU accounting.
     fn sample(&self, proxy: Proxy, under_test: &mut UnderTest, metric: Metric) -> Result<Sample> {
-        let pids = under_test.pids();
-        let cpu_before = CpuSample::now()?;
-        let (time_before, delay_before) = (measure::cpu_time(&pids), measure::run_delay(&pids));
-        let clock = Instant::now();
-        let (rate, failures) = self.load(proxy, metric, self.args.seconds)?;
-        let wall = clock.elapsed().as_secs_f64();
-        let cpu_after = CpuSample::now()?;
-        let proxy_cpu = (measure::cpu_time(&pids) - time_before).as_secs_f64() / wall;
-        let proxy_waited = (measure::run_delay(&pids) - delay_before).as_secs_f64() / wall;
-        check_interrupted()?;
-        under_test.check_running()?;
+        let ((rate, failures), cpu) =
+            account_round(under_test, || self.load(proxy, metric, self.args.seconds))?;
         Ok(Sample {
             rate,
             failures,
-            proxy_cpu,
-            proxy_waited,
-            proxy_core_busy: cpu_after.busy_since(&cpu_before, PROXY_CPU_INDEX),
-            load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX),
+            cpu,
         })
     }
 
@@ -889,12 +859,12 @@ fn render(args: &TlsArgs, runs: &[Run], background: f64) -> String {
             ) else {
                 continue;
             };
-            let per_op = |run: &Run| run.median(|s| s.proxy_core_busy / s.rate.max(1.0));
+            let per_op = |run: &Run| run.median(|s| s.cpu.proxy_core_busy / s.rate.max(1.0));
             let cores = |run: &Run| {
                 format!(
                     "{} / {}",
-                    report::percent(run.median(|s| s.proxy_core_busy)),
-                    report::percent(run.median(|s| s.load_core_busy))
+                    report::percent(run.median(|s| s.cpu.proxy_core_busy)),
+                    report::percent(run.median(|s| s.cpu.load_core_busy))
                 )
             };
             let show = |run: &Run| {
@@ -942,7 +912,7 @@ fn render(args: &TlsArgs, runs: &[Run], background: f64) -> String {
         );
     }
     let load_bound = runs.iter().any(|run| {
-        run.median(|s| s.load_core_busy) > 0.9 && run.median(|s| s.proxy_core_busy) < 0.9
+        run.median(|s| s.cpu.load_core_busy) > 0.9 && run.median(|s| s.cpu.proxy_core_busy) < 0.9
     });
     if load_bound {
         text.push_str(
