@@ -26,6 +26,8 @@ use crate::metrics::Metrics;
 pub struct Readiness {
     configured: AtomicBool,
     listening: AtomicBool,
+    /// The XDP program is still loading (the proxy serves meanwhile).
+    edge_loading: AtomicBool,
 }
 
 impl Readiness {
@@ -45,9 +47,16 @@ impl Readiness {
         self.listening.store(true, Ordering::Release);
     }
 
-    /// Ready: configured and listening.
+    /// Whether the XDP program is still loading.
+    pub fn set_edge_loading(&self, loading: bool) {
+        self.edge_loading.store(loading, Ordering::Release);
+    }
+
+    /// Ready: configured, listening, and the XDP program (if any) attached.
     pub fn is_ready(&self) -> bool {
-        self.configured.load(Ordering::Acquire) && self.listening.load(Ordering::Acquire)
+        self.configured.load(Ordering::Acquire)
+            && self.listening.load(Ordering::Acquire)
+            && !self.edge_loading.load(Ordering::Acquire)
     }
 
     /// Why not ready, for the probe's body.
@@ -55,10 +64,12 @@ impl Readiness {
         match (
             self.configured.load(Ordering::Acquire),
             self.listening.load(Ordering::Acquire),
+            self.edge_loading.load(Ordering::Acquire),
         ) {
-            (true, true) => "ready\n",
-            (false, _) => "not ready: waiting for the first configuration\n",
-            (true, false) => "not ready: the proxy is not listening yet\n",
+            (true, true, false) => "ready\n",
+            (false, _, _) => "not ready: waiting for the first configuration\n",
+            (true, false, _) => "not ready: the proxy is not listening yet\n",
+            (true, true, true) => "not ready: the XDP program is loading\n",
         }
     }
 }
@@ -155,6 +166,18 @@ mod tests {
         assert!(!readiness.is_ready());
         assert!(readiness.explain().contains("first configuration"));
         readiness.set_configured();
+        assert!(readiness.is_ready());
+    }
+
+    #[test]
+    fn not_ready_while_the_xdp_program_loads() {
+        let readiness = Readiness::new();
+        readiness.set_edge_loading(true);
+        readiness.set_configured();
+        readiness.set_listening();
+        assert!(!readiness.is_ready());
+        assert!(readiness.explain().contains("XDP program is loading"));
+        readiness.set_edge_loading(false);
         assert!(readiness.is_ready());
     }
 }

@@ -11,6 +11,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use xdp_ingress::{
+    bpf::edge::XdpModeChoice,
     bpf::{
         bpffs::{self, PinDirLock},
         edge::{EdgeOptions, XdpEdge},
@@ -71,7 +72,7 @@ async fn run(args: RunArgs) -> Result<()> {
         if !args.l4.config_maps().is_empty() {
             warn!("TCP/UDP services ConfigMaps need the XDP edge (--interface): not served");
         }
-        return serve(&args, &mut shutdown, None, false).await;
+        return serve(&args, &mut shutdown, None, EdgeStart::None).await;
     }
     if bpffs::ensure_pin_dir(&args.bpffs)? {
         info!(
@@ -83,12 +84,62 @@ async fn run(args: RunArgs) -> Result<()> {
     let options = EdgeOptions {
         maglev_table_size: args.l4.maglev_table_size,
     };
+    if args.l4.config_maps().is_empty() {
+        return run_serving_while_loading(&args, &mut shutdown, options).await;
+    }
     let mut edge =
         XdpEdge::load_with(Some(&args.bpffs), &options).context("loading the XDP program")?;
     let result = match start_edge(&mut edge, &args) {
-        Ok(l4) => serve(&args, &mut shutdown, l4, true).await,
+        Ok(l4) => serve(&args, &mut shutdown, l4, EdgeStart::Attached).await,
         Err(error) => Err(error),
     };
+    release_edge(edge, &args)?;
+    result
+}
+
+/// Without TCP/UDP services the XDP program steers the listener ports to
+/// the proxy, which the kernel delivers to it without the program too: the
+/// proxy serves while the verifier checks the program (most of a start's
+/// second), and readiness waits for the program. A program that fails to
+/// load or attach ends the run with its error, as when it loads first.
+async fn run_serving_while_loading(
+    args: &RunArgs,
+    shutdown: &mut ShutdownSignals,
+    options: EdgeOptions,
+) -> Result<()> {
+    let bpffs = args.bpffs.clone();
+    let interfaces = args.interfaces.clone();
+    let (http_addr, https_addr, mode) = (args.http_addr, args.https_addr, args.xdp_mode);
+    let (attached_tx, attached_rx) = tokio::sync::oneshot::channel();
+    let loading = tokio::task::spawn_blocking(move || {
+        let loaded = XdpEdge::load_with(Some(&bpffs), &options)
+            .context("loading the XDP program")
+            .and_then(|mut edge| {
+                match sync_listeners_and_attach(&mut edge, http_addr, https_addr, &interfaces, mode)
+                {
+                    Ok(()) => Ok(edge),
+                    Err(error) => {
+                        edge.detach_all();
+                        let _ = edge.unpin();
+                        Err(error)
+                    }
+                }
+            });
+        let _ = attached_tx.send(loaded.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        loaded
+    });
+    let served = serve(args, shutdown, None, EdgeStart::Loading(attached_rx)).await;
+    // Whatever ended the serving, the program's pins are the run's to clean.
+    match loading.await {
+        Ok(Ok(edge)) => release_edge(edge, args)?,
+        Ok(Err(_)) => {}
+        Err(error) => warn!(%error, "the XDP loading thread failed"),
+    }
+    served
+}
+
+/// Detaches the program and removes its pins (unless they are to be kept).
+fn release_edge(mut edge: XdpEdge, args: &RunArgs) -> Result<()> {
     edge.detach_all();
     if args.l4.keep_pins_on_exit {
         info!(bpffs = %args.bpffs.display(), "kept pins (--keep-pins-on-exit)");
@@ -96,25 +147,44 @@ async fn run(args: RunArgs) -> Result<()> {
         edge.unpin()?;
         info!(bpffs = %args.bpffs.display(), "removed pins");
     }
-    result
+    Ok(())
 }
 
 /// Fills the listener map, takes the L4 maps when TCP/UDP services are
 /// configured, then attaches to every interface.
 fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<Arc<L4Sync>>> {
+    let l4 = l4_sync(edge, args)?;
+    sync_listeners_and_attach(
+        edge,
+        args.http_addr,
+        args.https_addr,
+        &args.interfaces,
+        args.xdp_mode,
+    )?;
+    Ok(l4)
+}
+
+/// Steers the proxy's listener ports to the proxy, then attaches to every
+/// interface.
+fn sync_listeners_and_attach(
+    edge: &mut XdpEdge,
+    http_addr: std::net::SocketAddr,
+    https_addr: std::net::SocketAddr,
+    interfaces: &[String],
+    mode: XdpModeChoice,
+) -> Result<()> {
     let mut listeners = BTreeMap::new();
-    for addr in [args.http_addr, args.https_addr] {
+    for addr in [http_addr, https_addr] {
         for key in keys_for_socket(addr, protocol::TCP) {
             listeners.insert(key, action::PASS_TO_PROXY);
         }
     }
     edge.sync_listeners(&listeners)?;
-    let l4 = l4_sync(edge, args)?;
-    for interface in &args.interfaces {
-        let mode = edge.attach(interface, args.xdp_mode)?;
+    for interface in interfaces {
+        let mode = edge.attach(interface, mode)?;
         info!(%interface, %mode, "attached XDP");
     }
-    Ok(l4)
+    Ok(())
 }
 
 /// The L4 tier's sync, when a TCP or UDP services ConfigMap is configured.
@@ -147,11 +217,14 @@ async fn serve(
     args: &RunArgs,
     shutdown: &mut ShutdownSignals,
     l4: Option<Arc<L4Sync>>,
-    edge: bool,
+    edge: EdgeStart,
 ) -> Result<()> {
-    let metrics = Metrics::new(edge.then(|| args.bpffs.clone()));
+    let metrics = Metrics::new((!matches!(edge, EdgeStart::None)).then(|| args.bpffs.clone()));
     let routes = LiveRoutes::with_metrics(metrics.clone());
     let readiness = Readiness::new();
+    if matches!(edge, EdgeStart::Loading(_)) {
+        readiness.set_edge_loading(true);
+    }
     let default_certificate =
         self_signed_default().context("generating the default certificate")?;
     match &args.default_ssl_certificate {
@@ -243,16 +316,30 @@ async fn serve(
         stop_rx,
     ));
     readiness.set_listening();
-    info!(
-        http = %args.http_addr,
-        https = %args.https_addr,
-        metrics = %args.metrics_addr,
-        interfaces = ?args.interfaces,
-        bpffs = %args.bpffs.display(),
-        "xdp-ingress ready"
-    );
-
-    shutdown.wait().await;
+    let mut stopping = false;
+    let mut failure = None;
+    if let EdgeStart::Loading(attached) = edge {
+        info!(http = %args.http_addr, https = %args.https_addr, "serving while the XDP program loads");
+        tokio::select! {
+            outcome = attached => match outcome {
+                Ok(Ok(())) => readiness.set_edge_loading(false),
+                Ok(Err(message)) => failure = Some(anyhow::anyhow!(message)),
+                Err(_) => failure = Some(anyhow::anyhow!("the XDP loading thread ended without an answer")),
+            },
+            () = shutdown.wait() => stopping = true,
+        }
+    }
+    if failure.is_none() && !stopping {
+        info!(
+            http = %args.http_addr,
+            https = %args.https_addr,
+            metrics = %args.metrics_addr,
+            interfaces = ?args.interfaces,
+            bpffs = %args.bpffs.display(),
+            "xdp-ingress ready"
+        );
+        shutdown.wait().await;
+    }
     let _ = stop_tx.send(true);
     // Hand leadership over first, so another replica takes over the
     // status while this one drains.
@@ -268,7 +355,21 @@ async fn serve(
         );
     }
     health.abort();
-    Ok(())
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// How the XDP program stands when the proxy starts.
+enum EdgeStart {
+    /// No program (no `--interface`).
+    None,
+    /// Loaded and attached already (the L4 tier needs its maps first).
+    Attached,
+    /// Loading on a blocking thread: the channel says when it is attached,
+    /// or why it failed.
+    Loading(tokio::sync::oneshot::Receiver<Result<(), String>>),
 }
 
 /// Where the objects come from.
