@@ -111,29 +111,40 @@ async fn run_serving_while_loading(
     let interfaces = args.interfaces.clone();
     let (http_addr, https_addr, mode) = (args.http_addr, args.https_addr, args.xdp_mode);
     let (attached_tx, attached_rx) = tokio::sync::oneshot::channel();
-    let loading = tokio::task::spawn_blocking(move || {
-        let loaded = XdpEdge::load_with(Some(&bpffs), &options)
-            .context("loading the XDP program")
-            .and_then(|mut edge| {
-                match sync_listeners_and_attach(&mut edge, http_addr, https_addr, &interfaces, mode)
-                {
-                    Ok(()) => Ok(edge),
-                    Err(error) => {
-                        edge.detach_all();
-                        let _ = edge.unpin();
-                        Err(error)
+    // A thread of its own rather than the runtime's blocking pool, whose
+    // idle threads linger: it ends as soon as the program is attached.
+    let loading = std::thread::Builder::new()
+        .name("xdp-load".into())
+        .spawn(move || {
+            let loaded = XdpEdge::load_with(Some(&bpffs), &options)
+                .context("loading the XDP program")
+                .and_then(|mut edge| {
+                    match sync_listeners_and_attach(
+                        &mut edge,
+                        http_addr,
+                        https_addr,
+                        &interfaces,
+                        mode,
+                    ) {
+                        Ok(()) => Ok(edge),
+                        Err(error) => {
+                            edge.detach_all();
+                            let _ = edge.unpin();
+                            Err(error)
+                        }
                     }
-                }
-            });
-        let _ = attached_tx.send(loaded.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-        loaded
-    });
+                });
+            let _ = attached_tx.send(loaded.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+            loaded
+        })
+        .context("starting the XDP loading thread")?;
     let served = serve(args, shutdown, None, EdgeStart::Loading(attached_rx)).await;
-    // Whatever ended the serving, the program's pins are the run's to clean.
-    match loading.await {
+    // Whatever ended the serving, the program's pins are the run's to
+    // clean: wait for the load (over already, unless stopped during it).
+    match loading.join() {
         Ok(Ok(edge)) => release_edge(edge, args)?,
         Ok(Err(_)) => {}
-        Err(error) => warn!(%error, "the XDP loading thread failed"),
+        Err(_) => warn!("the XDP loading thread panicked"),
     }
     served
 }

@@ -67,8 +67,16 @@ pub fn account_round<T>(
     let measured = load()?;
     let wall = clock.elapsed().as_secs_f64();
     let cpu_after = CpuSample::now()?;
-    let proxy_cpu = (measure::cpu_time(&pids) - time_before).as_secs_f64() / wall;
-    let proxy_waited = (measure::run_delay(&pids) - delay_before).as_secs_f64() / wall;
+    // Saturating: a thread that ended during the round takes its share of
+    // the per-thread sums with it.
+    let proxy_cpu = measure::cpu_time(&pids)
+        .saturating_sub(time_before)
+        .as_secs_f64()
+        / wall;
+    let proxy_waited = measure::run_delay(&pids)
+        .saturating_sub(delay_before)
+        .as_secs_f64()
+        / wall;
     check_interrupted()?;
     under_test.check_running()?;
     Ok((
