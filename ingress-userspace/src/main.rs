@@ -11,10 +11,9 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use xdp_ingress::{
-    bpf::edge::XdpModeChoice,
     bpf::{
         bpffs::{self, PinDirLock},
-        edge::{EdgeOptions, XdpEdge},
+        edge::{EdgeOptions, XdpEdge, XdpModeChoice},
         inspect,
         l4_plan::{DEFAULT_NAT_PORTS, L4Settings},
         l4_sync::{L4Addresses, L4Sync},
@@ -112,38 +111,32 @@ async fn run_serving_while_loading(
     let (http_addr, https_addr, mode) = (args.http_addr, args.https_addr, args.xdp_mode);
     let (attached_tx, attached_rx) = tokio::sync::oneshot::channel();
     // A thread of its own rather than the runtime's blocking pool, whose
-    // idle threads linger: it ends as soon as the program is attached.
+    // idle threads linger: it ends as soon as the program is attached. It
+    // hands back the loaded program even when attaching failed, so that it
+    // is released below as in the sequential start.
     let loading = std::thread::Builder::new()
         .name("xdp-load".into())
         .spawn(move || {
-            let loaded = XdpEdge::load_with(Some(&bpffs), &options)
-                .context("loading the XDP program")
-                .and_then(|mut edge| {
-                    match sync_listeners_and_attach(
-                        &mut edge,
-                        http_addr,
-                        https_addr,
-                        &interfaces,
-                        mode,
-                    ) {
-                        Ok(()) => Ok(edge),
-                        Err(error) => {
-                            edge.detach_all();
-                            let _ = edge.unpin();
-                            Err(error)
-                        }
-                    }
-                });
-            let _ = attached_tx.send(loaded.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-            loaded
+            let mut edge = match XdpEdge::load_with(Some(&bpffs), &options) {
+                Ok(edge) => edge,
+                Err(error) => {
+                    let error = anyhow::Error::new(error).context("loading the XDP program");
+                    let _ = attached_tx.send(Err(format!("{error:#}")));
+                    return None;
+                }
+            };
+            let attached =
+                sync_listeners_and_attach(&mut edge, http_addr, https_addr, &interfaces, mode);
+            let _ = attached_tx.send(attached.map_err(|error| format!("{error:#}")));
+            Some(edge)
         })
         .context("starting the XDP loading thread")?;
     let served = serve(args, shutdown, None, EdgeStart::Loading(attached_rx)).await;
     // Whatever ended the serving, the program's pins are the run's to
     // clean: wait for the load (over already, unless stopped during it).
     match loading.join() {
-        Ok(Ok(edge)) => release_edge(edge, args)?,
-        Ok(Err(_)) => {}
+        Ok(Some(edge)) => release_edge(edge, args)?,
+        Ok(None) => {}
         Err(_) => warn!("the XDP loading thread panicked"),
     }
     served
@@ -378,8 +371,8 @@ enum EdgeStart {
     None,
     /// Loaded and attached already (the L4 tier needs its maps first).
     Attached,
-    /// Loading on a blocking thread: the channel says when it is attached,
-    /// or why it failed.
+    /// Loading on a thread of its own: the channel says when it is
+    /// attached, or why it failed.
     Loading(tokio::sync::oneshot::Receiver<Result<(), String>>),
 }
 
