@@ -20,23 +20,10 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
-/// A `static`, not a `const`: a const array would be built and dropped at
-/// every use. [`is_hop_by_hop`] says the same by text.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Whether `name` is hop-by-hop in itself (not counting what `Connection`
-/// names). A match on the name's text (length first): it runs for every
-/// header of every message.
+/// Whether `name` is hop-by-hop in itself, describing one connection and
+/// never forwarded (RFC 9110 7.6.1; not counting what `Connection` names).
+/// A match on the name's text (length first): it runs for every header of
+/// every message.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -61,26 +48,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let mut gone: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    gone.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
+    for name in gone {
         if keep_upgrade && name == header::UPGRADE {
             continue;
         }
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP.iter() {
-        headers.remove(name);
-    }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -336,8 +319,18 @@ mod tests {
             let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
             assert!(!with_host.replaces(&name), "{name}");
         }
-        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
-            assert!(is_hop_by_hop(name), "{name}");
+        for name in [
+            header::CONNECTION,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
+            assert!(is_hop_by_hop(&name), "{name}");
         }
         assert!(!is_hop_by_hop(&header::HOST));
     }
