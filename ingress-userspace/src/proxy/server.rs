@@ -497,16 +497,16 @@ async fn exchange(
                 ExchangeFailure::Closed(unsent) => {
                     debug!(%endpoint, "pooled connection closed by the endpoint; sending on a new one");
                     request = unsent;
-                    checkout = match state.pool.connect(endpoint).await {
-                        Ok(connection) => crate::proxy::upstream::Checkout {
-                            connection,
-                            reused: false,
-                        },
+                    match state.pool.connect(endpoint).await {
+                        Ok(connection) => {
+                            checkout.connection = connection;
+                            checkout.reused = false;
+                        }
                         Err(error) => {
                             warn!(upstream = %upstream.name, %error, "upstream connect failed");
                             break;
                         }
-                    };
+                    }
                 }
                 ExchangeFailure::RequestBody(error) => return Err(status_for_body_error(&error)),
                 ExchangeFailure::Upstream(error) => {
@@ -558,7 +558,7 @@ mod tests {
     use hyper::{client::conn::http1 as client_http1, server::conn::http1 as server_http1};
 
     use super::*;
-    use crate::proxy::upstream::UpstreamSettings;
+    use crate::proxy::upstream::{UpstreamSettings, tests::raw_backend};
 
     /// Every request goes to one endpoint.
     struct Fixed(SocketAddr);
@@ -687,23 +687,6 @@ mod tests {
         assert_eq!(&body[..], b"5", "the backend got the whole body");
     }
 
-    /// A backend that answers every request with `answer`, raw, and closes.
-    async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    let mut head = [0u8; 4096];
-                    let _ = stream.read(&mut head).await;
-                    let _ = stream.write_all(answer).await;
-                });
-            }
-        });
-        addr
-    }
-
     #[tokio::test]
     async fn an_upstream_that_is_not_http_gets_a_502_and_the_client_connection_goes_on() {
         for answer in [
@@ -712,7 +695,9 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\n\r\n",
             b"",
         ] {
-            let (proxy, _stop, _task) = proxy_to(raw_backend(answer).await).await;
+            // One answer per connection, then the backend closes it.
+            let (backend, _) = raw_backend(answer, 1).await;
+            let (proxy, _stop, _task) = proxy_to(backend).await;
             let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
             let (mut sender, connection) =
                 client_http1::handshake(TokioIo::new(stream)).await.unwrap();

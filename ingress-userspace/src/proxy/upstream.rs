@@ -711,7 +711,7 @@ impl Body for UpstreamBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
@@ -722,7 +722,7 @@ mod tests {
     /// A backend that answers each request head on each connection with
     /// `answer` (raw bytes), counting connections; `close_after` closes a
     /// connection after that many answers.
-    async fn raw_backend(
+    pub(crate) async fn raw_backend(
         answer: &'static [u8],
         close_after: usize,
     ) -> (SocketAddr, Arc<AtomicUsize>) {
