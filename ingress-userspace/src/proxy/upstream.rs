@@ -977,15 +977,19 @@ pub(crate) mod tests {
         futures::stream::poll_fn(move |context| frames.poll_recv(context))
     }
 
-    #[tokio::test]
-    async fn request_bodies_go_up_in_their_framing() {
+    /// A backend that takes one connection, reads until what it got ends
+    /// with `end`, answers `answer` and hands back what it got.
+    async fn capturing_backend(
+        end: &'static [u8],
+        answer: &'static [u8],
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = listener.local_addr().unwrap();
         let received = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
             let mut chunk = [0u8; 4096];
-            while !seen.ends_with(b"0\r\n\r\n") {
+            while !seen.ends_with(end) {
                 let n = stream.read(&mut chunk).await.unwrap();
                 assert!(
                     n > 0,
@@ -994,12 +998,19 @@ pub(crate) mod tests {
                 );
                 seen.extend_from_slice(&chunk[..n]);
             }
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .await
-                .unwrap();
+            stream.write_all(answer).await.unwrap();
             seen
         });
+        (backend, received)
+    }
+
+    #[tokio::test]
+    async fn request_bodies_go_up_in_their_framing() {
+        let (backend, received) = capturing_backend(
+            b"0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
         let (frames_in, frames) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
         let body = StreamBody::new(tokio_stream_of(frames)).boxed();
         let parts = http::Request::post("/stream")
@@ -1038,23 +1049,8 @@ pub(crate) mod tests {
         );
 
         // A body of known length goes with the head, unframed.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let backend = listener.local_addr().unwrap();
-        let received = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut seen = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !seen.ends_with(b"{\"a\":1}") {
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0);
-                seen.extend_from_slice(&chunk[..n]);
-            }
-            stream
-                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .await
-                .unwrap();
-            seen
-        });
+        let (backend, received) =
+            capturing_backend(b"{\"a\":1}", b"HTTP/1.1 204 No Content\r\n\r\n").await;
         let request = OutgoingRequest::new(
             &parts,
             parts.headers.iter(),
