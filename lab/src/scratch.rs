@@ -37,10 +37,10 @@ impl ScratchDir {
         self.dir.join(name)
     }
 
-    /// Writes `text` to `name` (relative, parent directories created)
-    /// atomically: into a hidden file next to it, then renamed over it.
-    /// Returns the file's path.
-    pub fn write(&self, name: impl AsRef<Path>, text: &str) -> Result<PathBuf> {
+    /// Writes `contents` (text or bytes) to `name` (relative, parent
+    /// directories created) atomically: into a hidden file next to it, then
+    /// renamed over it. Returns the file's path.
+    pub fn write(&self, name: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
         let path = self.dir.join(name);
         let parent = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(parent)
@@ -50,7 +50,7 @@ impl ScratchDir {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temporary = parent.join(format!(".{file_name}.{}.tmp", unique_suffix()));
-        std::fs::write(&temporary, text)
+        std::fs::write(&temporary, contents)
             .with_context(|| format!("writing {}", temporary.display()))?;
         std::fs::rename(&temporary, &path)
             .with_context(|| format!("renaming {} to {}", temporary.display(), path.display()))?;

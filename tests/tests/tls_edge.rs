@@ -52,8 +52,8 @@ impl TestCa {
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let dir = ScratchDir::new("tls-ca")?;
-        dir.write("ca.pem", &cert.pem())?;
-        dir.write("ca.key", &key.serialize_pem())?;
+        dir.write("ca.pem", cert.pem())?;
+        dir.write("ca.key", key.serialize_pem())?;
         Ok(Self {
             issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),

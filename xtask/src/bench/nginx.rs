@@ -233,7 +233,7 @@ impl Nginx {
         for sub in ["tmp", "conf.d"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        dir.write("nginx.conf", &config(dir.path()))?;
+        dir.write("nginx.conf", config(dir.path()))?;
         // In the namespace: the test binds the listening addresses.
         let mut test_args = vec!["nginx".to_owned()];
         test_args.extend(nginx_args(dir.path()));
@@ -301,7 +301,7 @@ impl Nginx {
         };
         self.dir.write(
             PathBuf::from("conf.d").join(format!("{name}.conf")),
-            &server_block(self.listen, host, &upstream),
+            server_block(self.listen, host, &upstream),
         )?;
         let reload = run_with_timeout(
             Command::new("nginx")

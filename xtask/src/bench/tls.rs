@@ -249,7 +249,7 @@ pub fn run(args: &TlsArgs) -> Result<()> {
     scratch.write("hosts.lua", HOSTS_SCRIPT)?;
     scratch.write(
         "hosts",
-        &format!(
+        format!(
             "127.0.0.1 localhost\n{} {HOST}\n",
             xdp_ingress_lab::EDGE_ADDR
         ),
