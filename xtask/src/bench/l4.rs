@@ -1156,6 +1156,22 @@ fn fast_path_rounds(text: &str) -> Vec<f64> {
         .collect()
 }
 
+/// `value` of each like-for-like pair, labelled: "(B-A)/(Cd-A) ...; (Bm-A)/(C-A) ...".
+fn each_pair(value: impl Fn(Row, Row) -> String) -> String {
+    NAT_PAIRS
+        .iter()
+        .map(|&(nftables, xdp, _)| {
+            format!(
+                "({}-A)/({}-A) {}",
+                nftables.letter(),
+                xdp.letter(),
+                value(nftables, xdp)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn render(
     args: &L4Args,
     results: &[(Row, RowResult)],
@@ -1259,37 +1275,15 @@ fn render(
             FloodRound::task_ns_per_packet,
         ),
     ] {
-        let pairs: Vec<String> = NAT_PAIRS
-            .iter()
-            .map(|(nftables, xdp, _)| {
-                format!(
-                    "({}-A)/({}-A) {}",
-                    nftables.letter(),
-                    xdp.letter(),
-                    per_round(*nftables, *xdp, by)
-                )
-            })
-            .collect();
         text.push_str(&format!(
             "- by {label}: {}; (B-A)/(R-A) {}\n",
-            pairs.join("; "),
+            each_pair(|nftables, xdp| per_round(nftables, xdp, by)),
             per_round(Row::Nftables, Row::Redirect, by),
         ));
     }
-    let task_pairs: Vec<String> = NAT_PAIRS
-        .iter()
-        .map(|(nftables, xdp, _)| {
-            format!(
-                "({}-A)/({}-A) {}",
-                nftables.letter(),
-                xdp.letter(),
-                report::ratio(task_cost(*nftables), task_cost(*xdp))
-            )
-        })
-        .collect();
     text.push_str(&format!(
-        "The same by the generator's and ksoftirqd's CPU time alone: {}, (B-A)/(R-A) {}\n",
-        task_pairs.join(", "),
+        "The same by the generator's and ksoftirqd's CPU time alone: {}; (B-A)/(R-A) {}\n",
+        each_pair(|nftables, xdp| report::ratio(task_cost(nftables), task_cost(xdp))),
         report::ratio(task_cost(Row::Nftables), task_cost(Row::Redirect)),
     ));
     let median = |values: &[f64]| median_of(&values.iter().collect::<Vec<_>>(), |v| *v);
