@@ -96,6 +96,10 @@ pub struct L4Args {
     /// Also measure the redirect floor through a devmap (`bpf_redirect_map`).
     #[arg(long)]
     pub devmap: bool,
+    /// Measure only these rows, by letter (`--only Cd,C`); the floor A is
+    /// always measured. Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = Row::parse_letter)]
+    pub only: Vec<Row>,
 }
 
 /// The UDP service's port on the edge (the load's destination).
@@ -111,7 +115,7 @@ const FAST_PATH_TARGET_NS: f64 = 67.0;
 
 /// The rows, in the order each round measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Row {
+pub enum Row {
     EdgeDrop,
     Redirect,
     RedirectDevmap,
@@ -136,7 +140,24 @@ const NAT_PAIRS: [(Row, Row, &str); 2] = [
 ];
 
 impl Row {
-    /// The rows a run measures, in round order.
+    /// The rows a run measures, in round order: all (R with `devmap`
+    /// also Rd), or A and those in `only`.
+    fn chosen(devmap: bool, only: &[Row]) -> Vec<Row> {
+        Row::measured(devmap || only.contains(&Row::RedirectDevmap))
+            .into_iter()
+            .filter(|row| only.is_empty() || *row == Row::EdgeDrop || only.contains(row))
+            .collect()
+    }
+
+    /// The row of a letter (`A`, `R`, `Rd`, `B`, `Bm`, `C`, `Cd`).
+    fn parse_letter(letter: &str) -> Result<Row, String> {
+        Row::measured(true)
+            .into_iter()
+            .find(|row| row.letter().eq_ignore_ascii_case(letter.trim()))
+            .ok_or_else(|| format!("no row {letter:?}: the rows are A, R, Rd, B, Bm, C, Cd"))
+    }
+
+    /// All rows in round order (Rd only with `devmap`).
     fn measured(devmap: bool) -> Vec<Row> {
         let mut rows = vec![Row::EdgeDrop, Row::Redirect];
         if devmap {
@@ -302,7 +323,7 @@ pub fn run(args: &L4Args) -> Result<()> {
     // Rounds go A, R, B, Cd, Bm, C, A, R, ...: this machine's speed drifts by
     // a third over minutes, and interleaving spreads the drift over every row.
     let ksoftirqd = ksoftirqd_pid(LOAD_CPU_INDEX)?;
-    let rows = Row::measured(args.devmap);
+    let rows = Row::chosen(args.devmap, &args.only);
     let mut rounds: Vec<Vec<FloodRound>> = vec![Vec::new(); rows.len()];
     let mut requests_per_second: Vec<Option<f64>> = vec![None; rows.len()];
     for round in 1..=args.rounds {
@@ -1219,6 +1240,14 @@ fn render(
     let task_cost = |row: Row| result_of(row).map_or(0.0, |r| r.task_ns_per_packet - task_floor);
     let redirect = cost(Row::Redirect);
     let rows: Vec<Row> = results.iter().map(|(row, _)| *row).collect();
+    // "-" unless both rows were measured (`--only`).
+    let cost_ratio = |numerator: Row, denominator: Row| {
+        if rows.contains(&numerator) && rows.contains(&denominator) {
+            report::ratio(cost(numerator), cost(denominator))
+        } else {
+            "-".to_owned()
+        }
+    };
     let per_round = |numerator: Row, denominator: Row, cost: fn(&FloodRound) -> f64| {
         round_ratios(&rows, rounds, numerator, denominator, cost)
             .iter()
@@ -1231,11 +1260,16 @@ fn render(
     let mut all_met = true;
     for (nftables, xdp, nat) in NAT_PAIRS {
         let (b, c) = (nftables.letter(), xdp.letter());
+        if !rows.contains(&nftables) || !rows.contains(&xdp) {
+            all_met = false;
+            text.push_str(&format!("- {nat}: ({b}-A)/({c}-A) not measured\n"));
+            continue;
+        }
         let met = cost(xdp) > 0.0 && cost(xdp) * 3.0 <= cost(nftables);
         all_met &= met;
         text.push_str(&format!(
             "- {nat}: ({b}-A)/({c}-A) {}; {}; beyond the bare redirect, {c}-R: {:.2} µs\n",
-            report::ratio(cost(nftables), cost(xdp)),
+            cost_ratio(nftables, xdp),
             report::verdict(&format!("target {c}-A at most a third of {b}-A"), met),
             (cost(xdp) - redirect) / 1e3,
         ));
@@ -1246,17 +1280,17 @@ fn render(
     ));
     text.push_str(&format!(
         "Nftables over the bare redirect, the best any XDP forwarder could score in this lab: (B-A)/(R-A) {}, (Bm-A)/(R-A) {}\n",
-        report::ratio(cost(Row::Nftables), redirect),
-        report::ratio(cost(Row::NftablesMasquerade), redirect),
+        cost_ratio(Row::Nftables, Row::Redirect),
+        cost_ratio(Row::NftablesMasquerade, Row::Redirect),
     ));
     text.push_str(&format!(
         "Unlike work, as runs before the pairs printed it: (B-A)/(C-A) {} (C rewrites the source as well, B does not)\n",
-        report::ratio(cost(Row::Nftables), cost(Row::XdpIngress)),
+        cost_ratio(Row::Nftables, Row::XdpIngress),
     ));
     if rows.contains(&Row::RedirectDevmap) {
         text.push_str(&format!(
             "The bare redirect through a devmap, (B-A)/(Rd-A): {} (Rd-A {:.2} µs against R-A {:.2} µs)\n",
-            report::ratio(cost(Row::Nftables), cost(Row::RedirectDevmap)),
+            cost_ratio(Row::Nftables, Row::RedirectDevmap),
             cost(Row::RedirectDevmap) / 1e3,
             redirect / 1e3,
         ));
@@ -1395,6 +1429,18 @@ mod tests {
             ]
         );
         assert_eq!(Row::measured(true)[2], RedirectDevmap);
+        assert_eq!(Row::chosen(false, &[]), Row::measured(false));
+        assert_eq!(
+            Row::chosen(false, &[XdpIngress, XdpIngressDnat]),
+            vec![EdgeDrop, XdpIngressDnat, XdpIngress]
+        );
+        assert_eq!(
+            Row::chosen(false, &[RedirectDevmap]),
+            vec![EdgeDrop, RedirectDevmap]
+        );
+        assert_eq!(Row::parse_letter("cd"), Ok(XdpIngressDnat));
+        assert_eq!(Row::parse_letter(" Bm"), Ok(NftablesMasquerade));
+        assert!(Row::parse_letter("D").is_err());
         // Every pair is measured, nftables first.
         for (nftables, xdp, _) in NAT_PAIRS {
             assert!(nftables.letter().starts_with('B') && xdp.letter().starts_with('C'));
