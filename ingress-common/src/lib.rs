@@ -37,6 +37,9 @@ pub mod map_names {
     /// Per-CPU [`crate::L4CachedFlow4`] by [`crate::flow_cache_slot`]: each
     /// CPU's copies of the IPv4 flows it forwards.
     pub const L4_FLOW_CACHE4: &str = "L4_FLOW_CACHE4";
+    /// Per-CPU [`crate::L4CachedFlow6`] by [`crate::flow_cache_slot6`]:
+    /// each CPU's translations of the IPv6 flows it forwards.
+    pub const L4_FLOW_CACHE6: &str = "L4_FLOW_CACHE6";
     /// Per-CPU [`crate::L4PortCursor`]: each CPU's share of the source ports of full NAT.
     pub const L4_PORTS: &str = "L4_PORTS";
     /// Per-CPU [`crate::L4Counters`] by service index.
@@ -47,7 +50,7 @@ pub mod map_names {
     /// (see [`crate::l4::port_flags`]).
     pub const L4_PORT_FLAGS: &str = "L4_PORT_FLAGS";
     /// The maps of the L4 tier, with the file names of their pins.
-    pub const L4_PINNED: [(&str, &str); 13] = [
+    pub const L4_PINNED: [(&str, &str); 14] = [
         (L4_CONFIG, "l4_config"),
         (L4_SERVICES, "l4_services"),
         (L4_MAGLEV, "l4_maglev"),
@@ -61,9 +64,10 @@ pub mod map_names {
         (L4_FLOWS4, "l4_flows4"),
         (L4_REVERSE4, "l4_reverse4"),
         (L4_FLOW_CACHE4, "l4_flow_cache4"),
+        (L4_FLOW_CACHE6, "l4_flow_cache6"),
     ];
     /// Every map the daemon pins, with the file name of its pin.
-    pub const PINNED: [(&str, &str); 16] = [
+    pub const PINNED: [(&str, &str); 17] = [
         (LISTENERS, "listeners"),
         (LISTENER_STATS, "listener_stats"),
         (VERDICT_STATS, "verdict_stats"),
@@ -80,6 +84,7 @@ pub mod map_names {
         L4_PINNED[10],
         L4_PINNED[11],
         L4_PINNED[12],
+        L4_PINNED[13],
     ];
 }
 
@@ -255,6 +260,8 @@ pub mod l4 {
     pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
     /// Slots of each CPU's IPv4 flow cache (`L4_FLOW_CACHE4`), a power of two.
     pub const FLOW_CACHE_SLOTS: u32 = 4096;
+    /// Slots of each CPU's IPv6 flow cache (`L4_FLOW_CACHE6`), a power of two.
+    pub const FLOW_CACHE6_SLOTS: u32 = 1024;
     /// CPUs whose flow caches a closing flow clears (the kernel's possible
     /// CPUs, up to this many).
     pub const MAX_CPUS: u32 = 512;
@@ -513,6 +520,75 @@ pub const fn flow_cache_slot(key: &L4FlowKey4) -> u32 {
     mixed.wrapping_mul(0x9e37_79b1) >> (32 - l4::FLOW_CACHE_SLOTS.trailing_zeros())
 }
 
+/// An IPv6 packet's translation as a CPU's flow cache keeps it (see
+/// [`L4CachedFlow6`]): made from an `L4_FLOWS` or `L4_REVERSE` entry and the
+/// backend's address when a packet of the flow was translated, so the next
+/// ones need no other lookup: the new addresses and ports, the checksum
+/// change they make (IPv6 has no header checksum), the next hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4Nat6 {
+    /// The next hop of the translated packet.
+    pub hop: L4NextHop,
+    /// New source address ([`addr_words`]).
+    pub src: [u32; 4],
+    /// New destination address ([`addr_words`]).
+    pub dst: [u32; 4],
+    /// New source port, host byte order.
+    pub sport: u16,
+    /// New destination port, host byte order.
+    pub dport: u16,
+    /// The TCP or UDP checksum's change (addresses and ports), folded.
+    pub l4_delta: u16,
+    /// Zero.
+    pub reserved: u16,
+    /// Service index (for the counters).
+    pub service: u32,
+    /// Backend index (for the counters).
+    pub backend: u32,
+    /// The backend's generation when the flow picked it: a client's packet
+    /// uses the copy only while the backend's slot still has it.
+    pub generation: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// A slot of `L4_FLOW_CACHE6`: the translation of an IPv6 flow's packets
+/// with the key it was made for, in a per-CPU array indexed by
+/// [`flow_cache_slot6`] (the IPv6 side of [`L4CachedFlow4`], with the same
+/// rules: filled when a packet without FIN or RST of a flow with no FIN
+/// noted was sent on a fresh next hop; used for packets without FIN or RST
+/// while that next hop is fresh; cleared on every CPU when a FIN or RST
+/// changes the flow, and by userspace when it forgets a service's flows).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4CachedFlow6 {
+    /// The entry's key, with `pad[0]` 0 for a client's packet (`L4_FLOWS`)
+    /// or 1 for a reply (`L4_REVERSE`); `protocol` 0 marks an empty slot.
+    pub key: L4FlowKey,
+    /// The translation.
+    pub nat: L4Nat6,
+}
+
+/// The slot of a key (as looked up in `L4_FLOWS` or `L4_REVERSE`) in each
+/// CPU's `L4_FLOW_CACHE6`, from the key's ten words as they lie in memory
+/// (little-endian: the ports in word 8, the protocol in byte 1 of word 9,
+/// whose pad bytes do not count): a multiplicative hash of them.
+#[inline(always)]
+pub const fn flow_cache_slot6(words: &[u32; 10]) -> u32 {
+    let mixed = words[0]
+        ^ words[1].rotate_left(5)
+        ^ words[2].rotate_left(10)
+        ^ words[3].rotate_left(15)
+        ^ words[4].rotate_left(16)
+        ^ words[5].rotate_left(21)
+        ^ words[6].rotate_left(26)
+        ^ words[7].rotate_left(31)
+        ^ words[8]
+        ^ (words[9] & 0xffff);
+    mixed.wrapping_mul(0x9e37_79b1) >> (32 - l4::FLOW_CACHE6_SLOTS.trailing_zeros())
+}
+
 /// Key of `L4_FLOWS` (a client's packet: client -> service) and of
 /// `L4_REVERSE` (a reply as it arrives: backend -> the NAT address).
 #[repr(C, align(4))]
@@ -666,6 +742,10 @@ mod pod {
     unsafe impl aya::Pod for super::L4Nat4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L4CachedFlow4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4Nat6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4CachedFlow6 {}
 }
 
 // The layouts are part of the contract with the kernel side and with bpftool.
@@ -682,6 +762,9 @@ const _: () = assert!(core::mem::size_of::<L4FlowKey4>() == 16);
 const _: () = assert!(core::mem::size_of::<L4Nat4>() == 56);
 const _: () = assert!(core::mem::size_of::<L4CachedFlow4>() == 72);
 const _: () = assert!(l4::FLOW_CACHE_SLOTS.is_power_of_two());
+const _: () = assert!(l4::FLOW_CACHE6_SLOTS.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<L4Nat6>() == 80);
+const _: () = assert!(core::mem::size_of::<L4CachedFlow6>() == 120);
 const _: () = assert!(core::mem::size_of::<L4Flow>() == 56);
 const _: () = assert!(core::mem::size_of::<L4ReverseNat>() == 72);
 const _: () = assert!(core::mem::size_of::<L4PortCursor>() == 8);

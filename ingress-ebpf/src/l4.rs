@@ -28,6 +28,7 @@ use ingress_common::{
 use crate::{
     csum::CsumDiff,
     fib::{self, FibQuery, Route},
+    l4_fast6,
     maps::{
         L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOWS, L4_FLOWS4, L4_MAGLEV, L4_PORT_FLAGS,
         L4_PORTS, L4_REVERSE, L4_REVERSE4, L4_SERVICE_STATS, L4_SERVICES, SCRATCH, Scratch,
@@ -89,7 +90,9 @@ pub fn steer(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     }
     scratch.key = flow_key(flow);
     let reverse = L4_REVERSE.get_ptr_mut(&scratch.key)?;
-    Some(unpack(reply(ctx.ctx, flow, reverse)))
+    let packed = reply(ctx.ctx, flow, reverse);
+    l4_fast6::after_reply(reverse, packed, flow.tcp_flags);
+    Some(unpack(packed))
 }
 
 /// The four flag bits of `port` in `L4_PORT_FLAGS`.
@@ -171,7 +174,9 @@ fn to_service(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
                         && (*backend).generation == generation
                 };
                 if live {
-                    return Some(unpack(established(ctx.ctx, flow, entry, backend)));
+                    let packed = established(ctx.ctx, flow, entry, backend);
+                    l4_fast6::after_forward(entry, packed, flow.tcp_flags);
+                    return Some(unpack(packed));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The XDP program of xdp-ingress: plain IPv4 packets of established L4
 //! flows, and those no L4 service or backend uses a port of, first
-//! (`l4_fast`); else parse, balance L4 services and translate their replies
+//! (`l4_fast`), then plain IPv6 packets of flows in this CPU's IPv6 flow
+//! cache (`l4_fast6`); else parse, balance L4 services and translate their replies
 //! (`l4`), else look up the listener; count; decide.
 #![no_std]
 #![no_main]
@@ -9,6 +10,7 @@ mod csum;
 mod fib;
 mod l4;
 mod l4_fast;
+mod l4_fast6;
 mod maps;
 mod nat;
 mod parse;
@@ -31,7 +33,10 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (reason, xdp_verdict) = match l4_fast::plain_ipv4(&ctx) {
         Some(decided) => decided,
-        None => decide(&ctx, bytes),
+        None => match l4_fast6::plain_ipv6(ctx.ctx) {
+            l4_fast6::NOT_DECIDED => decide(&ctx, bytes),
+            packed => (packed >> 8, packed & 0xff),
+        },
     };
     count(&VERDICT_STATS, reason, bytes);
     xdp_verdict

@@ -13,9 +13,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ingress_common::{
-    L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
-    L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey, ListenerValue, MAX_LISTENERS,
-    MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
+    L4Backend, L4CachedFlow4, L4CachedFlow6, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4,
+    L4Nat4, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey, ListenerValue,
+    MAX_LISTENERS, MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
 };
 
 /// Where a packet goes -> what to do with it. Filled by userspace.
@@ -88,6 +88,11 @@ pub static L4_REVERSE4: LruHashMap<L4FlowKey4, L4Nat4, { l4::MAX_FLOWS as usize 
 /// Each CPU's copies of the IPv4 flows it forwards (see `L4CachedFlow4`).
 #[btf_map]
 pub static L4_FLOW_CACHE4: PerCpuArray<L4CachedFlow4, { l4::FLOW_CACHE_SLOTS as usize }> =
+    PerCpuArray::new();
+
+/// Each CPU's translations of the IPv6 flows it forwards (see `L4CachedFlow6`).
+#[btf_map]
+pub static L4_FLOW_CACHE6: PerCpuArray<L4CachedFlow6, { l4::FLOW_CACHE6_SLOTS as usize }> =
     PerCpuArray::new();
 
 /// Each CPU's cursor in its share of the full-NAT source ports.

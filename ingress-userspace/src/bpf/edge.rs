@@ -165,8 +165,9 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
     use std::mem::size_of;
 
     use ingress_common::{
-        L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
-        L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MAX_LISTENERS, l4, verdict,
+        L4Backend, L4CachedFlow4, L4CachedFlow6, L4Config, L4Counters, L4Flow, L4FlowKey,
+        L4FlowKey4, L4Nat4, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MAX_LISTENERS, l4,
+        verdict,
     };
     let size = |bytes: usize| bytes as u32;
     Some(match name {
@@ -201,6 +202,7 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
             l4::MAX_FLOWS,
         ),
         map_names::L4_FLOW_CACHE4 => (4, size(size_of::<L4CachedFlow4>()), l4::FLOW_CACHE_SLOTS),
+        map_names::L4_FLOW_CACHE6 => (4, size(size_of::<L4CachedFlow6>()), l4::FLOW_CACHE6_SLOTS),
         map_names::L4_PORTS => (4, size(size_of::<L4PortCursor>()), 1),
         map_names::L4_SERVICE_STATS => (4, size(size_of::<L4Counters>()), l4::MAX_SERVICES),
         map_names::L4_BACKEND_STATS => (4, size(size_of::<L4Counters>()), l4::MAX_BACKENDS),

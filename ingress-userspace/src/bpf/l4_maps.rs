@@ -16,13 +16,14 @@ use std::{
 };
 
 use aya::{
+    Pod,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use ingress_common::{
-    L4Backend, L4CachedFlow4, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4, L4Nat4,
-    L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MaglevLanes, family, l4, maglev_slot,
-    map_names,
+    L4Backend, L4CachedFlow4, L4CachedFlow6, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4,
+    L4Nat4, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MaglevLanes, family, l4,
+    maglev_slot, map_names,
 };
 
 use super::l4_plan::{L4Plan, PresentL4};
@@ -198,6 +199,7 @@ pub struct L4Maps {
     flows4: HashMap<MapData, L4FlowKey4, L4Nat4>,
     reverse4: HashMap<MapData, L4FlowKey4, L4Nat4>,
     flow_cache4: PerCpuArray<MapData, L4CachedFlow4>,
+    flow_cache6: PerCpuArray<MapData, L4CachedFlow6>,
     ports: PerCpuArray<MapData, L4PortCursor>,
     service_stats: PerCpuArray<MapData, L4Counters>,
     backend_stats: PerCpuArray<MapData, L4Counters>,
@@ -262,6 +264,8 @@ impl L4Maps {
             .map_err(map_error(map_names::L4_REVERSE4))?;
         let flow_cache4 = PerCpuArray::try_from(get(map_names::L4_FLOW_CACHE4)?)
             .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
+        let flow_cache6 = PerCpuArray::try_from(get(map_names::L4_FLOW_CACHE6)?)
+            .map_err(map_error(map_names::L4_FLOW_CACHE6))?;
         let ports = PerCpuArray::try_from(get(map_names::L4_PORTS)?)
             .map_err(map_error(map_names::L4_PORTS))?;
         let service_stats = PerCpuArray::try_from(get(map_names::L4_SERVICE_STATS)?)
@@ -279,6 +283,7 @@ impl L4Maps {
             flows4,
             reverse4,
             flow_cache4,
+            flow_cache6,
             ports,
             service_stats,
             backend_stats,
@@ -467,33 +472,37 @@ impl L4Maps {
         self.clear_flow_cache()
     }
 
-    /// Empties every CPU's IPv4 flow cache, so no copy of a forgotten flow
-    /// outlives it (the program fills the caches again from the tables).
+    /// Empties every CPU's IPv4 and IPv6 flow caches, so no copy of a
+    /// forgotten flow outlives it (the program fills the caches again from
+    /// the tables).
     fn clear_flow_cache(&mut self) -> Result<(), L4MapsError> {
-        for slot in 0..l4::FLOW_CACHE_SLOTS {
-            let empty = PerCpuValues::try_from(vec![L4CachedFlow4::default(); possible_cpus()])
-                .expect("at least one CPU");
-            self.flow_cache4
-                .set(slot, empty, 0)
-                .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
-        }
-        Ok(())
+        clear_per_cpu::<L4CachedFlow4>(
+            &mut self.flow_cache4,
+            l4::FLOW_CACHE_SLOTS,
+            map_names::L4_FLOW_CACHE4,
+        )?;
+        clear_per_cpu::<L4CachedFlow6>(
+            &mut self.flow_cache6,
+            l4::FLOW_CACHE6_SLOTS,
+            map_names::L4_FLOW_CACHE6,
+        )
     }
 
-    /// Slots of the CPUs' IPv4 flow caches that hold a flow.
+    /// Slots of the CPUs' IPv4 and IPv6 flow caches that hold a flow.
     pub fn cached_flows(&self) -> Result<usize, L4MapsError> {
-        let mut held = 0;
-        for slot in 0..l4::FLOW_CACHE_SLOTS {
-            let values = self
-                .flow_cache4
-                .get(&slot, 0)
-                .map_err(map_error(map_names::L4_FLOW_CACHE4))?;
-            held += values
-                .iter()
-                .filter(|cached| cached.key.protocol != 0)
-                .count();
-        }
-        Ok(held)
+        let ipv4 = count_per_cpu(
+            &self.flow_cache4,
+            l4::FLOW_CACHE_SLOTS,
+            map_names::L4_FLOW_CACHE4,
+            |cached| cached.key.protocol != 0,
+        )?;
+        let ipv6 = count_per_cpu(
+            &self.flow_cache6,
+            l4::FLOW_CACHE6_SLOTS,
+            map_names::L4_FLOW_CACHE6,
+            |cached| cached.key.protocol != 0,
+        )?;
+        Ok(ipv4 + ipv6)
     }
 
     /// Gives each possible CPU an equal share of `ports` (inclusive) for
@@ -669,6 +678,37 @@ pub fn sum_l4<T: std::borrow::Borrow<MapData>>(
 
 fn possible_cpus() -> usize {
     nr_cpus().unwrap_or(1)
+}
+
+/// Sets the first `slots` slots of a per-CPU array to the default value on
+/// every CPU.
+fn clear_per_cpu<T: Pod + Default + Clone>(
+    map: &mut PerCpuArray<MapData, T>,
+    slots: u32,
+    name: &'static str,
+) -> Result<(), L4MapsError> {
+    for slot in 0..slots {
+        let empty =
+            PerCpuValues::try_from(vec![T::default(); possible_cpus()]).expect("at least one CPU");
+        map.set(slot, empty, 0).map_err(map_error(name))?;
+    }
+    Ok(())
+}
+
+/// How many of the first `slots` slots of a per-CPU array, over all CPUs,
+/// `holds` something.
+fn count_per_cpu<T: Pod>(
+    map: &PerCpuArray<MapData, T>,
+    slots: u32,
+    name: &'static str,
+    holds: impl Fn(&T) -> bool,
+) -> Result<usize, L4MapsError> {
+    let mut held = 0;
+    for slot in 0..slots {
+        let values = map.get(&slot, 0).map_err(map_error(name))?;
+        held += values.iter().filter(|value| holds(value)).count();
+    }
+    Ok(held)
 }
 
 #[cfg(test)]
