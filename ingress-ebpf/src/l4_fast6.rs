@@ -88,14 +88,6 @@ fn decide(ctx: &XdpContext) -> Option<(u32, u32)> {
     if headers.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         return None;
     }
-    // Only a packet to a service's port can be a client's, only one from a
-    // backend's port a reply, as the general path decides: every other
-    // IPv6 packet (to the proxy, say) goes there without a cache probe.
-    let (service_bit, backend_bit) = if headers.udp {
-        (port_flags::SERVICE_UDP, port_flags::BACKEND_UDP)
-    } else {
-        (port_flags::SERVICE_TCP, port_flags::BACKEND_TCP)
-    };
     // SAFETY: bounds checked by `parse`.
     let (sport, dport) = unsafe {
         (
@@ -103,42 +95,39 @@ fn decide(ctx: &XdpContext) -> Option<(u32, u32)> {
             u16::from_be((*headers.ports).dest),
         )
     };
-    let to_service = port_bits(dport) & service_bit != 0;
-    let from_backend = port_bits(sport) & backend_bit != 0;
-    if !to_service && !from_backend {
-        return None;
-    }
-    let key = &mut scratch()?.key;
+    // The key's words, as `L4FlowKey` lays them out, straight from the
+    // packet: no key is built for a cache probe.
     // SAFETY: bounds checked by `parse`.
-    unsafe {
+    let words = unsafe {
         let (s, d) = (&(*headers.ip).saddr, &(*headers.ip).daddr);
-        *key = L4FlowKey {
-            src: [
-                join([s[0], s[1]]),
-                join([s[2], s[3]]),
-                join([s[4], s[5]]),
-                join([s[6], s[7]]),
-            ],
-            dst: [
-                join([d[0], d[1]]),
-                join([d[2], d[3]]),
-                join([d[4], d[5]]),
-                join([d[6], d[7]]),
-            ],
-            sport,
-            dport,
-            family: family::IPV6,
-            protocol: (*headers.ip).next_header,
-            pad: [0; 2],
-        };
-    }
+        [
+            join([s[0], s[1]]),
+            join([s[2], s[3]]),
+            join([s[4], s[5]]),
+            join([s[6], s[7]]),
+            join([d[0], d[1]]),
+            join([d[2], d[3]]),
+            join([d[4], d[5]]),
+            join([d[6], d[7]]),
+            u32::from(sport) | (u32::from(dport) << 16),
+            u32::from_ne_bytes([family::IPV6, (*headers.ip).next_header, 0, 0]),
+        ]
+    };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let key: *const L4FlowKey = key;
-    if to_service && let Some(decided) = cached(ctx, key, &headers, bytes, false) {
+    // A client's packet in this CPU's cache needs no port check: the copy
+    // was made behind one, and userspace clears the caches when a service
+    // port closes.
+    if let Some(decided) = cached(ctx, &words, &headers, bytes, false) {
         return Some(decided);
     }
-    // A reply also goes, in full NAT, to one of our source ports.
-    if !from_backend {
+    // A reply only from a backend's port (and, in full NAT, to one of our
+    // source ports), as the general path looks for one.
+    let backend_bit = if headers.udp {
+        port_flags::BACKEND_UDP
+    } else {
+        port_flags::BACKEND_TCP
+    };
+    if port_bits(sport) & backend_bit == 0 {
         return None;
     }
     let config = L4_CONFIG.get_ptr(0)?;
@@ -148,7 +137,7 @@ fn decide(ctx: &XdpContext) -> Option<(u32, u32)> {
     if nat_mode == l4::NAT_FULL && (dport < port_min || dport > port_max) {
         return None;
     }
-    cached(ctx, key, &headers, bytes, true)
+    cached(ctx, &words, &headers, bytes, true)
 }
 
 /// A plain IPv6 TCP or UDP packet whose headers are all there, else `None`.
@@ -208,13 +197,13 @@ fn parse(ctx: &XdpContext) -> Option<Headers> {
 #[inline(always)]
 fn cached(
     ctx: &XdpContext,
-    key: *const L4FlowKey,
+    words: &[u32; 10],
     headers: &Headers,
     bytes: u64,
     reply: bool,
 ) -> Option<(u32, u32)> {
-    let slot = L4_FLOW_CACHE6.get_ptr_mut(slot_of(key))?;
-    if !holds(slot, key, reply) {
+    let slot = L4_FLOW_CACHE6.get_ptr_mut(flow_cache_slot6(words))?;
+    if !holds(slot, words, reply) {
         return None;
     }
     // SAFETY: a plain helper call (inlined by the verifier as one load).
@@ -279,18 +268,18 @@ fn slot_of(key: *const L4FlowKey) -> u32 {
 /// Whether `slot` holds the translation of `key` (a client's packet, or a
 /// reply if `reply`): word by word.
 #[inline(always)]
-fn holds(slot: *const L4CachedFlow6, key: *const L4FlowKey, reply: bool) -> bool {
+fn holds(slot: *const L4CachedFlow6, words: &[u32; 10], reply: bool) -> bool {
     // SAFETY: this CPU's slot, valid for the whole run (other CPUs only
     // clear its protocol byte).
     let held: *const u32 = unsafe { addr_of!((*slot).key).cast() };
-    for i in 0..9 {
+    for (i, word) in words.iter().enumerate().take(9) {
         // SAFETY: as above; ten words.
-        if unsafe { core::ptr::read_volatile(held.add(i)) } != key_word(key, i) {
+        if unsafe { core::ptr::read_volatile(held.add(i)) } != *word {
             return false;
         }
     }
     // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(held.add(9)) == last_word(key, reply) }
+    unsafe { core::ptr::read_volatile(held.add(9)) == words[9] | (u32::from(reply) << 16) }
 }
 
 /// The key's last word (family, protocol, pad) as the cache holds it: the
