@@ -321,31 +321,12 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
         return None;
     }
     let l4_offset = L3_OFFSET + header_len;
-    // The ports lie in the header checked here: no check of their own.
-    let (ports, check, udp, tcp_flags) = match l4_protocol {
-        protocol::TCP => {
-            // The whole fixed header (20 bytes), as `parse_flow` wants it.
-            let tcp: *mut [u8; 20] = ptr_at(ctx, l4_offset).ok()?;
-            let tcp: *mut u8 = tcp.cast();
-            // SAFETY: bounds checked by `ptr_at`; the checksum is 2-byte
-            // aligned like the rest of the headers.
-            unsafe {
-                (
-                    tcp.cast::<L4Ports>(),
-                    tcp.add(TCP_CHECK_OFFSET).cast::<u16>(),
-                    false,
-                    *tcp.add(TCP_FLAGS_OFFSET),
-                )
-            }
-        }
-        protocol::UDP => {
-            let udp: *mut [u8; 8] = ptr_at(ctx, l4_offset).ok()?;
-            // SAFETY: as above.
-            let check = unsafe { udp.cast::<u8>().add(UDP_CHECK_OFFSET).cast::<u16>() };
-            (udp.cast::<L4Ports>(), check, true, 0)
-        }
-        _ => return None,
-    };
+    let Transport {
+        ports,
+        check,
+        udp,
+        tcp_flags,
+    } = transport(ctx, l4_offset, l4_protocol)?;
     // SAFETY: bounds checked by `ptr_at`.
     let key = unsafe {
         L4FlowKey4 {
@@ -369,6 +350,53 @@ fn parse(ctx: &XdpContext) -> Option<(L4FlowKey4, Headers)> {
             tcp_flags,
         },
     ))
+}
+
+/// A TCP or UDP header's fields a translation touches, in the packet.
+pub struct Transport {
+    /// The ports (the first four bytes of either header).
+    pub ports: *mut L4Ports,
+    /// The checksum.
+    pub check: *mut u16,
+    /// UDP (else TCP).
+    pub udp: bool,
+    /// The TCP flags (zero for UDP).
+    pub tcp_flags: u8,
+}
+
+/// The TCP or UDP header of protocol `l4_protocol` at `l4_offset`, whole
+/// (TCP's 20 fixed bytes, as `parse_flow` wants them), else `None`. The
+/// ports and checksum lie in the header checked here: no check of their own.
+#[inline(always)]
+pub fn transport(ctx: &XdpContext, l4_offset: usize, l4_protocol: u8) -> Option<Transport> {
+    match l4_protocol {
+        protocol::TCP => {
+            let tcp: *mut [u8; 20] = ptr_at(ctx, l4_offset).ok()?;
+            let tcp: *mut u8 = tcp.cast();
+            // SAFETY: bounds checked by `ptr_at`; the checksum is 2-byte
+            // aligned like the rest of the headers.
+            unsafe {
+                Some(Transport {
+                    ports: tcp.cast::<L4Ports>(),
+                    check: tcp.add(TCP_CHECK_OFFSET).cast::<u16>(),
+                    udp: false,
+                    tcp_flags: *tcp.add(TCP_FLAGS_OFFSET),
+                })
+            }
+        }
+        protocol::UDP => {
+            let udp: *mut [u8; 8] = ptr_at(ctx, l4_offset).ok()?;
+            // SAFETY: as above.
+            let check = unsafe { udp.cast::<u8>().add(UDP_CHECK_OFFSET).cast::<u16>() };
+            Some(Transport {
+                ports: udp.cast::<L4Ports>(),
+                check,
+                udp: true,
+                tcp_flags: 0,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The route of a packet of `key` by its hash-table entry `entry`: its

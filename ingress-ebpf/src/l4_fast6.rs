@@ -32,6 +32,7 @@ use crate::{
     csum::{CsumDiff, apply_folded},
     fib::{self, FibQuery},
     l4::{TCP_FIN, TCP_RST, ends_or_closes, port_bits, scratch},
+    l4_fast::{Transport, transport},
     maps::{L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOW_CACHE6, L4_SERVICE_STATS},
     parse::{EthHdr, Ipv6Hdr, L4Ports, join, ptr_at, split},
     stats::bump_l4,
@@ -41,10 +42,6 @@ use crate::{
 const ETHER_TYPE_IPV6: u16 = u16::from_le_bytes([0x86, 0xdd]);
 /// Offset of the transport header after an untagged IPv6 fixed header.
 const L4_OFFSET: usize = 14 + 40;
-/// Offset of the TCP flags and of the checksums in their headers.
-const TCP_FLAGS_OFFSET: usize = 13;
-const TCP_CHECK_OFFSET: usize = 16;
-const UDP_CHECK_OFFSET: usize = 6;
 /// What [`plain_ipv6`] returns for a packet it leaves to the general path.
 pub const NOT_DECIDED: u32 = u32::MAX;
 
@@ -158,28 +155,12 @@ fn parse(ctx: &XdpContext) -> Option<Headers> {
     if ether_type != ETHER_TYPE_IPV6 || version != 6 {
         return None;
     }
-    let (ports, check, udp, tcp_flags) = match next_header {
-        protocol::TCP => {
-            let tcp: *mut [u8; 20] = ptr_at(ctx, L4_OFFSET).ok()?;
-            let tcp: *mut u8 = tcp.cast();
-            // SAFETY: bounds checked by `ptr_at`.
-            unsafe {
-                (
-                    tcp.cast::<L4Ports>(),
-                    tcp.add(TCP_CHECK_OFFSET).cast::<u16>(),
-                    false,
-                    *tcp.add(TCP_FLAGS_OFFSET),
-                )
-            }
-        }
-        protocol::UDP => {
-            let udp: *mut [u8; 8] = ptr_at(ctx, L4_OFFSET).ok()?;
-            // SAFETY: as above.
-            let check = unsafe { udp.cast::<u8>().add(UDP_CHECK_OFFSET).cast::<u16>() };
-            (udp.cast::<L4Ports>(), check, true, 0)
-        }
-        _ => return None,
-    };
+    let Transport {
+        ports,
+        check,
+        udp,
+        tcp_flags,
+    } = transport(ctx, L4_OFFSET, next_header)?;
     Some(Headers {
         eth: eth.cast(),
         ip,

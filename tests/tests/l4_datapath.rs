@@ -768,6 +768,38 @@ fn ipv6_tcp_full_nat_both_ways() {
     });
 }
 
+/// Repetitions per timed round, and rounds, of [`timed_rounds`].
+const TIMED_REPEAT: u32 = 10_000;
+const TIMED_ROUNDS: u32 = 5;
+
+/// Runs `packet` [`TIMED_ROUNDS`] times [`TIMED_REPEAT`] times through the
+/// program (each repetition on the same buffer, so the packet must
+/// translate into one that translates back), checks every round redirects,
+/// prints each round's mean as `<label>: N ns/packet` (`cargo xtask bench
+/// l4` reads these lines) and returns the means.
+fn timed_rounds(rig: &mut Rig, packet: &[u8], label: &str) -> Vec<u128> {
+    let mut out = vec![0u8; packet.len() + 256];
+    (0..TIMED_ROUNDS)
+        .map(|_| {
+            let result = rig
+                .edge
+                .program()
+                .unwrap()
+                .test_run(TestRunOptions {
+                    data_in: Some(packet),
+                    data_out: Some(&mut out),
+                    repeat: TIMED_REPEAT,
+                    ..TestRunOptions::new()
+                })
+                .unwrap();
+            assert_eq!(result.return_value, XDP_REDIRECT);
+            let ns = result.duration.as_nanos();
+            eprintln!("{label}: {ns} ns/packet");
+            ns
+        })
+        .collect()
+}
+
 /// The fast path's cost by `BPF_PROG_TEST_RUN` with repeat. TEST_RUN runs
 /// every repetition on the same buffer, so a translated packet would not be
 /// the same packet the next time; here two DNAT services translate into each
@@ -788,32 +820,19 @@ fn fast_path_timing_with_repeat() {
                 backends: vec![addr("198.18.0.1:9000")],
             },
         ]);
-        const REPEAT: u32 = 10_000;
         let packet = syn(48_000).tcp_flags(tcp_flags::ACK).build();
-        let mut out = vec![0u8; packet.len() + 256];
-        let mut best = u128::MAX;
-        for _ in 0..5 {
-            let result = rig
-                .edge
-                .program()
-                .unwrap()
-                .test_run(TestRunOptions {
-                    data_in: Some(&packet),
-                    data_out: Some(&mut out),
-                    repeat: REPEAT,
-                    ..TestRunOptions::new()
-                })
-                .unwrap();
-            assert_eq!(result.return_value, XDP_REDIRECT);
-            // `cargo xtask bench l4` reads these lines.
-            eprintln!("fast path round: {} ns/packet", result.duration.as_nanos());
-            best = best.min(result.duration.as_nanos());
-        }
+        let best = timed_rounds(rig, &packet, "fast path round")
+            .into_iter()
+            .min()
+            .unwrap();
         assert_eq!(rig.flow_count(), 2);
         let reasons = rig.reasons();
-        assert_eq!(reasons, vec![("l4-forward", u64::from(REPEAT) * 5)]);
+        assert_eq!(
+            reasons,
+            vec![("l4-forward", u64::from(TIMED_REPEAT * TIMED_ROUNDS))]
+        );
         eprintln!(
-            "fast path: L4 established flow (flow-cache hit, cached next hop, rewrite, counters, redirect): {best} ns/packet (best mean of 5 x {REPEAT}, BPF_PROG_TEST_RUN)"
+            "fast path: L4 established flow (flow-cache hit, cached next hop, rewrite, counters, redirect): {best} ns/packet (best mean of {TIMED_ROUNDS} x {TIMED_REPEAT}, BPF_PROG_TEST_RUN)"
         );
         let _ = (rig.dummy_ifindex, Ipv4Addr::LOCALHOST);
     });
@@ -843,30 +862,16 @@ fn ipv6_established_flow_timing_with_repeat() {
                 backends: vec![addr("[2001:db8::1]:9000")],
             },
         ]);
-        const REPEAT: u32 = 10_000;
         let packet = Packet::tcp_v6(service6, VIP_PORT)
             .sport(48_000)
             .tcp_flags(tcp_flags::ACK)
             .build();
-        let mut out = vec![0u8; packet.len() + 256];
-        for _ in 0..5 {
-            let result = rig
-                .edge
-                .program()
-                .unwrap()
-                .test_run(TestRunOptions {
-                    data_in: Some(&packet),
-                    data_out: Some(&mut out),
-                    repeat: REPEAT,
-                    ..TestRunOptions::new()
-                })
-                .unwrap();
-            assert_eq!(result.return_value, XDP_REDIRECT);
-            // `cargo xtask bench l4` reads these lines.
-            eprintln!("ipv6 flow round: {} ns/packet", result.duration.as_nanos());
-        }
+        timed_rounds(rig, &packet, "ipv6 flow round");
         // One flow each way through the two services, every packet forwarded.
         assert_eq!(rig.flow_count(), 2);
-        assert_eq!(rig.reasons(), vec![("l4-forward", u64::from(REPEAT) * 5)]);
+        assert_eq!(
+            rig.reasons(),
+            vec![("l4-forward", u64::from(TIMED_REPEAT * TIMED_ROUNDS))]
+        );
     });
 }
