@@ -273,8 +273,17 @@ fn remember(key: &L4FlowKey4, headers: &Headers, entry: *const L4Nat4, reply: bo
 /// copy that shares the slot costs it one hash-table lookup.
 #[inline(always)]
 fn forget_cached(key: &L4FlowKey4) {
-    let index = flow_cache_slot(key);
-    let map: *mut c_void = core::ptr::from_ref(&L4_FLOW_CACHE4).cast_mut().cast();
+    clear_on_every_cpu(
+        core::ptr::from_ref(&L4_FLOW_CACHE4).cast_mut().cast(),
+        flow_cache_slot(key),
+        core::mem::offset_of!(L4CachedFlow4, key.protocol),
+    );
+}
+
+/// Writes a zero byte at `protocol_at` into slot `index` of the per-CPU
+/// array `map` (a flow cache) on every CPU: that slot's copy is gone.
+#[inline(always)]
+pub fn clear_on_every_cpu(map: *mut c_void, index: u32, protocol_at: usize) {
     for cpu in 0..l4::MAX_CPUS {
         // SAFETY: a plain helper call with a map of ours and a key on the
         // stack; it returns null past the last possible CPU.
@@ -283,13 +292,9 @@ fn forget_cached(key: &L4FlowKey4) {
         if slot.is_null() {
             break;
         }
-        // SAFETY: a slot of the map (`L4CachedFlow4`), valid for this run.
-        unsafe {
-            core::ptr::write_volatile(
-                addr_of_mut!((*slot.cast::<L4CachedFlow4>()).key.protocol),
-                0,
-            )
-        };
+        // SAFETY: a slot of the map, valid for this run; the caller names
+        // the offset of a byte inside it.
+        unsafe { core::ptr::write_volatile(slot.cast::<u8>().add(protocol_at), 0) };
     }
 }
 

@@ -13,16 +13,9 @@
 // value" would copy them onto the 512-byte stack first.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
-use core::{
-    ffi::c_void,
-    ptr::{addr_of, addr_of_mut},
-};
+use core::ptr::{addr_of, addr_of_mut};
 
-use aya_ebpf::{
-    bindings::xdp_md,
-    helpers::generated::{bpf_jiffies64, bpf_map_lookup_percpu_elem},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_jiffies64, programs::XdpContext};
 use ingress_common::{
     L4CachedFlow6, L4Flow, L4FlowKey, L4NextHop, L4ReverseNat, family, flow_cache_slot6, l4,
     l4::port_flags, protocol, verdict,
@@ -32,7 +25,7 @@ use crate::{
     csum::{CsumDiff, apply_folded},
     fib::{self, FibQuery},
     l4::{TCP_FIN, TCP_RST, ends_or_closes, port_bits, scratch},
-    l4_fast::{Transport, transport},
+    l4_fast::{Transport, clear_on_every_cpu, transport},
     maps::{L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOW_CACHE6, L4_SERVICE_STATS},
     parse::{EthHdr, Ipv6Hdr, L4Ports, join, ptr_at, split},
     stats::bump_l4,
@@ -450,22 +443,9 @@ fn remember(
 /// shares the slot costs it one trip through the general path.
 #[inline(always)]
 fn forget(key: *const L4FlowKey) {
-    let index = slot_of(key);
-    let map: *mut c_void = core::ptr::from_ref(&L4_FLOW_CACHE6).cast_mut().cast();
-    for cpu in 0..l4::MAX_CPUS {
-        // SAFETY: a plain helper call with a map of ours and a key on the
-        // stack; it returns null past the last possible CPU.
-        let slot =
-            unsafe { bpf_map_lookup_percpu_elem(map, core::ptr::from_ref(&index).cast(), cpu) };
-        if slot.is_null() {
-            break;
-        }
-        // SAFETY: a slot of the map (`L4CachedFlow6`), valid for this run.
-        unsafe {
-            core::ptr::write_volatile(
-                addr_of_mut!((*slot.cast::<L4CachedFlow6>()).key.protocol),
-                0,
-            )
-        };
-    }
+    clear_on_every_cpu(
+        core::ptr::from_ref(&L4_FLOW_CACHE6).cast_mut().cast(),
+        slot_of(key),
+        core::mem::offset_of!(L4CachedFlow6, key.protocol),
+    );
 }
