@@ -301,47 +301,55 @@ unsafe fn rewrite(headers: &Headers, slot: *const L4CachedFlow6) {
 /// frames have no room for it (all frames of a call chain share 512 bytes).
 #[inline(never)]
 pub fn after_forward(entry: *const L4Flow, packed: u32, flags: u8) {
-    let Some(scratch) = scratch() else {
-        return;
-    };
     // SAFETY: the entry stays valid for this run (even if the packet ended
     // the flow and removed it).
-    let (hop, counted, client_fin, backend_fin) = unsafe {
+    let (hop, counted, fins) = unsafe {
         (
             addr_of!((*entry).hop),
             ((*entry).service, (*entry).backend, (*entry).generation),
-            (*entry).client_fin != 0,
-            (*entry).backend_fin != 0,
+            [(*entry).client_fin, (*entry).backend_fin],
         )
     };
-    let fins = client_fin && backend_fin;
-    if packed >> 8 == verdict::L4_FORWARD && !client_fin && !backend_fin {
-        remember(&scratch.key, &scratch.to, hop, flags, counted, false);
-    }
-    if scratch.key.protocol == protocol::TCP && ends_or_closes(flags, fins) {
-        forget_both();
-    }
+    after(hop, counted, fins, packed, flags, false);
 }
 
 /// [`after_forward`] for a reply sent by its reverse-NAT entry `entry`.
 #[inline(never)]
 pub fn after_reply(entry: *const L4ReverseNat, packed: u32, flags: u8) {
-    let Some(scratch) = scratch() else {
-        return;
-    };
     // SAFETY: as in `after_forward`.
-    let (hop, counted, client_fin, backend_fin) = unsafe {
+    let (hop, counted, fins) = unsafe {
         (
             addr_of!((*entry).hop),
             ((*entry).service, (*entry).backend, 0),
-            (*entry).client_fin != 0,
-            (*entry).backend_fin != 0,
+            [(*entry).client_fin, (*entry).backend_fin],
         )
     };
-    let fins = client_fin && backend_fin;
-    if packed >> 8 == verdict::L4_REPLY && !client_fin && !backend_fin {
-        remember(&scratch.key, &scratch.to, hop, flags, counted, true);
+    after(hop, counted, fins, packed, flags, true);
+}
+
+/// What [`after_forward`] and [`after_reply`] share, given the entry's next
+/// hop, what its packets count to, and its FIN bytes (client, backend).
+#[inline(always)]
+fn after(
+    hop: *const L4NextHop,
+    counted: (u32, u32, u32),
+    [client_fin, backend_fin]: [u8; 2],
+    packed: u32,
+    flags: u8,
+    reply: bool,
+) {
+    let Some(scratch) = scratch() else {
+        return;
+    };
+    let sent = if reply {
+        verdict::L4_REPLY
+    } else {
+        verdict::L4_FORWARD
+    };
+    if packed >> 8 == sent && client_fin == 0 && backend_fin == 0 {
+        remember(&scratch.key, &scratch.to, hop, flags, counted, reply);
     }
+    let fins = client_fin != 0 && backend_fin != 0;
     if scratch.key.protocol == protocol::TCP && ends_or_closes(flags, fins) {
         forget_both();
     }
