@@ -784,4 +784,55 @@ mod tests {
         assert_eq!(maglev_slot(0, 0, 7, 3), 3);
         assert_eq!(maglev_slot(2, 1, 7, 3), 5 * 7 + 3);
     }
+
+    /// The IPv6 fast path hashes the key's words as it builds them from
+    /// the packet (ports in word 8, family and protocol in word 9), the
+    /// general path as they lie in an `L4FlowKey`: both must agree, and
+    /// the reply tag in the pad byte must not move a flow's slot.
+    #[test]
+    fn ipv6_cache_slots_come_from_the_key_words_as_they_lie_in_memory() {
+        let key = L4FlowKey {
+            src: addr_words(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            dst: addr_words(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            sport: 48_000,
+            dport: 9000,
+            family: family::IPV6,
+            protocol: protocol::TCP,
+            pad: [0; 2],
+        };
+        // SAFETY: ten words of plain data, align 4.
+        let in_memory =
+            |key: L4FlowKey| unsafe { core::mem::transmute::<L4FlowKey, [u32; 10]>(key) };
+        let words = in_memory(key);
+        let built = [
+            key.src[0],
+            key.src[1],
+            key.src[2],
+            key.src[3],
+            key.dst[0],
+            key.dst[1],
+            key.dst[2],
+            key.dst[3],
+            u32::from(key.sport) | (u32::from(key.dport) << 16),
+            u32::from_ne_bytes([key.family, key.protocol, 0, 0]),
+        ];
+        assert_eq!(words, built);
+        let slot = flow_cache_slot6(&words);
+        assert!(slot < l4::FLOW_CACHE6_SLOTS);
+        let tagged = in_memory(L4FlowKey { pad: [1, 0], ..key });
+        assert_eq!(
+            flow_cache_slot6(&tagged),
+            slot,
+            "the reply tag keeps the slot"
+        );
+        // Flows that differ only in a port or in the client spread out.
+        let mut slots = [0u32; 64];
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let sport = 40_000 + i as u16;
+            *slot = flow_cache_slot6(&in_memory(L4FlowKey { sport, ..key }));
+        }
+        slots.sort_unstable();
+        let distinct = 1 + slots.windows(2).filter(|pair| pair[0] != pair[1]).count();
+        assert!(distinct > 48, "{distinct} distinct slots of 64");
+    }
 }
