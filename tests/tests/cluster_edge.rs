@@ -44,6 +44,11 @@ const CONTROLLER_ACCOUNT: &str = "xdp-ingress";
 /// Bounds of the waits.
 const PODS_TIMEOUT: Duration = Duration::from_secs(60);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long leadership may take to settle after the API server's restart or
+/// the leader's death: the old Lease has to expire (15 s), the replicas try
+/// again every 2 s, and a restarted API server answers 403 until its RBAC
+/// caches are filled again.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -542,7 +547,7 @@ fn serving_survives_an_api_server_outage_and_a_killed_leader_hands_over() -> Res
     // The Lease expired during the outage: either replica may lead now,
     // and the leader writes its address on both Ingresses.
     let addresses = ["198.18.0.1", "198.18.0.9"];
-    let leader_address = poll_until("a leader writing the status", CHANGE_TIMEOUT, || {
+    let leader_address = poll_until("a leader writing the status", LEADER_TIMEOUT, || {
         let web = lab.status_ips("web")?.trim().to_owned();
         let httpd = lab.status_ips("httpd")?.trim().to_owned();
         Ok((web == httpd && addresses.contains(&web.as_str())).then_some(web))
@@ -562,8 +567,8 @@ fn serving_survives_an_api_server_outage_and_a_killed_leader_hands_over() -> Res
     let rc = unsafe { libc::kill(leader.pid() as i32, libc::SIGKILL) };
     ensure!(rc == 0, "kill -9 {}", leader.pid());
     drop(leader);
-    lab.wait_status("web", other_address, Duration::from_secs(60))?;
-    lab.wait_status("httpd", other_address, CHANGE_TIMEOUT)?;
+    lab.wait_status("web", other_address, LEADER_TIMEOUT)?;
+    lab.wait_status("httpd", other_address, LEADER_TIMEOUT)?;
     println!(
         "the replica at {other_address} took over from {leader_address} after {:?}",
         killed.elapsed()

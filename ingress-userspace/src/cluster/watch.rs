@@ -28,7 +28,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
+    runtime::{WatchStreamExt, utils::Backoff, watcher},
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -233,9 +233,50 @@ where
 {
     let stream = watcher(api, config)
         .modify(|object: &mut K| object.managed_fields_mut().clear())
-        .default_backoff();
+        .backoff(WatchBackoff::default());
     let task = tokio::spawn(forward(stream, wrap, watched.kind, source, changes));
     WatchSource { watched, task }
+}
+
+/// The first wait before a failed watch is tried again.
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(500);
+/// The longest wait between two tries.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// When a failed watch is tried again: 0.5 s, doubling up to 5 s, each
+/// wait with up to a quarter more at random (so kinds and replicas do not
+/// retry in step), back to 0.5 s once the watch delivers again. kube-runtime's
+/// default doubles up to 30 s with as much again at random: after a
+/// 30-second API server outage a watch stayed down for a minute or more
+/// after the server was back (its RBAC answers 403 for a while after a
+/// restart, which pushed the waits further).
+#[derive(Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: WATCH_RETRY_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(WATCH_RETRY_MAX);
+        Some(delay + delay.mul_f64(fastrand::f64() / 4.0))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_MIN;
+    }
 }
 
 async fn forward<K>(
@@ -521,6 +562,23 @@ pub fn status_addresses(ingress: &Ingress) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_watches_retry_within_seconds_and_start_over_after_success() {
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<Duration> = backoff.by_ref().take(8).collect();
+        let floors = [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0];
+        for (wait, floor) in waits.iter().zip(floors) {
+            let floor = Duration::from_secs_f64(floor);
+            assert!(
+                *wait >= floor && *wait <= floor.mul_f64(1.25),
+                "{wait:?} not within a quarter above {floor:?}: {waits:?}"
+            );
+        }
+        backoff.reset();
+        let again = backoff.next().unwrap();
+        assert!(again >= WATCH_RETRY_MIN && again <= WATCH_RETRY_MIN.mul_f64(1.25));
+    }
 
     fn ingress_object(name: &str) -> KubeObject {
         let mut ingress = Ingress::default();
