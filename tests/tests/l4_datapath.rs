@@ -50,6 +50,15 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
+/// The backends of `backends` but the one at `removed`.
+fn without<'a>(backends: &[&'a str], removed: IpAddr) -> Vec<&'a str> {
+    backends
+        .iter()
+        .copied()
+        .filter(|b| addr(b).ip() != removed)
+        .collect()
+}
+
 fn vip() -> IpAddr {
     IpAddr::from(VIP)
 }
@@ -558,12 +567,7 @@ fn the_ipv6_flow_cache_translates_alike_and_forgets_flows_at_fin_rst_and_removal
         }
         assert!(rig.cached_count() > 0);
         let removed = flows[0].1.dst;
-        let remaining: Vec<&str> = backends6
-            .iter()
-            .copied()
-            .filter(|b| addr(b).ip() != removed)
-            .collect();
-        rig.set(&[service(&remaining)]);
+        rig.set(&[service(&without(&backends6, removed))]);
         for (sport, before) in &flows {
             let now = rig.forwarded("IPv6 after removal", &client(*sport, ack));
             if before.dst == removed {
@@ -603,12 +607,7 @@ fn a_removed_backend_loses_its_flows_and_new_flows_avoid_it() {
         }
         assert!(rig.cached_count() > 0);
         let removed = flows[0].1.dst;
-        let remaining: Vec<&str> = BACKENDS
-            .iter()
-            .copied()
-            .filter(|b| addr(b).ip() != removed)
-            .collect();
-        rig.set(&[service(protocol::TCP, &remaining)]);
+        rig.set(&[service(protocol::TCP, &without(&BACKENDS, removed))]);
         for (sport, before) in &flows {
             let now = rig.forwarded(
                 "after removal",
