@@ -27,7 +27,8 @@ use crate::{
     l4::{TCP_FIN, TCP_RST, ends_or_closes, port_bits, scratch},
     l4_fast::{Transport, clear_on_every_cpu, transport},
     maps::{L4_BACKEND_STATS, L4_BACKENDS, L4_CONFIG, L4_FLOW_CACHE6, L4_SERVICE_STATS},
-    parse::{EthHdr, Ipv6Hdr, L4Ports, join, ptr_at, split},
+    nat::write_ipv6_addresses,
+    parse::{EthHdr, Ipv6Hdr, L4Ports, join, ptr_at},
     stats::bump_l4,
 };
 
@@ -253,14 +254,14 @@ fn holds(slot: *const L4CachedFlow6, words: &[u32; 10], reply: bool) -> bool {
         }
     }
     // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(held.add(9)) == words[9] | (u32::from(reply) << 16) }
+    unsafe { core::ptr::read_volatile(held.add(9)) == tagged(words[9], reply) }
 }
 
-/// The key's last word (family, protocol, pad) as the cache holds it: the
+/// A key's last word (family, protocol, pad) as the cache holds it: the
 /// first pad byte says a reply (the key's own pad bytes are zero).
 #[inline(always)]
-fn last_word(key: *const L4FlowKey, reply: bool) -> u32 {
-    key_word(key, 9) | (u32::from(reply) << 16)
+fn tagged(last: u32, reply: bool) -> u32 {
+    last | (u32::from(reply) << 16)
 }
 
 const _: () = assert!(core::mem::offset_of!(L4FlowKey, family) == 36);
@@ -276,16 +277,7 @@ const _: () = assert!(core::mem::offset_of!(L4FlowKey, pad) == 38);
 unsafe fn rewrite(headers: &Headers, slot: *const L4CachedFlow6) {
     // SAFETY: per the contract.
     unsafe {
-        let (s, d) = (&mut (*headers.ip).saddr, &mut (*headers.ip).daddr);
-        let (src, dst) = (&(*slot).nat.src, &(*slot).nat.dst);
-        for i in 0..4 {
-            let [low, high] = split(src[i]);
-            s[2 * i] = low;
-            s[2 * i + 1] = high;
-            let [low, high] = split(dst[i]);
-            d[2 * i] = low;
-            d[2 * i + 1] = high;
-        }
+        write_ipv6_addresses(headers.ip, &(*slot).nat.src, &(*slot).nat.dst);
         (*headers.ports).source = (*slot).nat.sport.to_be();
         (*headers.ports).dest = (*slot).nat.dport.to_be();
         let new = apply_folded(*headers.check, (*slot).nat.l4_delta);
@@ -442,7 +434,7 @@ fn remember(
         for i in 0..9 {
             core::ptr::write_volatile(words.add(i), key_word(key, i));
         }
-        core::ptr::write_volatile(words.add(9), last_word(key, reply));
+        core::ptr::write_volatile(words.add(9), tagged(key_word(key, 9), reply));
     }
 }
 

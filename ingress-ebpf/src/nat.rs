@@ -29,19 +29,9 @@ pub fn rewrite(ctx: &XdpContext, flow: &Flow, to: &Translation) -> Result<(), ()
         }
     } else {
         let ip: *mut Ipv6Hdr = ptr_at(ctx, flow.l3_offset)?;
+        diff = diff.words(&flow.saddr, &to.src).words(&flow.daddr, &to.dst);
         // SAFETY: as above.
-        unsafe {
-            diff = diff.words(&flow.saddr, &to.src).words(&flow.daddr, &to.dst);
-            let (s, d) = (&mut (*ip).saddr, &mut (*ip).daddr);
-            for i in 0..4 {
-                let [low, high] = split(to.src[i]);
-                s[2 * i] = low;
-                s[2 * i + 1] = high;
-                let [low, high] = split(to.dst[i]);
-                d[2 * i] = low;
-                d[2 * i + 1] = high;
-            }
-        }
+        unsafe { write_ipv6_addresses(ip, &to.src, &to.dst) };
     }
     let ports: *mut L4Ports = ptr_at(ctx, flow.l4_offset)?;
     let (sport, dport) = (to.sport.to_be(), to.dport.to_be());
@@ -67,4 +57,24 @@ pub fn rewrite(ctx: &XdpContext, flow: &Flow, to: &Translation) -> Result<(), ()
         }
     }
     Ok(())
+}
+
+/// Writes `src` and `dst` (as the words of `ingress_common::addr_words`)
+/// into an IPv6 header's addresses, as 16-bit stores (the header is 2-byte
+/// aligned in the packet).
+///
+/// # Safety
+/// `ip` points at a bounds-checked IPv6 header that only this run writes.
+#[inline(always)]
+pub unsafe fn write_ipv6_addresses(ip: *mut Ipv6Hdr, src: &[u32; 4], dst: &[u32; 4]) {
+    // SAFETY: per the contract.
+    let (s, d) = unsafe { (&mut (*ip).saddr, &mut (*ip).daddr) };
+    for i in 0..4 {
+        let [low, high] = split(src[i]);
+        s[2 * i] = low;
+        s[2 * i + 1] = high;
+        let [low, high] = split(dst[i]);
+        d[2 * i] = low;
+        d[2 * i + 1] = high;
+    }
 }
