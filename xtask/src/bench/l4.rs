@@ -124,6 +124,9 @@ const TCP_PORT: u16 = 9000;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The fast-path target, in nanoseconds per packet.
 const FAST_PATH_TARGET_NS: f64 = 67.0;
+/// What the issue measured for a trivial program by TEST_RUN, on the
+/// machine its fast-path target was set on.
+const ISSUE_TRIVIAL_NS: f64 = 22.0;
 
 /// The rows, in the order each round measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1373,26 +1376,31 @@ fn render_injected(rows: &[Row], injected: &[Vec<InjectRound>]) -> Option<(Strin
     let (pairs, met) = judge_pairs(rows, |row| result_of(row).ns_per_frame - floor.ns_per_frame);
     text.push_str(&pairs);
     let by_kernel = |row: Row| result_of(row).run_ns_per_frame - floor.run_ns_per_frame;
-    let per_round = |numerator: Row, denominator: Row| {
-        round_ratios(
-            rows,
-            injected,
-            numerator,
-            denominator,
-            InjectRound::ns_per_frame,
-        )
-        .iter()
-        .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let per_round = |numerator: Row, denominator: Row, cost: fn(&InjectRound) -> f64| {
+        round_ratios(rows, injected, numerator, denominator, cost)
+            .iter()
+            .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     text.push_str(&format!(
-        "By the kernel's timing of the runs: {}; (B-A)/(R-A) {}\nPer round by CPU per frame: {}; (B-A)/(R-A) {}\n",
+        "By the kernel's timing of the runs: {}; (B-A)/(R-A) {}\n",
         each_pair(|nftables, xdp| report::ratio(by_kernel(nftables), by_kernel(xdp))),
         report::ratio(by_kernel(Row::Nftables), by_kernel(Row::Redirect)),
-        each_pair(per_round),
-        per_round(Row::Nftables, Row::Redirect),
     ));
+    for (label, by) in [
+        (
+            "CPU per frame",
+            InjectRound::ns_per_frame as fn(&InjectRound) -> f64,
+        ),
+        ("the kernel's timing", InjectRound::run_ns_per_frame),
+    ] {
+        text.push_str(&format!(
+            "Per round by {label}: {}; (B-A)/(R-A) {}\n",
+            each_pair(|nftables, xdp| per_round(nftables, xdp, by)),
+            per_round(Row::Nftables, Row::Redirect, by),
+        ));
+    }
     Some((text, met))
 }
 
@@ -1528,11 +1536,16 @@ fn render(
         median(&fast_path.ipv6),
     );
     let under_target = |ns: f64| ns > 0.0 && ns < FAST_PATH_TARGET_NS;
+    // TEST_RUN's own cost moves with the machine's pace; the program's
+    // work beyond a trivial program's, on top of the 22 ns the issue
+    // measured for one, is the time on the machine the target was set on.
+    let at_issue_pace = |ns: f64| ns - trivial_median + ISSUE_TRIVIAL_NS;
     text.push_str(&format!(
         "XDP fast path, established IPv4 flow (BPF_PROG_TEST_RUN, repeat 10,000, median of {}): {:.0} ns/packet; {}\n\
          XDP fast path, established IPv6 flow (its flow cache): {:.0} ns/packet; {}\n\
          A trivial program (lab-drop) timed the same way just before and after: {:.0} ns/packet (the issue saw 22 ns), \
-         so the IPv4 fast path's own work took {:.0} ns beyond it, the IPv6 one's {:.0} ns\n",
+         so the IPv4 fast path's own work took {:.0} ns beyond it, the IPv6 one's {:.0} ns; \
+         at the issue's pace (its trivial program's 22 ns plus that work) {:.0} and {:.0} ns: {}, {}\n",
         fast_path.rounds.len(),
         fast_path_median,
         report::verdict("target under 67 ns", under_target(fast_path_median)),
@@ -1541,6 +1554,10 @@ fn render(
         trivial_median,
         fast_path_median - trivial_median,
         ipv6_median - trivial_median,
+        at_issue_pace(fast_path_median),
+        at_issue_pace(ipv6_median),
+        report::verdict("IPv4 under 67 ns", under_target(at_issue_pace(fast_path_median))),
+        report::verdict("IPv6 under 67 ns", under_target(at_issue_pace(ipv6_median))),
     ));
     text.push_str(&format!(
         "\nCPU per packet: busy time of the load core (CPU {LOAD_CPU}, /proc/stat) over a run of lab-udp-flood \
