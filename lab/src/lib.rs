@@ -84,8 +84,8 @@ pub use manifests::{ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, service_yaml}
 pub use maps::{Counts, ListenerJson, MapsJson, bpftool_counters, read_maps};
 pub use netns::{Netns, XdpInfo, parse_xdp, xdp_mode};
 pub use process::{
-    Background, COMMAND_TIMEOUT, catches_signal, describe, poll_until, require_root, run_ok,
-    run_with_timeout, unique_suffix, wait_timeout,
+    Background, COMMAND_TIMEOUT, catches_signal, describe, poll_until, process_cpu_time,
+    require_root, run_ok, run_with_timeout, unique_suffix, wait_timeout,
 };
 pub use raw_socket::checksum;
 pub use scratch::ScratchDir;

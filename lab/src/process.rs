@@ -17,6 +17,19 @@ use crate::netns::Netns;
 /// How long an ordinary command (`ip`, `curl`, ...) may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// This process's CPU time so far (user and system), by `getrusage`: what
+/// the lab's load tools report of their own cost.
+pub fn process_cpu_time() -> Duration {
+    // SAFETY: rusage is plain data; getrusage fills the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
 /// True when the caller may use the kernel (root); otherwise prints why the
 /// caller (a test) skips.
 ///

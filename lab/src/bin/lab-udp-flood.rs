@@ -18,6 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use xdp_ingress_lab::process_cpu_time;
+
 /// Datagrams per `sendmmsg` call.
 const BATCH: usize = 64;
 /// The longest run allowed, whatever `--seconds` says.
@@ -71,18 +73,6 @@ fn waited() -> Duration {
         .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
-/// This process's CPU time so far (user + system).
-fn cpu_time() -> Duration {
-    // SAFETY: rusage is plain data; getrusage fills the struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
 fn main() {
     let options = options();
     let bind: SocketAddr = if options.to.is_ipv4() {
@@ -126,7 +116,7 @@ fn main() {
     let duration = Duration::from_secs_f64(options.seconds);
     let (mut sent, mut errors) = (0u64, 0u64);
     let waited_before = waited();
-    let cpu_before = cpu_time();
+    let cpu_before = process_cpu_time();
     let started = Instant::now();
     'sending: loop {
         for socket in &sockets {
@@ -151,7 +141,7 @@ fn main() {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = (cpu_time() - cpu_before).as_secs_f64();
+    let cpu_seconds = (process_cpu_time() - cpu_before).as_secs_f64();
     let waited_seconds = (waited() - waited_before).as_secs_f64();
     println!(
         "{{\"sent\":{sent},\"errors\":{errors},\"seconds\":{seconds:.6},\"cpu_seconds\":{cpu_seconds:.6},\"waited_seconds\":{waited_seconds:.6}}}"

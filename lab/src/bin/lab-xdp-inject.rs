@@ -39,6 +39,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use xdp_ingress_lab::{checksum, process_cpu_time};
+
 /// The longest run allowed, whatever `--seconds` says.
 const MAX_SECONDS: f64 = 600.0;
 /// `bpf(2)` commands.
@@ -159,18 +161,6 @@ fn ifindex(dev: &str) -> u32 {
     index
 }
 
-/// The one's complement sum of `bytes` as 16-bit big-endian words, folded.
-fn checksum(bytes: &[u8], mut sum: u32) -> u16 {
-    for pair in bytes.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An Ethernet frame with an IPv4 UDP datagram of `payload` bytes from
 /// `from` to `to`, both checksums set.
 fn udp_frame(
@@ -192,7 +182,7 @@ fn udp_frame(
     frame.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
     frame.extend(from.ip().octets());
     frame.extend(to.ip().octets());
-    let ip_check = checksum(&frame[ip_start..], 0);
+    let ip_check = checksum(&[&frame[ip_start..]]);
     frame[ip_start + 10..ip_start + 12].copy_from_slice(&ip_check.to_be_bytes());
     let udp_start = frame.len();
     frame.extend(from.port().to_be_bytes());
@@ -200,20 +190,12 @@ fn udp_frame(
     frame.extend((udp_len as u16).to_be_bytes());
     frame.extend([0, 0]);
     frame.extend((0..payload).map(|i| i as u8));
-    let pseudo: u32 = [from.ip(), to.ip()]
-        .iter()
-        .flat_map(|ip| {
-            let o = ip.octets();
-            [
-                u16::from_be_bytes([o[0], o[1]]),
-                u16::from_be_bytes([o[2], o[3]]),
-            ]
-        })
-        .map(u32::from)
-        .sum::<u32>()
-        + 17
-        + udp_len as u32;
-    let udp_check = match checksum(&frame[udp_start..], pseudo) {
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend(from.ip().octets());
+    pseudo.extend(to.ip().octets());
+    pseudo.extend([0, 17]);
+    pseudo.extend((udp_len as u16).to_be_bytes());
+    let udp_check = match checksum(&[&pseudo, &frame[udp_start..]]) {
         // Zero means "no checksum" in UDP over IPv4.
         0 => 0xffff,
         sum => sum,
@@ -317,18 +299,6 @@ fn run_live(program: &OwnedFd, frame: &[u8], ctx: &[u32; 6], batch: u32) -> u32 
     get_u32(&attr, 36)
 }
 
-/// This process's CPU time so far (user + system).
-fn cpu_time() -> Duration {
-    // SAFETY: rusage is plain data; getrusage fills the struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
 fn main() {
     let options = options();
     let ifindex = ifindex(&options.dev);
@@ -350,7 +320,7 @@ fn main() {
     let ctx = xdp_md(frames[0].len(), ifindex);
     let duration = Duration::from_secs_f64(options.seconds);
     let (mut frames_run, mut calls, mut run_ns) = (0u64, 0u64, 0u64);
-    let cpu_before = cpu_time();
+    let cpu_before = process_cpu_time();
     let started = Instant::now();
     'running: loop {
         for frame in &frames {
@@ -364,7 +334,7 @@ fn main() {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = (cpu_time() - cpu_before).as_secs_f64();
+    let cpu_seconds = (process_cpu_time() - cpu_before).as_secs_f64();
     let run_seconds = run_ns as f64 / 1e9;
     println!(
         "{{\"frames\":{frames_run},\"calls\":{calls},\"seconds\":{seconds:.6},\"run_seconds\":{run_seconds:.6},\"cpu_seconds\":{cpu_seconds:.6}}}"
@@ -384,9 +354,9 @@ mod tests {
         assert_eq!(frame.len(), 60, "64 bytes on the wire with the FCS");
         assert_eq!(&frame[0..6], &[2, 0, 0, 0, 0, 2], "to the device's MAC");
         // A header with its checksum in sums to all ones: checksum 0.
-        assert_eq!(checksum(&frame[14..34], 0), 0, "IPv4 header checksum");
-        let pseudo = 0xc612 + 0x0002 + 0xc612 + 0x0001 + 17 + 26;
-        assert_eq!(checksum(&frame[34..], pseudo), 0, "UDP checksum");
+        assert_eq!(checksum(&[&frame[14..34]]), 0, "IPv4 header checksum");
+        let pseudo = [198, 18, 0, 2, 198, 18, 0, 1, 0, 17, 0, 26];
+        assert_eq!(checksum(&[&pseudo, &frame[34..]]), 0, "UDP checksum");
         assert_eq!(u16::from_be_bytes([frame[34], frame[35]]), 10_000);
         assert_eq!(u16::from_be_bytes([frame[36], frame[37]]), 9053);
     }

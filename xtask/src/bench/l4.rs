@@ -55,10 +55,10 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use xdp_ingress_lab::{
     EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, Netns, PinDir, ScratchDir, SliceEndpoint, ensure_bpffs,
     run_ok, service_yaml,
@@ -67,8 +67,9 @@ use xdp_ingress_lab::{
 use super::{
     Binaries, Progress, catch_interrupts, check_interrupted,
     l4_inject::{InjectRound, Injection},
-    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU, PROXY_CPU_INDEX},
-    measure::{self, CpuSample, DISTURBED_THRESHOLD, counted_rounds, median_of},
+    lab::{BenchLab, ENDPOINTS, LOAD_CPU, LOAD_CPU_INDEX, PROXY_CPU},
+    load_core::run_on_load_core,
+    measure::{DISTURBED_THRESHOLD, counted_rounds, median_of},
     prepare,
     report::{self, Table},
     target_dir,
@@ -945,15 +946,9 @@ fn flood_round(
         args.payload.to_string(),
     );
     let flood = tools.flood.display().to_string();
-    let drops_before = sink.drops()?;
-    let cpu_before = CpuSample::now()?;
-    let ksoftirqd_before = measure::cpu_time(&[ksoftirqd]);
-    let started = Instant::now();
-    let out = lab.client().exec_timeout(
+    let run = run_on_load_core(
+        lab.client(),
         &[
-            "taskset",
-            "-c",
-            LOAD_CPU,
             &flood,
             "--to",
             &target,
@@ -964,35 +959,20 @@ fn flood_round(
             "--payload",
             &payload,
         ],
-        Duration::from_secs(args.seconds + 30),
+        args.seconds,
+        ksoftirqd,
+        || sink.drops(),
     )?;
-    let wall = started.elapsed().as_secs_f64();
-    let cpu_after = CpuSample::now()?;
-    let ksoftirqd_time = measure::cpu_time(&[ksoftirqd]).saturating_sub(ksoftirqd_before);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "lab-udp-flood failed ({}): {stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    // Datagrams still in flight when the generator stops: let them land.
-    std::thread::sleep(Duration::from_millis(200));
-    let delivered = sink.drops()?.saturating_sub(drops_before);
-    let report = FloodReport::parse(&stdout)?;
+    let report = FloodReport::parse(&run.stdout)?;
+    let load_tasks = report.cpu_seconds + run.ksoftirqd;
     let sample = FloodRound {
         sent: report.sent,
         seconds: report.seconds,
-        others: 0.0,
-        other_core_busy: cpu_after.busy_since(&cpu_before, PROXY_CPU_INDEX),
-        load_core_busy: cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall,
-        load_tasks: report.cpu_seconds + ksoftirqd_time.as_secs_f64(),
-        delivered,
-    };
-    let sample = FloodRound {
-        others: ((sample.load_core_busy - sample.load_tasks) / wall.max(1e-9)).max(0.0),
-        ..sample
+        others: run.others(load_tasks),
+        other_core_busy: run.other_core_busy,
+        load_core_busy: run.load_core_busy,
+        load_tasks,
+        delivered: run.delivered,
     };
     progress.detail(&format!(
         "{:.0} ns/packet ({:.0} generator + ksoftirqd), sent {} pps, delivered {} pps, other processes {} of the core, generator waited {}, CPU {PROXY_CPU} busy {}{}{}",

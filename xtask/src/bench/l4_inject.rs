@@ -21,15 +21,12 @@
 //! from `/proc/stat` over the run divided by the frames; the kernel's own
 //! timing of the runs (`duration`) is shown next to it.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use xdp_ingress_lab::{CLIENT_ADDR, Netns};
 
-use super::{
-    lab::{LOAD_CPU, LOAD_CPU_INDEX},
-    measure::{self, CpuSample, DISTURBED_THRESHOLD},
-};
+use super::{load_core::run_on_load_core, measure::DISTURBED_THRESHOLD};
 
 /// The injected flows' first source port: below the ephemeral range, so no
 /// flow of the generator's shares a 5-tuple with them.
@@ -116,10 +113,7 @@ impl Injection<'_> {
         );
         let tool = self.tool.display().to_string();
         let mut command = vec![
-            "taskset",
-            "-c",
-            LOAD_CPU,
-            &tool,
+            tool.as_str(),
             "--dev",
             self.device,
             "--src-mac",
@@ -139,37 +133,15 @@ impl Injection<'_> {
         if let Some(id) = &program_id {
             command.extend(["--prog-id", id]);
         }
-        let delivered_before = delivered()?;
-        let cpu_before = CpuSample::now()?;
-        let ksoftirqd_before = measure::cpu_time(&[ksoftirqd]);
-        let started = std::time::Instant::now();
-        let out = self
-            .edge
-            .exec_timeout(&command, Duration::from_secs(self.seconds + 30))?;
-        let wall = started.elapsed().as_secs_f64();
-        let cpu_after = CpuSample::now()?;
-        let ksoftirqd_time = measure::cpu_time(&[ksoftirqd]).saturating_sub(ksoftirqd_before);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "lab-xdp-inject failed ({}): {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        // Frames still queued on the backend link: let them land.
-        std::thread::sleep(Duration::from_millis(200));
-        let delivered = delivered()?.saturating_sub(delivered_before);
-        let report = InjectReport::parse(&stdout)?;
-        let load_core_busy = cpu_after.busy_since(&cpu_before, LOAD_CPU_INDEX) * wall;
-        let tasks = report.cpu_seconds + ksoftirqd_time.as_secs_f64();
+        let run = run_on_load_core(self.edge, &command, self.seconds, ksoftirqd, delivered)?;
+        let report = InjectReport::parse(&run.stdout)?;
         Ok(InjectRound {
             frames: report.frames,
             seconds: report.seconds,
-            load_core_busy,
+            load_core_busy: run.load_core_busy,
             run_seconds: report.run_seconds,
-            others: ((load_core_busy - tasks) / wall.max(1e-9)).max(0.0),
-            delivered,
+            others: run.others(report.cpu_seconds + run.ksoftirqd),
+            delivered: run.delivered,
         })
     }
 }

@@ -17,6 +17,7 @@ mod l4;
 mod l4_inject;
 mod l7;
 mod lab;
+mod load_core;
 mod measure;
 mod nginx;
 mod perf;
