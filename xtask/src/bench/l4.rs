@@ -35,9 +35,11 @@
 //! `BPF_PROG_TEST_RUN` with live frames; see [`super::l4_inject`]), which
 //! leaves out the ~2 µs a datagram the generator's sending costs the load
 //! core, and hands frames over in batches of 64 as a NIC driver's poll
-//! does. The target is judged by both loads. The rounds go A, R, B, Cd, Bm, C, A, R, ... (each row set
-//! up for its round and torn down after it), so the machine's drift in
-//! speed falls on every row alike. Rounds in which other processes took more than 5% of
+//! does. The target is judged by both loads.
+//!
+//! The rounds go A, R, B, Cd, Bm, C, A, R, ... (each row set up for its
+//! round and torn down after it), so the machine's drift in speed falls on
+//! every row alike. Rounds in which other processes took more than 5% of
 //! the load core (its busy time beyond the generator's and its
 //! `ksoftirqd`'s) do not count unless all did; medians are reported. (The
 //! generator's own wait for its core is no such sign: it waits for
