@@ -1131,6 +1131,22 @@ fn round_ratios<R: Round>(
         .collect()
 }
 
+/// [`round_ratios`] as the report lists them: "2.87, 3.10*, ..." (* a
+/// round other processes disturbed).
+fn listed_round_ratios<R: Round>(
+    rows: &[Row],
+    rounds: &[Vec<R>],
+    numerator: Row,
+    denominator: Row,
+    cost: impl Fn(&R) -> f64,
+) -> String {
+    round_ratios(rows, rounds, numerator, denominator, cost)
+        .iter()
+        .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `lab-drop` (one bounds check, two loads, `XDP_DROP`) loaded by bpftool
 /// and run by `bpftool prog run` on a 64-byte UDP frame, repeat 10,000:
 /// one average per round, in nanoseconds per packet. The pin is removed
@@ -1359,11 +1375,7 @@ fn render_injected(rows: &[Row], injected: &[Vec<InjectRound>]) -> Option<(Strin
     text.push_str(&pairs);
     let by_kernel = |row: Row| result_of(row).run_ns_per_frame - floor.run_ns_per_frame;
     let per_round = |numerator: Row, denominator: Row, cost: fn(&InjectRound) -> f64| {
-        round_ratios(rows, injected, numerator, denominator, cost)
-            .iter()
-            .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed_round_ratios(rows, injected, numerator, denominator, cost)
     };
     text.push_str(&format!(
         "By the kernel's timing of the runs: {}; (B-A)/(R-A) {}\n",
@@ -1443,11 +1455,7 @@ fn render(
         }
     };
     let per_round = |numerator: Row, denominator: Row, cost: fn(&FloodRound) -> f64| {
-        round_ratios(&rows, rounds, numerator, denominator, cost)
-            .iter()
-            .map(|r| format!("{:.2}{}", r.ratio, if r.disturbed { "*" } else { "" }))
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed_round_ratios(&rows, rounds, numerator, denominator, cost)
     };
     let mut text = table.render();
     text.push_str("\nEdge's forwarding cost, nftables over xdp-ingress doing the same NAT:\n");
@@ -1708,6 +1716,10 @@ mod tests {
         let values: Vec<(f64, bool)> = ratios.iter().map(|r| (r.ratio, r.disturbed)).collect();
         // Round 2's B (4200 ns) was disturbed.
         assert_eq!(values, vec![(2.0, false), (2.0, true)]);
+        assert_eq!(
+            listed_round_ratios(&rows, &rounds, Row::Nftables, Row::XdpIngressDnat, by_busy),
+            "2.00, 2.00*"
+        );
         let full_nat = round_ratios(
             &rows,
             &rounds,
