@@ -15,7 +15,8 @@ use k8s_openapi::{
 };
 
 use crate::{
-    backend::{BackendResolver, Resolution},
+    annotations::{self, Refusal},
+    backend::{Backend, BackendResolver, Resolution, UnavailableBackend},
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
     path::PathRule,
@@ -100,6 +101,9 @@ pub(crate) struct Contribution {
     pub ssl_redirect: Option<bool>,
     /// Its `force-ssl-redirect` annotation.
     pub force_ssl_redirect: bool,
+    /// Why its paths and default backend answer 503 whatever they name
+    /// (access control we do not enforce, a snippet), if they do.
+    pub refusal: Option<Refusal>,
     /// Its problems and paths in the order they are read.
     pub steps: Vec<Step>,
     /// Its distinct valid rule hosts, in order of first appearance.
@@ -136,6 +140,7 @@ impl Contribution {
             object,
             ssl_redirect: None,
             force_ssl_redirect: false,
+            refusal: None,
             steps: Vec::new(),
             hosts: Vec::new(),
             has_rules: false,
@@ -155,9 +160,15 @@ impl Contribution {
         contribution.force_ssl_redirect =
             bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
                 .unwrap_or(false);
-        contribution
-            .steps
-            .extend(annotation_problems.into_iter().map(Step::Problem));
+        let verdict =
+            annotations::read(&contribution.object, ingress.metadata.annotations.as_ref());
+        contribution.refusal = verdict.refusal;
+        contribution.steps.extend(
+            annotation_problems
+                .into_iter()
+                .chain(verdict.problems)
+                .map(Step::Problem),
+        );
         let rules = spec.rules.as_deref().unwrap_or_default();
         contribution.has_rules = !rules.is_empty();
         for rule in rules {
@@ -186,8 +197,8 @@ impl Contribution {
         }
         if let Some(default_backend) = &spec.default_backend {
             contribution.note_service(&key.namespace, default_backend);
-            contribution.default_backend =
-                Some(resolver.resolve_ingress_backend(&key.namespace, default_backend));
+            let resolution = resolver.resolve_ingress_backend(&key.namespace, default_backend);
+            contribution.default_backend = Some(contribution.refused_or(resolution));
         }
         let (tls, tls_problems) = ingress_tls(objects, key, ingress);
         contribution.secrets = tls.iter().filter_map(|b| b.secret.clone()).collect();
@@ -201,6 +212,27 @@ impl Contribution {
     fn problem(&mut self, reason: ProblemReason, message: String) {
         let problem = Problem::new(self.object.clone(), reason, message);
         self.steps.push(Step::Problem(problem));
+    }
+
+    /// `resolution`, or a 503 when the Ingress is refused. The refusal is
+    /// reported once, by its annotations' problems, not per path.
+    fn refused_or(&self, resolution: Resolution) -> Resolution {
+        let Some(refusal) = &self.refusal else {
+            return resolution;
+        };
+        let target = match &resolution.backend {
+            Backend::Service(service) => service.id.to_string(),
+            Backend::Unavailable(unavailable) => unavailable.target.clone(),
+            Backend::NotFound => String::new(),
+        };
+        Resolution {
+            backend: Backend::Unavailable(UnavailableBackend {
+                target,
+                reason: refusal.reason,
+                message: refusal.message.clone(),
+            }),
+            problem: None,
+        }
     }
 
     fn note_service(
@@ -231,7 +263,7 @@ impl Contribution {
         };
         let namespace = self.object.key.namespace.clone();
         self.note_service(&namespace, &path.backend);
-        let backend = resolver.resolve_ingress_backend(&namespace, &path.backend);
+        let backend = self.refused_or(resolver.resolve_ingress_backend(&namespace, &path.backend));
         self.hosts[slot].paths.push(self.steps.len());
         self.steps.push(Step::Path(PathStep {
             host: slot,

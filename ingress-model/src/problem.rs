@@ -52,6 +52,13 @@ pub enum ProblemReason {
     InvalidCertificate,
     /// An annotation has a value we cannot read; it is ignored.
     InvalidAnnotation,
+    /// An annotation we do not implement. Access control (`auth-*`,
+    /// `*-source-range`, `satisfy`, `enable-global-auth`) fails closed: the
+    /// Ingress's paths answer 503. Any other is ignored.
+    UnsupportedAnnotation,
+    /// A snippet annotation (free-form nginx configuration), never
+    /// executed: the Ingress's paths answer 503.
+    SnippetRefused,
     /// A ConfigMap named on the command line (`--tcp-services-configmap`,
     /// `--udp-services-configmap`) does not exist: none of its services is served.
     ConfigMapNotFound,
@@ -78,6 +85,8 @@ impl ProblemReason {
             ProblemReason::InvalidSecret => "InvalidSecret",
             ProblemReason::InvalidCertificate => "InvalidCertificate",
             ProblemReason::InvalidAnnotation => "InvalidAnnotation",
+            ProblemReason::UnsupportedAnnotation => "UnsupportedAnnotation",
+            ProblemReason::SnippetRefused => "SnippetRefused",
             ProblemReason::ConfigMapNotFound => "ConfigMapNotFound",
             ProblemReason::InvalidL4Service => "InvalidL4Service",
         }

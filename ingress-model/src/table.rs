@@ -571,6 +571,66 @@ mod tests {
     }
 
     #[test]
+    fn unenforced_access_control_and_snippets_fail_closed_alone() {
+        let (table, problems) = build([
+            ingress("ns", "basic")
+                .ours()
+                .created(1)
+                .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
+                .annotation("nginx.ingress.kubernetes.io/auth-secret", "htpasswd")
+                .rule(
+                    Some("basic.com"),
+                    vec![prefix("/", "a"), prefix("/api", "b")],
+                ),
+            ingress("ns", "allow")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/whitelist-source-range", "x")
+                .default_backend(backend("c", 80)),
+            ingress("ns", "snippet")
+                .ours()
+                .annotation("xdp-ingress.io/configuration-snippet", "return 200;")
+                .rule(Some("snippet.com"), vec![prefix("/", "d")]),
+            ingress("ns", "open")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/proxy-body-size", "50m")
+                .rule(Some("open.com"), vec![prefix("/", "e")]),
+            // Newer than the refused Ingress: it does not route around it.
+            ingress("ns", "later")
+                .ours()
+                .created(10)
+                .rule(Some("basic.com"), vec![prefix("/", "f")]),
+        ]);
+        assert_eq!(
+            answer(&table, "basic.com", "/"),
+            "503:UnsupportedAnnotation / Prefix"
+        );
+        assert_eq!(
+            answer(&table, "basic.com", "/api/x"),
+            "503:UnsupportedAnnotation /api Prefix"
+        );
+        assert_eq!(
+            answer(&table, "other.com", "/"),
+            "default 503:UnsupportedAnnotation"
+        );
+        assert_eq!(
+            answer(&table, "snippet.com", "/"),
+            "503:SnippetRefused / Prefix"
+        );
+        assert_eq!(answer(&table, "open.com", "/"), "e / Prefix");
+        assert_eq!(
+            reasons(&problems),
+            [
+                ("ns/basic".into(), ProblemReason::UnsupportedAnnotation),
+                ("ns/basic".into(), ProblemReason::UnsupportedAnnotation),
+                ("ns/later".into(), ProblemReason::PathConflict),
+                ("ns/allow".into(), ProblemReason::UnsupportedAnnotation),
+                ("ns/open".into(), ProblemReason::UnsupportedAnnotation),
+                ("ns/snippet".into(), ProblemReason::SnippetRefused),
+            ]
+        );
+    }
+
+    #[test]
     fn hosts_exact_then_wildcard_then_any() {
         let (table, problems) = build([
             ingress("ns", "exact")

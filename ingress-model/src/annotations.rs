@@ -1,0 +1,280 @@
+//! What xdp-ingress does with each annotation of an Ingress under
+//! ingress-nginx's prefix and ours. Nothing a user writes is ignored in
+//! silence:
+//!
+//! - the annotations we implement are read where they take effect (the
+//!   redirect annotations in [`crate::tls`]);
+//! - access control we do not enforce (`auth-*`, `*-source-range`,
+//!   `satisfy`, `enable-global-auth`) fails closed: every path and default
+//!   backend of the Ingress answers 503 rather than serve what the user
+//!   protected, with an `UnsupportedAnnotation` problem naming it;
+//! - snippets (`*-snippet`) are free-form nginx configuration, which we
+//!   never execute, by design (CVE-2021-25742, CVE-2025-1974): the Ingress
+//!   is refused the same way, with a `SnippetRefused` problem;
+//! - every other annotation under the two prefixes is reported as
+//!   `UnsupportedAnnotation` and otherwise ignored.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    object::ObjectRef,
+    problem::{Problem, ProblemReason},
+    tls::ANNOTATION_PREFIXES,
+};
+
+/// The annotations (without prefix) that take effect today.
+pub const IMPLEMENTED: [&str; 2] = ["ssl-redirect", "force-ssl-redirect"];
+
+/// What the annotations of one Ingress come to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnotationVerdict {
+    /// Set when the Ingress must not be served as written: why its paths
+    /// answer 503.
+    pub refusal: Option<Refusal>,
+    /// One problem per annotation we do not implement, refuse, or that
+    /// fails closed, in the annotations' order.
+    pub problems: Vec<Problem>,
+}
+
+/// Why an Ingress's routes answer 503 instead of serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The reason, as reported for the Ingress.
+    pub reason: ProblemReason,
+    /// What is refused, for a person (names the annotations).
+    pub message: String,
+}
+
+/// How one annotation under our prefixes is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Treatment {
+    /// It takes effect.
+    Implemented,
+    /// Access control we do not enforce: the Ingress fails closed.
+    FailClosed,
+    /// Free-form configuration: the Ingress is refused.
+    Snippet,
+    /// Not implemented: reported, otherwise ignored.
+    Ignored,
+}
+
+/// How the annotation `name` (without its prefix) with `value` is treated.
+pub fn treatment(name: &str, value: &str) -> Treatment {
+    if IMPLEMENTED.contains(&name) {
+        return Treatment::Implemented;
+    }
+    if name.ends_with("-snippet") {
+        return Treatment::Snippet;
+    }
+    // `enable-global-auth: "false"` opts out of a global auth that we do
+    // not have: it asks for exactly what happens. Any other value asks for
+    // a global auth we cannot apply.
+    if name == "enable-global-auth" {
+        return if value.trim().eq_ignore_ascii_case("false") {
+            Treatment::Implemented
+        } else {
+            Treatment::FailClosed
+        };
+    }
+    if name.starts_with("auth-") || name.ends_with("-source-range") || name == "satisfy" {
+        return Treatment::FailClosed;
+    }
+    Treatment::Ignored
+}
+
+/// Sorts the annotations of the Ingress `object` (its
+/// `metadata.annotations`) by [`treatment`].
+pub fn read(
+    object: &ObjectRef,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> AnnotationVerdict {
+    let mut verdict = AnnotationVerdict::default();
+    let mut fail_closed = Vec::new();
+    let mut snippets = Vec::new();
+    for (full, value) in annotations.into_iter().flatten() {
+        let Some(name) = ANNOTATION_PREFIXES
+            .iter()
+            .find_map(|prefix| full.strip_prefix(prefix))
+        else {
+            continue;
+        };
+        let (reason, message) = match treatment(name, value) {
+            Treatment::Implemented => continue,
+            Treatment::FailClosed => {
+                fail_closed.push(full.as_str());
+                (
+                    ProblemReason::UnsupportedAnnotation,
+                    format!(
+                        "annotation {full} is access control that xdp-ingress does not enforce \
+                         yet: the Ingress's paths answer 503 rather than serve unprotected"
+                    ),
+                )
+            }
+            Treatment::Snippet => {
+                snippets.push(full.as_str());
+                (
+                    ProblemReason::SnippetRefused,
+                    format!(
+                        "annotation {full} is free-form nginx configuration, which xdp-ingress \
+                         never executes (CVE-2021-25742, CVE-2025-1974): the Ingress's paths \
+                         answer 503; express it with the supported annotations instead"
+                    ),
+                )
+            }
+            Treatment::Ignored => (
+                ProblemReason::UnsupportedAnnotation,
+                format!("annotation {full} is not implemented by xdp-ingress: ignored"),
+            ),
+        };
+        verdict
+            .problems
+            .push(Problem::new(object.clone(), reason, message));
+    }
+    verdict.refusal = if !snippets.is_empty() {
+        Some(Refusal {
+            reason: ProblemReason::SnippetRefused,
+            message: format!("refused: {}", snippets.join(", ")),
+        })
+    } else if !fail_closed.is_empty() {
+        Some(Refusal {
+            reason: ProblemReason::UnsupportedAnnotation,
+            message: format!("access control not enforced: {}", fail_closed.join(", ")),
+        })
+    } else {
+        None
+    };
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::{ObjectKey, ObjectKind};
+
+    fn verdict(annotations: &[(&str, &str)]) -> AnnotationVerdict {
+        let object = ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web"));
+        let annotations = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        read(&object, Some(&annotations))
+    }
+
+    fn reasons(verdict: &AnnotationVerdict) -> Vec<ProblemReason> {
+        verdict.problems.iter().map(|p| p.reason).collect()
+    }
+
+    #[test]
+    fn access_control_fails_closed_under_both_prefixes() {
+        let cases: &[(&str, &str)] = &[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
+            (
+                "nginx.ingress.kubernetes.io/auth-url",
+                "http://auth.example/verify",
+            ),
+            ("nginx.ingress.kubernetes.io/auth-tls-secret", "ns/ca"),
+            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "not a range",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/allowlist-source-range",
+                "198.18.0.0/15",
+            ),
+            ("xdp-ingress.io/denylist-source-range", "198.18.0.0/15"),
+            ("nginx.ingress.kubernetes.io/satisfy", "any"),
+            ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
+            ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
+        ];
+        for &(name, value) in cases {
+            let verdict = verdict(&[(name, value)]);
+            let refusal = verdict.refusal.as_ref().unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(
+                refusal.reason,
+                ProblemReason::UnsupportedAnnotation,
+                "{name}"
+            );
+            assert!(
+                refusal.message.contains(name),
+                "{name}: {}",
+                refusal.message
+            );
+            assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation]);
+            assert!(verdict.problems[0].message.contains("503"), "{name}");
+        }
+    }
+
+    #[test]
+    fn opting_out_of_global_auth_is_what_happens() {
+        let verdict = verdict(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
+        assert_eq!(verdict, AnnotationVerdict::default());
+    }
+
+    #[test]
+    fn snippets_are_refused_before_anything_else() {
+        let verdict = verdict(&[
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth/"),
+            (
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "more_set_headers x;",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/server-snippet",
+                "location / {}",
+            ),
+        ]);
+        let refusal = verdict.refusal.as_ref().unwrap();
+        assert_eq!(refusal.reason, ProblemReason::SnippetRefused);
+        assert!(refusal.message.contains("configuration-snippet"));
+        assert!(refusal.message.contains("server-snippet"));
+        assert_eq!(
+            reasons(&verdict),
+            [
+                ProblemReason::UnsupportedAnnotation,
+                ProblemReason::SnippetRefused,
+                ProblemReason::SnippetRefused
+            ]
+        );
+    }
+
+    #[test]
+    fn other_annotations_are_reported_and_ignored() {
+        let verdict = verdict(&[
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/proxy-body-size", "50m"),
+            ("xdp-ingress.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("kubernetes.io/ingress.class", "xdp"),
+            ("example.com/owner", "team-a"),
+        ]);
+        assert_eq!(verdict.refusal, None);
+        let named: Vec<&str> = verdict
+            .problems
+            .iter()
+            .map(|p| p.message.split_whitespace().nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "nginx.ingress.kubernetes.io/proxy-body-size",
+                "nginx.ingress.kubernetes.io/rewrite-target",
+                "xdp-ingress.io/enable-cors",
+            ]
+        );
+        assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation; 3]);
+        assert!(verdict.problems[0].message.ends_with("ignored"));
+    }
+
+    #[test]
+    fn no_annotations_no_verdict() {
+        let object = ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web"));
+        assert_eq!(read(&object, None), AnnotationVerdict::default());
+        assert_eq!(verdict(&[]), AnnotationVerdict::default());
+    }
+}
