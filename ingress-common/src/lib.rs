@@ -46,6 +46,9 @@ pub mod map_names {
     pub const L4_SERVICE_STATS: &str = "L4_SERVICE_STATS";
     /// Per-CPU [`crate::L4Counters`] by backend index.
     pub const L4_BACKEND_STATS: &str = "L4_BACKEND_STATS";
+    /// Ring buffer of [`crate::L4NeighbourMiss`]: next hops the FIB had no
+    /// neighbour entry for. Read by the daemon, not pinned.
+    pub const L4_NEIGHBOUR_MISSES: &str = "L4_NEIGHBOUR_MISSES";
     /// The ports in use by L4 services and backends, four bits a port
     /// (see [`crate::l4::port_flags`]).
     pub const L4_PORT_FLAGS: &str = "L4_PORT_FLAGS";
@@ -159,8 +162,16 @@ pub mod verdict {
     /// To an L4 service or a reply, but the FIB has no route (or no source
     /// address for full NAT): passed untouched.
     pub const L4_NO_ROUTE: u32 = 12;
+    /// To an L4 service or a reply, but the next hop has no neighbour entry
+    /// (no MAC address) yet: dropped untouched, and userspace is told on
+    /// `L4_NEIGHBOUR_MISSES` so the neighbour is resolved at once; TCP's
+    /// retransmission, or the client's next datagram, then gets through. (A
+    /// packet passed to the stack after translation would be dropped there
+    /// as a martian with full NAT, and the stack would never resolve the
+    /// neighbour either.)
+    pub const L4_NO_NEIGH: u32 = 13;
     /// Number of verdict reasons (the size of `VERDICT_STATS`).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 
     /// A short lower-case name for each reason, by index.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -177,6 +188,7 @@ pub mod verdict {
         "l4-no-port",
         "l4-unsupported",
         "l4-no-route",
+        "l4-no-neigh",
     ];
 }
 
@@ -280,11 +292,13 @@ pub mod l4 {
 
     /// How long a flow's cached next hop (`bpf_fib_lookup`'s answer) is
     /// used before the FIB is asked again, in jiffies: route and neighbour
-    /// changes reach established flows within this time (1 s at the usual
-    /// HZ=250; 0.26 s at 1000, 2.6 s at 100). Jiffies, not nanoseconds:
+    /// changes reach established flows within this time (0.26 s at the
+    /// usual HZ=250; 64 ms at 1000, 0.64 s at 100), so a backend whose MAC
+    /// address changed is followed within a second once the daemon has
+    /// resolved it again. Jiffies, not nanoseconds:
     /// the verifier inlines `bpf_jiffies64` as one load, while a clock
     /// helper is a call on every packet.
-    pub const NEXT_HOP_TTL_JIFFIES: u64 = 256;
+    pub const NEXT_HOP_TTL_JIFFIES: u64 = 64;
 
     /// The bits of a port in `L4_PORT_FLAGS`: which kind of packet may be
     /// the L4 tier's, checked before any hash lookup.
@@ -695,6 +709,26 @@ pub struct L4Counters {
     pub bytes: u64,
     /// Flows that picked this service or backend.
     pub new_flows: u64,
+    /// Of `packets`, the replies (from the backends to the clients): the
+    /// daemon tells a backend that stopped answering (its MAC address
+    /// changed behind the same IP) from one that answers.
+    pub replies: u64,
+}
+
+/// A next hop that `bpf_fib_lookup` found no neighbour entry for, as the
+/// XDP program reports it on `L4_NEIGHBOUR_MISSES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L4NeighbourMiss {
+    /// The next hop's address as the FIB left it (the gateway, or the
+    /// destination itself on a link), network order; IPv4 in the first word.
+    pub addr: [u32; 4],
+    /// The interface of the route.
+    pub ifindex: u32,
+    /// [`family::IPV4`] or [`family::IPV6`].
+    pub family: u8,
+    /// Zero.
+    pub pad: [u8; 3],
 }
 
 impl L4Counters {
@@ -704,6 +738,7 @@ impl L4Counters {
             packets: self.packets.wrapping_add(other.packets),
             bytes: self.bytes.wrapping_add(other.bytes),
             new_flows: self.new_flows.wrapping_add(other.new_flows),
+            replies: self.replies.wrapping_add(other.replies),
         }
     }
 }
@@ -734,6 +769,8 @@ mod pod {
     unsafe impl aya::Pod for super::L4PortCursor {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L4Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L4NeighbourMiss {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L4NextHop {}
     // SAFETY: as above.
@@ -768,7 +805,8 @@ const _: () = assert!(core::mem::size_of::<L4CachedFlow6>() == 120);
 const _: () = assert!(core::mem::size_of::<L4Flow>() == 56);
 const _: () = assert!(core::mem::size_of::<L4ReverseNat>() == 72);
 const _: () = assert!(core::mem::size_of::<L4PortCursor>() == 8);
-const _: () = assert!(core::mem::size_of::<L4Counters>() == 24);
+const _: () = assert!(core::mem::size_of::<L4Counters>() == 32);
+const _: () = assert!(core::mem::size_of::<L4NeighbourMiss>() == 24);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,10 @@ use aya_ebpf::{
 };
 use ingress_common::{L4NextHop, family, l4};
 
-use crate::{maps::SCRATCH, parse::ptr_at};
+use crate::{
+    maps::{L4_NEIGHBOUR_MISSES, SCRATCH},
+    parse::ptr_at,
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -30,14 +33,22 @@ pub enum Route {
     /// A next hop with its MAC addresses (in the [`L4NextHop`] given): the
     /// packet can leave from XDP.
     Found,
-    /// A route but no neighbour entry yet (or another answer the stack
-    /// handles better, such as a packet bigger than the MTU): the stack
-    /// forwards the packet and resolves the neighbour for the next ones.
-    /// With `want_src` the source address is filled in.
+    /// A route, but an answer the stack handles better (a packet bigger
+    /// than the MTU, forwarding off): the stack forwards the packet. With
+    /// `want_src` the source address is filled in.
     ToStack,
     /// No route: the packet cannot be forwarded.
     None,
+    /// A route, but its next hop has no neighbour entry (no MAC address)
+    /// yet: userspace was told (`L4_NEIGHBOUR_MISSES`) and resolves it; the
+    /// packet is dropped untouched, and TCP's retransmission gets through.
+    NoNeighbour,
 }
+
+/// How long a CPU does not report the same missing next hop again, in
+/// jiffies (100 ms at HZ=250): one report wakes the daemon, a flood of
+/// packets to the same next hop does not flood it.
+const MISS_REPORT_JIFFIES: u64 = 25;
 
 /// The addresses and ports of a lookup, and what the FIB needs to know of
 /// the packet.
@@ -113,6 +124,13 @@ pub fn lookup(ctx: *mut xdp_md, query: &mut FibQuery, hop: &mut L4NextHop) -> u3
             [w2 as u32, (w2 >> 32) as u32, w3 as u32, (w3 >> 32) as u32]
         };
     }
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        // The kernel filled in the route's interface and next hop (the
+        // gateway, or the destination on a link) before it looked for the
+        // neighbour.
+        report_miss(query.family, params);
+        return Route::NoNeighbour as u32;
+    }
     if rc != 0 {
         // Negative: a bad call. Without the source full NAT needs: no route.
         return if rc < 0 || (want_src && !src_known) {
@@ -131,12 +149,49 @@ pub fn lookup(ctx: *mut xdp_md, query: &mut FibQuery, hop: &mut L4NextHop) -> u3
     Route::Found as u32
 }
 
+/// Tells userspace that the next hop in `params` (a lookup's answer) has
+/// no neighbour entry, unless this CPU told it so in the last
+/// [`MISS_REPORT_JIFFIES`]. A full ring buffer loses the report; the next
+/// packet's tries again.
+#[inline(always)]
+fn report_miss(addr_family: u8, params: &[u64; FIB_PARAMS_WORDS]) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let [w4, w5] = [params[4], params[5]];
+    let addr = if addr_family == family::IPV4 {
+        [w4 as u32, 0, 0, 0]
+    } else {
+        [w4 as u32, (w4 >> 32) as u32, w5 as u32, (w5 >> 32) as u32]
+    };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_jiffies64() };
+    // SAFETY: this CPU's scratch slot, used by one program run at a time;
+    // the report is built there, not on the stack (the call chain's 512
+    // bytes are spent).
+    unsafe {
+        let miss = &mut (*scratch).miss;
+        if miss.addr == addr && now < (*scratch).missed_at + MISS_REPORT_JIFFIES {
+            return;
+        }
+        (*scratch).missed_at = now;
+        miss.addr = addr;
+        miss.ifindex = params[1] as u32;
+        miss.family = addr_family;
+        miss.pad = [0; 3];
+        // A reference, not a copy: the copy would go on the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = L4_NEIGHBOUR_MISSES.output(&*miss, 0);
+    }
+}
+
 /// The route's code from [`lookup`] as a [`Route`].
 #[inline(always)]
 pub fn route_of(code: u32) -> Route {
     match code {
         0 => Route::Found,
         1 => Route::ToStack,
+        3 => Route::NoNeighbour,
         _ => Route::None,
     }
 }

@@ -84,8 +84,8 @@ pub fn steer(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
         let reverse = L4_REVERSE4.get_ptr(&scratch.key4)?;
         // SAFETY: the value stays valid for this run.
         let (service, backend) = unsafe { ((*reverse).service, (*reverse).backend) };
-        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
-        bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
+        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0, 1);
+        bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0, 1);
         return Some((verdict::L4_UNSUPPORTED, PASS));
     }
     scratch.key = flow_key(flow);
@@ -191,11 +191,11 @@ fn to_service(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     // SAFETY: the value stays valid for this run; an update replaces it whole.
     let service: L4Service = unsafe { *service };
     if !flow.plain {
-        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 0);
+        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 0, 0);
         return Some((verdict::L4_UNSUPPORTED, PASS));
     }
     if service.backends == 0 {
-        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 0);
+        bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 0, 0);
         return Some((verdict::L4_NO_BACKEND, PASS));
     }
     let picked = pick(flow, &service, bytes);
@@ -266,8 +266,8 @@ fn established(
     };
     let route = fib::cached_route(ctx, hop, to);
     let result = deliver(ctx, flow, to, route, hop, verdict::L4_FORWARD);
-    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 0);
+    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0, 0);
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend_index), bytes, 0, 0);
     let flags = flow.tcp_flags;
     if flow.protocol == protocol::TCP && ends_or_closes(flags, fins) {
         *other = opposite(flow, to);
@@ -311,7 +311,7 @@ fn pick(flow: &Flow, service: &L4Service, bytes: u64) -> u32 {
 /// with the verdict.
 #[inline(always)]
 fn pick_backend(flow: &Flow, service: &L4Service, bytes: u64) -> Result<u32, (u32, u32)> {
-    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 1);
+    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service.index), bytes, 1, 0);
     let Some(scratch) = scratch() else {
         return Err((verdict::L4_NO_BACKEND, PASS));
     };
@@ -504,7 +504,7 @@ fn start4(ctx: *mut xdp_md, flow: &Flow, picked: u32) -> u32 {
     *key4 = flow_key4(flow);
     set_deltas(key4, flow4);
     let _ = L4_FLOWS4.insert(&*key4, &*flow4, u64::from(BPF_ANY));
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 1);
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 1, 0);
     let (reason, action) = deliver(
         ctx,
         flow,
@@ -565,7 +565,7 @@ fn start6(ctx: *mut xdp_md, flow: &Flow, picked: u32) -> u32 {
     state.hop.expires_jiffies = hop_expiry(route);
     *key = flow_key(flow);
     let _ = L4_FLOWS.insert(&*key, &*state, u64::from(BPF_ANY));
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 1);
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 1, 0);
     let (reason, action) = deliver(
         ctx,
         flow,
@@ -647,8 +647,8 @@ fn reply(ctx: *mut xdp_md, flow: &Flow, entry: *mut L4ReverseNat) -> u32 {
             (*entry).client_fin != 0 && (*entry).backend_fin != 0,
         )
     };
-    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
+    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0, 1);
+    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0, 1);
     if !flow.plain {
         return (verdict::L4_UNSUPPORTED << 8) | PASS;
     }
@@ -708,6 +708,7 @@ fn deliver(
             (verdict::L4_FIB_PASS, PASS)
         }
         Route::None => (verdict::L4_NO_ROUTE, PASS),
+        Route::NoNeighbour => (verdict::L4_NO_NEIGH, xdp_action::XDP_DROP),
     }
 }
 

@@ -437,8 +437,18 @@ fn translate(
 ) -> (u32, u32) {
     // SAFETY: `entry` is valid for this run.
     let (service, backend) = unsafe { ((*entry).service, (*entry).backend) };
-    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(backend), bytes, 0);
+    bump_l4(
+        L4_SERVICE_STATS.get_ptr_mut(service),
+        bytes,
+        0,
+        u64::from(reply),
+    );
+    bump_l4(
+        L4_BACKEND_STATS.get_ptr_mut(backend),
+        bytes,
+        0,
+        u64::from(reply),
+    );
     let result = match route {
         Route::Found => {
             // SAFETY: `entry` points into a map value valid for this run.
@@ -458,6 +468,7 @@ fn translate(
             (verdict::L4_FIB_PASS, PASS)
         }
         Route::None => (verdict::L4_NO_ROUTE, PASS),
+        Route::NoNeighbour => (verdict::L4_NO_NEIGH, xdp_action::XDP_DROP),
     };
     if may_close && !headers.udp {
         // SAFETY: as above.

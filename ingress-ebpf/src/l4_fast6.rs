@@ -205,8 +205,18 @@ fn cached(
             return None;
         }
     }
-    bump_l4(L4_SERVICE_STATS.get_ptr_mut(service), bytes, 0);
-    bump_l4(L4_BACKEND_STATS.get_ptr_mut(index), bytes, 0);
+    bump_l4(
+        L4_SERVICE_STATS.get_ptr_mut(service),
+        bytes,
+        0,
+        u64::from(reply),
+    );
+    bump_l4(
+        L4_BACKEND_STATS.get_ptr_mut(index),
+        bytes,
+        0,
+        u64::from(reply),
+    );
     // SAFETY: this CPU's slot; the headers were bounds checked by `parse`.
     let ifindex = unsafe {
         fib::write_macs(headers.eth, addr_of!((*slot).nat.hop.macs));

@@ -9,13 +9,13 @@ use crate::fib::FibQuery;
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use ingress_common::{
     L4Backend, L4CachedFlow4, L4CachedFlow6, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4,
-    L4Nat4, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey, ListenerValue,
-    MAX_LISTENERS, MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
+    L4Nat4, L4NeighbourMiss, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey,
+    ListenerValue, MAX_LISTENERS, MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
 };
 
 /// Where a packet goes -> what to do with it. Filled by userspace.
@@ -132,7 +132,17 @@ pub struct Scratch {
     pub key4: L4FlowKey4,
     /// The IPv4 key of the other direction.
     pub other4: L4FlowKey4,
+    /// The next hop this CPU last reported missing (`fib::report_miss`),
+    /// kept across runs.
+    pub miss: L4NeighbourMiss,
+    /// When it reported it, in jiffies.
+    pub missed_at: u64,
 }
+
+/// Next hops the FIB found no neighbour entry for ([`L4NeighbourMiss`]),
+/// read by the daemon, which resolves them at once. Not pinned.
+#[btf_map]
+pub static L4_NEIGHBOUR_MISSES: RingBuf<L4NeighbourMiss, { 16 * 4096 }> = RingBuf::new();
 
 /// Per-CPU counters per backend index.
 #[btf_map]

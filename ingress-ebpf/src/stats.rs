@@ -18,16 +18,18 @@ pub fn count<const N: usize>(map: &PerCpuArray<TrafficCounters, N>, index: u32, 
     }
 }
 
-/// Adds one packet of `bytes` bytes (and `new_flows`, 0 or 1) to an L4
-/// counter slot (from `get_ptr_mut` of a per-CPU array), if there is one.
+/// Adds one packet of `bytes` bytes (and `new_flows`, 0 or 1; `replies`, 1
+/// for a backend's reply, else 0) to an L4 counter slot (from `get_ptr_mut`
+/// of a per-CPU array), if there is one.
 #[inline(always)]
-pub fn bump_l4(counters: Option<*mut L4Counters>, bytes: u64, new_flows: u64) {
+pub fn bump_l4(counters: Option<*mut L4Counters>, bytes: u64, new_flows: u64, replies: u64) {
     if let Some(counters) = counters {
         // SAFETY: as in `count`.
         unsafe {
             (*counters).packets += 1;
             (*counters).bytes += bytes;
             (*counters).new_flows += new_flows;
+            (*counters).replies += replies;
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod health;
 pub mod memory;
 pub mod metrics;
+pub mod neighbours;
+pub mod netlink;
 pub mod providers;
 pub mod proxy;
 pub mod routing;

@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
 use clap::Parser;
 use http::HeaderValue;
 use ingress_common::{action, protocol};
@@ -30,6 +31,7 @@ use xdp_ingress::{
     config::ConfigApplier,
     health::{self, Readiness},
     metrics::Metrics,
+    neighbours::NeighbourKeeper,
     providers::manifests,
     proxy::{
         server::{self, ProxySettings, ProxyState},
@@ -156,8 +158,16 @@ fn release_edge(mut edge: XdpEdge, args: &RunArgs) -> Result<()> {
 
 /// Fills the listener map, takes the L4 maps when TCP/UDP services are
 /// configured, then attaches to every interface.
-fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<Arc<L4Sync>>> {
-    let l4 = l4_sync(edge, args)?;
+fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<L4Edge>> {
+    let l4 = match l4_sync(edge, args)? {
+        Some(sync) => Some(L4Edge {
+            sync,
+            misses: edge
+                .take_neighbour_misses()
+                .context("the L4 neighbour reports")?,
+        }),
+        None => None,
+    };
     sync_listeners_and_attach(
         edge,
         args.http_addr,
@@ -214,16 +224,31 @@ fn l4_sync(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<Arc<L4Sync>>> {
     Ok(Some(Arc::new(sync)))
 }
 
+/// The L4 tier of an attached program: its maps' sync and the next hops
+/// the program reports missing.
+struct L4Edge {
+    sync: Arc<L4Sync>,
+    misses: RingBuf<MapData>,
+}
+
 /// Runs the configuration provider, the proxy and the health listener
 /// until a signal, then drains open connections (bounded by the grace
 /// period).
 async fn serve(
     args: &RunArgs,
     shutdown: &mut ShutdownSignals,
-    l4: Option<Arc<L4Sync>>,
+    l4: Option<L4Edge>,
     edge: EdgeStart,
 ) -> Result<()> {
     let metrics = Metrics::new((!matches!(edge, EdgeStart::None)).then(|| args.bpffs.clone()));
+    let (l4, neighbours) = match l4 {
+        Some(L4Edge { sync, misses }) => {
+            let keeper = NeighbourKeeper::spawn(sync.clone(), misses, Some(metrics.clone()))
+                .context("starting the neighbour keeper")?;
+            (Some(sync), Some(keeper))
+        }
+        None => (None, None),
+    };
     let routes = LiveRoutes::with_metrics(metrics.clone());
     let readiness = Readiness::new();
     if matches!(edge, EdgeStart::Loading(_)) {
@@ -359,6 +384,9 @@ async fn serve(
         );
     }
     health.abort();
+    if let Some(keeper) = neighbours {
+        keeper.stop();
+    }
     match failure {
         Some(error) => Err(error),
         None => Ok(()),

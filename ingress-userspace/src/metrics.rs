@@ -70,6 +70,7 @@ pub struct Metrics {
     config_applies: Counter,
     config_apply_seconds: Histogram,
     config_problems: Gauge,
+    unresolved_next_hops: Gauge,
     unrouted: Arc<RouteMetrics>,
 }
 
@@ -173,6 +174,12 @@ impl Metrics {
             "Problems in the applied configuration (see the log or the Ingresses' events)",
             config_problems.clone(),
         );
+        let unresolved_next_hops = Gauge::default();
+        registry.register(
+            "l4_unresolved_next_hops",
+            "Next hops of L4 backends the kernel cannot resolve (their packets are dropped until they answer)",
+            unresolved_next_hops.clone(),
+        );
         let unrouted = Arc::new(RouteMetrics {
             requests: requests.clone(),
             ingress: String::new(),
@@ -192,6 +199,7 @@ impl Metrics {
             config_applies,
             config_apply_seconds,
             config_problems,
+            unresolved_next_hops,
             unrouted,
         })
     }
@@ -246,6 +254,11 @@ impl Metrics {
         self.config_apply_seconds
             .observe(outcome.took.as_secs_f64());
         self.config_problems.set(outcome.problems.len() as i64);
+    }
+
+    /// How many next hops of L4 backends cannot be resolved now.
+    pub fn set_unresolved_next_hops(&self, count: usize) {
+        self.unresolved_next_hops.set(count as i64);
     }
 
     /// The text exposition of every metric.

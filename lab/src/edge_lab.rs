@@ -56,21 +56,45 @@ pub struct EdgeLab {
 
 impl EdgeLab {
     /// Creates the namespaces, links, addresses and the edge's route to the
-    /// endpoints.
+    /// endpoints. Neighbours are resolved by ARP as on a node: no entry is
+    /// made by hand.
     pub fn create() -> Result<Self> {
+        Self::create_as(false)
+    }
+
+    /// [`EdgeLab::create`] with permanent neighbour entries on both links,
+    /// for benchmarks that measure the steady state only (no ARP or ND
+    /// crosses the links, so packet counts stay exact).
+    pub fn create_with_static_neighbors() -> Result<Self> {
+        Self::create_as(true)
+    }
+
+    fn create_as(static_neighbors: bool) -> Result<Self> {
         let client = Netns::new("l7cli")?;
         let edge = Netns::new("l7edge")?;
         let backend_ns = Netns::new("l7be")?;
-        let client_link = Veth::between(Some(&client), Some(&edge))
-            .addrs_a(&[&format!("{CLIENT_ADDR}/24")])
-            .addrs_b(&[&format!("{EDGE_ADDR}/24")])
-            .static_neighbors()
-            .create()?;
-        let backend_link = Veth::between(Some(&edge), Some(&backend_ns))
-            .addrs_a(&[&format!("{EDGE_BACKEND_LINK_ADDR}/24")])
-            .addrs_b(&[&format!("{BACKENDS_LINK_ADDR}/24")])
-            .static_neighbors()
-            .create()?;
+        let link = |a: &Netns, b: &Netns, addr_a: String, addr_b: String| {
+            let veth = Veth::between(Some(a), Some(b))
+                .addrs_a(&[&addr_a])
+                .addrs_b(&[&addr_b]);
+            if static_neighbors {
+                veth.static_neighbors().create()
+            } else {
+                veth.create()
+            }
+        };
+        let client_link = link(
+            &client,
+            &edge,
+            format!("{CLIENT_ADDR}/24"),
+            format!("{EDGE_ADDR}/24"),
+        )?;
+        let backend_link = link(
+            &edge,
+            &backend_ns,
+            format!("{EDGE_BACKEND_LINK_ADDR}/24"),
+            format!("{BACKENDS_LINK_ADDR}/24"),
+        )?;
         edge.add_route(ENDPOINT_SUBNET, &BACKENDS_LINK_ADDR.to_string())?;
         Ok(Self {
             backends: Vec::new(),

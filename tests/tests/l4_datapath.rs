@@ -13,25 +13,27 @@
 //! FIB answers, the program redirects to that interface (`XDP_REDIRECT`, which
 //! TEST_RUN reports without sending) and the MACs come from the neighbour
 //! entry. Backends in 198.18.201.0/24 have a route but no neighbour (the
-//! program passes them translated to the stack, `l4-fib-pass`) and those in
-//! 198.18.200.0/24 no route at all (passed untouched, `l4-no-route`).
+//! program drops their packets untouched and reports the next hop,
+//! `l4-no-neigh`) and those in 198.18.200.0/24 no route at all (passed
+//! untouched, `l4-no-route`).
 //!
 //! Needs root; skips otherwise.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use aya::programs::{TestRun, TestRunOptions};
-use ingress_common::{TrafficCounters, map_names, protocol, verdict};
+use ingress_common::{L4NeighbourMiss, TrafficCounters, map_names, protocol, verdict};
 use xdp_ingress::bpf::{
     edge::{EdgeOptions, XdpEdge},
     l4_maps::L4Maps,
-    l4_plan::{DesiredService, L4Settings, NatMode, backend_addr, plan_l4},
+    l4_plan::{DesiredService, L4Settings, NatMode, backend_addr, plan_l4, words_ip},
 };
 use xdp_ingress_lab::{self as lab, Netns};
 use xdp_ingress_tests::packets::{
     ETH_P_8021Q, Packet, ParsedFrame, parse_frame, tcp_flags, without_udp_checksum,
 };
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
@@ -678,18 +680,32 @@ fn services_without_backends_and_untranslatable_packets_pass_untouched() {
 }
 
 #[test]
-fn fib_failures_pass_to_the_stack() {
-    in_lab(NatMode::Dnat, |rig| {
-        // A route but no neighbour entry: translated, then passed for the
-        // stack to resolve the neighbour (and forward it).
-        rig.set(&[service(protocol::TCP, &["198.18.201.9:80"])]);
-        let (action, out) = rig.run(&syn(47_000).build());
-        assert_eq!(action, XDP_PASS);
-        let parsed = parse_frame(&out).unwrap();
-        assert_eq!(parsed.dst, "198.18.201.9".parse::<IpAddr>().unwrap());
-        assert!(parsed.ip_checksum_ok && parsed.l4_checksum_ok);
-        assert_eq!(rig.reasons(), vec![("l4-fib-pass", 1)]);
-    });
+fn fib_failures_drop_or_pass_and_report_missing_neighbours() {
+    for nat in [NatMode::Dnat, NatMode::Full] {
+        in_lab(nat, |rig| {
+            // A route but no neighbour entry: dropped untouched (passed
+            // translated, full NAT's packet would be a martian to the stack,
+            // which would not resolve the neighbour either), and the next
+            // hop is reported to userspace, once for a burst.
+            let mut misses = rig.edge.take_neighbour_misses().expect("the ring buffer");
+            rig.set(&[service(protocol::TCP, &["198.18.201.9:80"])]);
+            for sport in [47_000, 47_001, 47_002] {
+                let (action, _) = rig.run(&syn(sport).build());
+                assert_eq!(action, XDP_DROP, "{nat:?}");
+            }
+            assert_eq!(rig.reasons(), vec![("l4-no-neigh", 3)], "{nat:?}");
+            let mut reported = Vec::new();
+            while let Some(item) = misses.next() {
+                assert!(item.len() >= size_of::<L4NeighbourMiss>());
+                // SAFETY: the program wrote an `L4NeighbourMiss` (plain data).
+                let miss = unsafe { item.as_ptr().cast::<L4NeighbourMiss>().read_unaligned() };
+                reported.push((words_ip(miss.addr, miss.family), miss.ifindex));
+            }
+            // The route's gateway, which the kernel filled in.
+            let next_hop: IpAddr = "198.18.50.3".parse().unwrap();
+            assert_eq!(reported, vec![(next_hop, rig.dummy_ifindex)], "{nat:?}");
+        });
+    }
     in_lab(NatMode::Full, |rig| {
         // No route at all, full NAT: no source address, passed untouched.
         rig.set(&[service(protocol::TCP, &["198.18.200.9:80"])]);

@@ -153,9 +153,10 @@ endpoints:
     yaml
 }
 
-/// Gives the lab's links IPv6 (the lab creates them IPv4-only): addresses,
-/// permanent neighbours, the edge's route to the endpoints, the backends'
-/// default route back through the edge, forwarding on the edge.
+/// Gives the lab's links IPv6 (the lab creates them IPv4-only): addresses
+/// (neighbours are resolved by ND, as on a node), the edge's route to the
+/// endpoints, the backends' default route back through the edge,
+/// forwarding on the edge.
 fn add_ipv6(lab: &EdgeLab) -> Result<()> {
     for (link, addrs) in [
         (&lab.client_link, CLIENT_LINK6),
@@ -168,29 +169,6 @@ fn add_ipv6(lab: &EdgeLab) -> Result<()> {
                 .context("a link end outside the lab")?;
             ns.sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", end.name), "0")?;
             ns.add_addrs(&end.name, &[addr])?;
-        }
-        for (end, other, other_addr) in [(&link.a, &link.b, addrs[1]), (&link.b, &link.a, addrs[0])]
-        {
-            let mac = other
-                .mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            let ip = other_addr.split('/').next().unwrap_or(other_addr);
-            lab::run_ok(std::process::Command::new("ip").args([
-                "-n",
-                end.ns.as_deref().unwrap_or_default(),
-                "neigh",
-                "replace",
-                ip,
-                "lladdr",
-                &mac,
-                "dev",
-                &end.name,
-                "nud",
-                "permanent",
-            ]))?;
         }
     }
     lab.edge.sysctl("net.ipv6.conf.all.forwarding", "1")?;
@@ -573,6 +551,8 @@ fn check_l4(l4: &mut L4Lab, nat: &str) -> Result<()> {
         again.backend
     );
 
+    check_neighbours(l4, &mut kept, &first, tcp, udp)?;
+
     // It was XDP: forwards and replies counted, nothing left to the stack.
     let maps = l4.daemon.maps()?;
     let count = |name: &str| maps.verdicts.get(name).map_or(0, |c| c.packets);
@@ -582,6 +562,7 @@ fn check_l4(l4: &mut L4Lab, nat: &str) -> Result<()> {
         "verdicts {:?}",
         maps.verdicts
     );
+    // (`l4-no-neigh` counts the packets dropped while a next hop resolved.)
     for reason in ["l4-fib-pass", "l4-no-port", "l4-unsupported", "l4-no-route"] {
         ensure!(count(reason) == 0, "verdicts {:?}", maps.verdicts);
     }
@@ -652,6 +633,72 @@ fn check_l4(l4: &mut L4Lab, nat: &str) -> Result<()> {
     ensure!(
         ruleset.trim().is_empty(),
         "the edge has nftables rules:\n{ruleset}"
+    );
+    Ok(())
+}
+
+/// The edge keeps its backends' next hops resolved by itself: the
+/// neighbour table flushed in the middle of a flow, then the backends'
+/// MAC address changed behind the same IPs (a pod replaced), and the open
+/// connection, new connections over both families and UDP all get through.
+fn check_neighbours(
+    l4: &mut L4Lab,
+    kept: &mut HttpConnection,
+    first: &BackendReport,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+) -> Result<()> {
+    let tcp6 = SocketAddr::from((EDGE_ADDR6, TCP_PORT));
+    let all_through = |what: &str| -> Result<()> {
+        let spread = parallel_requests(&l4.lab.client, tcp, 30)?;
+        ensure!(spread.failed == 0, "{what}: {spread:?}");
+        let spread = parallel_requests(&l4.lab.client, tcp6, 30)?;
+        ensure!(spread.failed == 0, "{what}, IPv6: {spread:?}");
+        udp_request(&l4.lab.client, udp).with_context(|| format!("{what}: UDP"))?;
+        Ok(())
+    };
+    // The daemon made its backends' next hops kernel-managed entries.
+    let table = l4
+        .lab
+        .edge
+        .ip(&["-d", "neigh", "show", "dev", &l4.lab.backend_link.a.name])?;
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with("198.18.3.2 ") && l.contains("managed")),
+        "no managed entry for the backends' next hop:\n{table}"
+    );
+
+    l4.lab.edge.ip(&["neigh", "flush", "all"])?;
+    l4.lab.edge.ip(&["-6", "neigh", "flush", "all"])?;
+    let again = kept.request("GET", "/", "l4.example", &[], b"")?.report()?;
+    ensure!(
+        again.backend == first.backend,
+        "after the flush the open connection moved to {}",
+        again.backend
+    );
+    all_through("after the neighbour table was flushed")?;
+
+    let link = l4.lab.backend_link.b.name.clone();
+    l4.lab
+        .backend_ns
+        .ip(&["link", "set", "dev", &link, "address", "02:00:5e:10:00:19"])?;
+    let changed = std::time::Instant::now();
+    let again = kept.request("GET", "/", "l4.example", &[], b"")?.report()?;
+    ensure!(
+        again.backend == first.backend,
+        "after the MAC change the open connection moved to {}",
+        again.backend
+    );
+    eprintln!(
+        "the open connection was answered {:?} after the backends' MAC changed",
+        changed.elapsed()
+    );
+    all_through("after the backends' MAC address changed")?;
+    let table = l4.lab.edge.ip(&["neigh", "show", "198.18.3.2"])?;
+    ensure!(
+        table.contains("02:00:5e:10:00:19"),
+        "the edge kept the old MAC: {table}"
     );
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -513,6 +513,19 @@ impl XdpEdge {
     /// program keeps using them; their pins stay).
     pub fn take_l4_maps(&mut self) -> Result<L4Maps, L4MapsError> {
         L4Maps::from_maps(|name| self.ebpf.take_map(name))
+    }
+
+    /// Takes the ring buffer of next hops the program found no neighbour
+    /// entry for.
+    pub fn take_neighbour_misses(&mut self) -> Result<RingBuf<MapData>, EdgeError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::L4_NEIGHBOUR_MISSES)
+            .ok_or(EdgeError::MissingMap(map_names::L4_NEIGHBOUR_MISSES))?;
+        RingBuf::try_from(map).map_err(|source| EdgeError::Map {
+            map: map_names::L4_NEIGHBOUR_MISSES,
+            source,
+        })
     }
 
     fn listeners_map(

@@ -674,6 +674,7 @@ mod tests {
             packets,
             bytes: packets * 100,
             new_flows: packets / 2,
+            replies: packets / 3,
         };
         let config = L4Config {
             services: 3,

@@ -542,6 +542,17 @@ impl L4Maps {
         sum_l4(&self.service_stats).map_err(map_error(map_names::L4_SERVICE_STATS))
     }
 
+    /// The counters of backend `slot`, summed over CPUs.
+    pub fn backend_counter(&self, slot: u32) -> Result<L4Counters, L4MapsError> {
+        let per_cpu = self
+            .backend_stats
+            .get(&slot, 0)
+            .map_err(map_error(map_names::L4_BACKEND_STATS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(L4Counters::default(), |sum, c| sum.plus(*c)))
+    }
+
     /// Per-backend counters summed over CPUs, by backend slot.
     pub fn backend_counters(&self) -> Result<Vec<L4Counters>, L4MapsError> {
         sum_l4(&self.backend_stats).map_err(map_error(map_names::L4_BACKEND_STATS))

@@ -12,7 +12,7 @@ use std::{
     sync::Mutex,
 };
 
-use ingress_common::protocol;
+use ingress_common::{L4Counters, l4, protocol};
 use ingress_model::{
     ClusterObjects, L4ConfigMaps, L4Protocol, L4ServiceSpec, Problem, build_l4_services,
 };
@@ -21,7 +21,9 @@ use tracing::{debug, error, info, warn};
 use super::{
     egress::egress_of,
     l4_maps::{L4Maps, L4MapsError},
-    l4_plan::{DesiredService, L4PlanError, L4Settings, backend_addr, plan_l4},
+    l4_plan::{
+        DesiredService, L4PlanError, L4Settings, PresentL4, apply_to, backend_addr, plan_l4,
+    },
 };
 
 /// Where the L4 services listen.
@@ -70,6 +72,18 @@ pub struct L4Outcome {
     pub error: Option<String>,
 }
 
+/// A backend the L4 maps send to, as the neighbour keeper sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveBackend {
+    /// Its slot in `L4_BACKENDS` (and `L4_BACKEND_STATS`).
+    pub slot: u32,
+    /// Its address.
+    pub addr: IpAddr,
+    /// Whether a TCP service sends to it (TCP always answers: silence means
+    /// the packets go nowhere).
+    pub tcp: bool,
+}
+
 /// The L4 maps and their settings, shared with the configuration path.
 #[derive(Debug)]
 pub struct L4Sync {
@@ -77,6 +91,7 @@ pub struct L4Sync {
     settings: L4Settings,
     config_maps: L4ConfigMaps,
     addresses: L4Addresses,
+    active: Mutex<Vec<ActiveBackend>>,
 }
 
 impl L4Sync {
@@ -94,6 +109,7 @@ impl L4Sync {
             settings,
             config_maps,
             addresses,
+            active: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,7 +153,19 @@ impl L4Sync {
         for (_, backend) in &plan.backend_writes {
             check_egress(backend_addr(backend).ip());
         }
+        *self.active.lock().expect("L4 backends lock") =
+            active_backends(&apply_to(&present, &plan), &desired);
         Ok(plan.config.services as usize)
+    }
+
+    /// The backends the maps send to, as of the last apply.
+    pub fn active_backends(&self) -> Vec<ActiveBackend> {
+        self.active.lock().expect("L4 backends lock").clone()
+    }
+
+    /// The counters of backend `slot`, summed over the CPUs.
+    pub fn backend_counter(&self, slot: u32) -> Option<L4Counters> {
+        self.with_maps(|maps| maps.backend_counter(slot).ok())
     }
 
     /// Runs `f` with the maps (for counters and tests).
@@ -163,6 +191,26 @@ fn check_egress(addr: IpAddr) {
         }
         Err(error) => debug!(backend = %addr, %error, "could not look up the backend's route"),
     }
+}
+
+/// The active backends of `present` (the maps after an apply), each marked
+/// TCP when a TCP service of `desired` sends to it.
+pub fn active_backends(present: &PresentL4, desired: &[DesiredService]) -> Vec<ActiveBackend> {
+    present
+        .backends
+        .iter()
+        .filter(|(_, backend)| backend.flags & l4::BACKEND_ACTIVE != 0)
+        .map(|(slot, backend)| {
+            let addr = backend_addr(backend);
+            ActiveBackend {
+                slot: *slot,
+                addr: addr.ip(),
+                tcp: desired
+                    .iter()
+                    .any(|d| d.protocol == protocol::TCP && d.backends.contains(&addr)),
+            }
+        })
+        .collect()
 }
 
 /// The desired services: every spec on every address.

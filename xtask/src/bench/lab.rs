@@ -50,7 +50,9 @@ impl BenchLab {
             cpus >= 2,
             "the benchmarks need two CPUs (one for the client and backends, one for the proxy); this machine has {cpus}"
         );
-        let mut edge_lab = EdgeLab::create()?;
+        // Permanent neighbours: the benchmarks measure the steady state only
+        // (the tests resolve neighbours as a node does).
+        let mut edge_lab = EdgeLab::create_with_static_neighbors()?;
         for endpoint in ENDPOINTS {
             edge_lab.add_endpoint_addr(endpoint.ip())?;
         }

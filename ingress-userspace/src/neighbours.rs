@@ -1,0 +1,479 @@
+//! Keeps the next hop of every L4 backend resolved, so that the XDP
+//! program's `bpf_fib_lookup` finds a MAC address for the first packet of a
+//! flow. XDP bypasses the kernel's neighbour resolution: a packet it sends
+//! out itself never makes the kernel ask who has the backend's address.
+//!
+//! - Every next hop of an active backend gets a kernel-managed neighbour
+//!   entry (`NTF_EXT_MANAGED`, Linux 5.16+): the kernel resolves it at once,
+//!   keeps it fresh and never ages it out. Entries are added when a backend
+//!   appears and removed when the last backend behind them goes.
+//! - The XDP program drops a packet whose next hop has no entry and reports
+//!   the next hop on `L4_NEIGHBOUR_MISSES`: it is resolved now (managed when
+//!   it is a backend's, once otherwise, e.g. a client's), so TCP's
+//!   retransmission gets through; an entry removed by hand comes back.
+//! - A TCP backend that gets packets but answers none for a while (its MAC
+//!   address changed behind the same IP: a pod replaced) has its entry
+//!   resolved again from scratch; the XDP program's cached next hops expire
+//!   within `NEXT_HOP_TTL_JIFFIES`.
+//! - A next hop that cannot be resolved (`FAILED`) is logged and counted
+//!   (`xdp_ingress_l4_unresolved_next_hops`).
+//!
+//! The decisions ([`plan_entries`], [`ReplyWatch`]) are pure; the thread
+//! that runs them talks netlink ([`crate::netlink`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use ingress_common::{L4NeighbourMiss, family};
+use tracing::{debug, info, warn};
+
+use crate::{
+    bpf::{l4_plan::words_ip, l4_sync::L4Sync},
+    metrics::Metrics,
+    netlink::{Neighbour, NextHop, RouteSocket},
+};
+
+/// How often replies are compared with forwarded packets.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How often the entries are compared with the kernel's table.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How long a TCP backend may get packets without answering any before
+/// its next hop is resolved again.
+const UNANSWERED_FOR: Duration = Duration::from_millis(300);
+/// How long after resolving a next hop again it is not resolved again.
+const RERESOLVE_AFTER: Duration = Duration::from_secs(2);
+
+/// `NUD_FAILED`: the kernel gave up resolving.
+const NUD_FAILED: u16 = 0x20;
+
+/// What to do to the kernel's neighbour table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryPlan {
+    /// Next hops to create as managed entries.
+    pub add: Vec<NextHop>,
+    /// Existing entries (not managed) to make managed.
+    pub make_managed: Vec<NextHop>,
+    /// Managed entries of ours that no backend needs any more.
+    pub remove: Vec<NextHop>,
+    /// Wanted next hops the kernel failed to resolve.
+    pub unresolved: Vec<NextHop>,
+}
+
+/// Compares the `wanted` next hops and those we `held` with the kernel's
+/// `table`.
+pub fn plan_entries(
+    wanted: &BTreeSet<NextHop>,
+    held: &BTreeSet<NextHop>,
+    table: &[Neighbour],
+) -> EntryPlan {
+    let present: BTreeMap<NextHop, &Neighbour> = table.iter().map(|n| (n.hop, n)).collect();
+    let mut plan = EntryPlan::default();
+    for hop in wanted {
+        match present.get(hop) {
+            None => plan.add.push(*hop),
+            Some(entry) if !entry.managed => plan.make_managed.push(*hop),
+            Some(entry) if entry.state & NUD_FAILED != 0 => plan.unresolved.push(*hop),
+            Some(_) => {}
+        }
+    }
+    plan.remove = held.difference(wanted).copied().collect();
+    plan
+}
+
+/// Tells a backend that stopped answering from one that answers, from its
+/// counters sampled every [`WATCH_EVERY`].
+#[derive(Clone, Debug)]
+pub struct ReplyWatch {
+    forwarded: u64,
+    replies: u64,
+    last_reply: Instant,
+    last_resolved: Option<Instant>,
+}
+
+impl ReplyWatch {
+    /// A watch that starts from these counters at `now`.
+    pub fn new(packets: u64, replies: u64, now: Instant) -> Self {
+        Self {
+            forwarded: packets.wrapping_sub(replies),
+            replies,
+            last_reply: now,
+            last_resolved: None,
+        }
+    }
+
+    /// Takes a new sample; true when the backend got packets since the last
+    /// one, has answered none for [`UNANSWERED_FOR`], and was not resolved
+    /// again in the last [`RERESOLVE_AFTER`].
+    pub fn sample(&mut self, packets: u64, replies: u64, now: Instant) -> bool {
+        let forwarded = packets.wrapping_sub(replies);
+        let got_packets = forwarded != self.forwarded;
+        if replies != self.replies {
+            self.last_reply = now;
+        }
+        self.forwarded = forwarded;
+        self.replies = replies;
+        let silent = now.duration_since(self.last_reply) >= UNANSWERED_FOR;
+        let rested = self
+            .last_resolved
+            .is_none_or(|at| now.duration_since(at) >= RERESOLVE_AFTER);
+        if got_packets && silent && rested {
+            self.last_resolved = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// The running keeper: stopped (and its entries removed) by [`Self::stop`].
+#[derive(Debug)]
+pub struct NeighbourKeeper {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NeighbourKeeper {
+    /// Starts keeping the next hops of `l4`'s backends, reading the XDP
+    /// program's reports from `misses`.
+    pub fn spawn(
+        l4: Arc<L4Sync>,
+        misses: RingBuf<MapData>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> std::io::Result<Self> {
+        let socket = RouteSocket::open()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("neighbours".into())
+            .spawn(move || {
+                let mut keeper = Keeper {
+                    socket,
+                    l4,
+                    misses,
+                    metrics,
+                    wanted: BTreeMap::new(),
+                    held: BTreeSet::new(),
+                    watches: BTreeMap::new(),
+                    unresolved: BTreeSet::new(),
+                };
+                keeper.run(&stopping);
+                keeper.release();
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the keeper and removes the managed entries it made.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Keeper {
+    socket: RouteSocket,
+    l4: Arc<L4Sync>,
+    misses: RingBuf<MapData>,
+    metrics: Option<Arc<Metrics>>,
+    /// Each active backend's address and its next hop.
+    wanted: BTreeMap<IpAddr, Option<NextHop>>,
+    /// The managed entries we made.
+    held: BTreeSet<NextHop>,
+    watches: BTreeMap<u32, ReplyWatch>,
+    unresolved: BTreeSet<NextHop>,
+}
+
+impl Keeper {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut next_watch = Instant::now();
+        let mut next_reconcile = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_reconcile {
+                self.reconcile();
+                next_reconcile = now + RECONCILE_EVERY;
+            }
+            if now >= next_watch {
+                self.watch_replies(now);
+                next_watch = now + WATCH_EVERY;
+            }
+            let wait = next_watch
+                .min(next_reconcile)
+                .saturating_duration_since(now);
+            if self.wait_for_misses(wait) {
+                let mut missed = BTreeSet::new();
+                while let Some(item) = self.misses.next() {
+                    if let Some(miss) = read_miss(&item) {
+                        missed.insert(words_ip(miss.addr, miss.family));
+                    }
+                }
+                for addr in missed {
+                    self.on_miss(addr);
+                }
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a report on the ring buffer.
+    fn wait_for_misses(&self, wait: Duration) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.misses.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = wait.as_millis().clamp(1, 1000) as i32;
+        // SAFETY: poll(2) on one descriptor we own, for a bounded time.
+        unsafe { libc::poll(&mut poll, 1, millis) > 0 }
+    }
+
+    /// The XDP program found no neighbour entry for `addr` (a next hop).
+    fn on_miss(&mut self, addr: IpAddr) {
+        let Ok(Some(hop)) = self.socket.next_hop(addr) else {
+            debug!(%addr, "no route to a next hop the XDP program missed");
+            return;
+        };
+        let ours = self.wanted.values().any(|wanted| *wanted == Some(hop));
+        let result = if ours {
+            info!(next_hop = %hop.addr, "resolving a backend's next hop the XDP program found missing");
+            let added = self.socket.add_managed(hop, true);
+            if added.is_ok() {
+                self.held.insert(hop);
+            }
+            added
+        } else {
+            debug!(next_hop = %hop.addr, "resolving a next hop the XDP program found missing");
+            self.socket.resolve_once(hop)
+        };
+        if let Err(error) = result {
+            warn!(next_hop = %hop.addr, %error, "could not ask the kernel to resolve a next hop");
+        }
+    }
+
+    /// Brings the managed entries to the active backends' next hops.
+    fn reconcile(&mut self) {
+        let backends = self.l4.active_backends();
+        let addrs: BTreeSet<IpAddr> = backends.iter().map(|b| b.addr).collect();
+        self.wanted.retain(|addr, _| addrs.contains(addr));
+        for addr in &addrs {
+            // A backend's route is looked up again each time: it may change.
+            let hop = self.socket.next_hop(*addr).unwrap_or(None);
+            if hop.is_none() {
+                warn!(backend = %addr, "no route to an L4 backend");
+            }
+            self.wanted.insert(*addr, hop);
+        }
+        let slots: BTreeSet<u32> = backends.iter().filter(|b| b.tcp).map(|b| b.slot).collect();
+        self.watches.retain(|slot, _| slots.contains(slot));
+        let wanted: BTreeSet<NextHop> = self.wanted.values().flatten().copied().collect();
+        let table = match self.socket.neighbours() {
+            Ok(table) => table,
+            Err(error) => {
+                warn!(%error, "could not list the neighbour table");
+                return;
+            }
+        };
+        let plan = plan_entries(&wanted, &self.held, &table);
+        for hop in plan.add.iter().chain(&plan.make_managed) {
+            match self.socket.add_managed(*hop, true) {
+                Ok(()) => {
+                    self.held.insert(*hop);
+                    debug!(next_hop = %hop.addr, ifindex = hop.ifindex, "managed neighbour entry");
+                }
+                Err(error) => {
+                    warn!(next_hop = %hop.addr, %error, "could not add a managed neighbour entry")
+                }
+            }
+        }
+        for hop in &plan.remove {
+            if let Err(error) = self.socket.delete_neighbour(*hop) {
+                debug!(next_hop = %hop.addr, %error, "could not remove a neighbour entry");
+            }
+            self.held.remove(hop);
+        }
+        let unresolved: BTreeSet<NextHop> = plan.unresolved.into_iter().collect();
+        for hop in unresolved.difference(&self.unresolved) {
+            let behind: Vec<String> = self
+                .wanted
+                .iter()
+                .filter(|(_, wanted)| **wanted == Some(*hop))
+                .map(|(addr, _)| addr.to_string())
+                .collect();
+            warn!(
+                next_hop = %hop.addr,
+                ifindex = hop.ifindex,
+                backends = %behind.join(","),
+                "the next hop of L4 backends cannot be resolved: their packets are dropped until it answers"
+            );
+        }
+        for hop in self.unresolved.difference(&unresolved) {
+            info!(next_hop = %hop.addr, "the next hop of L4 backends is resolved again");
+        }
+        self.unresolved = unresolved;
+        if let Some(metrics) = &self.metrics {
+            metrics.set_unresolved_next_hops(self.unresolved.len());
+        }
+    }
+
+    /// Resolves again the next hop of every TCP backend that stopped
+    /// answering.
+    fn watch_replies(&mut self, now: Instant) {
+        let backends = self.l4.active_backends();
+        for backend in backends.iter().filter(|b| b.tcp) {
+            let Some(counters) = self.l4.backend_counter(backend.slot) else {
+                continue;
+            };
+            let watch = self
+                .watches
+                .entry(backend.slot)
+                .or_insert_with(|| ReplyWatch::new(counters.packets, counters.replies, now));
+            if !watch.sample(counters.packets, counters.replies, now) {
+                continue;
+            }
+            let Some(Some(hop)) = self.wanted.get(&backend.addr).copied() else {
+                continue;
+            };
+            info!(
+                backend = %backend.addr,
+                next_hop = %hop.addr,
+                "an L4 backend gets packets but answers none: resolving its next hop again"
+            );
+            let _ = self.socket.delete_neighbour(hop);
+            if let Err(error) = self.socket.add_managed(hop, false) {
+                warn!(next_hop = %hop.addr, %error, "could not resolve a next hop again");
+            }
+            self.held.insert(hop);
+        }
+    }
+
+    /// Removes the managed entries we made.
+    fn release(&mut self) {
+        for hop in std::mem::take(&mut self.held) {
+            let _ = self.socket.delete_neighbour(hop);
+        }
+    }
+}
+
+/// A report from the ring buffer.
+fn read_miss(bytes: &[u8]) -> Option<L4NeighbourMiss> {
+    if bytes.len() < size_of::<L4NeighbourMiss>() {
+        return None;
+    }
+    // SAFETY: the bytes hold an `L4NeighbourMiss` written by the program
+    // (plain data); read unaligned.
+    let miss = unsafe { bytes.as_ptr().cast::<L4NeighbourMiss>().read_unaligned() };
+    (miss.family == family::IPV4 || miss.family == family::IPV6).then_some(miss)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn hop(last: u8) -> NextHop {
+        NextHop {
+            ifindex: 2,
+            addr: IpAddr::V4(Ipv4Addr::new(198, 18, 3, last)),
+        }
+    }
+
+    fn entry(last: u8, state: u16, managed: bool) -> Neighbour {
+        Neighbour {
+            hop: hop(last),
+            state,
+            managed,
+            lladdr: None,
+        }
+    }
+
+    #[test]
+    fn entries_follow_the_wanted_next_hops() {
+        let wanted: BTreeSet<NextHop> = [hop(2), hop(3), hop(4), hop(5)].into();
+        let held: BTreeSet<NextHop> = [hop(3), hop(9)].into();
+        let table = [
+            entry(3, 0x02, true),       // reachable, ours
+            entry(4, 0x04, false),      // stale, the kernel's own
+            entry(5, NUD_FAILED, true), // managed but unanswered
+            entry(9, 0x02, true),       // ours, no backend behind it now
+            entry(1, 0x02, false),      // somebody else's: left alone
+        ];
+        let plan = plan_entries(&wanted, &held, &table);
+        assert_eq!(
+            plan,
+            EntryPlan {
+                add: vec![hop(2)],
+                make_managed: vec![hop(4)],
+                remove: vec![hop(9)],
+                unresolved: vec![hop(5)],
+            }
+        );
+        let settled = [
+            entry(2, 0x02, true),
+            entry(3, 0x02, true),
+            entry(4, 0x02, true),
+        ];
+        let plan = plan_entries(&[hop(2), hop(3), hop(4)].into(), &wanted, &settled);
+        assert_eq!(plan.add, []);
+        assert_eq!(plan.remove, [hop(5)]);
+    }
+
+    #[test]
+    fn silence_after_packets_calls_for_resolving_again_once_in_a_while() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut watch = ReplyWatch::new(10, 5, start);
+        // Answered traffic: packets both ways.
+        assert!(!watch.sample(14, 7, at(100)));
+        assert!(!watch.sample(18, 9, at(400)));
+        // Idle: nothing forwarded, nothing answered, however long.
+        assert!(!watch.sample(18, 9, at(2000)));
+        // Packets, no answer: not yet, then once the silence is long enough.
+        assert!(!watch.sample(19, 9, at(2100)));
+        assert!(watch.sample(20, 9, at(2400)));
+        // Not again right away...
+        assert!(!watch.sample(21, 9, at(2600)));
+        assert!(!watch.sample(22, 9, at(4300)));
+        // ...but after a rest, if it still does not answer.
+        assert!(watch.sample(23, 9, at(4500)));
+        // An answer resets the silence.
+        assert!(!watch.sample(25, 10, at(6600)));
+        assert!(!watch.sample(26, 10, at(6800)));
+    }
+
+    #[test]
+    fn a_report_reads_back() {
+        let miss = L4NeighbourMiss {
+            addr: [u32::from_ne_bytes([198, 18, 3, 2]), 0, 0, 0],
+            ifindex: 7,
+            family: family::IPV4,
+            pad: [0; 3],
+        };
+        // SAFETY: plain data viewed as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&miss).cast::<u8>(),
+                size_of::<L4NeighbourMiss>(),
+            )
+        };
+        let read = read_miss(bytes).unwrap();
+        assert_eq!(
+            words_ip(read.addr, read.family),
+            IpAddr::V4(Ipv4Addr::new(198, 18, 3, 2))
+        );
+        assert_eq!(read.ifindex, 7);
+        assert_eq!(read_miss(&bytes[..8]), None);
+    }
+}
