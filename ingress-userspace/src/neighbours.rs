@@ -34,7 +34,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use ingress_common::{L4NeighbourMiss, family};
+use ingress_common::{L4Counters, L4NeighbourMiss, family};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -91,43 +91,70 @@ pub fn plan_entries(
 }
 
 /// Tells a backend that stopped answering from one that answers, from its
-/// counters sampled every [`WATCH_EVERY`].
+/// counters sampled every [`WATCH_EVERY`]: a new flow, or at least
+/// [`UNANSWERED_PACKETS`] packets, sent to it since its last reply, the
+/// first of them [`UNANSWERED_FOR`] ago. (One unanswered packet of an open
+/// flow is normal: a client's last ACK. A SYN without an answer, or
+/// retransmissions, are not.)
 #[derive(Clone, Debug)]
 pub struct ReplyWatch {
     forwarded: u64,
     replies: u64,
-    last_reply: Instant,
+    new_flows: u64,
+    unanswered: u64,
+    unanswered_flows: u64,
+    waiting_since: Option<Instant>,
     last_resolved: Option<Instant>,
 }
 
+/// How many packets sent since a backend's last reply make it suspect.
+const UNANSWERED_PACKETS: u64 = 3;
+
 impl ReplyWatch {
-    /// A watch that starts from these counters at `now`.
-    pub fn new(packets: u64, replies: u64, now: Instant) -> Self {
+    /// A watch that starts from these counters.
+    pub fn new(counters: &L4Counters) -> Self {
         Self {
-            forwarded: packets.wrapping_sub(replies),
-            replies,
-            last_reply: now,
+            forwarded: counters.packets.wrapping_sub(counters.replies),
+            replies: counters.replies,
+            new_flows: counters.new_flows,
+            unanswered: 0,
+            unanswered_flows: 0,
+            waiting_since: None,
             last_resolved: None,
         }
     }
 
-    /// Takes a new sample; true when the backend got packets since the last
-    /// one, has answered none for [`UNANSWERED_FOR`], and was not resolved
-    /// again in the last [`RERESOLVE_AFTER`].
-    pub fn sample(&mut self, packets: u64, replies: u64, now: Instant) -> bool {
-        let forwarded = packets.wrapping_sub(replies);
-        let got_packets = forwarded != self.forwarded;
-        if replies != self.replies {
-            self.last_reply = now;
+    /// Takes a new sample at `now`; true when the backend has stopped
+    /// answering and was not resolved again in the last
+    /// [`RERESOLVE_AFTER`] (the evidence then starts over).
+    pub fn sample(&mut self, counters: &L4Counters, now: Instant) -> bool {
+        let forwarded = counters.packets.wrapping_sub(counters.replies);
+        let sent = forwarded.wrapping_sub(self.forwarded);
+        let flows = counters.new_flows.wrapping_sub(self.new_flows);
+        if counters.replies != self.replies {
+            self.unanswered = 0;
+            self.unanswered_flows = 0;
+            self.waiting_since = None;
+        } else if sent > 0 {
+            self.unanswered += sent;
+            self.unanswered_flows += flows;
+            self.waiting_since.get_or_insert(now);
         }
         self.forwarded = forwarded;
-        self.replies = replies;
-        let silent = now.duration_since(self.last_reply) >= UNANSWERED_FOR;
+        self.replies = counters.replies;
+        self.new_flows = counters.new_flows;
+        let suspect = (self.unanswered >= UNANSWERED_PACKETS || self.unanswered_flows > 0)
+            && self
+                .waiting_since
+                .is_some_and(|since| now.duration_since(since) >= UNANSWERED_FOR);
         let rested = self
             .last_resolved
             .is_none_or(|at| now.duration_since(at) >= RERESOLVE_AFTER);
-        if got_packets && silent && rested {
+        if suspect && rested {
             self.last_resolved = Some(now);
+            self.unanswered = 0;
+            self.unanswered_flows = 0;
+            self.waiting_since = None;
             return true;
         }
         false
@@ -338,8 +365,8 @@ impl Keeper {
             let watch = self
                 .watches
                 .entry(backend.slot)
-                .or_insert_with(|| ReplyWatch::new(counters.packets, counters.replies, now));
-            if !watch.sample(counters.packets, counters.replies, now) {
+                .or_insert_with(|| ReplyWatch::new(&counters));
+            if !watch.sample(&counters, now) {
                 continue;
             }
             let Some(Some(hop)) = self.wanted.get(&backend.addr).copied() else {
@@ -434,23 +461,43 @@ mod tests {
     fn silence_after_packets_calls_for_resolving_again_once_in_a_while() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut watch = ReplyWatch::new(10, 5, start);
+        // (packets, replies, new flows), as the counters say.
+        let counters = |packets, replies, new_flows| L4Counters {
+            packets,
+            bytes: packets * 60,
+            new_flows,
+            replies,
+        };
+        let mut watch = ReplyWatch::new(&counters(10, 5, 1));
+        let mut sample = |packets, replies, new_flows, ms| {
+            watch.sample(&counters(packets, replies, new_flows), at(ms))
+        };
         // Answered traffic: packets both ways.
-        assert!(!watch.sample(14, 7, at(100)));
-        assert!(!watch.sample(18, 9, at(400)));
-        // Idle: nothing forwarded, nothing answered, however long.
-        assert!(!watch.sample(18, 9, at(2000)));
-        // Packets, no answer: not yet, then once the silence is long enough.
-        assert!(!watch.sample(19, 9, at(2100)));
-        assert!(watch.sample(20, 9, at(2400)));
-        // Not again right away...
-        assert!(!watch.sample(21, 9, at(2600)));
-        assert!(!watch.sample(22, 9, at(4300)));
-        // ...but after a rest, if it still does not answer.
-        assert!(watch.sample(23, 9, at(4500)));
-        // An answer resets the silence.
-        assert!(!watch.sample(25, 10, at(6600)));
-        assert!(!watch.sample(26, 10, at(6800)));
+        assert!(!sample(14, 7, 1, 100));
+        assert!(!sample(18, 9, 1, 400));
+        // A client's last ACK: one packet without an answer, however long.
+        assert!(!sample(19, 9, 1, 500));
+        assert!(!sample(19, 9, 1, 2000));
+        // Then an answered packet, then retransmissions without an answer:
+        // not before the first of them is 0.3 s old...
+        assert!(!sample(21, 10, 1, 2100));
+        assert!(!sample(23, 10, 1, 2200));
+        assert!(!sample(24, 10, 1, 2300));
+        // ...then once.
+        assert!(sample(24, 10, 1, 2500));
+        // The evidence starts over, and not again before a rest.
+        assert!(!sample(27, 10, 1, 2600));
+        assert!(!sample(27, 10, 1, 3000));
+        assert!(sample(28, 10, 1, 4600));
+        // An answer clears the suspicion.
+        assert!(!sample(31, 10, 1, 4800));
+        assert!(!sample(32, 11, 1, 5000));
+        assert!(!sample(33, 11, 1, 7000));
+        // One new flow (a SYN) without an answer is enough, after 0.3 s.
+        assert!(!sample(34, 12, 1, 7100));
+        assert!(!sample(35, 12, 2, 7200));
+        assert!(!sample(35, 12, 2, 7400));
+        assert!(sample(35, 12, 2, 7500));
     }
 
     #[test]
