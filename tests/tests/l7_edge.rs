@@ -447,6 +447,169 @@ fn errors_are_answered_and_contained() -> Result<()> {
     Ok(())
 }
 
+/// The header lines of a reply of `curl -i` (names in lower case).
+fn head_lines(reply: &CurlReply) -> Vec<(String, String)> {
+    let text = reply.text();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect()
+}
+
+/// Every answer names the edge (`Server: xdp-ingress`, an upstream's own
+/// replaced, as nginx does) and carries a `Date` (an upstream's kept, else
+/// the edge's): proxied, and the edge's own 404, 503, 502 and 308, over
+/// HTTP/1.1 and HTTP/2, plain and with TLS, as curl sees them.
+#[test]
+fn every_answer_names_the_edge_and_carries_a_date() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    const HOST: &str = "server.example.com";
+    const REDIRECTED: &str = "secure.example.com";
+    const UPSTREAM_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let mut lab = EdgeLab::create()?;
+    let plain = endpoint(5, 1);
+    // An address of the backends with nothing listening: refuses connections.
+    let dead = endpoint(5, 9);
+    // Like Go's net/http without a Server, and without a Date but on /dated.
+    lab.start_backend_with("plain", &[plain], |backend| backend.no_date())?;
+    lab.add_endpoint_addr(dead.ip())?;
+    let server = manifest(
+        &ingress("default", "server")
+            .ours()
+            .rule(
+                Some(HOST),
+                vec![
+                    prefix("/", "plain"),
+                    prefix("/missing", "missing"),
+                    prefix("/refused", "refused"),
+                ],
+            )
+            .build(),
+    );
+    let secure = manifest(
+        &ingress("default", "secure")
+            .ours()
+            .annotation("nginx.ingress.kubernetes.io/force-ssl-redirect", "true")
+            .rule(Some(REDIRECTED), vec![prefix("/", "plain")])
+            .build(),
+    );
+    let manifests = ManifestDir::new()?;
+    manifests.write(
+        "routes.yaml",
+        &documents(&[
+            XDP_INGRESS_CLASS,
+            &service("plain", &[plain]),
+            &service("refused", &[dead]),
+            &server,
+            &secure,
+        ]),
+    )?;
+    let daemon = start_daemon(&lab, manifests.path(), false, &[])?;
+    // The backend itself sends neither (asked directly, from the edge).
+    let direct = lab.edge.curl(&["-i", &format!("http://{plain}/")])?;
+    let direct_lines = head_lines(&direct);
+    ensure!(
+        direct.status == 200
+            && !direct_lines
+                .iter()
+                .any(|(name, _)| name == "server" || name == "date"),
+        "the backend answered {direct_lines:?}"
+    );
+
+    /// How an answer's Date must look.
+    #[derive(Clone, Copy, PartialEq)]
+    enum DateFrom {
+        Upstream,
+        Edge,
+    }
+    // (host, path, status over plain HTTP, status over HTTPS, whose Date).
+    let cases: &[(&str, &str, u16, u16, DateFrom)] = &[
+        (HOST, "/", 200, 200, DateFrom::Edge),
+        (HOST, "/server/gunicorn", 200, 200, DateFrom::Edge),
+        (HOST, "/dated", 200, 200, DateFrom::Upstream),
+        (HOST, "/missing", 503, 503, DateFrom::Edge),
+        (HOST, "/refused", 502, 502, DateFrom::Edge),
+        ("nowhere.example.org", "/", 404, 404, DateFrom::Edge),
+        (REDIRECTED, "/", 308, 200, DateFrom::Edge),
+    ];
+    let mut wrong = Vec::new();
+    for (tls, version) in [(false, "1.1"), (false, "2"), (true, "1.1"), (true, "2")] {
+        for &(host, path, plain_status, tls_status, date_from) in cases {
+            let (url, resolve, host_header) = if tls {
+                (
+                    format!("https://{host}{path}"),
+                    format!("{host}:443:{EDGE_ADDR}"),
+                    String::new(),
+                )
+            } else {
+                (
+                    format!("http://{EDGE_ADDR}{path}"),
+                    String::new(),
+                    format!("Host: {host}"),
+                )
+            };
+            let mut args = vec!["-i"];
+            match (tls, version) {
+                (false, "2") => args.push("--http2-prior-knowledge"),
+                (true, "2") => args.extend(["-k", "--http2"]),
+                (true, _) => args.extend(["-k", "--http1.1"]),
+                _ => {}
+            }
+            if tls {
+                args.extend(["--resolve", &resolve]);
+            } else {
+                args.extend(["-H", &host_header]);
+            }
+            args.push(&url);
+            let reply = lab.client.curl(&args)?;
+            let what = format!(
+                "{} {host}{path} over HTTP/{}",
+                if tls { "https" } else { "http" },
+                reply.http_version
+            );
+            let expected = if tls { tls_status } else { plain_status };
+            let lines = head_lines(&reply);
+            let values = |name: &str| -> Vec<&str> {
+                lines
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect()
+            };
+            let servers = values("server");
+            let dates = values("date");
+            let date_ok = match (date_from, dates.as_slice()) {
+                (DateFrom::Upstream, [date]) => *date == UPSTREAM_DATE,
+                (DateFrom::Edge, [date]) => {
+                    *date != UPSTREAM_DATE && date.len() == 29 && date.ends_with(" GMT")
+                }
+                _ => false,
+            };
+            if reply.status != expected
+                || reply.http_version != version
+                || servers != ["xdp-ingress"]
+                || !date_ok
+            {
+                wrong.push(format!(
+                    "{what}: {} (expected {expected}), Server {servers:?}, Date {dates:?}",
+                    reply.status
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong answers:\n{}\n{}",
+        wrong.join("\n"),
+        daemon.log()
+    );
+    Ok(())
+}
+
 /// `size` bytes as a chunked body of 64 KiB chunks, with the last chunk.
 fn chunked_body(size: usize) -> Vec<u8> {
     const CHUNK: usize = 64 * 1024;
