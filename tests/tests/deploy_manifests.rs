@@ -54,6 +54,8 @@ const CLUSTER_CALLS: &[(&str, &str, &str)] = &[
     ("", "secrets", "watch"),
     ("", "configmaps", "list"),
     ("", "configmaps", "watch"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
     ("discovery.k8s.io", "endpointslices", "list"),
     ("discovery.k8s.io", "endpointslices", "watch"),
     ("", "nodes", "get"),

@@ -1105,6 +1105,128 @@ fn manifest_changes_apply_live_without_dropping_connections() -> Result<()> {
     Ok(())
 }
 
+/// The Ingresses that `xdp-ingress routes --json` reports NotServed.
+fn not_served(lab: &EdgeLab, manifests: &ManifestDir) -> Result<Vec<String>> {
+    let dir = manifests.path().display().to_string();
+    let out = lab::run_daemon_once(
+        &lab.edge,
+        &["routes", "--manifests", &dir, "--json"],
+        Duration::from_secs(20),
+    )?;
+    ensure!(
+        out.status.success(),
+        "routes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let problems = report["problems"].as_array().context("problems")?;
+    Ok(problems
+        .iter()
+        .filter(|p| p["reason"] == "NotServed")
+        .filter_map(|p| p["object"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The sequence, through the manifests provider: the namespace of
+/// the oldest catch-all `defaultBackend` Ingress is deleted (Terminating,
+/// its endpoints gone) while a new namespace brings its own: the new one
+/// serves at once rather than 503. The same for an Ingress being deleted
+/// (a deletion timestamp) in a live namespace. The Ingress that lost is
+/// reported NotServed. (The files describe states, not a history.)
+#[test]
+fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    const SWITCH_TIMEOUT: Duration = Duration::from_secs(5);
+    let mut lab = EdgeLab::create()?;
+    let (old_web, new_web) = (endpoint(6, 1), endpoint(6, 2));
+    lab.start_backend("old-web", &[old_web])?;
+    lab.start_backend("new-web", &[new_web])?;
+    let namespace = |name: &str, terminating: bool| {
+        let mut yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n");
+        if terminating {
+            yaml.push_str(
+                "  deletionTimestamp: \"2026-01-02T03:04:05Z\"\nstatus: {phase: Terminating}\n",
+            );
+        }
+        yaml
+    };
+    let fallback = |namespace: &str, created: i64, deleting: bool| {
+        let mut builder = ingress(namespace, "fallback")
+            .ours()
+            .created(created)
+            .default_backend(backend("web", 80));
+        if deleting {
+            builder = builder.deleting();
+        }
+        manifest(&builder.build())
+    };
+    let web = |namespace: &str, endpoints: &[SocketAddr]| {
+        let endpoints: Vec<SliceEndpoint> = endpoints
+            .iter()
+            .map(|e| SliceEndpoint::ready(e.ip()))
+            .collect();
+        service_yaml(namespace, "web", 80, BACKEND_PORT, &endpoints)
+    };
+    // The old namespace, its Ingress and its endpoints as given; the new
+    // namespace, younger, with its own.
+    let world = |old_terminating: bool, old_deleting: bool, old_endpoints: &[SocketAddr]| {
+        documents(&[
+            XDP_INGRESS_CLASS,
+            &namespace("old", old_terminating),
+            &fallback("old", 1_000, old_deleting),
+            &web("old", old_endpoints),
+            &namespace("new", false),
+            &fallback("new", 2_000, false),
+            &web("new", &[new_web]),
+        ])
+    };
+    let served_by = |lab: &EdgeLab| -> Result<String> {
+        let reply = curl_get(lab, "any.example.com", "/", &[])?;
+        Ok(match reply.report() {
+            Ok(report) if reply.status == 200 => report.backend,
+            _ => format!("status {}", reply.status),
+        })
+    };
+    let manifests = ManifestDir::new()?;
+    manifests.write("routes.yaml", &world(false, false, &[old_web]))?;
+    let daemon = start_daemon(&lab, manifests.path(), true, &[])?;
+    // Both live: the oldest serves, the other serves nothing and says so.
+    assert_eq!(served_by(&lab)?, "old-web");
+    assert_eq!(not_served(&lab, &manifests)?, ["Ingress new/fallback"]);
+
+    // The old namespace is being deleted and its endpoints are gone.
+    manifests.write("routes.yaml", &world(true, false, &[]))?;
+    poll_until(
+        "the new namespace's backend to serve",
+        SWITCH_TIMEOUT,
+        || Ok((served_by(&lab)? == "new-web").then_some(())),
+    )
+    .with_context(|| daemon.log())?;
+    for _ in 0..5 {
+        assert_eq!(served_by(&lab)?, "new-web", "no 503 from the old Ingress");
+    }
+    assert_eq!(not_served(&lab, &manifests)?, ["Ingress old/fallback"]);
+
+    // Both live again: the oldest serves again. Then the old Ingress is
+    // being deleted (held by a finalizer), its namespace live and its
+    // endpoints there: the new one serves.
+    manifests.write("routes.yaml", &world(false, false, &[old_web]))?;
+    poll_until("the old Ingress to serve again", SWITCH_TIMEOUT, || {
+        Ok((served_by(&lab)? == "old-web").then_some(()))
+    })?;
+    manifests.write("routes.yaml", &world(false, true, &[old_web]))?;
+    poll_until(
+        "the new Ingress to take over from one being deleted",
+        SWITCH_TIMEOUT,
+        || Ok((served_by(&lab)? == "new-web").then_some(())),
+    )
+    .with_context(|| daemon.log())?;
+    assert_eq!(not_served(&lab, &manifests)?, ["Ingress old/fallback"]);
+    Ok(())
+}
+
 /// SIGTERM while a slow request is in flight: new connections are refused,
 /// the response still arrives whole, an idle keep-alive connection does not
 /// hold up the exit, then the daemon exits 0, detaches XDP and removes its

@@ -40,7 +40,7 @@ pub fn plan(config: &AppliedConfig, seen: &mut BTreeMap<ObjectKey, u64>, first: 
     let mut now = BTreeMap::new();
     for ingress in config.ingresses.iter().filter(|i| i.ours) {
         let changed = seen.get(&ingress.key) != Some(&ingress.revision);
-        if changed && !first {
+        if changed && !first && config.takes_events_in(&ingress.key.namespace) {
             plan.synced.push(ingress.key.clone());
         }
         now.insert(ingress.key.clone(), ingress.revision);
@@ -48,8 +48,10 @@ pub fn plan(config: &AppliedConfig, seen: &mut BTreeMap<ObjectKey, u64>, first: 
     *seen = now;
     for problem in &config.new_problems {
         // Events live in a namespace: cluster-scoped objects (an
-        // IngressClass) get none; the log has them.
-        if problem.object.kind.is_namespaced() {
+        // IngressClass) get none, nor objects of a namespace being deleted
+        // (the API server refuses them); the log has them.
+        if problem.object.kind.is_namespaced() && config.takes_events_in(problem.object.namespace())
+        {
             plan.warnings
                 .push((problem.object.clone(), problem.clone()));
         }
@@ -175,6 +177,7 @@ mod tests {
             uid: Some(format!("uid-{name}")),
             revision: version.parse().unwrap(),
             ours,
+            serves: true,
             status_addresses: Vec::new(),
         }
     }
@@ -185,6 +188,7 @@ mod tests {
             publish_service: None,
             new_problems: problems,
             uids: BTreeMap::new(),
+            terminating_namespaces: Default::default(),
         }
     }
 
@@ -235,9 +239,15 @@ mod tests {
             ProblemReason::InvalidAnnotation,
             "whatever",
         );
-        let config = config(vec![view("web", true, "1")], vec![missing.clone(), class]);
+        let mut leaving = missing.clone();
+        leaving.object.key.namespace = "leaving".into();
+        let mut config = config(
+            vec![view("web", true, "1")],
+            vec![missing.clone(), class, leaving],
+        );
+        config.terminating_namespaces.insert("leaving".into());
         let plan = plan(&config, &mut BTreeMap::new(), false);
-        assert_eq!(plan.warnings.len(), 1);
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
         let reference = reference(&config, &plan.warnings[0].0);
         assert_eq!(reference.uid.as_deref(), Some("uid-web"));
         assert_eq!(reference.kind.as_deref(), Some("Ingress"));
