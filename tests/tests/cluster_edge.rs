@@ -361,6 +361,24 @@ impl ClusterLab {
         .with_context(|| self.logs())
     }
 
+    /// Who reported each `Sync` event on Ingress `name` (`kubectl get
+    /// events`).
+    fn sync_events(&self, name: &str) -> Result<Vec<String>> {
+        let selector =
+            format!("involvedObject.kind=Ingress,involvedObject.name={name},reason=Sync");
+        let out = self.cluster.kubectl(&[
+            "-n",
+            APP_NAMESPACE,
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.reportingComponent}{\"\\n\"}{end}",
+        ])?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+
     /// The daemons' logs, for failures.
     fn logs(&self) -> String {
         self.daemons
@@ -455,6 +473,13 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
         "",
         "another class's status"
     );
+    // Both were created before the controller started: it announced each
+    // once on taking the lead, as ingress-nginx's Sync for every Ingress
+    // it serves.
+    for name in ["web", "httpd"] {
+        lab.wait_described(name, "Scheduled for sync")?;
+        assert_eq!(lab.sync_events(name)?, ["xdp-ingress"], "{name}");
+    }
 
     // Events: a Sync on ours, a Warning for a missing Service.
     lab.cluster.apply(&ingress_yaml(
@@ -605,6 +630,10 @@ fn serving_survives_an_api_server_outage_and_a_killed_leader_hands_over() -> Res
     drop(leader);
     lab.wait_status("web", other_address, LEADER_TIMEOUT)?;
     lab.wait_status("httpd", other_address, LEADER_TIMEOUT)?;
+    // Each new leader found web's Sync event of the first: none again.
+    // httpd, created while the lead was in question, got one too.
+    assert_eq!(lab.sync_events("web")?, ["xdp-ingress"]);
+    lab.wait_described("httpd", "Scheduled for sync")?;
     println!(
         "the replica at {other_address} took over from {leader_address} after {:?}",
         killed.elapsed()
@@ -740,6 +769,7 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
         "publishing an event",
         "updating the Ingress status",
         "clearing the Ingress status",
+        "listing our Sync events",
     ] {
         assert!(!logs.contains(failure), "{failure}:\n{logs}");
     }

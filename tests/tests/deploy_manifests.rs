@@ -61,6 +61,7 @@ const CLUSTER_CALLS: &[(&str, &str, &str)] = &[
     ("", "nodes", "get"),
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
+    ("events.k8s.io", "events", "list"),
 ];
 
 /// The API calls in the controller's own namespace: (API group, resource,
