@@ -28,7 +28,7 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Secret, Service},
+    core::v1::{Namespace, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -42,7 +42,7 @@ use crate::{
     object::{ObjectKey, ObjectKind, ObjectRef},
     options::ModelOptions,
     problem::{Problem, ProblemReason},
-    snapshot::ClusterObjects,
+    snapshot::{ClusterObjects, namespace_terminating},
     table::{
         DefaultOrigin, DefaultRoute, DefaultScope, HostRoutes, PathRoute, RouteTable,
         describe_origin,
@@ -67,6 +67,9 @@ struct Ours {
     precedence: Precedence,
     contribution: Contribution,
     problems: Vec<Problem>,
+    /// It had paths or default backends to route, and lost every one of
+    /// them to other Ingresses (as of the last merges).
+    unserved: bool,
 }
 
 /// Builds route tables from successive snapshots of the same cluster (or
@@ -80,6 +83,7 @@ pub struct RouteTableBuilder {
     services: BTreeMap<ObjectKey, Arc<Service>>,
     slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
     secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    namespaces: BTreeMap<ObjectKey, Arc<Namespace>>,
     endpoints: ServiceEndpoints,
     /// Our Ingresses in precedence order.
     order: BTreeSet<Precedence>,
@@ -102,6 +106,9 @@ pub struct RouteTableBuilder {
     tls: Arc<TlsPlan>,
     /// The problems of our Ingresses (TLS ones first), in precedence order.
     problems: Arc<Vec<Problem>>,
+    /// Our Ingresses that route nothing: they lost every path and default
+    /// backend they have to other Ingresses.
+    unserved: Arc<BTreeSet<ObjectKey>>,
     /// Paths routed, all hosts together.
     paths: usize,
     /// The id of the last table built (0: none yet).
@@ -210,6 +217,7 @@ impl RouteTableBuilder {
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             endpoints: ServiceEndpoints::default(),
             order: BTreeSet::new(),
             host_members: FastHashMap::default(),
@@ -223,6 +231,7 @@ impl RouteTableBuilder {
             ingress_fallback: None,
             tls: Arc::new(TlsPlan::default()),
             problems: Arc::new(Vec::new()),
+            unserved: Arc::default(),
             paths: 0,
             last_table: 0,
         }
@@ -241,6 +250,7 @@ impl RouteTableBuilder {
         let mut stale: FastHashSet<ObjectKey> = FastHashSet::default();
         self.follow_services(objects, &mut stale);
         self.follow_secrets(objects, &mut stale);
+        self.follow_namespaces(objects, &mut stale);
         let classes_changed = self.follow_classes(objects);
         for change in changed(&objects.ingresses, &self.ingresses, |e| &e.ingress) {
             stale.insert(change.key);
@@ -273,7 +283,20 @@ impl RouteTableBuilder {
         }
         for key in &dirty.problems {
             if let Some(ours) = self.ingresses.get_mut(key).and_then(|e| e.ours.as_mut()) {
-                let problems = ours.contribution.problems();
+                let mut problems = ours.contribution.problems();
+                let unserved = serves(&ours.contribution) == Some(false);
+                if unserved {
+                    problems.push(not_served(&ours.contribution));
+                }
+                if unserved != ours.unserved {
+                    ours.unserved = unserved;
+                    let set = Arc::make_mut(&mut self.unserved);
+                    if unserved {
+                        set.insert(key.clone());
+                    } else {
+                        set.remove(key);
+                    }
+                }
                 if problems != ours.problems {
                     ours.problems = problems;
                     dirty.problem_list = true;
@@ -314,6 +337,7 @@ impl RouteTableBuilder {
             any_host: self.any_host.clone(),
             fallback,
             tls: Arc::clone(&self.tls),
+            unserved: Arc::clone(&self.unserved),
             paths: self.paths,
             id,
             parent,
@@ -363,6 +387,30 @@ impl RouteTableBuilder {
         }
     }
 
+    /// Follows Namespaces; the Ingresses of one that starts or stops going
+    /// away go to `stale` (their precedence changes).
+    fn follow_namespaces(&mut self, objects: &ClusterObjects, stale: &mut FastHashSet<ObjectKey>) {
+        let namespaces = changed(&objects.namespaces, &self.namespaces, same);
+        if namespaces.is_empty() {
+            return;
+        }
+        let old = follow(&mut self.namespaces, &namespaces);
+        for (change, old) in namespaces.iter().zip(old) {
+            let going = |namespace: Option<&Arc<Namespace>>| {
+                namespace.is_some_and(|namespace| namespace_terminating(namespace))
+            };
+            if going(change.new) == going(old.as_ref()) {
+                continue;
+            }
+            let name = &change.key.name;
+            let members = self
+                .ingresses
+                .range(ObjectKey::new(name.clone(), "")..)
+                .take_while(|(key, _)| key.namespace == *name);
+            stale.extend(members.map(|(key, _)| key.clone()));
+        }
+    }
+
     /// Follows IngressClasses; true when any changed.
     fn follow_classes(&mut self, objects: &ClusterObjects) -> bool {
         let classes = changed(&objects.ingress_classes, &self.classes, same);
@@ -379,7 +427,11 @@ impl RouteTableBuilder {
             precedence,
             contribution,
             problems,
+            unserved,
         } = ours;
+        if unserved {
+            Arc::make_mut(&mut self.unserved).remove(key);
+        }
         self.order.remove(&precedence);
         for slot in &contribution.hosts {
             if let Some(members) = self.host_members.get_mut(&slot.host) {
@@ -425,7 +477,7 @@ impl RouteTableBuilder {
             );
             return;
         }
-        let precedence = Precedence::of(key, ingress);
+        let precedence = Precedence::of(key, ingress, objects.namespace_going_away(&key.namespace));
         let contribution = {
             let mut resolver = self.endpoints.resolver(objects);
             Contribution::of(key, ingress, objects, &mut resolver)
@@ -464,6 +516,7 @@ impl RouteTableBuilder {
                     precedence,
                     contribution,
                     problems: Vec::new(),
+                    unserved: false,
                 }),
             },
         );
@@ -675,6 +728,51 @@ impl RouteTableBuilder {
     }
 }
 
+/// Whether `contribution` routes anything after the merges: `Some(true)`
+/// when a path or default backend of it won its place, `Some(false)` when
+/// it had some and every one lost, `None` when it has none (no valid path,
+/// no default backend).
+fn serves(contribution: &Contribution) -> Option<bool> {
+    let mut outcomes = contribution
+        .steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Path(path) => Some(&path.outcome),
+            Step::Problem(_) => None,
+        })
+        .peekable();
+    let mut any = outcomes.peek().is_some();
+    if outcomes.any(|outcome| *outcome == Outcome::Won) {
+        return Some(true);
+    }
+    if contribution.default_backend.is_some() {
+        let defaults: Vec<&Outcome> = if contribution.has_rules {
+            contribution
+                .hosts
+                .iter()
+                .map(|slot| &slot.default_outcome)
+                .collect()
+        } else {
+            vec![&contribution.fallback_outcome]
+        };
+        any |= !defaults.is_empty();
+        if defaults.contains(&&Outcome::Won) {
+            return Some(true);
+        }
+    }
+    any.then_some(false)
+}
+
+/// The problem of an Ingress that lost every path and default backend it
+/// has: it serves nothing, and its status gets no address.
+fn not_served(contribution: &Contribution) -> Problem {
+    Problem::new(
+        contribution.object.clone(),
+        ProblemReason::NotServed,
+        "serves nothing: other Ingresses take every path and default backend it has (see its conflicts); its status gets no address until it serves",
+    )
+}
+
 /// What one build must redo.
 #[derive(Debug, Default)]
 struct Dirty {
@@ -716,7 +814,7 @@ mod tests {
     use crate::{
         class::DEFAULT_CLASS_ANNOTATION,
         fixtures::{
-            IngressBuilder, Target, backend, ingress, ingress_class, path, prefix,
+            IngressBuilder, Target, backend, ingress, ingress_class, namespace, path, prefix,
             resource_backend, service, slice, tls_secret, world,
         },
         object::KubeObject,
@@ -760,6 +858,10 @@ mod tests {
         Secret(usize, Option<bool>),
         /// Our IngressClass, as default class or not.
         Class(bool),
+        /// The Ingresses' namespace, terminating or not, or gone.
+        Namespace(Option<bool>),
+        /// Ingress `i<slot>`, if there, being deleted.
+        Deleting(usize),
     }
 
     fn ingress_backend(choice: usize) -> k8s_openapi::api::networking::v1::IngressBackend {
@@ -853,6 +955,24 @@ mod tests {
                 let class = ingress_class(DEFAULT_INGRESS_CLASS, CONTROLLER_NAME, *default);
                 objects.insert(KubeObject::IngressClass(class));
             }
+            Change::Namespace(Some(terminating)) => {
+                objects.insert(namespace("ns", *terminating));
+            }
+            Change::Namespace(None) => {
+                let key = ObjectKey::cluster("ns");
+                objects.remove(&ObjectRef::new(ObjectKind::Namespace, key));
+            }
+            Change::Deleting(slot) => {
+                let key = ObjectKey::new("ns", format!("i{slot}"));
+                if let Some(ingress) = objects.ingresses.get(&key) {
+                    let mut ingress = Ingress::clone(ingress);
+                    ingress.metadata.deletion_timestamp =
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            k8s_openapi::jiff::Timestamp::from_second(1).unwrap(),
+                        ));
+                    objects.insert(KubeObject::Ingress(ingress));
+                }
+            }
         }
     }
 
@@ -885,15 +1005,30 @@ mod tests {
             1 => (0..2usize, proptest::option::of(any::<bool>()))
                 .prop_map(|(slot, complete)| Change::Secret(slot, complete)),
             1 => any::<bool>().prop_map(Change::Class),
+            1 => proptest::option::of(any::<bool>()).prop_map(Change::Namespace),
+            1 => (0..5usize).prop_map(Change::Deleting),
         ]
     }
 
     /// Everything a table says, comparable: its rows, every route in full
-    /// (redirects included), the fallback and the TLS plan.
-    fn described(table: &RouteTable) -> (Vec<crate::table::RouteRow>, Vec<String>, TlsPlan) {
+    /// (redirects included), the fallback, the TLS plan and the Ingresses
+    /// that serve nothing.
+    fn described(
+        table: &RouteTable,
+    ) -> (
+        Vec<crate::table::RouteRow>,
+        Vec<String>,
+        TlsPlan,
+        BTreeSet<ObjectKey>,
+    ) {
         let mut routes: Vec<String> = table.routes().map(|r| format!("{r:?}")).collect();
         routes.sort();
-        (table.rows(), routes, table.tls().clone())
+        (
+            table.rows(),
+            routes,
+            table.tls().clone(),
+            BTreeSet::clone(table.unserved_ingresses()),
+        )
     }
 
     proptest! {
@@ -1066,5 +1201,168 @@ mod tests {
         let (table, problems) = builder.build(&objects);
         assert_eq!(table.path_count(), 0);
         assert_eq!(problems, []);
+    }
+
+    fn unserved(table: &RouteTable) -> Vec<String> {
+        table
+            .unserved_ingresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn reasons_of(problems: &[Problem], ingress: &str) -> Vec<ProblemReason> {
+        problems
+            .iter()
+            .filter(|p| p.object.key.to_string() == ingress)
+            .map(|p| p.reason)
+            .collect()
+    }
+
+    #[test]
+    fn an_ingress_going_away_never_shadows_a_live_one() {
+        // Two catch-all default backends and one path claimed twice, in two
+        // namespaces; `old` is the older.
+        let old = || {
+            ingress("old", "fallback")
+                .ours()
+                .created(1)
+                .default_backend(backend("web", 80))
+        };
+        let old_path = || {
+            ingress("old", "shop")
+                .ours()
+                .created(1)
+                .rule(Some("shop.example.com"), vec![prefix("/", "web")])
+        };
+        let mut objects = world([
+            old().object(),
+            old_path().object(),
+            ingress("new", "fallback")
+                .ours()
+                .created(2)
+                .default_backend(backend("web", 80))
+                .object(),
+            ingress("new", "shop")
+                .ours()
+                .created(2)
+                .rule(Some("shop.example.com"), vec![prefix("/", "web")])
+                .object(),
+            namespace("old", false),
+        ]);
+        let fallback_of = |table: &RouteTable| match &table.fallback.origin {
+            DefaultOrigin::Ingress(key) => key.to_string(),
+            other => format!("{other:?}"),
+        };
+        let path_owner = |table: &RouteTable| match table.route("shop.example.com", "/") {
+            crate::RouteMatch::Path(route) => route.ingress.to_string(),
+            other => format!("{other:?}"),
+        };
+        let mut builder = RouteTableBuilder::new(ModelOptions::default());
+        let (table, problems) = builder.build(&objects);
+        assert_eq!(fallback_of(&table), "old/fallback");
+        assert_eq!(path_owner(&table), "old/shop");
+        assert_eq!(unserved(&table), ["new/fallback", "new/shop"]);
+        assert!(
+            reasons_of(&problems, "new/fallback").ends_with(&[
+                ProblemReason::DefaultBackendConflict,
+                ProblemReason::NotServed
+            ]),
+            "{problems:?}"
+        );
+
+        // Its namespace is being deleted: the new ones win at once.
+        objects.insert(namespace("old", true));
+        let (table, problems) = builder.build(&objects);
+        assert_eq!(fallback_of(&table), "new/fallback");
+        assert_eq!(path_owner(&table), "new/shop");
+        assert_eq!(unserved(&table), ["old/fallback", "old/shop"]);
+        assert_eq!(
+            reasons_of(&problems, "old/shop"),
+            [ProblemReason::PathConflict, ProblemReason::NotServed]
+        );
+        assert_eq!(
+            reasons_of(&problems, "new/shop"),
+            [ProblemReason::ServiceNotFound]
+        );
+        assert_eq!(
+            (table.rows(), problems.clone()),
+            {
+                let (fresh, fresh_problems) = RouteTable::build(&objects, &ModelOptions::default());
+                (fresh.rows(), fresh_problems)
+            },
+            "the same as a build from scratch"
+        );
+
+        // Back to live (a deletion cannot be undone, but a namespace gone
+        // from the snapshot is live): the oldest wins again.
+        objects.insert(namespace("old", false));
+        let (table, _) = builder.build(&objects);
+        assert_eq!(fallback_of(&table), "old/fallback");
+        assert_eq!(unserved(&table), ["new/fallback", "new/shop"]);
+
+        // One Ingress being deleted, its namespace live: it ranks last too.
+        objects.insert(old().deleting().object());
+        let (table, _) = builder.build(&objects);
+        assert_eq!(fallback_of(&table), "new/fallback");
+        assert_eq!(path_owner(&table), "old/shop");
+        assert_eq!(unserved(&table), ["new/shop", "old/fallback"]);
+    }
+
+    #[test]
+    fn an_ingress_serves_while_anything_of_it_wins() {
+        let objects = world([
+            ingress("ns", "first")
+                .ours()
+                .created(1)
+                .rule(Some("a.com"), vec![prefix("/", "web")])
+                .object(),
+            // Loses / but wins /x: served, with its conflict reported.
+            ingress("ns", "second")
+                .ours()
+                .created(2)
+                .rule(Some("a.com"), vec![prefix("/", "web"), prefix("/x", "web")])
+                .object(),
+            // Loses its only path, but its default backend is a.com's: served.
+            ingress("ns", "third")
+                .ours()
+                .created(3)
+                .default_backend(backend("web", 80))
+                .rule(Some("a.com"), vec![prefix("/", "web")])
+                .object(),
+            // Nothing valid to route: not "lost", so not reported as such.
+            ingress("ns", "invalid")
+                .ours()
+                .created(4)
+                .rule(
+                    Some("a.com"),
+                    vec![path("/bad[", "Exact", backend("web", 80))],
+                )
+                .object(),
+            // Its default backend is the one of a.com.
+            ingress("ns", "fourth")
+                .ours()
+                .created(5)
+                .default_backend(backend("web", 80))
+                .rule(Some("a.com"), vec![prefix("/", "web")])
+                .object(),
+        ]);
+        let (table, problems) = RouteTable::build(&objects, &ModelOptions::default());
+        assert_eq!(unserved(&table), ["ns/fourth"]);
+        let reasons = reasons_of(&problems, "ns/third");
+        assert!(!reasons.contains(&ProblemReason::NotServed), "{reasons:?}");
+        assert!(!reasons_of(&problems, "ns/second").contains(&ProblemReason::NotServed));
+        assert_eq!(
+            reasons_of(&problems, "ns/invalid"),
+            [ProblemReason::InvalidPath]
+        );
+        assert_eq!(
+            reasons_of(&problems, "ns/fourth"),
+            [
+                ProblemReason::PathConflict,
+                ProblemReason::DefaultBackendConflict,
+                ProblemReason::NotServed
+            ]
+        );
     }
 }

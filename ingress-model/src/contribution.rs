@@ -25,11 +25,14 @@ use crate::{
     tls::{TlsBinding, bool_annotation, ingress_tls},
 };
 
-/// Where an Ingress stands among ours: oldest first (`creationTimestamp`,
-/// a missing one counting as newest), then by namespace/name. Of two rules
-/// for the same host, path and type, the first one in this order wins.
+/// Where an Ingress stands among ours: live ones first (an Ingress being
+/// deleted, or whose namespace is, never shadows a live one), then oldest
+/// first (`creationTimestamp`, a missing one counting as newest), then by
+/// namespace/name. Of two rules for the same host, path and type, the first
+/// one in this order wins.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Precedence {
+    going_away: bool,
     undated: bool,
     created: Option<Time>,
     /// The Ingress.
@@ -37,10 +40,12 @@ pub(crate) struct Precedence {
 }
 
 impl Precedence {
-    /// The precedence of `ingress` under `key`.
-    pub fn of(key: &ObjectKey, ingress: &Ingress) -> Self {
+    /// The precedence of `ingress` under `key`, in a namespace being deleted
+    /// or not.
+    pub fn of(key: &ObjectKey, ingress: &Ingress, namespace_going_away: bool) -> Self {
         let created = ingress.metadata.creation_timestamp.clone();
         Self {
+            going_away: namespace_going_away || ingress.metadata.deletion_timestamp.is_some(),
             undated: created.is_none(),
             created,
             key: key.clone(),

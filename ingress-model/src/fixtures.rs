@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{Secret, Service, ServicePort, ServiceSpec, TypedLocalObjectReference},
+        core::v1::{
+            Namespace, NamespaceStatus, Secret, Service, ServicePort, ServiceSpec,
+            TypedLocalObjectReference,
+        },
         discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
         networking::v1::{
             HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass,
@@ -145,6 +148,13 @@ impl IngressBuilder {
         self
     }
 
+    /// Being deleted (a deletion timestamp, held by a finalizer).
+    pub fn deleting(mut self) -> Self {
+        self.0.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+        self.0.metadata.finalizers = Some(vec!["example.com/hold".to_owned()]);
+        self
+    }
+
     /// A rule for `host` (`None`: every host) with `paths`.
     pub fn rule(mut self, host: Option<&str>, paths: Vec<HTTPIngressPath>) -> Self {
         self.spec()
@@ -217,6 +227,27 @@ pub fn ingress_class(name: &str, controller: &str, default: bool) -> IngressClas
             parameters: None,
         }),
     }
+}
+
+/// A Namespace, `Active` or `Terminating` (then with a deletion timestamp,
+/// as the API server sets both).
+pub fn namespace(name: &str, terminating: bool) -> KubeObject {
+    let mut metadata = ObjectMeta {
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    };
+    if terminating {
+        metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+    }
+    let phase = if terminating { "Terminating" } else { "Active" };
+    KubeObject::Namespace(Namespace {
+        metadata,
+        spec: None,
+        status: Some(NamespaceStatus {
+            phase: Some(phase.to_owned()),
+            ..NamespaceStatus::default()
+        }),
+    })
 }
 
 /// Builds a Service.

@@ -88,7 +88,7 @@ pub use object::{KubeObject, ObjectKey, ObjectKind, ObjectRef, SkippedObject};
 pub use options::{CONTROLLER_NAME, DEFAULT_INGRESS_CLASS, DefaultBackendService, ModelOptions};
 pub use path::{PathRule, PathType};
 pub use problem::{Problem, ProblemReason};
-pub use snapshot::ClusterObjects;
+pub use snapshot::{ClusterObjects, namespace_terminating};
 pub use table::{
     DefaultOrigin, DefaultRoute, DefaultScope, PathRoute, RouteMatch, RouteRow, RouteRowsTable,
     RouteTable,

@@ -16,7 +16,7 @@
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -261,6 +261,9 @@ impl Parser<'_> {
             ObjectKind::ConfigMap => {
                 KubeObject::ConfigMap(self.decode::<ConfigMap>(object_kind, line, source)?)
             }
+            ObjectKind::Namespace => {
+                KubeObject::Namespace(self.decode::<Namespace>(object_kind, line, source)?)
+            }
         };
         self.objects.push(object);
         Ok(())
@@ -475,6 +478,15 @@ metadata:
   namespace: xdp-ingress
 data:
   proxy-body-size: 8m
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  # A namespace stays for a while, being deleted, then is gone.
+  deletionTimestamp: "2026-01-02T03:04:05Z"
+status:
+  phase: Terminating
 "#;
 
     #[test]
@@ -497,6 +509,7 @@ data:
                 "IngressClass xdp",
                 "Secret default/tls",
                 "ConfigMap xdp-ingress/settings",
+                "Namespace shop",
             ]
         );
         let KubeObject::Service(service) = &objects[1] else {
@@ -510,7 +523,12 @@ data:
         assert_eq!(secret.data.as_ref().unwrap()["tls.crt"].0, b"hello");
         let (snapshot, problems) = ClusterObjects::from_objects(objects);
         assert!(problems.is_empty());
-        assert_eq!(snapshot.len(), 6);
+        assert_eq!(snapshot.len(), 7);
+        assert!(snapshot.namespace_going_away("shop"));
+        assert!(
+            !snapshot.namespace_going_away("default"),
+            "not listed: live"
+        );
         assert!(
             snapshot
                 .secrets

@@ -4,7 +4,7 @@ use std::fmt;
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -16,7 +16,8 @@ use k8s_openapi::{
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The namespace and name of an object; the namespace is empty for
-/// cluster-scoped kinds (IngressClass). Ordered by namespace, then name.
+/// cluster-scoped kinds (IngressClass, Namespace). Ordered by namespace,
+/// then name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ObjectKey {
     /// The namespace, empty for cluster-scoped objects.
@@ -79,17 +80,20 @@ pub enum ObjectKind {
     Secret,
     /// `v1` ConfigMap.
     ConfigMap,
+    /// `v1` Namespace (cluster-scoped): whether it is being deleted.
+    Namespace,
 }
 
 impl ObjectKind {
     /// Every kind, in the order above.
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Ingress,
         ObjectKind::IngressClass,
         ObjectKind::Service,
         ObjectKind::EndpointSlice,
         ObjectKind::Secret,
         ObjectKind::ConfigMap,
+        ObjectKind::Namespace,
     ];
 
     /// The `kind` field of this kind.
@@ -101,6 +105,7 @@ impl ObjectKind {
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::Secret => "Secret",
             ObjectKind::ConfigMap => "ConfigMap",
+            ObjectKind::Namespace => "Namespace",
         }
     }
 
@@ -109,13 +114,16 @@ impl ObjectKind {
         match self {
             ObjectKind::Ingress | ObjectKind::IngressClass => "networking.k8s.io/v1",
             ObjectKind::EndpointSlice => "discovery.k8s.io/v1",
-            ObjectKind::Service | ObjectKind::Secret | ObjectKind::ConfigMap => "v1",
+            ObjectKind::Service
+            | ObjectKind::Secret
+            | ObjectKind::ConfigMap
+            | ObjectKind::Namespace => "v1",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn is_namespaced(self) -> bool {
-        self != ObjectKind::IngressClass
+        !matches!(self, ObjectKind::IngressClass | ObjectKind::Namespace)
     }
 
     /// The kind whose `kind` field is `kind`, if the model reads it.
@@ -182,6 +190,8 @@ pub enum KubeObject {
     Secret(Secret),
     /// A ConfigMap (kept in the snapshot for settings; not used for routing).
     ConfigMap(ConfigMap),
+    /// A Namespace (routing reads whether it is being deleted).
+    Namespace(Namespace),
     /// An object of a kind the model does not read: a note for the caller
     /// to log, never part of a snapshot.
     Skipped(SkippedObject),
@@ -197,6 +207,7 @@ impl KubeObject {
             KubeObject::EndpointSlice(o) => (ObjectKind::EndpointSlice, &o.metadata),
             KubeObject::Secret(o) => (ObjectKind::Secret, &o.metadata),
             KubeObject::ConfigMap(o) => (ObjectKind::ConfigMap, &o.metadata),
+            KubeObject::Namespace(o) => (ObjectKind::Namespace, &o.metadata),
             KubeObject::Skipped(_) => return None,
         };
         let key = if kind.is_namespaced() {
@@ -272,6 +283,7 @@ mod tests {
         }
         assert_eq!(ObjectKind::from_kind("Deployment"), None);
         assert!(!ObjectKind::IngressClass.is_namespaced());
+        assert!(!ObjectKind::Namespace.is_namespaced());
         assert_eq!(
             ObjectKind::EndpointSlice.api_version(),
             "discovery.k8s.io/v1"

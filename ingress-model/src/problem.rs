@@ -34,6 +34,9 @@ pub enum ProblemReason {
     /// Another Ingress already provides the default backend for the same
     /// host (or the catch-all). This default backend is not used.
     DefaultBackendConflict,
+    /// Every path and default backend of the Ingress lost a conflict: it
+    /// routes nothing, and its status gets no address until it does.
+    NotServed,
     /// The backend is a `resource` backend or an ExternalName Service,
     /// which the proxy does not serve. The rule routes to an unavailable
     /// backend (503).
@@ -79,6 +82,7 @@ impl ProblemReason {
             ProblemReason::InvalidBackend => "InvalidBackend",
             ProblemReason::PathConflict => "PathConflict",
             ProblemReason::DefaultBackendConflict => "DefaultBackendConflict",
+            ProblemReason::NotServed => "NotServed",
             ProblemReason::UnsupportedBackend => "UnsupportedBackend",
             ProblemReason::DuplicateObject => "DuplicateObject",
             ProblemReason::SecretNotFound => "SecretNotFound",

@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Secret, Service},
+    core::v1::{ConfigMap, Namespace, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -20,7 +20,8 @@ use crate::{
 };
 
 /// A snapshot of the cluster objects routing depends on, each kind keyed by
-/// namespace/name (IngressClasses by name, with an empty namespace). Keys
+/// namespace/name (IngressClasses and Namespaces by name, with an empty
+/// namespace). Keys
 /// are sorted so building from a snapshot is deterministic. Replacing an
 /// object means a new `Arc` (never a change through a shared one), which
 /// is what [`ClusterObjects::insert`] does; and an object is stored only
@@ -40,6 +41,22 @@ pub struct ClusterObjects {
     pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
     /// ConfigMaps (for settings; routing does not read them).
     pub config_maps: BTreeMap<ObjectKey, Arc<ConfigMap>>,
+    /// Namespaces: the Ingresses of one being deleted rank after every
+    /// other (see [`ClusterObjects::namespace_going_away`]). A namespace
+    /// not in the snapshot (manifests usually have none) is live.
+    pub namespaces: BTreeMap<ObjectKey, Arc<Namespace>>,
+}
+
+/// Whether `namespace` is being deleted: `status.phase: Terminating`, or a
+/// deletion timestamp (the API server sets both at once). Its objects are
+/// deleted while it is so, in an order of the namespace controller's.
+pub fn namespace_terminating(namespace: &Namespace) -> bool {
+    namespace.metadata.deletion_timestamp.is_some()
+        || namespace
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref())
+            == Some("Terminating")
 }
 
 /// Puts `object` under `key`, keeping the version already there when it is
@@ -104,6 +121,7 @@ impl ClusterObjects {
             KubeObject::EndpointSlice(o) => put(&mut self.endpoint_slices, key, o),
             KubeObject::Secret(o) => put(&mut self.secrets, key, o),
             KubeObject::ConfigMap(o) => put(&mut self.config_maps, key, o),
+            KubeObject::Namespace(o) => put(&mut self.namespaces, key, o),
             KubeObject::Skipped(_) => false,
         }
     }
@@ -118,6 +136,7 @@ impl ClusterObjects {
             ObjectKind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
             ObjectKind::Secret => self.secrets.remove(key).is_some(),
             ObjectKind::ConfigMap => self.config_maps.remove(key).is_some(),
+            ObjectKind::Namespace => self.namespaces.remove(key).is_some(),
         }
     }
 
@@ -145,6 +164,7 @@ impl ClusterObjects {
             ObjectKind::EndpointSlice => self.endpoint_slices.retain(|k, _| keep(k)),
             ObjectKind::Secret => self.secrets.retain(|k, _| keep(k)),
             ObjectKind::ConfigMap => self.config_maps.retain(|k, _| keep(k)),
+            ObjectKind::Namespace => self.namespaces.retain(|k, _| keep(k)),
         }
     }
 
@@ -156,6 +176,15 @@ impl ClusterObjects {
             + self.endpoint_slices.len()
             + self.secrets.len()
             + self.config_maps.len()
+            + self.namespaces.len()
+    }
+
+    /// Whether the namespace named `name` is being deleted
+    /// ([`namespace_terminating`]); one not in the snapshot is not.
+    pub fn namespace_going_away(&self, name: &str) -> bool {
+        self.namespaces
+            .get(&ObjectKey::cluster(name))
+            .is_some_and(|namespace| namespace_terminating(namespace))
     }
 
     /// Whether the snapshot holds no object.

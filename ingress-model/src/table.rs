@@ -13,7 +13,11 @@
 //! gets that host's default backend (the `defaultBackend` of an Ingress with
 //! rules for it), else the table's fallback.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    sync::Arc,
+};
 
 use crate::{
     FastHashMap,
@@ -197,6 +201,8 @@ pub struct RouteTable {
     pub(crate) any_host: Option<Arc<HostRoutes>>,
     pub(crate) fallback: DefaultRoute,
     pub(crate) tls: Arc<TlsPlan>,
+    /// Our Ingresses that route nothing, having lost every conflict.
+    pub(crate) unserved: Arc<BTreeSet<ObjectKey>>,
     /// Paths routed, all hosts together.
     pub(crate) paths: usize,
     /// Tells this table apart from every other one in the process (0 for
@@ -221,6 +227,7 @@ impl Default for RouteTable {
                 https_redirect: false,
             },
             tls: Arc::default(),
+            unserved: Arc::default(),
             paths: 0,
             id: 0,
             parent: None,
@@ -231,7 +238,8 @@ impl Default for RouteTable {
 impl RouteTable {
     /// Builds the table from a snapshot: picks our Ingresses (see
     /// [`crate::class`]), resolves every backend and returns the problems
-    /// found. Each problem affects only its rule. Ingresses are taken oldest
+    /// found. Each problem affects only its rule. Ingresses are taken live
+    /// ones first (not being deleted, nor their namespace), then oldest
     /// first (`creationTimestamp`, a missing one counting as newest), then by
     /// namespace/name, so of two rules for the same host, path and type the
     /// first one taken wins.
@@ -245,6 +253,14 @@ impl RouteTable {
     /// The TLS view of our Ingresses: which hosts want which Secret.
     pub fn tls(&self) -> &TlsPlan {
         &self.tls
+    }
+
+    /// Our Ingresses that route nothing: each had paths or default backends
+    /// and lost every one to other Ingresses (a
+    /// [`ProblemReason::NotServed`](crate::ProblemReason::NotServed)
+    /// problem says so). Their status should claim no address.
+    pub fn unserved_ingresses(&self) -> &Arc<BTreeSet<ObjectKey>> {
+        &self.unserved
     }
 
     /// Routes a request: `host` is the `Host` header or `:authority` (a port
@@ -785,6 +801,8 @@ mod tests {
             ingresses: Vec<IngressBuilder>,
             winner: &'static str,
             loser: &'static str,
+            /// Whether the loser still routes something else.
+            loser_serves: bool,
         }
         let rule = |b: IngressBuilder, p: &str, t: &str, svc: &str| {
             b.ours()
@@ -799,6 +817,7 @@ mod tests {
                 ],
                 winner: "a /x Prefix",
                 loser: "ns/aa-new",
+                loser_serves: false,
             },
             Case {
                 name: "same age: namespace then name",
@@ -808,6 +827,7 @@ mod tests {
                 ],
                 winner: "a /x Prefix",
                 loser: "ns/b",
+                loser_serves: false,
             },
             Case {
                 name: "no timestamps: namespace then name",
@@ -817,6 +837,7 @@ mod tests {
                 ],
                 winner: "a /x Exact",
                 loser: "zz/a",
+                loser_serves: false,
             },
             Case {
                 name: "a missing timestamp counts as newest",
@@ -826,6 +847,7 @@ mod tests {
                 ],
                 winner: "b /x Prefix",
                 loser: "ns/a",
+                loser_serves: false,
             },
             Case {
                 name: "a trailing slash makes the same Prefix",
@@ -835,6 +857,7 @@ mod tests {
                 ],
                 winner: "a /x Prefix",
                 loser: "ns/b",
+                loser_serves: false,
             },
             Case {
                 name: "ImplementationSpecific is Prefix here",
@@ -844,6 +867,7 @@ mod tests {
                 ],
                 winner: "a /x ImplementationSpecific",
                 loser: "ns/b",
+                loser_serves: false,
             },
             Case {
                 name: "twice in one Ingress: the first path wins",
@@ -854,17 +878,18 @@ mod tests {
                 ],
                 winner: "a /x Prefix",
                 loser: "ns/a",
+                loser_serves: true,
             },
         ];
         for case in cases {
             let (table, problems) = build(case.ingresses);
             assert_eq!(answer(&table, "h.com", "/x"), case.winner, "{}", case.name);
-            assert_eq!(
-                reasons(&problems),
-                [(case.loser.to_owned(), ProblemReason::PathConflict)],
-                "{}",
-                case.name
-            );
+            let mut expected = vec![(case.loser.to_owned(), ProblemReason::PathConflict)];
+            if !case.loser_serves {
+                // Its only path lost: it serves nothing.
+                expected.push((case.loser.to_owned(), ProblemReason::NotServed));
+            }
+            assert_eq!(reasons(&problems), expected, "{}", case.name);
             assert!(
                 problems[0].message.contains("already routed by"),
                 "{}",
@@ -971,7 +996,11 @@ mod tests {
                 ingresses: vec![rules_less("b-catch", "b"), rules_less("a-catch", "a")],
                 options: ModelOptions::default(),
                 lookups: vec![("x.com", "/", "default a")],
-                problems: vec![("ns/b-catch", ProblemReason::DefaultBackendConflict)],
+                // Its only default backend lost: it serves nothing.
+                problems: vec![
+                    ("ns/b-catch", ProblemReason::DefaultBackendConflict),
+                    ("ns/b-catch", ProblemReason::NotServed),
+                ],
             },
             Case {
                 name: "two defaultBackends for one host: the first wins",

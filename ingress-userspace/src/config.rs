@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ingress_model::{ClusterObjects, ModelOptions, Problem, RouteTableBuilder};
+use ingress_model::{ClusterObjects, ModelOptions, ObjectKey, Problem, RouteTableBuilder};
 use tracing::{info, warn};
 
 use crate::{
@@ -51,6 +51,8 @@ pub struct ConfigApplier {
     metrics: Option<Arc<Metrics>>,
     readiness: Option<Arc<Readiness>>,
     reported: Mutex<BTreeSet<Problem>>,
+    /// The Ingresses of ours the last applied table does not serve.
+    unserved: Mutex<Arc<BTreeSet<ObjectKey>>>,
 }
 
 impl ConfigApplier {
@@ -70,6 +72,7 @@ impl ConfigApplier {
             metrics: None,
             readiness: None,
             reported: Mutex::new(BTreeSet::new()),
+            unserved: Mutex::default(),
         }
     }
 
@@ -105,6 +108,7 @@ impl ConfigApplier {
             .expect("table builder lock")
             .build(objects);
         let paths = table.path_count();
+        *self.unserved.lock().expect("unserved lock") = Arc::clone(table.unserved_ingresses());
         if let Some(certificates) = &self.certificates {
             let update = certificates.update(table.tls(), objects, unix_now());
             problems.extend(update.problems);
@@ -144,6 +148,12 @@ impl ConfigApplier {
         }
         crate::memory::release_freed_memory();
         outcome
+    }
+
+    /// Our Ingresses that the last applied table does not serve: they lost
+    /// every path and default backend they have to other Ingresses.
+    pub fn unserved(&self) -> Arc<BTreeSet<ObjectKey>> {
+        Arc::clone(&self.unserved.lock().expect("unserved lock"))
     }
 
     /// Logs the problems that appeared and the ones that went away;

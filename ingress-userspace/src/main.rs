@@ -468,6 +468,7 @@ async fn start_cluster(
     let mut writers = vec![tokio::spawn(events::run(
         client.clone(),
         identity.holder.clone(),
+        options.watch_namespace.clone(),
         watch.applied.clone(),
         leadership.is_leader.clone(),
         stop.clone(),

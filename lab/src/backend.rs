@@ -76,6 +76,7 @@ pub struct BackendBuilder<'a> {
     name: String,
     addrs: Vec<SocketAddr>,
     udp_echoes: Vec<SocketAddr>,
+    no_date: bool,
     launch: Launch,
 }
 
@@ -84,6 +85,13 @@ impl BackendBuilder<'_> {
     /// repeat for several): method `UDP`, the endpoint that received it.
     pub fn udp_echo(mut self, addr: SocketAddr) -> Self {
         self.udp_echoes.push(addr);
+        self
+    }
+
+    /// Sends no `Date` but on `/dated` (`--no-date`): an upstream like
+    /// those that leave it to the proxy.
+    pub fn no_date(mut self) -> Self {
+        self.no_date = true;
         self
     }
 
@@ -124,6 +132,9 @@ impl BackendBuilder<'_> {
         }
         for addr in &self.udp_echoes {
             command.arg("--udp-echo").arg(addr.to_string());
+        }
+        if self.no_date {
+            command.arg("--no-date");
         }
         let line = describe(&command);
         guard_process(&mut command);
@@ -176,6 +187,7 @@ impl Backend {
             name: name.to_owned(),
             addrs: addrs.to_vec(),
             udp_echoes: Vec::new(),
+            no_date: false,
             launch: Launch::default(),
         }
     }

@@ -19,7 +19,11 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{backend::Backend, netns::Netns, veth::Veth};
+use crate::{
+    backend::{Backend, BackendBuilder},
+    netns::Netns,
+    veth::Veth,
+};
 
 /// The client's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -133,10 +137,21 @@ impl EdgeLab {
     /// `addrs` (endpoint addresses, added as needed) and waits until the
     /// edge reaches each of them.
     pub fn start_backend(&mut self, name: &str, addrs: &[SocketAddr]) -> Result<()> {
+        self.start_backend_with(name, addrs, |builder| builder)
+    }
+
+    /// [`EdgeLab::start_backend`] with launch options set by `configure`
+    /// (`|b| b.no_date()`).
+    pub fn start_backend_with(
+        &mut self,
+        name: &str,
+        addrs: &[SocketAddr],
+        configure: impl FnOnce(BackendBuilder<'_>) -> BackendBuilder<'_>,
+    ) -> Result<()> {
         for addr in addrs {
             self.add_endpoint_addr(addr.ip())?;
         }
-        let backend = Backend::start(&self.backend_ns, name, addrs)?;
+        let backend = configure(Backend::builder(&self.backend_ns, name, addrs)).start()?;
         for &addr in addrs {
             self.edge
                 .wait_tcp(addr, REACH_TIMEOUT)

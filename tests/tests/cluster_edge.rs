@@ -27,8 +27,8 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use rcgen::{CertificateParams, DnType, KeyPair};
 use xdp_ingress_lab::{
-    CurlReply, Daemon, EDGE_ADDR, EdgeLab, LoopbackBridge, Netns, k8s::TestCluster, poll_until,
-    require_root,
+    CurlReply, Daemon, EDGE_ADDR, EdgeLab, LoopbackBridge, Netns, SliceEndpoint, k8s::TestCluster,
+    poll_until, require_root, service_yaml,
 };
 
 /// The port the pods' containers listen on (the Services' targetPort).
@@ -164,29 +164,42 @@ struct ClusterLab {
 
 impl ClusterLab {
     fn start(web_replicas: u32) -> Result<Self> {
-        let cluster = TestCluster::builder().workloads(true).start()?;
+        let mut this = Self::with(TestCluster::builder().workloads(true).start()?)?;
+        this.cluster
+            .kubectl(&["create", "namespace", APP_NAMESPACE])?;
+        this.cluster.apply(&app_yaml("web", web_replicas))?;
+        this.cluster.apply(&app_yaml("httpd", 1))?;
+        this.serve_pods("web", web_replicas as usize)?;
+        this.serve_pods("httpd", 1)?;
+        Ok(this)
+    }
+
+    /// A cluster without workloads (etcd and the API server only): no
+    /// kube-controller-manager, so a deleted namespace stays Terminating, as
+    /// it does while the namespace controller works through it. Services
+    /// get their EndpointSlices by hand.
+    fn bare() -> Result<Self> {
+        Self::with(TestCluster::start()?)
+    }
+
+    /// `cluster` with deploy/ applied, and the lab.
+    fn with(cluster: TestCluster) -> Result<Self> {
         let deploy = deploy_dir().display().to_string();
         cluster
             .kubectl(&["apply", "-k", &deploy])
             .context("kubectl apply -k deploy/")?;
         let controller_kubeconfig =
             cluster.service_account_kubeconfig(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)?;
-        cluster.kubectl(&["create", "namespace", APP_NAMESPACE])?;
-        cluster.apply(&app_yaml("web", web_replicas))?;
-        cluster.apply(&app_yaml("httpd", 1))?;
         let lab = EdgeLab::create()?;
         let bridges = vec![LoopbackBridge::new(&lab.edge, apiserver_port(&cluster)?)?];
-        let mut this = Self {
+        Ok(Self {
             daemons: Vec::new(),
             bridges,
             lab,
             controller_kubeconfig,
             cluster,
             served: BTreeSet::new(),
-        };
-        this.serve_pods("web", web_replicas as usize)?;
-        this.serve_pods("httpd", 1)?;
-        Ok(this)
+        })
     }
 
     /// Waits for `replicas` Running pods of Deployment `app` and starts a
@@ -288,9 +301,14 @@ impl ClusterLab {
 
     /// `status.loadBalancer.ingress[*].ip` of Ingress `name`.
     fn status_ips(&self, name: &str) -> Result<String> {
+        self.status_ips_in(APP_NAMESPACE, name)
+    }
+
+    /// `status.loadBalancer.ingress[*].ip` of Ingress `namespace/name`.
+    fn status_ips_in(&self, namespace: &str, name: &str) -> Result<String> {
         self.cluster.kubectl(&[
             "-n",
-            APP_NAMESPACE,
+            namespace,
             "get",
             "ingress",
             name,
@@ -300,29 +318,65 @@ impl ClusterLab {
     }
 
     fn wait_status(&self, name: &str, expected: &str, timeout: Duration) -> Result<()> {
+        self.wait_status_in(APP_NAMESPACE, name, expected, timeout)
+    }
+
+    fn wait_status_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         poll_until(
-            &format!("Ingress {name} status {expected:?}"),
+            &format!("Ingress {namespace}/{name} status {expected:?}"),
             timeout,
-            || Ok((self.status_ips(name)?.trim() == expected).then_some(())),
+            || Ok((self.status_ips_in(namespace, name)?.trim() == expected).then_some(())),
         )
         .with_context(|| self.logs())
     }
 
     fn describe(&self, name: &str) -> Result<String> {
+        self.describe_in(APP_NAMESPACE, name)
+    }
+
+    fn describe_in(&self, namespace: &str, name: &str) -> Result<String> {
         self.cluster
-            .kubectl(&["-n", APP_NAMESPACE, "describe", "ingress", name])
+            .kubectl(&["-n", namespace, "describe", "ingress", name])
     }
 
     fn wait_described(&self, name: &str, needle: &str) -> Result<String> {
+        self.wait_described_in(APP_NAMESPACE, name, needle)
+    }
+
+    fn wait_described_in(&self, namespace: &str, name: &str, needle: &str) -> Result<String> {
         poll_until(
-            &format!("`kubectl describe ingress {name}` showing {needle:?}"),
+            &format!("`kubectl describe ingress {namespace}/{name}` showing {needle:?}"),
             CHANGE_TIMEOUT,
             || {
-                let text = self.describe(name)?;
+                let text = self.describe_in(namespace, name)?;
                 Ok(text.contains(needle).then_some(text))
             },
         )
         .with_context(|| self.logs())
+    }
+
+    /// Who reported each `Sync` event on Ingress `name` (`kubectl get
+    /// events`).
+    fn sync_events(&self, name: &str) -> Result<Vec<String>> {
+        let selector =
+            format!("involvedObject.kind=Ingress,involvedObject.name={name},reason=Sync");
+        let out = self.cluster.kubectl(&[
+            "-n",
+            APP_NAMESPACE,
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.reportingComponent}{\"\\n\"}{end}",
+        ])?;
+        Ok(out.lines().map(str::to_owned).collect())
     }
 
     /// The daemons' logs, for failures.
@@ -419,6 +473,13 @@ fn quickstart_routes_writes_status_and_events_and_follows_changes() -> Result<()
         "",
         "another class's status"
     );
+    // Both were created before the controller started: it announced each
+    // once on taking the lead, as ingress-nginx's Sync for every Ingress
+    // it serves.
+    for name in ["web", "httpd"] {
+        lab.wait_described(name, "Scheduled for sync")?;
+        assert_eq!(lab.sync_events(name)?, ["xdp-ingress"], "{name}");
+    }
 
     // Events: a Sync on ours, a Warning for a missing Service.
     lab.cluster.apply(&ingress_yaml(
@@ -569,10 +630,148 @@ fn serving_survives_an_api_server_outage_and_a_killed_leader_hands_over() -> Res
     drop(leader);
     lab.wait_status("web", other_address, LEADER_TIMEOUT)?;
     lab.wait_status("httpd", other_address, LEADER_TIMEOUT)?;
+    // Each new leader found web's Sync event of the first: none again.
+    // httpd, created while the lead was in question, got one too.
+    assert_eq!(lab.sync_events("web")?, ["xdp-ingress"]);
+    lab.wait_described("httpd", "Scheduled for sync")?;
     println!(
         "the replica at {other_address} took over from {leader_address} after {:?}",
         killed.elapsed()
     );
     ensure!(lab.daemons.len() == 1, "the other replica is gone");
+    Ok(())
+}
+
+/// A catch-all `defaultBackend` Ingress and its Service, in `namespace`,
+/// the Service's one endpoint at `endpoint` (an EndpointSlice by hand).
+fn fallback_yaml(namespace: &str, endpoint: SocketAddr) -> String {
+    let service = service_yaml(
+        namespace,
+        "web",
+        80,
+        endpoint.port(),
+        &[SliceEndpoint::ready(endpoint.ip())],
+    );
+    format!(
+        r#"{service}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: fallback, namespace: {namespace}}}
+spec:
+  ingressClassName: xdp
+  defaultBackend: {{service: {{name: web, port: {{number: 80}}}}}}
+"#
+    )
+}
+
+/// Issue 16's sequence against the real API server: the namespace of the
+/// oldest catch-all `defaultBackend` Ingress is deleted and its endpoints
+/// go, while a newer namespace has its own: the newer one serves at once
+/// rather than 503, and gets its address then, not before: while it lost
+/// the conflict it had none and a NotServed Warning. The old one's address
+/// goes. The same for an Ingress being deleted (held by a finalizer). No
+/// kube-controller-manager runs: a deleted namespace stays Terminating.
+#[test]
+fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut lab = ClusterLab::bare()?;
+    let backends = [
+        ("old", SocketAddr::from(([198, 19, 7, 1], POD_PORT))),
+        ("new", SocketAddr::from(([198, 19, 7, 2], POD_PORT))),
+        ("newer", SocketAddr::from(([198, 19, 7, 3], POD_PORT))),
+    ];
+    for (namespace, endpoint) in backends {
+        lab.lab.start_backend(namespace, &[endpoint])?;
+        lab.cluster.kubectl(&["create", "namespace", namespace])?;
+    }
+    lab.cluster.apply(&fallback_yaml("old", backends[0].1))?;
+    let edge = EDGE_ADDR.to_string();
+    lab.start_controller(None, &edge)?;
+    lab.wait_ready()?;
+    // Which namespace's backend answers a request for any host.
+    let served = |lab: &ClusterLab| -> Result<String> {
+        let reply = lab.get_plain("any.example.com")?;
+        Ok(match reply.report() {
+            Ok(report) if reply.status == 200 => report.backend,
+            _ => format!("status {}", reply.status),
+        })
+    };
+    let wait_served = |lab: &ClusterLab, by: &str| {
+        poll_until(&format!("{by} to serve"), CHANGE_TIMEOUT, || {
+            Ok((served(lab)? == by).then_some(()))
+        })
+        .with_context(|| lab.logs())
+    };
+    wait_served(&lab, "old")?;
+    lab.wait_status_in("old", "fallback", &edge, CHANGE_TIMEOUT)?;
+
+    // A newer namespace's catch-all loses to the old one: no address, and
+    // a Warning that says why.
+    lab.cluster.apply(&fallback_yaml("new", backends[1].1))?;
+    let described = lab.wait_described_in("new", "fallback", "NotServed")?;
+    assert!(described.contains("DefaultBackendConflict"), "{described}");
+    assert_eq!(lab.status_ips_in("new", "fallback")?.trim(), "");
+    assert_eq!(served(&lab)?, "old");
+
+    // The old namespace is deleted; its endpoints go first.
+    lab.cluster
+        .kubectl(&["delete", "namespace", "old", "--wait=false"])?;
+    lab.cluster
+        .kubectl(&["-n", "old", "delete", "endpointslice", "web-lab"])?;
+    let phase =
+        lab.cluster
+            .kubectl(&["get", "namespace", "old", "-o", "jsonpath={.status.phase}"])?;
+    assert_eq!(phase.trim(), "Terminating");
+    wait_served(&lab, "new")?;
+    for _ in 0..5 {
+        assert_eq!(served(&lab)?, "new", "no 503 from the old Ingress");
+    }
+    lab.wait_status_in("new", "fallback", &edge, CHANGE_TIMEOUT)?;
+    lab.wait_status_in("old", "fallback", "", CHANGE_TIMEOUT)?;
+
+    // An Ingress being deleted (a finalizer holds it) ranks after a live
+    // one too: the newest namespace takes over from `new`.
+    lab.cluster.apply(&fallback_yaml("newer", backends[2].1))?;
+    lab.wait_described_in("newer", "fallback", "NotServed")?;
+    assert_eq!(lab.status_ips_in("newer", "fallback")?.trim(), "");
+    lab.cluster.kubectl(&[
+        "-n",
+        "new",
+        "patch",
+        "ingress",
+        "fallback",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["lab.xdp-ingress.io/hold"]}}"#,
+    ])?;
+    lab.cluster
+        .kubectl(&["-n", "new", "delete", "ingress", "fallback", "--wait=false"])?;
+    wait_served(&lab, "newer")?;
+    lab.wait_status_in("newer", "fallback", &edge, CHANGE_TIMEOUT)?;
+    lab.wait_status_in("new", "fallback", "", CHANGE_TIMEOUT)?;
+    // Let it go (the cluster goes with the test anyway).
+    lab.cluster.kubectl(&[
+        "-n",
+        "new",
+        "patch",
+        "ingress",
+        "fallback",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
+    // No event was attempted where the API server refuses new objects (the
+    // Terminating namespace), and every call went through (RBAC included).
+    let logs = lab.logs();
+    for failure in [
+        "publishing an event",
+        "updating the Ingress status",
+        "clearing the Ingress status",
+        "listing our Sync events",
+    ] {
+        assert!(!logs.contains(failure), "{failure}:\n{logs}");
+    }
     Ok(())
 }

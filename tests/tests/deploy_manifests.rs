@@ -54,11 +54,14 @@ const CLUSTER_CALLS: &[(&str, &str, &str)] = &[
     ("", "secrets", "watch"),
     ("", "configmaps", "list"),
     ("", "configmaps", "watch"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
     ("discovery.k8s.io", "endpointslices", "list"),
     ("discovery.k8s.io", "endpointslices", "watch"),
     ("", "nodes", "get"),
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
+    ("events.k8s.io", "events", "list"),
 ];
 
 /// The API calls in the controller's own namespace: (API group, resource,

@@ -447,6 +447,169 @@ fn errors_are_answered_and_contained() -> Result<()> {
     Ok(())
 }
 
+/// The header lines of a reply of `curl -i` (names in lower case).
+fn head_lines(reply: &CurlReply) -> Vec<(String, String)> {
+    let text = reply.text();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect()
+}
+
+/// Every answer names the edge (`Server: xdp-ingress`, an upstream's own
+/// replaced, as nginx does) and carries a `Date` (an upstream's kept, else
+/// the edge's): proxied, and the edge's own 404, 503, 502 and 308, over
+/// HTTP/1.1 and HTTP/2, plain and with TLS, as curl sees them.
+#[test]
+fn every_answer_names_the_edge_and_carries_a_date() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    const HOST: &str = "server.example.com";
+    const REDIRECTED: &str = "secure.example.com";
+    const UPSTREAM_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let mut lab = EdgeLab::create()?;
+    let plain = endpoint(5, 1);
+    // An address of the backends with nothing listening: refuses connections.
+    let dead = endpoint(5, 9);
+    // Like Go's net/http without a Server, and without a Date but on /dated.
+    lab.start_backend_with("plain", &[plain], |backend| backend.no_date())?;
+    lab.add_endpoint_addr(dead.ip())?;
+    let server = manifest(
+        &ingress("default", "server")
+            .ours()
+            .rule(
+                Some(HOST),
+                vec![
+                    prefix("/", "plain"),
+                    prefix("/missing", "missing"),
+                    prefix("/refused", "refused"),
+                ],
+            )
+            .build(),
+    );
+    let secure = manifest(
+        &ingress("default", "secure")
+            .ours()
+            .annotation("nginx.ingress.kubernetes.io/force-ssl-redirect", "true")
+            .rule(Some(REDIRECTED), vec![prefix("/", "plain")])
+            .build(),
+    );
+    let manifests = ManifestDir::new()?;
+    manifests.write(
+        "routes.yaml",
+        &documents(&[
+            XDP_INGRESS_CLASS,
+            &service("plain", &[plain]),
+            &service("refused", &[dead]),
+            &server,
+            &secure,
+        ]),
+    )?;
+    let daemon = start_daemon(&lab, manifests.path(), false, &[])?;
+    // The backend itself sends neither (asked directly, from the edge).
+    let direct = lab.edge.curl(&["-i", &format!("http://{plain}/")])?;
+    let direct_lines = head_lines(&direct);
+    ensure!(
+        direct.status == 200
+            && !direct_lines
+                .iter()
+                .any(|(name, _)| name == "server" || name == "date"),
+        "the backend answered {direct_lines:?}"
+    );
+
+    /// How an answer's Date must look.
+    #[derive(Clone, Copy, PartialEq)]
+    enum DateFrom {
+        Upstream,
+        Edge,
+    }
+    // (host, path, status over plain HTTP, status over HTTPS, whose Date).
+    let cases: &[(&str, &str, u16, u16, DateFrom)] = &[
+        (HOST, "/", 200, 200, DateFrom::Edge),
+        (HOST, "/server/gunicorn", 200, 200, DateFrom::Edge),
+        (HOST, "/dated", 200, 200, DateFrom::Upstream),
+        (HOST, "/missing", 503, 503, DateFrom::Edge),
+        (HOST, "/refused", 502, 502, DateFrom::Edge),
+        ("nowhere.example.org", "/", 404, 404, DateFrom::Edge),
+        (REDIRECTED, "/", 308, 200, DateFrom::Edge),
+    ];
+    let mut wrong = Vec::new();
+    for (tls, version) in [(false, "1.1"), (false, "2"), (true, "1.1"), (true, "2")] {
+        for &(host, path, plain_status, tls_status, date_from) in cases {
+            let (url, resolve, host_header) = if tls {
+                (
+                    format!("https://{host}{path}"),
+                    format!("{host}:443:{EDGE_ADDR}"),
+                    String::new(),
+                )
+            } else {
+                (
+                    format!("http://{EDGE_ADDR}{path}"),
+                    String::new(),
+                    format!("Host: {host}"),
+                )
+            };
+            let mut args = vec!["-i"];
+            match (tls, version) {
+                (false, "2") => args.push("--http2-prior-knowledge"),
+                (true, "2") => args.extend(["-k", "--http2"]),
+                (true, _) => args.extend(["-k", "--http1.1"]),
+                _ => {}
+            }
+            if tls {
+                args.extend(["--resolve", &resolve]);
+            } else {
+                args.extend(["-H", &host_header]);
+            }
+            args.push(&url);
+            let reply = lab.client.curl(&args)?;
+            let what = format!(
+                "{} {host}{path} over HTTP/{}",
+                if tls { "https" } else { "http" },
+                reply.http_version
+            );
+            let expected = if tls { tls_status } else { plain_status };
+            let lines = head_lines(&reply);
+            let values = |name: &str| -> Vec<&str> {
+                lines
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect()
+            };
+            let servers = values("server");
+            let dates = values("date");
+            let date_ok = match (date_from, dates.as_slice()) {
+                (DateFrom::Upstream, [date]) => *date == UPSTREAM_DATE,
+                (DateFrom::Edge, [date]) => {
+                    *date != UPSTREAM_DATE && date.len() == 29 && date.ends_with(" GMT")
+                }
+                _ => false,
+            };
+            if reply.status != expected
+                || reply.http_version != version
+                || servers != ["xdp-ingress"]
+                || !date_ok
+            {
+                wrong.push(format!(
+                    "{what}: {} (expected {expected}), Server {servers:?}, Date {dates:?}",
+                    reply.status
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong answers:\n{}\n{}",
+        wrong.join("\n"),
+        daemon.log()
+    );
+    Ok(())
+}
+
 /// `size` bytes as a chunked body of 64 KiB chunks, with the last chunk.
 fn chunked_body(size: usize) -> Vec<u8> {
     const CHUNK: usize = 64 * 1024;
@@ -939,6 +1102,128 @@ fn manifest_changes_apply_live_without_dropping_connections() -> Result<()> {
     let fourth = kept.request("GET", "/fourth", HOST, &[], b"")?;
     assert_eq!(fourth.report()?.backend, "svc-a");
     assert!(daemon.running(), "{}", daemon.log());
+    Ok(())
+}
+
+/// The Ingresses that `xdp-ingress routes --json` reports NotServed.
+fn not_served(lab: &EdgeLab, manifests: &ManifestDir) -> Result<Vec<String>> {
+    let dir = manifests.path().display().to_string();
+    let out = lab::run_daemon_once(
+        &lab.edge,
+        &["routes", "--manifests", &dir, "--json"],
+        Duration::from_secs(20),
+    )?;
+    ensure!(
+        out.status.success(),
+        "routes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let problems = report["problems"].as_array().context("problems")?;
+    Ok(problems
+        .iter()
+        .filter(|p| p["reason"] == "NotServed")
+        .filter_map(|p| p["object"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The sequence, through the manifests provider: the namespace of
+/// the oldest catch-all `defaultBackend` Ingress is deleted (Terminating,
+/// its endpoints gone) while a new namespace brings its own: the new one
+/// serves at once rather than 503. The same for an Ingress being deleted
+/// (a deletion timestamp) in a live namespace. The Ingress that lost is
+/// reported NotServed. (The files describe states, not a history.)
+#[test]
+fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    const SWITCH_TIMEOUT: Duration = Duration::from_secs(5);
+    let mut lab = EdgeLab::create()?;
+    let (old_web, new_web) = (endpoint(6, 1), endpoint(6, 2));
+    lab.start_backend("old-web", &[old_web])?;
+    lab.start_backend("new-web", &[new_web])?;
+    let namespace = |name: &str, terminating: bool| {
+        let mut yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n");
+        if terminating {
+            yaml.push_str(
+                "  deletionTimestamp: \"2026-01-02T03:04:05Z\"\nstatus: {phase: Terminating}\n",
+            );
+        }
+        yaml
+    };
+    let fallback = |namespace: &str, created: i64, deleting: bool| {
+        let mut builder = ingress(namespace, "fallback")
+            .ours()
+            .created(created)
+            .default_backend(backend("web", 80));
+        if deleting {
+            builder = builder.deleting();
+        }
+        manifest(&builder.build())
+    };
+    let web = |namespace: &str, endpoints: &[SocketAddr]| {
+        let endpoints: Vec<SliceEndpoint> = endpoints
+            .iter()
+            .map(|e| SliceEndpoint::ready(e.ip()))
+            .collect();
+        service_yaml(namespace, "web", 80, BACKEND_PORT, &endpoints)
+    };
+    // The old namespace, its Ingress and its endpoints as given; the new
+    // namespace, younger, with its own.
+    let world = |old_terminating: bool, old_deleting: bool, old_endpoints: &[SocketAddr]| {
+        documents(&[
+            XDP_INGRESS_CLASS,
+            &namespace("old", old_terminating),
+            &fallback("old", 1_000, old_deleting),
+            &web("old", old_endpoints),
+            &namespace("new", false),
+            &fallback("new", 2_000, false),
+            &web("new", &[new_web]),
+        ])
+    };
+    let served_by = |lab: &EdgeLab| -> Result<String> {
+        let reply = curl_get(lab, "any.example.com", "/", &[])?;
+        Ok(match reply.report() {
+            Ok(report) if reply.status == 200 => report.backend,
+            _ => format!("status {}", reply.status),
+        })
+    };
+    let manifests = ManifestDir::new()?;
+    manifests.write("routes.yaml", &world(false, false, &[old_web]))?;
+    let daemon = start_daemon(&lab, manifests.path(), true, &[])?;
+    // Both live: the oldest serves, the other serves nothing and says so.
+    assert_eq!(served_by(&lab)?, "old-web");
+    assert_eq!(not_served(&lab, &manifests)?, ["Ingress new/fallback"]);
+
+    // The old namespace is being deleted and its endpoints are gone.
+    manifests.write("routes.yaml", &world(true, false, &[]))?;
+    poll_until(
+        "the new namespace's backend to serve",
+        SWITCH_TIMEOUT,
+        || Ok((served_by(&lab)? == "new-web").then_some(())),
+    )
+    .with_context(|| daemon.log())?;
+    for _ in 0..5 {
+        assert_eq!(served_by(&lab)?, "new-web", "no 503 from the old Ingress");
+    }
+    assert_eq!(not_served(&lab, &manifests)?, ["Ingress old/fallback"]);
+
+    // Both live again: the oldest serves again. Then the old Ingress is
+    // being deleted (held by a finalizer), its namespace live and its
+    // endpoints there: the new one serves.
+    manifests.write("routes.yaml", &world(false, false, &[old_web]))?;
+    poll_until("the old Ingress to serve again", SWITCH_TIMEOUT, || {
+        Ok((served_by(&lab)? == "old-web").then_some(()))
+    })?;
+    manifests.write("routes.yaml", &world(false, true, &[old_web]))?;
+    poll_until(
+        "the new Ingress to take over from one being deleted",
+        SWITCH_TIMEOUT,
+        || Ok((served_by(&lab)? == "new-web").then_some(())),
+    )
+    .with_context(|| daemon.log())?;
+    assert_eq!(not_served(&lab, &manifests)?, ["Ingress old/fallback"]);
     Ok(())
 }
 

@@ -1,6 +1,9 @@
 //! The Ingresses' `status.loadBalancer.ingress`, written by the leader:
 //! the addresses clients reach the controller at, set on our Ingresses and
-//! removed from Ingresses that stop being ours, as ingress-nginx does.
+//! removed from Ingresses that stop being ours, as ingress-nginx does; and
+//! removed from (or not given to) an Ingress of ours that serves nothing,
+//! having lost every path and default backend it has to other Ingresses,
+//! so that the status never claims what the routes do not do.
 //!
 //! The addresses come from `--publish-status-address`, else from
 //! `--publish-service` (its load balancer, else its external IPs), else
@@ -170,21 +173,32 @@ fn status_entries(addresses: &[String]) -> serde_json::Value {
 pub struct StatusPlan {
     /// Our Ingresses whose status differs from the addresses.
     pub set: Vec<ObjectKey>,
-    /// Ingresses that are no longer ours but carry our addresses.
+    /// Ingresses that are no longer ours but carry our addresses, and ours
+    /// that serve nothing but carry an address.
     pub clear: Vec<ObjectKey>,
+}
+
+/// A status write whose result the watch has not shown yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Set to the addresses.
+    Set,
+    /// Cleared.
+    Cleared,
 }
 
 /// Decides a pass (pure). `published` holds the Ingresses this replica has
 /// published to as leader; an Ingress leaving our class is cleared when it
 /// is among them, or when it carries exactly our addresses on the first
-/// pass (it left while no replica was leading). `in_flight` holds those
-/// already written with these addresses whose write the watch has not
-/// shown yet: they are not written again.
+/// pass (it left while no replica was leading). An Ingress of ours that
+/// serves nothing is cleared of any address. `in_flight` holds those
+/// already written (with these addresses) whose write the watch has not
+/// shown yet: they are not written again the same way.
 pub fn plan(
     ingresses: &[IngressView],
     addresses: &[String],
     published: &BTreeSet<ObjectKey>,
-    in_flight: &BTreeSet<ObjectKey>,
+    in_flight: &BTreeMap<ObjectKey, Written>,
     first_pass: bool,
 ) -> StatusPlan {
     let mut plan = StatusPlan::default();
@@ -192,9 +206,14 @@ pub fn plan(
         let mut current = ingress.status_addresses.clone();
         current.sort();
         current.dedup();
-        if ingress.ours {
-            if current != addresses && !in_flight.contains(&ingress.key) {
+        let written = in_flight.get(&ingress.key);
+        if ingress.ours && ingress.serves {
+            if current != addresses && written != Some(&Written::Set) {
                 plan.set.push(ingress.key.clone());
+            }
+        } else if ingress.ours {
+            if !current.is_empty() && written != Some(&Written::Cleared) {
+                plan.clear.push(ingress.key.clone());
             }
         } else if !current.is_empty()
             && (published.contains(&ingress.key)
@@ -217,9 +236,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut published: BTreeSet<ObjectKey> = BTreeSet::new();
-    // Written with `written_addresses` since the last resync; their writes
-    // come back through the watch a little later.
-    let mut in_flight: BTreeSet<ObjectKey> = BTreeSet::new();
+    // Written (with `written_addresses`) since the last resync; their
+    // writes come back through the watch a little later.
+    let mut in_flight: BTreeMap<ObjectKey, Written> = BTreeMap::new();
     let mut written_addresses: Vec<String> = Vec::new();
     let mut first_pass = true;
     let mut warned_empty = false;
@@ -249,7 +268,8 @@ pub async fn run(
             );
             first_pass = false;
             write(&client, &plan, &addresses, &mut published).await;
-            in_flight.extend(plan.set);
+            in_flight.extend(plan.set.into_iter().map(|key| (key, Written::Set)));
+            in_flight.extend(plan.clear.into_iter().map(|key| (key, Written::Cleared)));
         } else if !leading {
             published.clear();
             in_flight.clear();
@@ -336,8 +356,13 @@ mod tests {
             uid: None,
             revision: 0,
             ours,
+            serves: true,
             status_addresses: status.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    fn in_flight(keys: &[ObjectKey], written: Written) -> BTreeMap<ObjectKey, Written> {
+        keys.iter().map(|key| (key.clone(), written)).collect()
     }
 
     fn addrs(list: &[&str]) -> Vec<String> {
@@ -352,7 +377,7 @@ mod tests {
             view("stale", true, &["198.18.0.9"]),
             view("other", false, &["203.0.113.7"]),
         ];
-        let plan_with = |in_flight: &BTreeSet<ObjectKey>| {
+        let plan_with = |in_flight: &BTreeMap<ObjectKey, Written>| {
             plan(
                 &ingresses,
                 &addrs(&["198.18.0.1"]),
@@ -361,7 +386,7 @@ mod tests {
                 false,
             )
         };
-        let first = plan_with(&BTreeSet::new());
+        let first = plan_with(&BTreeMap::new());
         let names: Vec<_> = first.set.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["fresh", "stale"]);
         assert!(
@@ -369,8 +394,39 @@ mod tests {
             "another controller's status is left alone"
         );
         // Written, not yet seen back through the watch: not written again.
-        let again = plan_with(&first.set.iter().cloned().collect());
+        let again = plan_with(&in_flight(&first.set, Written::Set));
         assert!(again.set.is_empty());
+    }
+
+    #[test]
+    fn ours_that_serve_nothing_claim_no_address() {
+        let unserved = |name, status: &[&str]| IngressView {
+            serves: false,
+            ..view(name, true, status)
+        };
+        let ingresses = [
+            unserved("lost", &["198.18.0.1"]),
+            unserved("never-had-one", &[]),
+            view("serving", true, &[]),
+        ];
+        let addresses = addrs(&["198.18.0.1"]);
+        let plan_with = |in_flight: &BTreeMap<ObjectKey, Written>| {
+            plan(&ingresses, &addresses, &BTreeSet::new(), in_flight, false)
+        };
+        let first = plan_with(&BTreeMap::new());
+        let cleared: Vec<_> = first.clear.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(cleared, ["lost"]);
+        let set: Vec<_> = first.set.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(set, ["serving"]);
+        // Cleared, not yet seen back: not cleared again.
+        assert!(
+            plan_with(&in_flight(&first.clear, Written::Cleared))
+                .clear
+                .is_empty()
+        );
+        // Set just before it lost: cleared all the same.
+        let set_before = in_flight(&[ObjectKey::new("default", "lost")], Written::Set);
+        assert_eq!(plan_with(&set_before).clear.len(), 1);
     }
 
     #[test]
@@ -380,7 +436,7 @@ mod tests {
             view("left-while-down", false, &["198.18.0.1"]),
         ];
         let published = BTreeSet::from([ObjectKey::new("default", "left")]);
-        let none = BTreeSet::new();
+        let none = BTreeMap::new();
         let later = plan(
             &ingresses,
             &addrs(&["198.18.0.1"]),
@@ -401,7 +457,7 @@ mod tests {
             &ingresses,
             &addrs(&["198.18.0.1", "198.18.0.2"]),
             &BTreeSet::new(),
-            &BTreeSet::new(),
+            &BTreeMap::new(),
             false,
         );
         assert!(plan.set.is_empty());

@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt};
 use ingress_model::{ClusterObjects, KubeObject, ObjectKey, ObjectKind, ObjectRef, Problem};
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -92,6 +92,9 @@ pub struct IngressView {
     pub revision: u64,
     /// Whether our class takes it.
     pub ours: bool,
+    /// Whether it routes anything: false for one of ours that lost every
+    /// path and default backend it has to other Ingresses.
+    pub serves: bool,
     /// Its `status.loadBalancer.ingress` as it is now (ip or hostname).
     pub status_addresses: Vec<String>,
 }
@@ -109,6 +112,17 @@ pub struct AppliedConfig {
     /// uids of the namespaced objects problems may point at, besides
     /// Ingresses (Secrets, ConfigMaps), for event references.
     pub uids: BTreeMap<ObjectRef, String>,
+    /// Namespaces being deleted: the API server takes no new object there,
+    /// events included.
+    pub terminating_namespaces: BTreeSet<String>,
+}
+
+impl AppliedConfig {
+    /// Whether events can be recorded in `namespace`: not while it is
+    /// being deleted.
+    pub fn takes_events_in(&self, namespace: &str) -> bool {
+        !self.terminating_namespaces.contains(namespace)
+    }
 }
 
 /// The running provider.
@@ -164,6 +178,29 @@ impl ClusterWatch {
             watcher::Config::default().fields(&format!("type={}", ingress_model::TLS_SECRET_TYPE)),
             KubeObject::Secret,
             Watched::kind(ObjectKind::Secret),
+            sources.len(),
+            changes_tx.clone(),
+        ));
+        // Whether a namespace is being deleted decides which Ingress wins
+        // a conflict: an Ingress going away never shadows a live one.
+        let (namespaces, watched_namespace) = match ns {
+            Some(namespace) => (
+                watcher::Config::default().fields(&format!("metadata.name={namespace}")),
+                Watched {
+                    kind: ObjectKind::Namespace,
+                    name: Some(ObjectKey::cluster(namespace)),
+                },
+            ),
+            None => (
+                watcher::Config::default(),
+                Watched::kind(ObjectKind::Namespace),
+            ),
+        };
+        sources.push(spawn_watch(
+            Api::<Namespace>::all(client.clone()),
+            namespaces,
+            KubeObject::Namespace,
+            watched_namespace,
             sources.len(),
             changes_tx.clone(),
         ));
@@ -489,6 +526,7 @@ fn view_of(
         .into_iter()
         .map(|(key, _)| key)
         .collect();
+    let unserved = applier.unserved();
     let ingresses = objects
         .ingresses
         .iter()
@@ -497,6 +535,7 @@ fn view_of(
             uid: ingress.metadata.uid.clone(),
             revision: revision(ingress),
             ours: ours.contains(key),
+            serves: !unserved.contains(key),
             status_addresses: status_addresses(ingress),
         })
         .collect();
@@ -521,6 +560,12 @@ fn view_of(
             .map(|service| Service::clone(service)),
         new_problems,
         uids,
+        terminating_namespaces: objects
+            .namespaces
+            .iter()
+            .filter(|(_, namespace)| ingress_model::namespace_terminating(namespace))
+            .map(|(key, _)| key.name.clone())
+            .collect(),
     }
 }
 

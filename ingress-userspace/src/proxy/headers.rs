@@ -1,5 +1,6 @@
 //! Request and response header rewriting, as ingress-nginx does it: the
-//! forwarded headers for the upstream, and hop-by-hop headers removed both ways.
+//! forwarded headers for the upstream, hop-by-hop headers removed both ways,
+//! and the edge's own `Server` on every response.
 
 use std::net::IpAddr;
 
@@ -19,6 +20,18 @@ pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-po
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The `Server` of every response the edge sends or relays.
+pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("xdp-ingress");
+
+/// Marks a response as the edge's, as nginx does: its own `Server`, in
+/// place of any the upstream sent. `Date` is left to the HTTP server
+/// (hyper), which adds it to a response that has none from a value it
+/// formats once a second; an upstream's own `Date` goes through, as
+/// RFC 9110 6.6.1 has a proxy do.
+pub fn mark_response(headers: &mut HeaderMap) {
+    headers.insert(header::SERVER, SERVER_NAME);
+}
 
 /// Whether `name` is hop-by-hop in itself, describing one connection and
 /// never forwarded (RFC 9110 7.6.1; not counting what `Connection` names).
@@ -370,6 +383,24 @@ mod tests {
         remove_hop_by_hop(&mut map, false);
         let names: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn the_edge_names_itself_in_place_of_the_upstream() {
+        let mut map = headers(&[
+            ("server", "gunicorn"),
+            ("server", "second"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        mark_response(&mut map);
+        assert_eq!(
+            map.get_all("server").iter().collect::<Vec<_>>(),
+            ["xdp-ingress"]
+        );
+        assert_eq!(map["date"], "Sun, 06 Nov 1994 08:49:37 GMT", "kept");
+        let mut bare = HeaderMap::new();
+        mark_response(&mut bare);
+        assert_eq!(bare["server"], "xdp-ingress");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! 4. `exchange`: connect (one retry on another endpoint when a connect
 //!    fails), send, wait for the response head (504 past the read timeout,
 //!    502 when the endpoint fails);
-//! 5. response: hop-by-hop headers out, body streamed back; a `101` bridges
-//!    the two upgraded connections (WebSocket).
+//! 5. response: hop-by-hop headers out, the edge's `Server` in (and `Date`
+//!    when the upstream sent none), body streamed back; a `101` bridges
+//!    the two upgraded connections (WebSocket). The edge's own answers
+//!    (404, 503, 308, 502, ...) get the same `Server` and `Date`.
 
 use std::{
     convert::Infallible,
@@ -38,7 +40,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody},
-    headers::{ClientContext, ForwardedHeaders, remove_hop_by_hop},
+    headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop},
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
@@ -232,11 +234,15 @@ async fn serve_connection<IO>(
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // `Date` on every response that has none (hyper's default, stated):
+    // hyper formats it once a second per thread and copies it.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .keep_alive(keep_alive);
+        .keep_alive(keep_alive)
+        .auto_date_header(true);
+    builder.http2().auto_date_header(true);
     let connection = builder.serve_connection_with_upgrades(io, service);
     if let Err(error) = watcher.watch(connection.into_owned()).await {
         debug!(%peer, %error, "client connection ended with an error");
@@ -257,6 +263,7 @@ pub async fn handle(
         .unwrap_or_default();
     let (resolution, route) = state.resolver.resolve_observed(host, request.uri().path());
     let mut response = route_request(request, host, resolution, client, state).await;
+    mark_response(response.headers_mut());
     if client.scheme == "https"
         && let Some(hsts) = &state.settings.hsts
     {
@@ -565,13 +572,38 @@ mod tests {
 
     impl Resolve for Fixed {
         fn resolve(&self, _host: &str, _path: &str) -> Resolution {
-            Resolution::Upstream(Upstream {
-                name: Arc::from("test/fixed:80"),
-                endpoints: Arc::from([self.0]),
-                round_robin: Arc::default(),
-                https_redirect: false,
-                latency: None,
-            })
+            Resolution::Upstream(upstream(self.0))
+        }
+    }
+
+    /// Routes by path: `/none` matches nothing (404), `/down` an unavailable
+    /// backend (503), `/empty` a Service without endpoints (503), the rest
+    /// goes to one endpoint.
+    struct ByPath(SocketAddr);
+
+    impl Resolve for ByPath {
+        fn resolve(&self, host: &str, path: &str) -> Resolution {
+            match path {
+                "/none" => Resolution::NoRoute,
+                "/down" => Resolution::Unavailable {
+                    https_redirect: false,
+                },
+                "/empty" => Resolution::Upstream(Upstream {
+                    endpoints: Arc::from([]),
+                    ..upstream(self.0)
+                }),
+                _ => Fixed(self.0).resolve(host, path),
+            }
+        }
+    }
+
+    fn upstream(endpoint: SocketAddr) -> Upstream {
+        Upstream {
+            name: Arc::from("test/fixed:80"),
+            endpoints: Arc::from([endpoint]),
+            round_robin: Arc::default(),
+            https_redirect: false,
+            latency: None,
         }
     }
 
@@ -609,11 +641,18 @@ mod tests {
     async fn proxy_to(
         backend: SocketAddr,
     ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        proxy_with(Arc::new(Fixed(backend))).await
+    }
+
+    /// A plain-HTTP proxy routing with `resolver`.
+    async fn proxy_with(
+        resolver: Arc<dyn Resolve>,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
             metrics: Metrics::new(None),
-            resolver: Arc::new(Fixed(backend)),
+            resolver,
             pool: UpstreamPool::new(UpstreamSettings::default()),
             settings: ProxySettings {
                 read_timeout: Duration::from_secs(5),
@@ -721,5 +760,118 @@ mod tests {
                 response.into_body().collect().await.unwrap();
             }
         }
+    }
+
+    /// The `Server` and `Date` lines of a GET for `path` through `proxy`,
+    /// over HTTP/1.1 or HTTP/2 (h2c), with the status.
+    async fn server_and_date(
+        proxy: SocketAddr,
+        path: &str,
+        http2: bool,
+    ) -> (StatusCode, Vec<String>, Vec<String>) {
+        let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let request = Request::get(format!("http://example.com{path}"))
+            .header(header::HOST, "example.com")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let send = async {
+            if http2 {
+                let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(stream),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            } else {
+                let (mut sender, connection) =
+                    client_http1::handshake(TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            }
+        };
+        let response = tokio::time::timeout(Duration::from_secs(5), send)
+            .await
+            .expect("the proxy answered in time")
+            .unwrap();
+        let values = |name| {
+            response
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        (
+            response.status(),
+            values(header::SERVER),
+            values(header::DATE),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_answer_names_the_edge_and_carries_a_date() {
+        let (bare, _) = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 100).await;
+        let (own, _) = raw_backend(
+            b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok",
+            100,
+        )
+        .await;
+        let (bare_proxy, _stop_bare, _bare_task) = proxy_with(Arc::new(ByPath(bare))).await;
+        let (own_proxy, _stop_own, _own_task) = proxy_to(own).await;
+        // Nothing listens on the port of a closed listener: 502.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (refused_proxy, _stop_refused, _refused_task) = proxy_to(closed).await;
+        let http_date = |dates: &[String]| {
+            assert_eq!(dates.len(), 1, "{dates:?}");
+            httpdate_like(&dates[0])
+        };
+        for http2 in [false, true] {
+            let (status, server, date) = server_and_date(bare_proxy, "/", http2).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(server, ["xdp-ingress"], "http2 {http2}");
+            assert!(http_date(&date), "{date:?}");
+
+            let (status, server, date) = server_and_date(own_proxy, "/", http2).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(server, ["xdp-ingress"], "the upstream's Server is replaced");
+            assert_eq!(
+                date,
+                ["Sun, 06 Nov 1994 08:49:37 GMT"],
+                "the upstream's Date is kept"
+            );
+
+            for (path, expected) in [
+                ("/none", StatusCode::NOT_FOUND),
+                ("/down", StatusCode::SERVICE_UNAVAILABLE),
+                ("/empty", StatusCode::SERVICE_UNAVAILABLE),
+            ] {
+                let (status, server, date) = server_and_date(bare_proxy, path, http2).await;
+                assert_eq!(status, expected, "{path}");
+                assert_eq!(server, ["xdp-ingress"], "{path}");
+                assert!(http_date(&date), "{path}: {date:?}");
+            }
+            let (status, server, date) = server_and_date(refused_proxy, "/", http2).await;
+            assert_eq!(status, StatusCode::BAD_GATEWAY);
+            assert_eq!(server, ["xdp-ingress"]);
+            assert!(http_date(&date), "{date:?}");
+        }
+    }
+
+    /// Whether `value` has the shape of an IMF-fixdate
+    /// (`Sun, 06 Nov 1994 08:49:37 GMT`).
+    fn httpdate_like(value: &str) -> bool {
+        let parts: Vec<&str> = value.split(' ').collect();
+        value.len() == 29
+            && parts.len() == 6
+            && parts[0].ends_with(',')
+            && parts[3].len() == 4
+            && parts[4].len() == 8
+            && parts[5] == "GMT"
     }
 }

@@ -5,16 +5,20 @@
 //! - `/delay/<ms>`: answer after that many milliseconds;
 //! - `/status/<code>`: answer with that status;
 //! - `/stream/<chunks>/<delay ms>`: a chunked body, one line per chunk;
+//! - `/server/<name>`: the report, with `Server: <name>`;
+//! - `/dated`: the report, with `Date: Sun, 06 Nov 1994 08:49:37 GMT`;
 //! - an `Upgrade: websocket` request: `101`, then every byte is echoed; other
 //!   upgrades (`h2c`) are declined, as by servers that do not speak them:
 //!   the request is answered as usual.
 //!
 //! With `--udp-echo ADDR:PORT` (repeatable) it also answers every UDP
 //! datagram there with a report (method `UDP`, `body_bytes` the datagram's
-//! length), sent back from that address to the sender.
+//! length), sent back from that address to the sender. With `--no-date`
+//! its responses carry no `Date` but `/dated`'s (hyper adds one by
+//! default).
 //!
 //! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]
-//! [--udp-echo ADDR:PORT ...]`
+//! [--udp-echo ADDR:PORT ...] [--no-date]`
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -38,7 +42,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn usage() -> ! {
     eprintln!(
         "usage: lab-backend --name NAME --listen ADDR:PORT [--listen ADDR:PORT ...] \
-         [--udp-echo ADDR:PORT ...]"
+         [--udp-echo ADDR:PORT ...] [--no-date]"
     );
     std::process::exit(2);
 }
@@ -48,6 +52,7 @@ async fn main() {
     let mut name = String::from("backend");
     let mut listens: Vec<SocketAddr> = Vec::new();
     let mut udp_echoes: Vec<SocketAddr> = Vec::new();
+    let mut dated = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -62,6 +67,7 @@ async fn main() {
                     .and_then(|a| a.parse().ok())
                     .unwrap_or_else(|| usage()),
             ),
+            "--no-date" => dated = false,
             _ => usage(),
         }
     }
@@ -77,7 +83,7 @@ async fn main() {
                 std::process::exit(1);
             }
         };
-        tasks.push(tokio::spawn(accept_loop(listener, name.clone())));
+        tasks.push(tokio::spawn(accept_loop(listener, name.clone(), dated)));
     }
     for addr in udp_echoes {
         let socket = match UdpSocket::bind(addr).await {
@@ -95,7 +101,7 @@ async fn main() {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: String) {
+async fn accept_loop(listener: TcpListener, name: String, dated: bool) {
     let local = listener.local_addr().expect("bound");
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -108,7 +114,10 @@ async fn accept_loop(listener: TcpListener, name: String) {
                 let name = name.clone();
                 async move { Ok::<_, Infallible>(respond(request, &name, local, peer).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().auto_date_header(dated);
+            builder.http2().auto_date_header(dated);
+            let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
@@ -249,9 +258,24 @@ async fn respond(
     let json = serde_json::to_vec(&report).expect("serializable");
     let mut response = Response::new(full(json));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         "application/json".parse().expect("valid"),
     );
+    match segments.as_slice() {
+        ["", "server", server] => {
+            if let Ok(value) = server.parse() {
+                headers.insert(header::SERVER, value);
+            }
+        }
+        ["", "dated"] => {
+            headers.insert(
+                header::DATE,
+                "Sun, 06 Nov 1994 08:49:37 GMT".parse().expect("valid"),
+            );
+        }
+        _ => {}
+    }
     response
 }

@@ -15,13 +15,14 @@ use serde_json::Value;
 
 /// The kinds a controller watches: a `get` of one of them, or a `list`
 /// after the first, means it reads objects one by one or relists.
-pub const WATCHED_RESOURCES: [&str; 6] = [
+pub const WATCHED_RESOURCES: [&str; 7] = [
     "ingresses",
     "ingressclasses",
     "services",
     "endpointslices",
     "secrets",
     "configmaps",
+    "namespaces",
 ];
 
 /// `verb resource[/subresource]` (or the path of a non-resource request).
