@@ -639,6 +639,7 @@ mod tests {
                 ("ns/basic".into(), ProblemReason::UnsupportedAnnotation),
                 ("ns/basic".into(), ProblemReason::UnsupportedAnnotation),
                 ("ns/later".into(), ProblemReason::PathConflict),
+                ("ns/later".into(), ProblemReason::NotServed),
                 ("ns/allow".into(), ProblemReason::UnsupportedAnnotation),
                 ("ns/open".into(), ProblemReason::UnsupportedAnnotation),
                 ("ns/snippet".into(), ProblemReason::SnippetRefused),
