@@ -55,6 +55,10 @@ pub enum ProblemReason {
     InvalidCertificate,
     /// An annotation has a value we cannot read; it is ignored.
     InvalidAnnotation,
+    /// The next hop of a Service's endpoints (an L4 backend) cannot be
+    /// resolved by the node (no answer to ARP or ND): its packets are
+    /// dropped until it answers. Reported by the daemon.
+    NextHopUnresolved,
     /// An annotation we do not implement. Access control (`auth-*`,
     /// `*-source-range`, `satisfy`, `enable-global-auth`) fails closed: the
     /// Ingress's paths answer 503. Any other is ignored.
@@ -89,6 +93,7 @@ impl ProblemReason {
             ProblemReason::InvalidSecret => "InvalidSecret",
             ProblemReason::InvalidCertificate => "InvalidCertificate",
             ProblemReason::InvalidAnnotation => "InvalidAnnotation",
+            ProblemReason::NextHopUnresolved => "NextHopUnresolved",
             ProblemReason::UnsupportedAnnotation => "UnsupportedAnnotation",
             ProblemReason::SnippetRefused => "SnippetRefused",
             ProblemReason::ConfigMapNotFound => "ConfigMapNotFound",

@@ -31,7 +31,7 @@ use xdp_ingress::{
     config::ConfigApplier,
     health::{self, Readiness},
     metrics::Metrics,
-    neighbours::NeighbourKeeper,
+    neighbours::{NeighbourKeeper, ReportedProblem},
     providers::manifests,
     proxy::{
         server::{self, ProxySettings, ProxyState},
@@ -241,10 +241,12 @@ async fn serve(
     edge: EdgeStart,
 ) -> Result<()> {
     let metrics = Metrics::new((!matches!(edge, EdgeStart::None)).then(|| args.bpffs.clone()));
+    let (reported_tx, reported_rx) = watch::channel(Vec::new());
     let (l4, neighbours) = match l4 {
         Some(L4Edge { sync, misses }) => {
-            let keeper = NeighbourKeeper::spawn(sync.clone(), misses, Some(metrics.clone()))
-                .context("starting the neighbour keeper")?;
+            let keeper =
+                NeighbourKeeper::spawn(sync.clone(), misses, Some(metrics.clone()), reported_tx)
+                    .context("starting the neighbour keeper")?;
             (Some(sync), Some(keeper))
         }
         None => (None, None),
@@ -296,7 +298,7 @@ async fn serve(
         .context("watching --manifests")?;
         Provider::Manifests(task)
     } else if args.cluster.kubeconfig.is_some() || cluster::in_pod() {
-        Provider::Cluster(start_cluster(args, applier.clone(), stop_rx.clone()).await?)
+        Provider::Cluster(start_cluster(args, applier.clone(), reported_rx, stop_rx.clone()).await?)
     } else {
         warn!(
             "no --manifests and no --kubeconfig (and not in a pod): no Ingress is configured, every request gets 404"
@@ -443,6 +445,7 @@ impl Provider {
 async fn start_cluster(
     args: &RunArgs,
     applier: Arc<ConfigApplier>,
+    reported: watch::Receiver<Vec<ReportedProblem>>,
     stop: watch::Receiver<bool>,
 ) -> Result<ClusterTasks> {
     let options = &args.cluster;
@@ -465,14 +468,23 @@ async fn start_cluster(
         options.election_id.clone(),
         identity.holder.clone(),
     );
-    let mut writers = vec![tokio::spawn(events::run(
-        client.clone(),
-        identity.holder.clone(),
-        options.watch_namespace.clone(),
-        watch.applied.clone(),
-        leadership.is_leader.clone(),
-        stop.clone(),
-    ))];
+    let mut writers = vec![
+        tokio::spawn(events::run(
+            client.clone(),
+            identity.holder.clone(),
+            options.watch_namespace.clone(),
+            watch.applied.clone(),
+            leadership.is_leader.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(events::run_reported(
+            client.clone(),
+            identity.holder.clone(),
+            reported,
+            leadership.is_leader.clone(),
+            stop.clone(),
+        )),
+    ];
     if options.update_status {
         let source = if !options.publish_status_address.is_empty() {
             AddressSource::Fixed(options.publish_status_address.clone())

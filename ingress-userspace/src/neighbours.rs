@@ -35,10 +35,15 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use ingress_common::{L4Counters, L4NeighbourMiss, family};
+use ingress_model::{ObjectKind, ObjectRef, Problem, ProblemReason};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::{
-    bpf::{l4_plan::words_ip, l4_sync::L4Sync},
+    bpf::{
+        l4_plan::words_ip,
+        l4_sync::{ActiveBackend, L4Sync},
+    },
     metrics::Metrics,
     netlink::{Neighbour, NextHop, RouteSocket},
 };
@@ -55,6 +60,9 @@ const RERESOLVE_AFTER: Duration = Duration::from_secs(2);
 
 /// `NUD_FAILED`: the kernel gave up resolving.
 const NUD_FAILED: u16 = 0x20;
+/// `NUD_INCOMPLETE` (resolving) and `NUD_NONE` (not tried yet).
+const NUD_INCOMPLETE: u16 = 0x01;
+const NUD_NONE: u16 = 0x00;
 
 /// What to do to the kernel's neighbour table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,11 +78,14 @@ pub struct EntryPlan {
 }
 
 /// Compares the `wanted` next hops and those we `held` with the kernel's
-/// `table`.
+/// `table`. A next hop is unresolved when the kernel gave up on it, or was
+/// `unresolved` before and is being tried again (the kernel retries a
+/// managed entry every few seconds: that is no recovery).
 pub fn plan_entries(
     wanted: &BTreeSet<NextHop>,
     held: &BTreeSet<NextHop>,
     table: &[Neighbour],
+    unresolved: &BTreeSet<NextHop>,
 ) -> EntryPlan {
     let present: BTreeMap<NextHop, &Neighbour> = table.iter().map(|n| (n.hop, n)).collect();
     let mut plan = EntryPlan::default();
@@ -83,6 +94,12 @@ pub fn plan_entries(
             None => plan.add.push(*hop),
             Some(entry) if !entry.managed => plan.make_managed.push(*hop),
             Some(entry) if entry.state & NUD_FAILED != 0 => plan.unresolved.push(*hop),
+            Some(entry)
+                if unresolved.contains(hop)
+                    && (entry.state == NUD_NONE || entry.state & NUD_INCOMPLETE != 0) =>
+            {
+                plan.unresolved.push(*hop)
+            }
             Some(_) => {}
         }
     }
@@ -161,6 +178,47 @@ impl ReplyWatch {
     }
 }
 
+/// A problem the daemon found at run time, with the uid of its object when
+/// known (so `kubectl describe` finds the event).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReportedProblem {
+    /// The problem.
+    pub problem: Problem,
+    /// The uid of `problem.object`.
+    pub uid: Option<String>,
+}
+
+/// The problems of the `unresolved` next hops, one per Service with an
+/// endpoint behind one of them (`hops`: each backend's next hop).
+pub fn unresolved_problems(
+    unresolved: &BTreeSet<NextHop>,
+    hops: &BTreeMap<IpAddr, Option<NextHop>>,
+    backends: &[ActiveBackend],
+) -> Vec<ReportedProblem> {
+    let mut found = BTreeMap::new();
+    for backend in backends {
+        let Some(Some(hop)) = hops.get(&backend.addr) else {
+            continue;
+        };
+        if !unresolved.contains(hop) {
+            continue;
+        }
+        for (service, uid) in &backend.services {
+            let message = format!(
+                "the next hop {} (interface {}) of endpoint {} does not answer ARP/ND: the L4 \
+                 service's packets to it are dropped until it does",
+                hop.addr, hop.ifindex, backend.addr
+            );
+            let object = ObjectRef::new(ObjectKind::Service, service.clone());
+            found.entry(object.clone()).or_insert(ReportedProblem {
+                problem: Problem::new(object, ProblemReason::NextHopUnresolved, message),
+                uid: uid.clone(),
+            });
+        }
+    }
+    found.into_values().collect()
+}
+
 /// The running keeper: stopped (and its entries removed) by [`Self::stop`].
 #[derive(Debug)]
 pub struct NeighbourKeeper {
@@ -175,6 +233,7 @@ impl NeighbourKeeper {
         l4: Arc<L4Sync>,
         misses: RingBuf<MapData>,
         metrics: Option<Arc<Metrics>>,
+        reported: watch::Sender<Vec<ReportedProblem>>,
     ) -> std::io::Result<Self> {
         let socket = RouteSocket::open()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -187,6 +246,7 @@ impl NeighbourKeeper {
                     l4,
                     misses,
                     metrics,
+                    reported,
                     wanted: BTreeMap::new(),
                     held: BTreeSet::new(),
                     watches: BTreeMap::new(),
@@ -215,6 +275,7 @@ struct Keeper {
     l4: Arc<L4Sync>,
     misses: RingBuf<MapData>,
     metrics: Option<Arc<Metrics>>,
+    reported: watch::Sender<Vec<ReportedProblem>>,
     /// Each active backend's address and its next hop.
     wanted: BTreeMap<IpAddr, Option<NextHop>>,
     /// The managed entries we made.
@@ -312,7 +373,7 @@ impl Keeper {
                 return;
             }
         };
-        let plan = plan_entries(&wanted, &self.held, &table);
+        let plan = plan_entries(&wanted, &self.held, &table, &self.unresolved);
         for hop in plan.add.iter().chain(&plan.make_managed) {
             match self.socket.add_managed(*hop, true) {
                 Ok(()) => {
@@ -347,6 +408,10 @@ impl Keeper {
         }
         for hop in self.unresolved.difference(&unresolved) {
             info!(next_hop = %hop.addr, "the next hop of L4 backends is resolved again");
+        }
+        if unresolved != self.unresolved {
+            let problems = unresolved_problems(&unresolved, &self.wanted, &backends);
+            self.reported.send_replace(problems);
         }
         self.unresolved = unresolved;
         if let Some(metrics) = &self.metrics {
@@ -437,7 +502,7 @@ mod tests {
             entry(9, 0x02, true),       // ours, no backend behind it now
             entry(1, 0x02, false),      // somebody else's: left alone
         ];
-        let plan = plan_entries(&wanted, &held, &table);
+        let plan = plan_entries(&wanted, &held, &table, &BTreeSet::new());
         assert_eq!(
             plan,
             EntryPlan {
@@ -452,9 +517,22 @@ mod tests {
             entry(3, 0x02, true),
             entry(4, 0x02, true),
         ];
-        let plan = plan_entries(&[hop(2), hop(3), hop(4)].into(), &wanted, &settled);
+        let plan = plan_entries(
+            &[hop(2), hop(3), hop(4)].into(),
+            &wanted,
+            &settled,
+            &BTreeSet::new(),
+        );
         assert_eq!(plan.add, []);
         assert_eq!(plan.remove, [hop(5)]);
+        // Resolving: unresolved only if it was before (the kernel retrying).
+        let retrying = [
+            entry(5, NUD_INCOMPLETE, true),
+            entry(6, NUD_INCOMPLETE, true),
+        ];
+        let wanted: BTreeSet<NextHop> = [hop(5), hop(6)].into();
+        let plan = plan_entries(&wanted, &wanted, &retrying, &[hop(5)].into());
+        assert_eq!(plan.unresolved, [hop(5)]);
     }
 
     #[test]
@@ -498,6 +576,54 @@ mod tests {
         assert!(!sample(35, 12, 2, 7200));
         assert!(!sample(35, 12, 2, 7400));
         assert!(sample(35, 12, 2, 7500));
+    }
+
+    #[test]
+    fn unresolved_next_hops_are_reported_on_the_services_behind_them() {
+        let backend = |last: u8, services: &[&str]| ActiveBackend {
+            slot: u32::from(last),
+            addr: IpAddr::V4(Ipv4Addr::new(198, 19, 0, last)),
+            tcp: true,
+            services: services
+                .iter()
+                .map(|name| {
+                    (
+                        ingress_model::ObjectKey::new("ns", *name),
+                        Some(format!("uid-{name}")),
+                    )
+                })
+                .collect(),
+        };
+        let backends = [
+            backend(1, &["tcp-a", "udp-a"]),
+            backend(2, &["tcp-a"]),
+            backend(3, &["tcp-b"]),
+        ];
+        let hops: BTreeMap<IpAddr, Option<NextHop>> = [
+            (backends[0].addr, Some(hop(2))),
+            (backends[1].addr, Some(hop(2))),
+            (backends[2].addr, Some(hop(3))),
+        ]
+        .into();
+        let reported = unresolved_problems(&[hop(2)].into(), &hops, &backends);
+        let named: Vec<(String, Option<String>)> = reported
+            .iter()
+            .map(|r| (r.problem.object.to_string(), r.uid.clone()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("Service ns/tcp-a".to_owned(), Some("uid-tcp-a".to_owned())),
+                ("Service ns/udp-a".to_owned(), Some("uid-udp-a".to_owned())),
+            ]
+        );
+        assert!(
+            reported
+                .iter()
+                .all(|r| r.problem.reason == ProblemReason::NextHopUnresolved)
+        );
+        assert!(reported[0].problem.message.contains("198.18.3.2"));
+        assert_eq!(unresolved_problems(&BTreeSet::new(), &hops, &backends), []);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 
 use ingress_common::{L4Counters, l4, protocol};
 use ingress_model::{
-    ClusterObjects, L4ConfigMaps, L4Protocol, L4ServiceSpec, Problem, build_l4_services,
+    ClusterObjects, L4ConfigMaps, L4Protocol, L4ServiceSpec, ObjectKey, Problem, build_l4_services,
 };
 use tracing::{debug, error, info, warn};
 
@@ -82,6 +82,9 @@ pub struct ActiveBackend {
     /// Whether a TCP service sends to it (TCP always answers: silence means
     /// the packets go nowhere).
     pub tcp: bool,
+    /// The Services (named by the ConfigMaps) it is an endpoint of, with
+    /// their uids when known: what a problem with it is reported on.
+    pub services: Vec<(ObjectKey, Option<String>)>,
 }
 
 /// The L4 maps and their settings, shared with the configuration path.
@@ -121,7 +124,7 @@ impl L4Sync {
             problems,
             ..L4Outcome::default()
         };
-        match self.sync(&specs) {
+        match self.sync(&specs, objects) {
             Ok(keys) => outcome.keys = keys,
             Err(error) => {
                 error!("L4 services not applied, the maps keep their previous state: {error}");
@@ -131,7 +134,11 @@ impl L4Sync {
         outcome
     }
 
-    fn sync(&self, specs: &[L4ServiceSpec]) -> Result<usize, L4SyncError> {
+    fn sync(
+        &self,
+        specs: &[L4ServiceSpec],
+        objects: &ClusterObjects,
+    ) -> Result<usize, L4SyncError> {
         let addrs = self.addresses.resolve()?;
         let desired = desired_services(specs, &addrs);
         let mut maps = self.maps.lock().expect("L4 maps lock");
@@ -153,8 +160,11 @@ impl L4Sync {
         for (_, backend) in &plan.backend_writes {
             check_egress(backend_addr(backend).ip());
         }
-        *self.active.lock().expect("L4 backends lock") =
-            active_backends(&apply_to(&present, &plan), &desired);
+        let mut active = active_backends(&apply_to(&present, &plan), &desired);
+        for backend in &mut active {
+            backend.services = services_of(backend.addr, specs, objects);
+        }
+        *self.active.lock().expect("L4 backends lock") = active;
         Ok(plan.config.services as usize)
     }
 
@@ -208,9 +218,33 @@ pub fn active_backends(present: &PresentL4, desired: &[DesiredService]) -> Vec<A
                 tcp: desired
                     .iter()
                     .any(|d| d.protocol == protocol::TCP && d.backends.contains(&addr)),
+                services: Vec::new(),
             }
         })
         .collect()
+}
+
+/// The Services of `specs` that have an endpoint at `addr`, with their uids.
+fn services_of(
+    addr: IpAddr,
+    specs: &[L4ServiceSpec],
+    objects: &ClusterObjects,
+) -> Vec<(ObjectKey, Option<String>)> {
+    let mut services: Vec<(ObjectKey, Option<String>)> = specs
+        .iter()
+        .filter(|spec| spec.endpoints.iter().any(|e| e.ip() == addr))
+        .map(|spec| {
+            let key = spec.backend.service.clone();
+            let uid = objects
+                .services
+                .get(&key)
+                .and_then(|service| service.metadata.uid.clone());
+            (key, uid)
+        })
+        .collect();
+    services.sort();
+    services.dedup();
+    services
 }
 
 /// The desired services: every spec on every address.

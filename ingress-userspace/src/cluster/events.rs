@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::watch::AppliedConfig;
+use crate::neighbours::ReportedProblem;
 
 /// The `reportingController` of our events.
 pub const REPORTING_CONTROLLER: &str = "xdp-ingress";
@@ -283,6 +284,57 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Publishes a Warning for each problem the daemon reports at run time
+/// ([`ReportedProblem`]: an L4 backend's unresolvable next hop) when it
+/// appears, while this replica leads, until `shutdown`. A problem that
+/// goes away and comes back is published again.
+pub async fn run_reported(
+    client: Client,
+    instance: String,
+    mut reported: watch::Receiver<Vec<ReportedProblem>>,
+    is_leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: REPORTING_CONTROLLER.into(),
+            instance: Some(instance),
+        },
+    );
+    let mut published: Vec<ReportedProblem> = Vec::new();
+    loop {
+        tokio::select! {
+            changed = reported.changed() => if changed.is_err() { return },
+            () = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+        let now = reported.borrow_and_update().clone();
+        for new in now.iter().filter(|p| !published.contains(p)) {
+            if !*is_leader.borrow() || !new.problem.object.kind.is_namespaced() {
+                continue;
+            }
+            let object = &new.problem.object;
+            let reference = ObjectReference {
+                api_version: Some(object.kind.api_version().to_owned()),
+                kind: Some(object.kind.as_str().to_owned()),
+                name: Some(object.key.name.clone()),
+                namespace: Some(object.key.namespace.clone()),
+                uid: new.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: new.problem.reason.as_str().into(),
+                note: Some(truncate_note(&new.problem.message)),
+                action: "Sync".into(),
+                secondary: None,
+            };
+            publish(&recorder, &event, &reference).await;
+        }
+        published = now;
     }
 }
 
