@@ -408,7 +408,9 @@ pub fn run(args: &L4Args) -> Result<()> {
             );
             rounds[index].push(flood);
             if args.inject_seconds > 0 {
-                let round = injection.run(ksoftirqd, || sink.drops())?;
+                let round = injection.run(ksoftirqd, || sink.drops()).context(
+                    "injecting frames at the edge (`--inject-seconds 0` skips this load)",
+                )?;
                 progress.detail(&format!(
                     "injected: {:.0} ns/frame ({:.0} by the kernel's timing), {} frames/s, {} delivered, other processes {} of the core{}",
                     round.ns_per_frame(),
@@ -1232,8 +1234,10 @@ fn timing_rounds(text: &str, label: &str) -> Vec<f64> {
         .collect()
 }
 
-/// `(B-A)/(Cd-A) 8.66x (rounds 5.60-14.70x)` from the medians and the
-/// valid rounds, or why no ratio stands.
+/// `(B-A)/(Cd-A) 8.66x (per valid round 5.60-14.70x)`: the ratio of the
+/// medians (each row's over its own counted rounds, so it may fall outside
+/// the rounds' spread) and the valid rounds' lowest and highest, or why no
+/// ratio stands.
 fn shown_ratio(assessment: &Assessment, numerator: Row, denominator: Row) -> String {
     let label = format!("({}-A)/({}-A)", numerator.letter(), denominator.letter());
     if !assessment.measured(numerator, denominator) {
@@ -1241,7 +1245,9 @@ fn shown_ratio(assessment: &Assessment, numerator: Row, denominator: Row) -> Str
     }
     match assessment.ratio(numerator, denominator) {
         Ok(ratio) => match assessment.spread(numerator, denominator) {
-            Some((low, high)) => format!("{label} {ratio:.2}x (rounds {low:.2}-{high:.2}x)"),
+            Some((low, high)) => {
+                format!("{label} {ratio:.2}x (per valid round {low:.2}-{high:.2}x)")
+            }
             None => format!("{label} {ratio:.2}x"),
         },
         Err(why) => format!("{label} INVALID ({})", why.join("; ")),
@@ -1759,7 +1765,7 @@ mod tests {
         );
         assert_eq!(
             shown_ratio(&busy, Row::Nftables, Row::Redirect),
-            "(B-A)/(R-A) 5.00x (rounds 4.00-6.00x)"
+            "(B-A)/(R-A) 5.00x (per valid round 4.00-6.00x)"
         );
         assert_eq!(
             shown_ratio(&busy, Row::Nftables, Row::RedirectDevmap),
@@ -1796,7 +1802,7 @@ mod tests {
         let (text, verdict) = judged(1500.0, 150.0, 1600.0, 400.0);
         assert_eq!(verdict, Verdict::Met, "{text}");
         assert!(
-            text.contains("(B-A)/(Cd-A) 10.00x (rounds 10.00-10.00x)"),
+            text.contains("(B-A)/(Cd-A) 10.00x (per valid round 10.00-10.00x)"),
             "{text}"
         );
         assert!(text.contains("C-R: 0.30 µs"), "{text}");
