@@ -7,18 +7,19 @@
 //! background for hands-on work.
 
 use std::{
+    ffi::OsString,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use xdp_ingress_lab::k8s::{
-    ETCD_VERSION, KUBERNETES_VERSION, KWOK_STAGES, KWOK_STAGES_DIR, KWOK_VERSION, TestCluster,
-    k8s_cache_bin_dir, stop_detached_cluster,
+    ASSETS_ENV, ETCD_VERSION, KUBERNETES_VERSION, KWOK_STAGES, KWOK_STAGES_DIR, KWOK_VERSION,
+    TestCluster, k8s_cache_bin_dir, stop_detached_cluster,
 };
 
 use crate::command::{self, step, workspace_root};
@@ -71,6 +72,9 @@ const BINARIES: &[Binary] = &[
         package: "sigs.k8s.io/kwok/cmd/kwok",
     },
 ];
+
+/// How often a Go command that prints nothing is said to be still running.
+const STILL_RUNNING_EVERY: Duration = Duration::from_secs(30);
 
 /// kwok's Go module, whose stage configurations are copied.
 const KWOK_MODULE: &str = "sigs.k8s.io/kwok";
@@ -169,7 +173,11 @@ pub fn bin_dir() -> PathBuf {
 
 /// The binaries not yet built.
 pub fn missing() -> Vec<&'static str> {
-    let dir = bin_dir();
+    missing_binaries_in(&bin_dir())
+}
+
+/// The binaries missing from `dir`.
+fn missing_binaries_in(dir: &Path) -> Vec<&'static str> {
     BINARIES
         .iter()
         .filter(|binary| !dir.join(binary.name).is_file())
@@ -179,12 +187,76 @@ pub fn missing() -> Vec<&'static str> {
 
 /// kwok's stage configurations not yet copied.
 fn missing_stages() -> Vec<&'static str> {
-    let dir = bin_dir().join(KWOK_STAGES_DIR);
+    missing_stages_in(&bin_dir())
+}
+
+/// kwok's stage configurations missing from `dir`'s [`KWOK_STAGES_DIR`].
+fn missing_stages_in(dir: &Path) -> Vec<&'static str> {
+    let dir = dir.join(KWOK_STAGES_DIR);
     KWOK_STAGES
         .iter()
         .filter(|(_, file)| !dir.join(file).is_file())
         .map(|(_, file)| *file)
         .collect()
+}
+
+/// Where the cluster tests will find their binaries, and whether
+/// `setup --k8s` must build them first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestAssets {
+    /// `$KUBEBUILDER_ASSETS` names the user's own directory: the harness
+    /// runs from it, so building into the cache would not help; left as it
+    /// is (the harness names what it lacks).
+    External(PathBuf),
+    /// Everything `setup --k8s` builds is in the cache.
+    Built,
+    /// The cache lacks these (binaries, then kwok's stages): `setup --k8s`
+    /// must run.
+    Missing(Vec<&'static str>),
+}
+
+/// [`TestAssets`] for a harness that honours `assets_env` (the value of
+/// `$KUBEBUILDER_ASSETS`; unset or empty means the cache, as in the lab)
+/// and the cache `dir`.
+pub fn test_assets_in(assets_env: Option<OsString>, dir: &Path) -> TestAssets {
+    if let Some(assets) = assets_env.filter(|value| !value.is_empty()) {
+        return TestAssets::External(PathBuf::from(assets));
+    }
+    let mut missing = missing_binaries_in(dir);
+    missing.extend(missing_stages_in(dir));
+    if missing.is_empty() {
+        TestAssets::Built
+    } else {
+        TestAssets::Missing(missing)
+    }
+}
+
+/// [`test_assets_in`] for this process's environment and the cache.
+pub fn test_assets() -> TestAssets {
+    test_assets_in(std::env::var_os(ASSETS_ENV), &bin_dir())
+}
+
+/// Builds the Kubernetes binaries the cluster tests and `bench cluster`
+/// run when the cache lacks them, as `cargo xtask setup --k8s` does (with
+/// each build's progress); says where they come from otherwise.
+pub fn set_up_if_missing() -> Result<()> {
+    match test_assets() {
+        TestAssets::Built => Ok(()),
+        TestAssets::External(dir) => {
+            println!(
+                "the Kubernetes binaries come from {ASSETS_ENV}={}",
+                dir.display()
+            );
+            Ok(())
+        }
+        TestAssets::Missing(missing) => {
+            step(&format!(
+                "Setting up the Kubernetes binaries first, as `cargo xtask setup --k8s` (missing: {}; several minutes the first time)",
+                missing.join(", ")
+            ));
+            setup()
+        }
+    }
 }
 
 /// The `-ldflags` Kubernetes' own build passes: no symbol tables (as
@@ -372,7 +444,19 @@ fn run_go(go: &mut Command) -> Result<()> {
     };
     let out = forward(Box::new(stdout));
     let err = forward(Box::new(stderr));
-    let status = child.wait().context("waiting for `go`")?;
+    // Compiling kube-apiserver prints nothing for minutes: say it goes on.
+    let started = Instant::now();
+    let mut noted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for `go`")? {
+            break status;
+        }
+        thread::sleep(Duration::from_millis(250));
+        if noted.elapsed() >= STILL_RUNNING_EVERY {
+            println!("      ... still running ({}s)", started.elapsed().as_secs());
+            noted = Instant::now();
+        }
+    };
     let mut lines = out.join().unwrap_or_default();
     lines.extend(err.join().unwrap_or_default());
     if !status.success() {
@@ -383,4 +467,48 @@ fn run_go(go: &mut Command) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use xdp_ingress_lab::ScratchDir;
+
+    use super::*;
+
+    #[test]
+    fn the_tests_build_what_the_cache_lacks_unless_kubebuilder_assets_is_set() {
+        let dir = ScratchDir::new("xtask-k8s-assets").unwrap();
+        // An empty cache: every binary, then every stage file.
+        let TestAssets::Missing(missing) = test_assets_in(None, dir.path()) else {
+            panic!("an empty cache is not built");
+        };
+        let binaries: Vec<&str> = BINARIES.iter().map(|binary| binary.name).collect();
+        let stages: Vec<&str> = KWOK_STAGES.iter().map(|(_, file)| *file).collect();
+        assert_eq!(missing, [binaries.clone(), stages.clone()].concat());
+
+        // Every binary but kwok, and one stage file short.
+        for name in &binaries[..binaries.len() - 1] {
+            dir.write(name, "").unwrap();
+        }
+        for file in &stages[1..] {
+            dir.write(Path::new(KWOK_STAGES_DIR).join(file), "")
+                .unwrap();
+        }
+        assert_eq!(
+            test_assets_in(Some(OsString::new()), dir.path()),
+            TestAssets::Missing(vec!["kwok", stages[0]]),
+            "an empty KUBEBUILDER_ASSETS means the cache, as in the lab"
+        );
+        dir.write("kwok", "").unwrap();
+        dir.write(Path::new(KWOK_STAGES_DIR).join(stages[0]), "")
+            .unwrap();
+        assert_eq!(test_assets_in(None, dir.path()), TestAssets::Built);
+
+        // The user's own directory wins and is not built into.
+        let empty = ScratchDir::new("xtask-k8s-empty").unwrap();
+        assert_eq!(
+            test_assets_in(Some("/opt/envtest".into()), empty.path()),
+            TestAssets::External(PathBuf::from("/opt/envtest"))
+        );
+    }
 }

@@ -28,8 +28,9 @@ enum Task {
     /// Build the XDP object (target/bpfel-unknown-none/release/ingress-ebpf),
     /// which the daemon embeds.
     BuildEbpf(ebpf::BuildEbpfArgs),
-    /// Set up if needed, build, and run every test (unit, kernel,
-    /// end-to-end), rustfmt --check and clippy -D warnings.
+    /// Set up if needed (`setup`, and `setup --k8s` for the cluster
+    /// tests), build, and run every test (unit, kernel, end-to-end),
+    /// rustfmt --check and clippy -D warnings.
     Test(test::TestArgs),
     /// Build, start xdp-ingress on the edge of a lab of network namespaces,
     /// send traffic through it and show what the XDP program counted.

@@ -12,8 +12,9 @@ use crate::{
 /// Debian packages: the eBPF toolchain (LLVM 22 for bpf-linker), bpftool,
 /// the lab (iproute2, ethtool, nsenter from util-linux), the test clients
 /// (curl, openssl, python3), and what the benchmarks compare against and
-/// load with (nftables, nginx, wrk), and valgrind (callgrind counts the
-/// L7 proxies' instructions per request).
+/// load with (nftables, nginx, wrk), valgrind (callgrind counts the L7
+/// proxies' instructions per request) and conntrack (`bench l4` empties
+/// the edge's connection tracking table before each row).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
@@ -27,6 +28,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "wrk",
     "valgrind",
+    "conntrack",
 ];
 
 /// What setup would do, for `test` to decide whether to run it.

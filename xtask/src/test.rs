@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::{
     command::{self, is_root, step, workspace_root},
     ebpf::{self, BuildEbpfArgs, EbpfToolchain},
-    setup,
+    k8s, setup,
 };
 
 /// Options of `cargo xtask test`.
@@ -18,7 +18,8 @@ pub struct TestArgs {
     pub test_args: Vec<String>,
 }
 
-/// Setup if needed, build-ebpf, fmt, clippy, then every test.
+/// Setup if needed (`setup`, then `setup --k8s`), build-ebpf, fmt, clippy,
+/// then every test.
 pub fn run(args: &TestArgs) -> Result<()> {
     let missing = setup::missing()?;
     if !missing.is_empty() {
@@ -28,6 +29,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         ));
         setup::run()?;
     }
+    k8s::set_up_if_missing()?;
     let root = workspace_root();
 
     step("rustfmt --check");

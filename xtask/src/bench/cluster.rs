@@ -241,6 +241,9 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         "--updates may be at most --ingresses (each update changes another Service)"
     );
     let binaries = prepare(!args.no_build)?;
+    if !args.no_build {
+        crate::k8s::set_up_if_missing()?;
+    }
     raise_open_file_limit(1 << 20).context("raising the open-file limit")?;
     catch_interrupts();
     let progress = Progress::start();

@@ -14,6 +14,7 @@ mod audit;
 mod cluster;
 mod instructions;
 mod l4;
+mod l4_checks;
 mod l4_inject;
 mod l7;
 mod lab;
