@@ -224,6 +224,16 @@ impl ClusterLab {
     /// `status_address`: in the edge with XDP on its veth, or proxy-only in
     /// `standby`.
     fn start_controller(&mut self, standby: Option<&Netns>, status_address: &str) -> Result<()> {
+        self.start_controller_with(standby, status_address, &[])
+    }
+
+    /// [`ClusterLab::start_controller`] with `extra` arguments.
+    fn start_controller_with(
+        &mut self,
+        standby: Option<&Netns>,
+        status_address: &str,
+        extra: &[&str],
+    ) -> Result<()> {
         let kubeconfig = self.controller_kubeconfig.display().to_string();
         let xdp = standby.is_none();
         let ns = standby.unwrap_or(&self.lab.edge);
@@ -235,7 +245,8 @@ impl ClusterLab {
                 status_address,
             ])
             .env("POD_NAMESPACE", CONTROLLER_NAMESPACE)
-            .env("RUST_LOG", "info,xdp_ingress=debug");
+            .env("RUST_LOG", "info,xdp_ingress=debug")
+            .args(extra);
         if xdp {
             builder = builder
                 .interface(self.lab.edge_interface())
@@ -773,5 +784,65 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
     ] {
         assert!(!logs.contains(failure), "{failure}:\n{logs}");
     }
+    Ok(())
+}
+
+/// An L4 service of the tcp-services ConfigMap whose endpoint sits on the
+/// edge's backend link where no host answers ARP: the controller keeps
+/// trying to resolve it and says so on the Service, as a
+/// `NextHopUnresolved` Warning that `kubectl describe service` shows.
+#[test]
+fn an_unresolvable_l4_next_hop_is_a_warning_on_its_service() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut lab = ClusterLab::bare()?;
+    lab.cluster.kubectl(&["create", "namespace", "l4"])?;
+    // 198.18.3.77: on the edge's backend link (198.18.3.0/24), nobody there.
+    let ghost = SliceEndpoint::ready("198.18.3.77".parse()?);
+    let config_map = format!(
+        r#"---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: tcp-services, namespace: {CONTROLLER_NAMESPACE}}}
+data: {{"9000": "l4/ghost:9000"}}
+"#
+    );
+    lab.cluster
+        .apply(&(service_yaml("l4", "ghost", 9000, 9000, &[ghost]) + &config_map))?;
+    let edge = EDGE_ADDR.to_string();
+    let tcp_services = format!("{CONTROLLER_NAMESPACE}/tcp-services");
+    let backend_link = lab.lab.backend_link.a.name.clone();
+    lab.start_controller_with(
+        None,
+        &edge,
+        &[
+            "--tcp-services-configmap",
+            &tcp_services,
+            "--interface",
+            &backend_link,
+            "--l4-address",
+            &edge,
+        ],
+    )?;
+    lab.wait_ready()?;
+    let described = poll_until(
+        "`kubectl describe service l4/ghost` showing NextHopUnresolved",
+        CHANGE_TIMEOUT,
+        || {
+            let text = lab
+                .cluster
+                .kubectl(&["-n", "l4", "describe", "service", "ghost"])?;
+            Ok(text.contains("NextHopUnresolved").then_some(text))
+        },
+    )
+    .with_context(|| lab.logs())?;
+    ensure!(
+        described.contains("Warning") && described.contains("198.18.3.77"),
+        "{described}"
+    );
+    // The daemon made the next hop a kernel-managed entry, which failed.
+    let table = lab.lab.edge.ip(&["-d", "neigh", "show", "198.18.3.77"])?;
+    ensure!(table.contains("managed"), "{table}");
     Ok(())
 }
