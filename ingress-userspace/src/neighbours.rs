@@ -288,9 +288,13 @@ impl Keeper {
     fn run(&mut self, stop: &AtomicBool) {
         let mut next_watch = Instant::now();
         let mut next_reconcile = Instant::now();
+        let mut version = None;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            if now >= next_reconcile {
+            // New backends get their entries at once, not at the next tick.
+            let current = self.l4.active_version();
+            if now >= next_reconcile || version != Some(current) {
+                version = Some(current);
                 self.reconcile();
                 next_reconcile = now + RECONCILE_EVERY;
             }

@@ -9,7 +9,10 @@
 use std::{
     ffi::CStr,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use ingress_common::{L4Counters, l4, protocol};
@@ -95,6 +98,8 @@ pub struct L4Sync {
     config_maps: L4ConfigMaps,
     addresses: L4Addresses,
     active: Mutex<Vec<ActiveBackend>>,
+    /// Bumped whenever `active` is replaced.
+    active_version: AtomicU64,
 }
 
 impl L4Sync {
@@ -113,6 +118,7 @@ impl L4Sync {
             config_maps,
             addresses,
             active: Mutex::new(Vec::new()),
+            active_version: AtomicU64::new(0),
         })
     }
 
@@ -165,7 +171,14 @@ impl L4Sync {
             backend.services = services_of(backend.addr, specs, objects);
         }
         *self.active.lock().expect("L4 backends lock") = active;
+        self.active_version.fetch_add(1, Ordering::Release);
         Ok(plan.config.services as usize)
+    }
+
+    /// How many times the active backends were replaced: a reader that saw
+    /// another number reads them again.
+    pub fn active_version(&self) -> u64 {
+        self.active_version.load(Ordering::Acquire)
     }
 
     /// The backends the maps send to, as of the last apply.
