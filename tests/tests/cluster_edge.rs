@@ -790,9 +790,11 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
 /// An L4 service of the tcp-services ConfigMap whose endpoint sits on the
 /// edge's backend link where no host answers ARP: the controller keeps
 /// trying to resolve it and says so on the Service, as a
-/// `NextHopUnresolved` Warning that `kubectl describe service` shows.
+/// `NextHopUnresolved` Warning that `kubectl describe service` shows. In
+/// the same cluster, an Ingress guarded by an allowlist xdp-ingress does not
+/// enforce yet answers 503, with an `UnsupportedAnnotation` Warning.
 #[test]
-fn an_unresolvable_l4_next_hop_is_a_warning_on_its_service() -> Result<()> {
+fn an_unresolvable_l4_next_hop_and_an_unenforced_allowlist_are_warnings() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
@@ -806,6 +808,20 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {{name: tcp-services, namespace: {CONTROLLER_NAMESPACE}}}
 data: {{"9000": "l4/ghost:9000"}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  namespace: l4
+  annotations: {{nginx.ingress.kubernetes.io/whitelist-source-range: "198.18.0.0/24"}}
+spec:
+  ingressClassName: xdp
+  rules:
+  - host: guarded.example.com
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: ghost, port: {{number: 9000}}}}}}}}
 "#
     );
     lab.cluster
@@ -844,5 +860,18 @@ data: {{"9000": "l4/ghost:9000"}}
     // The daemon made the next hop a kernel-managed entry, which failed.
     let table = lab.lab.edge.ip(&["-d", "neigh", "show", "198.18.3.77"])?;
     ensure!(table.contains("managed"), "{table}");
+
+    let described = lab.wait_described_in("l4", "guarded", "UnsupportedAnnotation")?;
+    ensure!(
+        described.contains("whitelist-source-range") && described.contains("503"),
+        "{described}"
+    );
+    let reply = lab.get_plain("guarded.example.com")?;
+    ensure!(
+        reply.status == 503 && reply.text().contains("xdp-ingress"),
+        "the guarded Ingress answered {} {:?}",
+        reply.status,
+        reply.text()
+    );
     Ok(())
 }
