@@ -4,10 +4,14 @@
 //!
 //! - the annotations we implement are read where they take effect (the
 //!   redirect annotations in [`crate::tls`]);
-//! - access control we do not enforce (`auth-*`, `*-source-range`,
-//!   `satisfy`, `enable-global-auth`) fails closed: every path and default
-//!   backend of the Ingress answers 503 rather than serve what the user
-//!   protected, with an `UnsupportedAnnotation` problem naming it;
+//! - source ranges (`allowlist-source-range`, its alias
+//!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
+//!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
+//!   ingress-nginx's "location denied" does (`InvalidAnnotation`);
+//! - access control we do not enforce (`auth-*`, `satisfy`,
+//!   `enable-global-auth`) fails closed: every path and default backend of
+//!   the Ingress answers 503 rather than serve what the user protected,
+//!   with an `UnsupportedAnnotation` problem naming it;
 //! - snippets (`*-snippet`) are free-form nginx configuration, which we
 //!   never execute, by design (CVE-2021-25742, CVE-2025-1974): the Ingress
 //!   is refused the same way, with a `SnippetRefused` problem;
@@ -17,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    access::{SourceRanges, parse_ranges},
     object::ObjectRef,
     problem::{Problem, ProblemReason},
     tls::ANNOTATION_PREFIXES,
@@ -34,6 +39,8 @@ pub struct AnnotationVerdict {
     /// One problem per annotation we do not implement, refuse, or that
     /// fails closed, in the annotations' order.
     pub problems: Vec<Problem>,
+    /// The clients the Ingress's routes are restricted to, if any.
+    pub source_ranges: Option<SourceRanges>,
 }
 
 /// Why an Ingress's routes answer 503 instead of serving.
@@ -52,11 +59,22 @@ pub enum Treatment {
     Implemented,
     /// Access control we do not enforce: the Ingress fails closed.
     FailClosed,
+    /// A source range: enforced by the proxy, or the Ingress fails closed
+    /// when it cannot be read.
+    SourceRange,
     /// Free-form configuration: the Ingress is refused.
     Snippet,
     /// Not implemented: reported, otherwise ignored.
     Ignored,
 }
+
+/// The source-range annotations, in the order they are looked for: the
+/// allow list under its name, then under its alias; the deny list.
+const SOURCE_RANGES: [&str; 3] = [
+    "allowlist-source-range",
+    "whitelist-source-range",
+    "denylist-source-range",
+];
 
 /// How the annotation `name` (without its prefix) with `value` is treated.
 pub fn treatment(name: &str, value: &str) -> Treatment {
@@ -76,6 +94,9 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
             Treatment::FailClosed
         };
     }
+    if SOURCE_RANGES.contains(&name) {
+        return Treatment::SourceRange;
+    }
     if name.starts_with("auth-") || name.ends_with("-source-range") || name == "satisfy" {
         return Treatment::FailClosed;
     }
@@ -91,6 +112,7 @@ pub fn read(
     let mut verdict = AnnotationVerdict::default();
     let mut fail_closed = Vec::new();
     let mut snippets = Vec::new();
+    let mut unreadable = Vec::new();
     for (full, value) in annotations.into_iter().flatten() {
         let Some(name) = ANNOTATION_PREFIXES
             .iter()
@@ -99,7 +121,7 @@ pub fn read(
             continue;
         };
         let (reason, message) = match treatment(name, value) {
-            Treatment::Implemented => continue,
+            Treatment::Implemented | Treatment::SourceRange => continue,
             Treatment::FailClosed => {
                 fail_closed.push(full.as_str());
                 (
@@ -130,6 +152,41 @@ pub fn read(
             .problems
             .push(Problem::new(object.clone(), reason, message));
     }
+    let source = |names: &[&str]| {
+        names.iter().find_map(|name| {
+            ANNOTATION_PREFIXES.iter().rev().find_map(|prefix| {
+                let full = format!("{prefix}{name}");
+                let value = annotations?.get(&full)?;
+                Some((full, value))
+            })
+        })
+    };
+    let mut ranges = SourceRanges::default();
+    for (names, list) in [
+        (&SOURCE_RANGES[..2], &mut ranges.allow),
+        (&SOURCE_RANGES[2..], &mut ranges.deny),
+    ] {
+        let Some((full, value)) = source(names) else {
+            continue;
+        };
+        match parse_ranges(value) {
+            Ok(parsed) => *list = parsed,
+            Err(why) => {
+                verdict.problems.push(Problem::new(
+                    object.clone(),
+                    ProblemReason::InvalidAnnotation,
+                    format!(
+                        "annotation {full}: {why}: the Ingress's paths answer 503 rather than \
+                         serve unprotected"
+                    ),
+                ));
+                unreadable.push(full);
+            }
+        }
+    }
+    if ranges != SourceRanges::default() {
+        verdict.source_ranges = Some(ranges);
+    }
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,
@@ -139,6 +196,11 @@ pub fn read(
         Some(Refusal {
             reason: ProblemReason::UnsupportedAnnotation,
             message: format!("access control not enforced: {}", fail_closed.join(", ")),
+        })
+    } else if !unreadable.is_empty() {
+        Some(Refusal {
+            reason: ProblemReason::InvalidAnnotation,
+            message: format!("source ranges not readable: {}", unreadable.join(", ")),
         })
     } else {
         None
@@ -175,19 +237,11 @@ mod tests {
             ),
             ("nginx.ingress.kubernetes.io/auth-tls-secret", "ns/ca"),
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
+            // A source range of another name: not one we enforce.
             (
-                "nginx.ingress.kubernetes.io/whitelist-source-range",
-                "10.0.0.0/8",
-            ),
-            (
-                "nginx.ingress.kubernetes.io/whitelist-source-range",
-                "not a range",
-            ),
-            (
-                "nginx.ingress.kubernetes.io/allowlist-source-range",
+                "nginx.ingress.kubernetes.io/other-source-range",
                 "198.18.0.0/15",
             ),
-            ("xdp-ingress.io/denylist-source-range", "198.18.0.0/15"),
             ("nginx.ingress.kubernetes.io/satisfy", "any"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
@@ -207,6 +261,50 @@ mod tests {
             );
             assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation]);
             assert!(verdict.problems[0].message.contains("503"), "{name}");
+        }
+    }
+
+    #[test]
+    fn source_ranges_are_read_and_unreadable_ones_fail_closed() {
+        let read = verdict(&[
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/denylist-source-range",
+                "10.1.0.0/16, 10.2.0.1",
+            ),
+        ]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(read.problems, []);
+        let ranges = read.source_ranges.unwrap();
+        assert_eq!(ranges.allow.len(), 1);
+        assert_eq!(ranges.deny.len(), 2);
+        // The name wins over its alias, our prefix over ingress-nginx's.
+        let read = verdict(&[
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/allowlist-source-range",
+                "10.9.0.0/16",
+            ),
+            ("xdp-ingress.io/allowlist-source-range", "198.18.0.0/15"),
+        ]);
+        let allow = &read.source_ranges.unwrap().allow;
+        assert_eq!(allow[0].to_string(), "198.18.0.0/15");
+        for bad in ["not a range", "10.0.0.0/33", "", "10.0.0.0/8,,nope"] {
+            let read = verdict(&[("nginx.ingress.kubernetes.io/whitelist-source-range", bad)]);
+            let refusal = read.refusal.clone().unwrap_or_else(|| panic!("{bad:?}"));
+            assert_eq!(refusal.reason, ProblemReason::InvalidAnnotation, "{bad:?}");
+            assert_eq!(
+                reasons(&read),
+                [ProblemReason::InvalidAnnotation],
+                "{bad:?}"
+            );
+            assert!(read.problems[0].message.contains("503"));
         }
     }
 

@@ -7,7 +7,7 @@
 //! settled per host when the host is merged; the outcomes are written back
 //! here, and its problems are assembled from both.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use k8s_openapi::{
     api::networking::v1::{HTTPIngressPath, Ingress},
@@ -15,6 +15,7 @@ use k8s_openapi::{
 };
 
 use crate::{
+    access::SourceRanges,
     annotations::{self, Refusal},
     backend::{Backend, BackendResolver, Resolution, UnavailableBackend},
     host::HostPattern,
@@ -109,6 +110,8 @@ pub(crate) struct Contribution {
     /// Why its paths and default backend answer 503 whatever they name
     /// (access control we do not enforce, a snippet), if they do.
     pub refusal: Option<Refusal>,
+    /// The clients its routes are restricted to (source ranges), if any.
+    pub source_ranges: Option<Arc<SourceRanges>>,
     /// Its problems and paths in the order they are read.
     pub steps: Vec<Step>,
     /// Its distinct valid rule hosts, in order of first appearance.
@@ -146,6 +149,7 @@ impl Contribution {
             ssl_redirect: None,
             force_ssl_redirect: false,
             refusal: None,
+            source_ranges: None,
             steps: Vec::new(),
             hosts: Vec::new(),
             has_rules: false,
@@ -168,6 +172,7 @@ impl Contribution {
         let verdict =
             annotations::read(&contribution.object, ingress.metadata.annotations.as_ref());
         contribution.refusal = verdict.refusal;
+        contribution.source_ranges = verdict.source_ranges.map(Arc::new);
         contribution.steps.extend(
             annotation_problems
                 .into_iter()

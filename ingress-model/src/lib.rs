@@ -55,6 +55,7 @@
 /// paths), as a route lookup and a 10,000-Ingress build are mostly hashing.
 pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub mod access;
 pub mod annotations;
 pub mod backend;
 pub mod builder;

@@ -21,6 +21,7 @@ use std::{
 
 use crate::{
     FastHashMap,
+    access::SourceRanges,
     backend::{Backend, BackendId, ServiceBackend},
     builder::RouteTableBuilder,
     host::{HostPattern, request_host, wildcard_suffix},
@@ -47,6 +48,8 @@ pub struct PathRoute {
     /// Ingress does not set `ssl-redirect: "false"`, or the Ingress sets
     /// `force-ssl-redirect: "true"`.
     pub https_redirect: bool,
+    /// The clients it is restricted to (the Ingress's source ranges).
+    pub access: Option<Arc<SourceRanges>>,
 }
 
 /// Where a default backend comes from.
@@ -80,6 +83,8 @@ pub struct DefaultRoute {
     pub backend: Backend,
     /// Plain-HTTP requests get a 308 to HTTPS (as for [`PathRoute`]).
     pub https_redirect: bool,
+    /// The clients it is restricted to (as for [`PathRoute`]).
+    pub access: Option<Arc<SourceRanges>>,
 }
 
 /// The answer to a lookup, borrowed from the table.
@@ -98,6 +103,14 @@ impl<'a> RouteMatch<'a> {
         match self {
             RouteMatch::Path(route) => route.https_redirect,
             RouteMatch::Default(default) => default.https_redirect,
+        }
+    }
+
+    /// The clients the route is restricted to, if it is.
+    pub fn access(&self) -> Option<&'a Arc<SourceRanges>> {
+        match self {
+            RouteMatch::Path(route) => route.access.as_ref(),
+            RouteMatch::Default(default) => default.access.as_ref(),
         }
     }
 
@@ -225,6 +238,7 @@ impl Default for RouteTable {
                 origin: DefaultOrigin::BuiltIn,
                 backend: Backend::NotFound,
                 https_redirect: false,
+                access: None,
             },
             tls: Arc::default(),
             unserved: Arc::default(),
@@ -626,7 +640,7 @@ mod tests {
         );
         assert_eq!(
             answer(&table, "other.com", "/"),
-            "default 503:UnsupportedAnnotation"
+            "default 503:InvalidAnnotation"
         );
         assert_eq!(
             answer(&table, "snippet.com", "/"),
@@ -640,11 +654,41 @@ mod tests {
                 ("ns/basic".into(), ProblemReason::UnsupportedAnnotation),
                 ("ns/later".into(), ProblemReason::PathConflict),
                 ("ns/later".into(), ProblemReason::NotServed),
-                ("ns/allow".into(), ProblemReason::UnsupportedAnnotation),
+                ("ns/allow".into(), ProblemReason::InvalidAnnotation),
                 ("ns/open".into(), ProblemReason::UnsupportedAnnotation),
                 ("ns/snippet".into(), ProblemReason::SnippetRefused),
             ]
         );
+    }
+
+    #[test]
+    fn source_ranges_ride_on_the_ingress_routes() {
+        let (table, problems) = build([
+            ingress("ns", "guarded")
+                .ours()
+                .annotation(
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "198.18.0.0/24",
+                )
+                .annotation("xdp-ingress.io/denylist-source-range", "198.18.0.66")
+                .rule(Some("guarded.com"), vec![prefix("/", "a")])
+                .default_backend(backend("b", 80)),
+            ingress("ns", "open")
+                .ours()
+                .rule(Some("open.com"), vec![prefix("/", "c")]),
+        ]);
+        assert_eq!(problems, []);
+        let client = |ip: &str| ip.parse().unwrap();
+        let found = table.route("guarded.com", "/x");
+        assert_eq!(answer(&table, "guarded.com", "/x"), "a / Prefix");
+        let access = found.access().expect("the path is restricted");
+        assert!(access.admits(client("198.18.0.2")));
+        assert!(!access.admits(client("198.18.0.66")));
+        assert!(!access.admits(client("198.18.1.2")));
+        // Its default backend for the host and as the fallback too.
+        assert!(table.route("guarded.com:443", "/").access().is_some());
+        assert_eq!(answer(&table, "elsewhere.com", "/"), "default 404");
+        assert!(table.route("open.com", "/").access().is_none());
     }
 
     #[test]

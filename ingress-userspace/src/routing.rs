@@ -324,6 +324,7 @@ impl Resolve for LiveRoutes {
         let found = snapshot.table.route(host, path);
         let route = snapshot.route_metrics.get(&found.identity()).cloned();
         let https_redirect = found.https_redirect();
+        let access = found.access().cloned();
         let resolution = match found.backend() {
             Backend::Service(service) => {
                 let state = snapshot
@@ -340,10 +341,14 @@ impl Resolve for LiveRoutes {
                     endpoints: service.endpoints.shared(),
                     round_robin: state.round_robin,
                     https_redirect,
+                    access,
                     latency: state.latency,
                 })
             }
-            Backend::Unavailable(_) => Resolution::Unavailable { https_redirect },
+            Backend::Unavailable(_) => Resolution::Unavailable {
+                https_redirect,
+                access,
+            },
             Backend::NotFound => Resolution::NoRoute,
         };
         (resolution, route)
@@ -396,7 +401,8 @@ mod tests {
         assert!(matches!(
             routes.resolve("web.example.com", "/broken/x"),
             Resolution::Unavailable {
-                https_redirect: false
+                https_redirect: false,
+                access: None,
             }
         ));
         assert!(matches!(

@@ -1,9 +1,10 @@
-//! Ingresses written for ingress-nginx that protect an app with an
-//! annotation xdp-ingress does not enforce yet (auth, source ranges,
-//! `satisfy`, global auth) or that carry a snippet: each fails closed, its
-//! paths answer 503 to a real client (curl in the lab's client namespace)
-//! even with the credentials or from the allowed address, while the rest of
-//! the configuration serves; `xdp-ingress routes` names every such
+//! Ingresses written for ingress-nginx that protect an app, as a real
+//! client (curl in the lab's client namespace, 198.18.0.2) meets them:
+//! source ranges are enforced (403 outside an allow list or inside a deny
+//! list, served otherwise); annotations xdp-ingress does not enforce yet
+//! (auth, `satisfy`, global auth), a snippet or an unreadable range fail
+//! closed, their paths answering 503 even with credentials, while the rest
+//! of the configuration serves; `xdp-ingress routes` names every such
 //! annotation with its reason.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
@@ -35,13 +36,30 @@ fn host(name: &str) -> String {
     format!("{name}.example.com")
 }
 
-/// An annotation case: Ingress name, annotations (without prefix), and
-/// whether the Ingress must fail closed.
-type Case = (&'static str, Vec<(&'static str, String)>, bool);
+/// What a client gets from an Ingress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The backend's 200.
+    Served,
+    /// The proxy's 403: the client is outside the source ranges.
+    Forbidden,
+    /// The proxy's 503, with a problem of this reason for each annotation:
+    /// access control not enforced yet, a snippet, an unreadable range.
+    FailsClosed(&'static str),
+    /// The backend's 200, with an `UnsupportedAnnotation` problem that says
+    /// the annotation is ignored.
+    ServedIgnoring,
+}
+
+/// An annotation case: Ingress name, annotations (without prefix) and what
+/// the client in the lab gets.
+type Case = (&'static str, Vec<(&'static str, String)>, Outcome);
 
 /// The annotation cases.
 fn cases() -> Vec<Case> {
+    use Outcome::*;
     let client_range = format!("{CLIENT_ADDR}/32");
+    let unsupported = FailsClosed("UnsupportedAnnotation");
     vec![
         (
             "basic",
@@ -50,12 +68,12 @@ fn cases() -> Vec<Case> {
                 ("auth-secret", "htpasswd".to_owned()),
                 ("auth-realm", "Authentication Required".to_owned()),
             ],
-            true,
+            unsupported,
         ),
         (
             "external",
             vec![("auth-url", "http://198.18.3.2:9/auth".to_owned())],
-            true,
+            unsupported,
         ),
         (
             "mtls",
@@ -63,54 +81,63 @@ fn cases() -> Vec<Case> {
                 ("auth-tls-secret", "default/ca".to_owned()),
                 ("auth-tls-verify-client", "on".to_owned()),
             ],
-            true,
+            unsupported,
         ),
-        (
-            "whitelist",
-            vec![("whitelist-source-range", client_range.clone())],
-            true,
-        ),
-        (
-            "badrange",
-            vec![("whitelist-source-range", "10.0.0.0/33,nope".to_owned())],
-            true,
-        ),
-        (
-            "allowlist",
-            vec![("allowlist-source-range", client_range.clone())],
-            true,
-        ),
-        (
-            "denylist",
-            vec![("denylist-source-range", "198.51.100.0/24".to_owned())],
-            true,
-        ),
-        ("satisfy", vec![("satisfy", "any".to_owned())], true),
+        ("satisfy", vec![("satisfy", "any".to_owned())], unsupported),
         (
             "globalauth",
             vec![("enable-global-auth", "true".to_owned())],
-            true,
+            unsupported,
         ),
         (
             "snippet",
             vec![("configuration-snippet", "return 200;".to_owned())],
-            true,
+            FailsClosed("SnippetRefused"),
+        ),
+        // Source ranges, enforced: the client is 198.18.0.2.
+        (
+            "whitelist",
+            vec![("whitelist-source-range", client_range.clone())],
+            Served,
+        ),
+        (
+            "allowlist",
+            vec![(
+                "allowlist-source-range",
+                "198.18.5.0/24,2001:db8::/32".to_owned(),
+            )],
+            Forbidden,
+        ),
+        (
+            "denylist",
+            vec![("denylist-source-range", "198.18.0.0/24".to_owned())],
+            Forbidden,
+        ),
+        (
+            "otherdeny",
+            vec![("denylist-source-range", "198.19.250.0/24".to_owned())],
+            Served,
+        ),
+        (
+            "badrange",
+            vec![("whitelist-source-range", "10.0.0.0/33,nope".to_owned())],
+            FailsClosed("InvalidAnnotation"),
         ),
         (
             "noglobal",
             vec![("enable-global-auth", "false".to_owned())],
-            false,
+            Served,
         ),
         (
             "unsupported",
             vec![("proxy-body-size", "50m".to_owned())],
-            false,
+            ServedIgnoring,
         ),
     ]
 }
 
 #[test]
-fn unenforced_access_control_fails_closed_for_a_real_client() -> Result<()> {
+fn access_control_annotations_as_a_real_client_meets_them() -> Result<()> {
     if !lab::require_root() {
         return Ok(());
     }
@@ -131,8 +158,8 @@ fn unenforced_access_control_fails_closed_for_a_real_client() -> Result<()> {
     ];
     let cases = cases();
     for (name, annotations, _) in &cases {
-        // Both prefixes are read: ours for one case.
-        let prefix = if *name == "allowlist" {
+        // Both prefixes are read: ours for two cases.
+        let prefix = if ["allowlist", "otherdeny"].contains(name) {
             "xdp-ingress.io/"
         } else {
             "nginx.ingress.kubernetes.io/"
@@ -175,20 +202,26 @@ fn unenforced_access_control_fails_closed_for_a_real_client() -> Result<()> {
         Ok(())
     };
     served("open")?;
-    for (name, _, fails_closed) in &cases {
-        if !fails_closed {
-            served(name)?;
-            continue;
-        }
-        // With credentials and from the allowed address alike: never served.
+    for (name, _, outcome) in &cases {
+        // With credentials and without alike.
         for more in [&[][..], &["-u", "user:secret"][..]] {
             let reply = get(name, more)?;
             let body = reply.text();
-            assert!(
-                reply.status == 503
+            let proxy_page = |status| {
+                reply.status == status
                     && body.contains("xdp-ingress")
-                    && !body.contains("\"backend\""),
-                "{name} {more:?}: expected the proxy's 503, got {} {body:?}",
+                    && !body.contains("\"backend\"")
+            };
+            let ok = match outcome {
+                Outcome::Served | Outcome::ServedIgnoring => {
+                    reply.status == 200 && reply.report()?.backend == "web"
+                }
+                Outcome::Forbidden => proxy_page(403),
+                Outcome::FailsClosed(_) => proxy_page(503),
+            };
+            assert!(
+                ok,
+                "{name} {more:?}: expected {outcome:?}, got {} {body:?}",
                 reply.status
             );
         }
@@ -205,25 +238,21 @@ fn unenforced_access_control_fails_closed_for_a_real_client() -> Result<()> {
         .context("running xdp-ingress routes")?;
     let printed = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success(), "xdp-ingress routes failed: {printed}");
-    for (name, annotations, fails_closed) in &cases {
+    for (name, annotations, outcome) in &cases {
         for (key, _) in annotations {
             let line = printed.lines().find(|line| {
                 line.starts_with(&format!("Ingress default/{name} ")) && line.contains(key)
             });
-            match (line, *fails_closed, *key) {
-                (Some(line), true, "configuration-snippet") => {
-                    assert!(line.contains("SnippetRefused"), "{line}")
+            match (outcome, line) {
+                (Outcome::FailsClosed(reason), Some(line)) => {
+                    assert!(line.contains(reason) && line.contains("503"), "{line}")
                 }
-                (Some(line), true, _) => assert!(
-                    line.contains("UnsupportedAnnotation") && line.contains("503"),
-                    "{line}"
-                ),
-                (Some(line), false, "proxy-body-size") => assert!(
+                (Outcome::ServedIgnoring, Some(line)) => assert!(
                     line.contains("UnsupportedAnnotation") && line.contains("ignored"),
                     "{line}"
                 ),
-                (None, false, "enable-global-auth") => {}
-                (line, _, _) => panic!("{name} {key}: {line:?} in\n{printed}"),
+                (Outcome::Served | Outcome::Forbidden, None) => {}
+                (outcome, line) => panic!("{name} {key} ({outcome:?}): {line:?} in\n{printed}"),
             }
         }
     }

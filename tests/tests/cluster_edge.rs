@@ -791,10 +791,11 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
 /// edge's backend link where no host answers ARP: the controller keeps
 /// trying to resolve it and says so on the Service, as a
 /// `NextHopUnresolved` Warning that `kubectl describe service` shows. In
-/// the same cluster, an Ingress guarded by an allowlist xdp-ingress does not
-/// enforce yet answers 503, with an `UnsupportedAnnotation` Warning.
+/// the same cluster, an Ingress guarded by an external auth xdp-ingress
+/// does not enforce yet answers 503, with an `UnsupportedAnnotation`
+/// Warning.
 #[test]
-fn an_unresolvable_l4_next_hop_and_an_unenforced_allowlist_are_warnings() -> Result<()> {
+fn an_unresolvable_l4_next_hop_and_an_unenforced_auth_are_warnings() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
@@ -814,7 +815,7 @@ kind: Ingress
 metadata:
   name: guarded
   namespace: l4
-  annotations: {{nginx.ingress.kubernetes.io/whitelist-source-range: "198.18.0.0/24"}}
+  annotations: {{nginx.ingress.kubernetes.io/auth-url: "http://198.18.3.2:9/auth"}}
 spec:
   ingressClassName: xdp
   rules:
@@ -863,7 +864,7 @@ spec:
 
     let described = lab.wait_described_in("l4", "guarded", "UnsupportedAnnotation")?;
     ensure!(
-        described.contains("whitelist-source-range") && described.contains("503"),
+        described.contains("auth-url") && described.contains("503"),
         "{described}"
     );
     let reply = lab.get_plain("guarded.example.com")?;

@@ -35,6 +35,8 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use ingress_model::access::SourceRanges;
+
 use crate::metrics::{Metrics, RouteMetrics};
 
 use super::{
@@ -58,6 +60,8 @@ pub struct Upstream {
     pub round_robin: Arc<RoundRobin>,
     /// Plain-HTTP requests get a 308 to HTTPS instead.
     pub https_redirect: bool,
+    /// Only these clients may use it (else 403).
+    pub access: Option<Arc<SourceRanges>>,
     /// Where its response times go (`/metrics`), when measured.
     pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -72,6 +76,8 @@ pub enum Resolution {
     Unavailable {
         /// Plain-HTTP requests get a 308 to HTTPS instead.
         https_redirect: bool,
+        /// Only these clients get the 503 (others 403).
+        access: Option<Arc<SourceRanges>>,
     },
     /// No rule matches and no default backend is configured: 404.
     NoRoute,
@@ -284,16 +290,25 @@ async fn route_request(
     state: &ProxyState,
 ) -> Response<ProxyBody> {
     let plain_http = client.scheme == "http";
-    let upstream = match resolution {
-        Resolution::Upstream(upstream) if plain_http && upstream.https_redirect => {
-            return https_redirect(&request, host, state.settings.https_port);
-        }
-        Resolution::Upstream(upstream) => upstream,
+    // As nginx's phases order them: the redirect to HTTPS, then the source
+    // ranges (403), then the backend.
+    let (redirect, access) = match &resolution {
+        Resolution::Upstream(upstream) => (upstream.https_redirect, upstream.access.as_deref()),
         Resolution::Unavailable {
-            https_redirect: true,
-        } if plain_http => {
-            return https_redirect(&request, host, state.settings.https_port);
-        }
+            https_redirect,
+            access,
+        } => (*https_redirect, access.as_deref()),
+        Resolution::NoRoute => (false, None),
+    };
+    if plain_http && redirect {
+        return https_redirect(&request, host, state.settings.https_port);
+    }
+    if access.is_some_and(|ranges| !ranges.admits(client.client_ip)) {
+        debug!(client = %client.client_ip, host, "refused by the route's source ranges");
+        return error_response(StatusCode::FORBIDDEN);
+    }
+    let upstream = match resolution {
+        Resolution::Upstream(upstream) => upstream,
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
     };
@@ -564,6 +579,8 @@ mod tests {
     use http_body_util::BodyExt as _;
     use hyper::{client::conn::http1 as client_http1, server::conn::http1 as server_http1};
 
+    use ingress_model::access::parse_ranges;
+
     use super::*;
     use crate::proxy::upstream::{UpstreamSettings, tests::raw_backend};
 
@@ -587,6 +604,22 @@ mod tests {
                 "/none" => Resolution::NoRoute,
                 "/down" => Resolution::Unavailable {
                     https_redirect: false,
+                    access: None,
+                },
+                // Only for clients the test does not have (it is on loopback).
+                "/guarded" => Resolution::Upstream(Upstream {
+                    access: Some(Arc::new(SourceRanges {
+                        allow: parse_ranges("198.18.0.0/15").unwrap(),
+                        deny: Vec::new(),
+                    })),
+                    ..upstream(self.0)
+                }),
+                "/guarded-down" => Resolution::Unavailable {
+                    https_redirect: false,
+                    access: Some(Arc::new(SourceRanges {
+                        allow: Vec::new(),
+                        deny: parse_ranges("127.0.0.0/8").unwrap(),
+                    })),
                 },
                 "/empty" => Resolution::Upstream(Upstream {
                     endpoints: Arc::from([]),
@@ -603,6 +636,7 @@ mod tests {
             endpoints: Arc::from([endpoint]),
             round_robin: Arc::default(),
             https_redirect: false,
+            access: None,
             latency: None,
         }
     }
@@ -850,6 +884,8 @@ mod tests {
                 ("/none", StatusCode::NOT_FOUND),
                 ("/down", StatusCode::SERVICE_UNAVAILABLE),
                 ("/empty", StatusCode::SERVICE_UNAVAILABLE),
+                ("/guarded", StatusCode::FORBIDDEN),
+                ("/guarded-down", StatusCode::FORBIDDEN),
             ] {
                 let (status, server, date) = server_and_date(bare_proxy, path, http2).await;
                 assert_eq!(status, expected, "{path}");
