@@ -23,12 +23,25 @@ use std::collections::BTreeMap;
 use crate::{
     access::{SourceRanges, parse_ranges},
     object::ObjectRef,
+    policy::{Redirect, RoutePolicy, parse_seconds, parse_size},
     problem::{Problem, ProblemReason},
     tls::ANNOTATION_PREFIXES,
 };
 
-/// The annotations (without prefix) that take effect today.
-pub const IMPLEMENTED: [&str; 2] = ["ssl-redirect", "force-ssl-redirect"];
+/// The annotations (without prefix) that take effect today, besides the
+/// source ranges.
+pub const IMPLEMENTED: [&str; 10] = [
+    "ssl-redirect",
+    "force-ssl-redirect",
+    "proxy-body-size",
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "temporal-redirect-code",
+];
 
 /// What the annotations of one Ingress come to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,8 +52,8 @@ pub struct AnnotationVerdict {
     /// One problem per annotation we do not implement, refuse, or that
     /// fails closed, in the annotations' order.
     pub problems: Vec<Problem>,
-    /// The clients the Ingress's routes are restricted to, if any.
-    pub source_ranges: Option<SourceRanges>,
+    /// What the annotations ask of every route of the Ingress.
+    pub policy: RoutePolicy,
 }
 
 /// Why an Ingress's routes answer 503 instead of serving.
@@ -75,6 +88,19 @@ const SOURCE_RANGES: [&str; 3] = [
     "whitelist-source-range",
     "denylist-source-range",
 ];
+
+/// The annotation `name` under our prefix, else under ingress-nginx's: its
+/// full name and value.
+fn lookup<'a>(
+    annotations: Option<&'a BTreeMap<String, String>>,
+    name: &str,
+) -> Option<(String, &'a String)> {
+    ANNOTATION_PREFIXES.iter().rev().find_map(|prefix| {
+        let full = format!("{prefix}{name}");
+        let value = annotations?.get(&full)?;
+        Some((full, value))
+    })
+}
 
 /// How the annotation `name` (without its prefix) with `value` is treated.
 pub fn treatment(name: &str, value: &str) -> Treatment {
@@ -152,40 +178,80 @@ pub fn read(
             .problems
             .push(Problem::new(object.clone(), reason, message));
     }
-    let source = |names: &[&str]| {
-        names.iter().find_map(|name| {
-            ANNOTATION_PREFIXES.iter().rev().find_map(|prefix| {
-                let full = format!("{prefix}{name}");
-                let value = annotations?.get(&full)?;
-                Some((full, value))
-            })
-        })
+    let invalid = |verdict: &mut AnnotationVerdict, full: &str, why: String, effect: &str| {
+        verdict.problems.push(Problem::new(
+            object.clone(),
+            ProblemReason::InvalidAnnotation,
+            format!("annotation {full}: {why}: {effect}"),
+        ));
     };
     let mut ranges = SourceRanges::default();
     for (names, list) in [
         (&SOURCE_RANGES[..2], &mut ranges.allow),
         (&SOURCE_RANGES[2..], &mut ranges.deny),
     ] {
-        let Some((full, value)) = source(names) else {
+        let Some((full, value)) = names.iter().find_map(|name| lookup(annotations, name)) else {
             continue;
         };
         match parse_ranges(value) {
             Ok(parsed) => *list = parsed,
             Err(why) => {
-                verdict.problems.push(Problem::new(
-                    object.clone(),
-                    ProblemReason::InvalidAnnotation,
-                    format!(
-                        "annotation {full}: {why}: the Ingress's paths answer 503 rather than \
-                         serve unprotected"
-                    ),
-                ));
+                let effect = "the Ingress's paths answer 503 rather than serve unprotected";
+                invalid(&mut verdict, &full, why, effect);
                 unreadable.push(full);
             }
         }
     }
     if ranges != SourceRanges::default() {
-        verdict.source_ranges = Some(ranges);
+        verdict.policy.access = Some(ranges);
+    }
+    let ignored = "ignored";
+    if let Some((full, value)) = lookup(annotations, "proxy-body-size") {
+        match parse_size(value) {
+            Ok(bytes) => verdict.policy.max_body_size = Some(bytes),
+            Err(why) => invalid(&mut verdict, &full, why, ignored),
+        }
+    }
+    for (name, slot) in [
+        ("proxy-connect-timeout", &mut verdict.policy.connect_timeout),
+        ("proxy-read-timeout", &mut verdict.policy.read_timeout),
+        ("proxy-send-timeout", &mut verdict.policy.send_timeout),
+    ] {
+        if let Some((full, value)) = lookup(annotations, name) {
+            match parse_seconds(value) {
+                Ok(timeout) => *slot = Some(timeout),
+                Err(why) => verdict.problems.push(Problem::new(
+                    object.clone(),
+                    ProblemReason::InvalidAnnotation,
+                    format!("annotation {full}: {why}: {ignored}"),
+                )),
+            }
+        }
+    }
+    // The temporal redirect wins over the permanent one, as in ingress-nginx.
+    for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
+        let Some((full, location)) = lookup(annotations, name) else {
+            continue;
+        };
+        let code_name = format!("{name}-code");
+        let status = match lookup(annotations, &code_name) {
+            None => None,
+            Some((code_full, code)) => match code.trim().parse::<u16>() {
+                Ok(code) => Some(code),
+                Err(_) => {
+                    let why = format!("{code:?} is not a status code");
+                    invalid(&mut verdict, &code_full, why, "the default code is used");
+                    None
+                }
+            },
+        };
+        match Redirect::new(location, status, default_status) {
+            Ok(redirect) => {
+                verdict.policy.redirect = Some(redirect);
+                break;
+            }
+            Err(why) => invalid(&mut verdict, &full, why, ignored),
+        }
     }
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
@@ -278,7 +344,7 @@ mod tests {
         ]);
         assert_eq!(read.refusal, None);
         assert_eq!(read.problems, []);
-        let ranges = read.source_ranges.unwrap();
+        let ranges = read.policy.access.unwrap();
         assert_eq!(ranges.allow.len(), 1);
         assert_eq!(ranges.deny.len(), 2);
         // The name wins over its alias, our prefix over ingress-nginx's.
@@ -293,7 +359,7 @@ mod tests {
             ),
             ("xdp-ingress.io/allowlist-source-range", "198.18.0.0/15"),
         ]);
-        let allow = &read.source_ranges.unwrap().allow;
+        let allow = &read.policy.access.unwrap().allow;
         assert_eq!(allow[0].to_string(), "198.18.0.0/15");
         for bad in ["not a range", "10.0.0.0/33", "", "10.0.0.0/8,,nope"] {
             let read = verdict(&[("nginx.ingress.kubernetes.io/whitelist-source-range", bad)]);
@@ -306,6 +372,66 @@ mod tests {
             );
             assert!(read.problems[0].message.contains("503"));
         }
+    }
+
+    #[test]
+    fn body_size_timeouts_and_redirects_compile_into_the_policy() {
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/proxy-body-size", "50m"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600"),
+            ("xdp-ingress.io/proxy-connect-timeout", "2"),
+            ("nginx.ingress.kubernetes.io/proxy-connect-timeout", "9"),
+            (
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "https://new.example/",
+            ),
+            ("nginx.ingress.kubernetes.io/permanent-redirect-code", "308"),
+        ]);
+        assert_eq!(read.problems, []);
+        let policy = read.policy;
+        assert_eq!(policy.max_body_size, Some(50 << 20));
+        assert_eq!(
+            policy.read_timeout,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            policy.connect_timeout,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(policy.send_timeout, None);
+        let redirect = policy.redirect.unwrap();
+        assert_eq!(
+            (redirect.location.as_str(), redirect.status),
+            ("https://new.example/", 308)
+        );
+        // Temporal wins; its code defaults to 302.
+        let read = verdict(&[
+            (
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "https://new.example/",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/temporal-redirect",
+                "http://tmp.example/x",
+            ),
+        ]);
+        let redirect = read.policy.redirect.unwrap();
+        assert_eq!(
+            (redirect.location.as_str(), redirect.status),
+            ("http://tmp.example/x", 302)
+        );
+        // Unreadable values are reported and ignored: nothing is protected by them.
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/proxy-body-size", "lots"),
+            ("nginx.ingress.kubernetes.io/proxy-send-timeout", "10s"),
+            (
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "/relative",
+            ),
+        ]);
+        assert_eq!(read.refusal, None);
+        assert!(read.policy.is_default());
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation; 3]);
     }
 
     #[test]
@@ -345,7 +471,7 @@ mod tests {
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
             ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
-            ("nginx.ingress.kubernetes.io/proxy-body-size", "50m"),
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
             ("xdp-ingress.io/enable-cors", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
@@ -360,7 +486,7 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/proxy-body-size",
+                "nginx.ingress.kubernetes.io/proxy-buffering",
                 "nginx.ingress.kubernetes.io/rewrite-target",
                 "xdp-ingress.io/enable-cors",
             ]

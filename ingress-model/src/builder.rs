@@ -573,7 +573,7 @@ impl RouteTableBuilder {
             dirty.problems.insert(precedence.key.clone());
             let contribution = &mut ours.contribution;
             let https_redirect = contribution.https_redirect(has_tls);
-            let access = contribution.source_ranges.clone();
+            let policy = contribution.policy.clone();
             let object = contribution.object.clone();
             for index in contribution.hosts[*slot].paths.clone() {
                 let Step::Path(step) = &mut contribution.steps[index] else {
@@ -612,7 +612,7 @@ impl RouteTableBuilder {
                         path: step.rule.clone(),
                         backend: step.backend.backend.clone(),
                         https_redirect,
-                        access: access.clone(),
+                        policy: policy.clone(),
                     },
                 );
             }
@@ -634,7 +634,7 @@ impl RouteTableBuilder {
                         origin: DefaultOrigin::Ingress(object.key.clone()),
                         backend: default_backend.backend.clone(),
                         https_redirect,
-                        access: access.clone(),
+                        policy: policy.clone(),
                     });
                     Outcome::Won
                 }
@@ -693,7 +693,7 @@ impl RouteTableBuilder {
                         origin: DefaultOrigin::Ingress(precedence.key.clone()),
                         backend: default_backend.backend.clone(),
                         https_redirect: contribution.force_ssl_redirect,
-                        access: contribution.source_ranges.clone(),
+                        policy: contribution.policy.clone(),
                     });
                     Outcome::Won
                 }
@@ -728,7 +728,7 @@ impl RouteTableBuilder {
             origin: DefaultOrigin::ConfiguredService,
             backend,
             https_redirect: false,
-            access: None,
+            policy: None,
         }
     }
 }

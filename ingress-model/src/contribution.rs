@@ -15,12 +15,12 @@ use k8s_openapi::{
 };
 
 use crate::{
-    access::SourceRanges,
     annotations::{self, Refusal},
     backend::{Backend, BackendResolver, Resolution, UnavailableBackend},
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
     path::PathRule,
+    policy::RoutePolicy,
     problem::{Problem, ProblemReason},
     snapshot::ClusterObjects,
     tls::{TlsBinding, bool_annotation, ingress_tls},
@@ -110,8 +110,8 @@ pub(crate) struct Contribution {
     /// Why its paths and default backend answer 503 whatever they name
     /// (access control we do not enforce, a snippet), if they do.
     pub refusal: Option<Refusal>,
-    /// The clients its routes are restricted to (source ranges), if any.
-    pub source_ranges: Option<Arc<SourceRanges>>,
+    /// What its annotations ask of each of its routes (`None`: nothing).
+    pub policy: Option<Arc<RoutePolicy>>,
     /// Its problems and paths in the order they are read.
     pub steps: Vec<Step>,
     /// Its distinct valid rule hosts, in order of first appearance.
@@ -149,7 +149,7 @@ impl Contribution {
             ssl_redirect: None,
             force_ssl_redirect: false,
             refusal: None,
-            source_ranges: None,
+            policy: None,
             steps: Vec::new(),
             hosts: Vec::new(),
             has_rules: false,
@@ -172,7 +172,7 @@ impl Contribution {
         let verdict =
             annotations::read(&contribution.object, ingress.metadata.annotations.as_ref());
         contribution.refusal = verdict.refusal;
-        contribution.source_ranges = verdict.source_ranges.map(Arc::new);
+        contribution.policy = (!verdict.policy.is_default()).then(|| Arc::new(verdict.policy));
         contribution.steps.extend(
             annotation_problems
                 .into_iter()

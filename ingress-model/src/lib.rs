@@ -68,6 +68,7 @@ pub mod manifest;
 pub mod object;
 pub mod options;
 pub mod path;
+pub mod policy;
 pub mod problem;
 pub mod snapshot;
 pub mod table;

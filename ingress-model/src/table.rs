@@ -21,13 +21,13 @@ use std::{
 
 use crate::{
     FastHashMap,
-    access::SourceRanges,
     backend::{Backend, BackendId, ServiceBackend},
     builder::RouteTableBuilder,
     host::{HostPattern, request_host, wildcard_suffix},
     object::ObjectKey,
     options::ModelOptions,
     path::{PathRule, request_path},
+    policy::RoutePolicy,
     problem::Problem,
     snapshot::ClusterObjects,
     tls::TlsPlan,
@@ -48,8 +48,8 @@ pub struct PathRoute {
     /// Ingress does not set `ssl-redirect: "false"`, or the Ingress sets
     /// `force-ssl-redirect: "true"`.
     pub https_redirect: bool,
-    /// The clients it is restricted to (the Ingress's source ranges).
-    pub access: Option<Arc<SourceRanges>>,
+    /// What the Ingress's annotations ask of it (`None`: nothing).
+    pub policy: Option<Arc<RoutePolicy>>,
 }
 
 /// Where a default backend comes from.
@@ -83,8 +83,8 @@ pub struct DefaultRoute {
     pub backend: Backend,
     /// Plain-HTTP requests get a 308 to HTTPS (as for [`PathRoute`]).
     pub https_redirect: bool,
-    /// The clients it is restricted to (as for [`PathRoute`]).
-    pub access: Option<Arc<SourceRanges>>,
+    /// What the Ingress's annotations ask of it (as for [`PathRoute`]).
+    pub policy: Option<Arc<RoutePolicy>>,
 }
 
 /// The answer to a lookup, borrowed from the table.
@@ -106,11 +106,11 @@ impl<'a> RouteMatch<'a> {
         }
     }
 
-    /// The clients the route is restricted to, if it is.
-    pub fn access(&self) -> Option<&'a Arc<SourceRanges>> {
+    /// What the route's Ingress asks of it, if anything.
+    pub fn policy(&self) -> Option<&'a Arc<RoutePolicy>> {
         match self {
-            RouteMatch::Path(route) => route.access.as_ref(),
-            RouteMatch::Default(default) => default.access.as_ref(),
+            RouteMatch::Path(route) => route.policy.as_ref(),
+            RouteMatch::Default(default) => default.policy.as_ref(),
         }
     }
 
@@ -238,7 +238,7 @@ impl Default for RouteTable {
                 origin: DefaultOrigin::BuiltIn,
                 backend: Backend::NotFound,
                 https_redirect: false,
-                access: None,
+                policy: None,
             },
             tls: Arc::default(),
             unserved: Arc::default(),
@@ -622,7 +622,7 @@ mod tests {
                 .rule(Some("snippet.com"), vec![prefix("/", "d")]),
             ingress("ns", "open")
                 .ours()
-                .annotation("nginx.ingress.kubernetes.io/proxy-body-size", "50m")
+                .annotation("nginx.ingress.kubernetes.io/proxy-buffering", "on")
                 .rule(Some("open.com"), vec![prefix("/", "e")]),
             // Newer than the refused Ingress: it does not route around it.
             ingress("ns", "later")
@@ -681,14 +681,15 @@ mod tests {
         let client = |ip: &str| ip.parse().unwrap();
         let found = table.route("guarded.com", "/x");
         assert_eq!(answer(&table, "guarded.com", "/x"), "a / Prefix");
-        let access = found.access().expect("the path is restricted");
+        let policy = found.policy().expect("the path has a policy");
+        let access = policy.access.as_ref().expect("the path is restricted");
         assert!(access.admits(client("198.18.0.2")));
         assert!(!access.admits(client("198.18.0.66")));
         assert!(!access.admits(client("198.18.1.2")));
         // Its default backend for the host and as the fallback too.
-        assert!(table.route("guarded.com:443", "/").access().is_some());
+        assert!(table.route("guarded.com:443", "/").policy().is_some());
         assert_eq!(answer(&table, "elsewhere.com", "/"), "default 404");
-        assert!(table.route("open.com", "/").access().is_none());
+        assert!(table.route("open.com", "/").policy().is_none());
     }
 
     #[test]

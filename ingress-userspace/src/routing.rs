@@ -324,7 +324,7 @@ impl Resolve for LiveRoutes {
         let found = snapshot.table.route(host, path);
         let route = snapshot.route_metrics.get(&found.identity()).cloned();
         let https_redirect = found.https_redirect();
-        let access = found.access().cloned();
+        let policy = found.policy().cloned();
         let resolution = match found.backend() {
             Backend::Service(service) => {
                 let state = snapshot
@@ -341,13 +341,13 @@ impl Resolve for LiveRoutes {
                     endpoints: service.endpoints.shared(),
                     round_robin: state.round_robin,
                     https_redirect,
-                    access,
+                    policy,
                     latency: state.latency,
                 })
             }
             Backend::Unavailable(_) => Resolution::Unavailable {
                 https_redirect,
-                access,
+                policy,
             },
             Backend::NotFound => Resolution::NoRoute,
         };
@@ -402,7 +402,7 @@ mod tests {
             routes.resolve("web.example.com", "/broken/x"),
             Resolution::Unavailable {
                 https_redirect: false,
-                access: None,
+                policy: None,
             }
         ));
         assert!(matches!(

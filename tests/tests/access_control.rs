@@ -130,7 +130,7 @@ fn cases() -> Vec<Case> {
         ),
         (
             "unsupported",
-            vec![("proxy-body-size", "50m".to_owned())],
+            vec![("proxy-buffering", "on".to_owned())],
             ServedIgnoring,
         ),
     ]

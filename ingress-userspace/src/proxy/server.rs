@@ -35,7 +35,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use ingress_model::access::SourceRanges;
+use ingress_model::policy::{Redirect, RoutePolicy};
 
 use crate::metrics::{Metrics, RouteMetrics};
 
@@ -60,8 +60,8 @@ pub struct Upstream {
     pub round_robin: Arc<RoundRobin>,
     /// Plain-HTTP requests get a 308 to HTTPS instead.
     pub https_redirect: bool,
-    /// Only these clients may use it (else 403).
-    pub access: Option<Arc<SourceRanges>>,
+    /// What its Ingress asks of it: source ranges, a redirect, limits.
+    pub policy: Option<Arc<RoutePolicy>>,
     /// Where its response times go (`/metrics`), when measured.
     pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -76,8 +76,8 @@ pub enum Resolution {
     Unavailable {
         /// Plain-HTTP requests get a 308 to HTTPS instead.
         https_redirect: bool,
-        /// Only these clients get the 503 (others 403).
-        access: Option<Arc<SourceRanges>>,
+        /// What its Ingress asks of it (a redirect, source ranges).
+        policy: Option<Arc<RoutePolicy>>,
     },
     /// No rule matches and no default backend is configured: 404.
     NoRoute,
@@ -290,23 +290,29 @@ async fn route_request(
     state: &ProxyState,
 ) -> Response<ProxyBody> {
     let plain_http = client.scheme == "http";
-    // As nginx's phases order them: the redirect to HTTPS, then the source
-    // ranges (403), then the backend.
-    let (redirect, access) = match &resolution {
-        Resolution::Upstream(upstream) => (upstream.https_redirect, upstream.access.as_deref()),
+    // As nginx's phases order them: the redirects (to HTTPS, then the
+    // Ingress's own), then the source ranges (403), then the backend.
+    let (to_https, policy) = match &resolution {
+        Resolution::Upstream(upstream) => (upstream.https_redirect, upstream.policy.clone()),
         Resolution::Unavailable {
             https_redirect,
-            access,
-        } => (*https_redirect, access.as_deref()),
+            policy,
+        } => (*https_redirect, policy.clone()),
         Resolution::NoRoute => (false, None),
     };
-    if plain_http && redirect {
+    if plain_http && to_https {
         return https_redirect(&request, host, state.settings.https_port);
     }
-    if access.is_some_and(|ranges| !ranges.admits(client.client_ip)) {
+    if let Some(redirect) = policy.as_ref().and_then(|p| p.redirect.as_ref()) {
+        return redirect_response(redirect);
+    }
+    if let Some(ranges) = policy.as_ref().and_then(|p| p.access.as_ref())
+        && !ranges.admits(client.client_ip)
+    {
         debug!(client = %client.client_ip, host, "refused by the route's source ranges");
         return error_response(StatusCode::FORBIDDEN);
     }
+    let limits = RequestLimits::of(&state.settings, policy.as_deref());
     let upstream = match resolution {
         Resolution::Upstream(upstream) => upstream,
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
@@ -321,18 +327,18 @@ async fn route_request(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > state.settings.max_body_size) {
+    if declared.is_some_and(|length| length > limits.max_body_size) {
         return error_response(StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     let upgrade = is_upgrade_request(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let upstream_request = match upstream_request(request, host, client, &state.settings, upgrade) {
+    let upstream_request = match upstream_request(request, host, client, &limits, upgrade) {
         Ok(request) => request,
         Err(status) => return error_response(status),
     };
     let asked = Instant::now();
-    let exchanged = match exchange(upstream_request, &upstream, state).await {
+    let exchanged = match exchange(upstream_request, &upstream, &limits, state).await {
         Ok(exchanged) => exchanged,
         Err(status) => return error_response(status),
     };
@@ -343,7 +349,7 @@ async fn route_request(
     match exchanged {
         Exchanged::Response(mut parts, body) => {
             remove_hop_by_hop(&mut parts.headers, false);
-            let body = GuardedBody::new(body, state.settings.read_timeout, None);
+            let body = GuardedBody::new(body, limits.read_timeout, None);
             Response::from_parts(parts, body.boxed())
         }
         Exchanged::Upgraded(mut parts, upstream_io) => {
@@ -361,6 +367,50 @@ async fn route_request(
             remove_hop_by_hop(&mut parts.headers, true);
             Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed())
         }
+    }
+}
+
+/// The limits of one request: the proxy's settings, with what the route's
+/// policy sets over them.
+#[derive(Debug, Clone, Copy)]
+struct RequestLimits {
+    /// Largest request body (`u64::MAX`: none).
+    max_body_size: u64,
+    read_timeout: Duration,
+    send_timeout: Duration,
+    /// `None`: the pool's.
+    connect_timeout: Option<Duration>,
+}
+
+impl RequestLimits {
+    fn of(settings: &ProxySettings, policy: Option<&RoutePolicy>) -> Self {
+        let policy = policy.cloned().unwrap_or_default();
+        Self {
+            // nginx's `client_max_body_size 0` is no limit.
+            max_body_size: match policy.max_body_size {
+                Some(0) => u64::MAX,
+                Some(bytes) => bytes,
+                None => settings.max_body_size,
+            },
+            read_timeout: policy.read_timeout.unwrap_or(settings.read_timeout),
+            send_timeout: policy.send_timeout.unwrap_or(settings.send_timeout),
+            connect_timeout: policy.connect_timeout,
+        }
+    }
+}
+
+/// The redirect a route's Ingress asks for (`permanent-redirect`,
+/// `temporal-redirect`); the location was checked to be a valid header
+/// when the configuration was applied.
+fn redirect_response(redirect: &Redirect) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut response = error_response(status);
+    match HeaderValue::from_str(&redirect.location) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 
@@ -436,7 +486,7 @@ fn upstream_request(
     request: Request<Incoming>,
     host: &str,
     client: &ClientContext,
-    settings: &ProxySettings,
+    limits: &RequestLimits,
     upgrade: bool,
 ) -> Result<OutgoingRequest, StatusCode> {
     let (mut parts, body) = request.into_parts();
@@ -462,7 +512,7 @@ fn upstream_request(
     let body: ProxyBody = if body_is_empty(&body) {
         Empty::new().map_err(|e| match e {}).boxed()
     } else {
-        GuardedBody::new(body, settings.send_timeout, Some(settings.max_body_size)).boxed()
+        GuardedBody::new(body, limits.send_timeout, Some(limits.max_body_size)).boxed()
     };
     Ok(OutgoingRequest::new(
         &parts,
@@ -482,6 +532,7 @@ fn body_is_empty(body: &Incoming) -> bool {
 async fn exchange(
     mut request: OutgoingRequest,
     upstream: &Upstream,
+    limits: &RequestLimits,
     state: &ProxyState,
 ) -> Result<Exchanged, StatusCode> {
     const ATTEMPTS: usize = 2;
@@ -491,14 +542,18 @@ async fn exchange(
         .take(ATTEMPTS)
         .copied();
     for endpoint in candidates {
-        let mut checkout = match state.pool.checkout(endpoint).await {
+        let mut checkout = match state
+            .pool
+            .checkout_within(endpoint, limits.connect_timeout)
+            .await
+        {
             Ok(checkout) => checkout,
             Err(error) => {
                 warn!(upstream = %upstream.name, %error, "upstream connect failed");
                 continue;
             }
         };
-        let deadline = tokio::time::Instant::now() + state.settings.read_timeout;
+        let deadline = tokio::time::Instant::now() + limits.read_timeout;
         loop {
             let exchanged = tokio::time::timeout_at(
                 deadline,
@@ -519,7 +574,11 @@ async fn exchange(
                 ExchangeFailure::Closed(unsent) => {
                     debug!(%endpoint, "pooled connection closed by the endpoint; sending on a new one");
                     request = unsent;
-                    match state.pool.connect(endpoint).await {
+                    match state
+                        .pool
+                        .connect_within(endpoint, limits.connect_timeout)
+                        .await
+                    {
                         Ok(connection) => {
                             checkout.connection = connection;
                             checkout.reused = false;
@@ -579,7 +638,7 @@ mod tests {
     use http_body_util::BodyExt as _;
     use hyper::{client::conn::http1 as client_http1, server::conn::http1 as server_http1};
 
-    use ingress_model::access::parse_ranges;
+    use ingress_model::access::{SourceRanges, parse_ranges};
 
     use super::*;
     use crate::proxy::upstream::{UpstreamSettings, tests::raw_backend};
@@ -604,21 +663,41 @@ mod tests {
                 "/none" => Resolution::NoRoute,
                 "/down" => Resolution::Unavailable {
                     https_redirect: false,
-                    access: None,
+                    policy: None,
                 },
                 // Only for clients the test does not have (it is on loopback).
                 "/guarded" => Resolution::Upstream(Upstream {
-                    access: Some(Arc::new(SourceRanges {
-                        allow: parse_ranges("198.18.0.0/15").unwrap(),
-                        deny: Vec::new(),
+                    policy: Some(Arc::new(RoutePolicy {
+                        access: Some(SourceRanges {
+                            allow: parse_ranges("198.18.0.0/15").unwrap(),
+                            deny: Vec::new(),
+                        }),
+                        ..RoutePolicy::default()
                     })),
                     ..upstream(self.0)
                 }),
                 "/guarded-down" => Resolution::Unavailable {
                     https_redirect: false,
-                    access: Some(Arc::new(SourceRanges {
-                        allow: Vec::new(),
-                        deny: parse_ranges("127.0.0.0/8").unwrap(),
+                    policy: Some(Arc::new(RoutePolicy {
+                        access: Some(SourceRanges {
+                            allow: Vec::new(),
+                            deny: parse_ranges("127.0.0.0/8").unwrap(),
+                        }),
+                        ..RoutePolicy::default()
+                    })),
+                },
+                // A redirect wins over the backend and the source ranges.
+                "/moved" => Resolution::Unavailable {
+                    https_redirect: false,
+                    policy: Some(Arc::new(RoutePolicy {
+                        redirect: Some(
+                            Redirect::new("https://new.example/x", Some(308), 301).unwrap(),
+                        ),
+                        access: Some(SourceRanges {
+                            allow: Vec::new(),
+                            deny: parse_ranges("127.0.0.0/8").unwrap(),
+                        }),
+                        ..RoutePolicy::default()
                     })),
                 },
                 "/empty" => Resolution::Upstream(Upstream {
@@ -636,7 +715,7 @@ mod tests {
             endpoints: Arc::from([endpoint]),
             round_robin: Arc::default(),
             https_redirect: false,
-            access: None,
+            policy: None,
             latency: None,
         }
     }
@@ -886,6 +965,7 @@ mod tests {
                 ("/empty", StatusCode::SERVICE_UNAVAILABLE),
                 ("/guarded", StatusCode::FORBIDDEN),
                 ("/guarded-down", StatusCode::FORBIDDEN),
+                ("/moved", StatusCode::PERMANENT_REDIRECT),
             ] {
                 let (status, server, date) = server_and_date(bare_proxy, path, http2).await;
                 assert_eq!(status, expected, "{path}");

@@ -148,6 +148,16 @@ impl UpstreamPool {
 
     /// An idle connection to `endpoint`, or a new one.
     pub async fn checkout(&self, endpoint: SocketAddr) -> Result<Checkout, ConnectError> {
+        self.checkout_within(endpoint, None).await
+    }
+
+    /// [`Self::checkout`], connecting within `connect_timeout` (a route's
+    /// own) instead of the pool's.
+    pub async fn checkout_within(
+        &self,
+        endpoint: SocketAddr,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Checkout, ConnectError> {
         if let Some(connection) = self.take_idle(endpoint) {
             return Ok(Checkout {
                 connection,
@@ -155,7 +165,7 @@ impl UpstreamPool {
             });
         }
         Ok(Checkout {
-            connection: self.connect(endpoint).await?,
+            connection: self.connect_within(endpoint, connect_timeout).await?,
             reused: false,
         })
     }
@@ -176,11 +186,20 @@ impl UpstreamPool {
 
     /// A new connection, with the connect timeout.
     pub async fn connect(&self, endpoint: SocketAddr) -> Result<UpstreamConnection, ConnectError> {
-        let stream =
-            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(endpoint))
-                .await
-                .map_err(|_| ConnectError::Timeout(endpoint))?
-                .map_err(|source| ConnectError::Io { endpoint, source })?;
+        self.connect_within(endpoint, None).await
+    }
+
+    /// A new connection within `connect_timeout`, else the pool's.
+    pub async fn connect_within(
+        &self,
+        endpoint: SocketAddr,
+        connect_timeout: Option<Duration>,
+    ) -> Result<UpstreamConnection, ConnectError> {
+        let timeout = connect_timeout.unwrap_or(self.settings.connect_timeout);
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| ConnectError::Timeout(endpoint))?
+            .map_err(|source| ConnectError::Io { endpoint, source })?;
         let _ = stream.set_nodelay(true);
         Ok(UpstreamConnection {
             stream,

@@ -1,0 +1,156 @@
+//! ingress-nginx's per-Ingress proxy annotations as a real client (curl in
+//! the lab's client namespace) meets them: `proxy-body-size` raises or
+//! lifts the body limit of one Ingress only, `proxy-read-timeout` shortens
+//! the wait for one Ingress's backend, `permanent-redirect` and
+//! `temporal-redirect` (with their codes) answer instead of the backend.
+//!
+//! Needs root, the daemon and `lab-backend` (`cargo build -p
+//! ingress-userspace -p xdp-ingress-lab`) and curl.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, ensure};
+use ingress_model::fixtures::{ingress, manifest, prefix};
+use xdp_ingress_lab::{
+    self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
+    service_yaml,
+};
+
+/// An Ingress of host `NAME.example.com` sending `/` to Service `web`.
+fn site(name: &str, annotations: &[(&str, &str)]) -> String {
+    let mut builder = ingress("default", name).ours();
+    for (key, value) in annotations {
+        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
+    }
+    manifest(
+        &builder
+            .rule(
+                Some(&format!("{name}.example.com")),
+                vec![prefix("/", "web")],
+            )
+            .build(),
+    )
+}
+
+#[test]
+fn body_size_timeouts_and_redirects_per_ingress() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    let mut lab = EdgeLab::create()?;
+    let web = SocketAddr::from(([198, 19, 6, 1], 8080));
+    lab.start_backend("web", &[web])?;
+    let docs = [
+        XDP_INGRESS_CLASS.to_owned(),
+        service_yaml(
+            "default",
+            "web",
+            80,
+            8080,
+            &[SliceEndpoint::ready(web.ip())],
+        ),
+        site("plain", &[]),
+        site("big", &[("proxy-body-size", "4m")]),
+        site("unlimited", &[("proxy-body-size", "0")]),
+        site("impatient", &[("proxy-read-timeout", "1")]),
+        site(
+            "moved",
+            &[
+                ("permanent-redirect", "https://new.example.com/home"),
+                ("permanent-redirect-code", "308"),
+            ],
+        ),
+        site(
+            "away",
+            &[
+                ("permanent-redirect", "https://new.example.com/"),
+                ("temporal-redirect", "https://away.example.com/later"),
+            ],
+        ),
+    ];
+    let manifests = ManifestDir::new()?;
+    let text: String = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", d.trim_end()))
+        .collect();
+    manifests.write("routes.yaml", &text)?;
+    let upload = manifests.path().join("upload.bin");
+    std::fs::write(&upload, vec![b'x'; 2 * 1024 * 1024])?;
+    let upload = format!("@{}", upload.display());
+    let _daemon = Daemon::in_netns(&lab.edge)
+        .interface(lab.edge_interface())
+        .args(&["--xdp-mode", "native", "--manifests"])
+        .args(&[&manifests.path().display().to_string()])
+        .start()?;
+    let curl = |name: &str, path: &str, more: &[&str]| {
+        let host = format!("Host: {name}.example.com");
+        let url = format!("http://{EDGE_ADDR}{path}");
+        let mut args = vec!["-H", host.as_str()];
+        args.extend_from_slice(more);
+        args.push(&url);
+        lab.client.curl(&args)
+    };
+
+    // A 2 MiB upload: over the default 1 MiB, under `big`'s 4 MiB, and no
+    // limit at all for `unlimited`.
+    let post = ["--data-binary", upload.as_str()];
+    let reply = curl("plain", "/upload", &post)?;
+    ensure!(
+        reply.status == 413,
+        "plain: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+    for name in ["big", "unlimited"] {
+        let reply = curl(name, "/upload", &post)?;
+        ensure!(
+            reply.status == 200 && reply.report()?.body_bytes == 2 * 1024 * 1024,
+            "{name}: {} {:?}",
+            reply.status,
+            reply.text()
+        );
+    }
+
+    // A backend that answers after 2 s: `impatient` gives up after 1 s.
+    let started = Instant::now();
+    let reply = curl("impatient", "/delay/2000", &[])?;
+    let took = started.elapsed();
+    ensure!(
+        reply.status == 504,
+        "impatient: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+    ensure!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "the 504 came after {took:?}, not after the Ingress's 1 s"
+    );
+    let reply = curl("plain", "/delay/2000", &[])?;
+    ensure!(
+        reply.status == 200,
+        "plain: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+
+    // Redirects, whatever the path; the temporal one wins.
+    for (name, status, location) in [
+        ("moved", 308, "https://new.example.com/home"),
+        ("away", 302, "https://away.example.com/later"),
+    ] {
+        let reply = curl(name, "/any/path?q=1", &["-D", "-"])?;
+        let head = reply.text();
+        ensure!(
+            reply.status == status
+                && head
+                    .lines()
+                    .any(|line| line.eq_ignore_ascii_case(&format!("location: {location}"))),
+            "{name}: {} {head:?}",
+            reply.status
+        );
+    }
+    Ok(())
+}
