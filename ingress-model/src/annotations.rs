@@ -23,14 +23,16 @@ use std::collections::BTreeMap;
 use crate::{
     access::{SourceRanges, parse_ranges},
     object::ObjectRef,
-    policy::{Redirect, RoutePolicy, parse_seconds, parse_size},
+    policy::{
+        Cors, OriginPattern, Redirect, RoutePolicy, is_token_list, parse_seconds, parse_size,
+    },
     problem::{Problem, ProblemReason},
     tls::ANNOTATION_PREFIXES,
 };
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 10] = [
+pub const IMPLEMENTED: [&str; 17] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -41,6 +43,13 @@ pub const IMPLEMENTED: [&str; 10] = [
     "permanent-redirect-code",
     "temporal-redirect",
     "temporal-redirect-code",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
 ];
 
 /// What the annotations of one Ingress come to.
@@ -88,6 +97,90 @@ const SOURCE_RANGES: [&str; 3] = [
     "whitelist-source-range",
     "denylist-source-range",
 ];
+
+/// `enable-cors` and the `cors-*` annotations, with ingress-nginx's defaults
+/// for what is missing; `invalid(full name, why, effect)` hears of each
+/// value that cannot be read (the default is used instead).
+fn read_cors(
+    annotations: Option<&BTreeMap<String, String>>,
+    invalid: &mut dyn FnMut(&str, String, &str),
+) -> Option<Cors> {
+    let enabled = lookup(annotations, "enable-cors")
+        .is_some_and(|(_, value)| value.trim().eq_ignore_ascii_case("true"));
+    if !enabled {
+        for name in IMPLEMENTED.iter().filter(|name| name.starts_with("cors-")) {
+            if let Some((full, _)) = lookup(annotations, name) {
+                invalid(&full, "enable-cors is not \"true\"".to_owned(), "ignored");
+            }
+        }
+        return None;
+    }
+    let mut cors = Cors::default();
+    if let Some((full, value)) = lookup(annotations, "cors-allow-origin") {
+        let entries: Vec<&str> = value.split(',').map(str::trim).collect();
+        if !entries.contains(&"*") {
+            let mut origins = Vec::new();
+            for entry in entries.into_iter().filter(|e| !e.is_empty()) {
+                match OriginPattern::parse(entry) {
+                    Ok(origin) => origins.push(origin),
+                    Err(why) => invalid(&full, why, "that origin is left out"),
+                }
+            }
+            cors.origins = Some(origins);
+        }
+    }
+    let header_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let mut list = |name: &str, slot: &mut String, allowed: &dyn Fn(u8) -> bool| {
+        if let Some((full, value)) = lookup(annotations, name) {
+            if is_token_list(value, allowed) {
+                *slot = value.trim().to_owned();
+            } else {
+                invalid(
+                    &full,
+                    format!("{value:?} is not a list of names"),
+                    "the default is used",
+                );
+            }
+        }
+    };
+    list("cors-allow-methods", &mut cors.allow_methods, &|b: u8| {
+        b.is_ascii_alphabetic()
+    });
+    list("cors-allow-headers", &mut cors.allow_headers, &header_byte);
+    if let Some((full, value)) = lookup(annotations, "cors-expose-headers") {
+        if is_token_list(value, |b| header_byte(b) || b == b'*') {
+            cors.expose_headers = Some(value.trim().to_owned());
+        } else {
+            invalid(
+                &full,
+                format!("{value:?} is not a list of names"),
+                "none are exposed",
+            );
+        }
+    }
+    if let Some((full, value)) = lookup(annotations, "cors-allow-credentials") {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" => cors.allow_credentials = true,
+            "false" => cors.allow_credentials = false,
+            _ => invalid(
+                &full,
+                format!("{value:?} is neither true nor false"),
+                "true is used",
+            ),
+        }
+    }
+    if let Some((full, value)) = lookup(annotations, "cors-max-age") {
+        match value.trim().parse::<u64>() {
+            Ok(seconds) => cors.max_age = seconds,
+            Err(_) => invalid(
+                &full,
+                format!("{value:?} is not a number of seconds"),
+                "the default is used",
+            ),
+        }
+    }
+    Some(cors)
+}
 
 /// The annotation `name` under our prefix, else under ingress-nginx's: its
 /// full name and value.
@@ -228,6 +321,9 @@ pub fn read(
             }
         }
     }
+    verdict.policy.cors = read_cors(annotations, &mut |full, why, effect| {
+        invalid(&mut verdict, full, why, effect)
+    });
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
     for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
         let Some((full, location)) = lookup(annotations, name) else {
@@ -435,6 +531,58 @@ mod tests {
     }
 
     #[test]
+    fn cors_takes_ingress_nginx_defaults_and_reports_what_it_cannot_read() {
+        let read = verdict(&[("nginx.ingress.kubernetes.io/enable-cors", "true")]);
+        assert_eq!(read.policy.cors, Some(Cors::default()));
+        assert_eq!(read.problems, []);
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "https://app.example.com, https://*.example.org, not-an-origin",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-methods",
+                "GET, POST",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-headers",
+                "X-Custom; rm -rf",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/cors-expose-headers",
+                "X-Total, *",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-credentials",
+                "false",
+            ),
+            ("nginx.ingress.kubernetes.io/cors-max-age", "600"),
+        ]);
+        let cors = read.policy.cors.clone().unwrap();
+        assert_eq!(cors.origins.as_ref().map(Vec::len), Some(2));
+        assert_eq!(cors.allow_methods, "GET, POST");
+        assert_eq!(cors.allow_headers, crate::policy::CORS_DEFAULT_HEADERS);
+        assert_eq!(cors.expose_headers.as_deref(), Some("X-Total, *"));
+        assert!(!cors.allow_credentials);
+        assert_eq!(cors.max_age, 600);
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation; 2]);
+        // `*` anywhere in the list: any origin.
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "https://a.example, *",
+            ),
+        ]);
+        assert_eq!(read.policy.cors.unwrap().origins, None);
+        // Without enable-cors the others do nothing, and say so.
+        let read = verdict(&[("nginx.ingress.kubernetes.io/cors-max-age", "600")]);
+        assert_eq!(read.policy.cors, None);
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation]);
+    }
+
+    #[test]
     fn opting_out_of_global_auth_is_what_happens() {
         let verdict = verdict(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
         assert_eq!(verdict, AnnotationVerdict::default());
@@ -472,7 +620,7 @@ mod tests {
         let verdict = verdict(&[
             ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
-            ("xdp-ingress.io/enable-cors", "true"),
+            ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
             ("example.com/owner", "team-a"),
@@ -488,7 +636,7 @@ mod tests {
             [
                 "nginx.ingress.kubernetes.io/proxy-buffering",
                 "nginx.ingress.kubernetes.io/rewrite-target",
-                "xdp-ingress.io/enable-cors",
+                "xdp-ingress.io/enable-access-log",
             ]
         );
         assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation; 3]);

@@ -24,6 +24,128 @@ pub struct RoutePolicy {
     pub read_timeout: Option<Duration>,
     /// `proxy-send-timeout`, instead of `--proxy-send-timeout`.
     pub send_timeout: Option<Duration>,
+    /// `enable-cors` and the `cors-*` annotations.
+    pub cors: Option<Cors>,
+}
+
+/// ingress-nginx's defaults for CORS.
+pub const CORS_DEFAULT_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+/// The default `cors-allow-headers`.
+pub const CORS_DEFAULT_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+/// The default `cors-max-age`, in seconds.
+pub const CORS_DEFAULT_MAX_AGE: u64 = 1_728_000;
+
+/// Cross-origin resource sharing as ingress-nginx's `enable-cors` does it:
+/// the headers below on every proxied response to an allowed origin, and
+/// an `OPTIONS` request (a preflight) answered 204 by the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Cors {
+    /// Allowed origins; `None`: any (`*`). An empty list allows none.
+    pub origins: Option<Vec<OriginPattern>>,
+    /// `Access-Control-Allow-Methods`.
+    pub allow_methods: String,
+    /// `Access-Control-Allow-Headers`.
+    pub allow_headers: String,
+    /// `Access-Control-Expose-Headers`, if any.
+    pub expose_headers: Option<String>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+    /// `Access-Control-Max-Age`.
+    pub max_age: u64,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            origins: None,
+            allow_methods: CORS_DEFAULT_METHODS.to_owned(),
+            allow_headers: CORS_DEFAULT_HEADERS.to_owned(),
+            expose_headers: None,
+            allow_credentials: true,
+            max_age: CORS_DEFAULT_MAX_AGE,
+        }
+    }
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` for a request with `origin`
+    /// (its `Origin` header): `*` when any origin is allowed, the origin
+    /// itself when it is one of the allowed, else none (no CORS headers).
+    pub fn allow_origin<'a>(&self, origin: Option<&'a str>) -> Option<&'a str> {
+        let Some(origins) = &self.origins else {
+            return Some("*");
+        };
+        let origin = origin?;
+        origins
+            .iter()
+            .any(|pattern| pattern.matches(origin))
+            .then_some(origin)
+    }
+}
+
+/// An allowed origin: `https://app.example.com`, with an optional port,
+/// and `*.` standing for exactly one label (`https://*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OriginPattern {
+    scheme: String,
+    /// The host after a `*.` wildcard label, or the whole host.
+    host: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl OriginPattern {
+    /// Parses an origin as `cors-allow-origin` lists them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bad =
+            || format!("{text:?} is not an origin (http(s)://host[:port], host may start with *.)");
+        let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(bad());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port.parse::<u16>().map_err(|_| bad())?)),
+            None => (rest, None),
+        };
+        let (wildcard, host) = match host.strip_prefix("*.") {
+            Some(host) => (true, host),
+            None => (false, host),
+        };
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !host.split('.').all(label_ok) {
+            return Err(bad());
+        }
+        Ok(Self {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            wildcard,
+            port,
+        })
+    }
+
+    /// Whether the request's `Origin` is this one (case-insensitively).
+    pub fn matches(&self, origin: &str) -> bool {
+        let Ok(other) = Self::parse(origin) else {
+            return false;
+        };
+        if other.wildcard || other.scheme != self.scheme || other.port != self.port {
+            return false;
+        }
+        if !self.wildcard {
+            return other.host == self.host;
+        }
+        other
+            .host
+            .split_once('.')
+            .is_some_and(|(_, parent)| parent == self.host)
+    }
 }
 
 impl RoutePolicy {
@@ -96,6 +218,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Whether `text` is a comma-separated list of tokens made of `allowed`
+/// bytes (spaces after the commas allowed), as ingress-nginx validates the
+/// `cors-allow-*` lists.
+pub fn is_token_list(text: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    !text.trim().is_empty()
+        && text
+            .split(',')
+            .all(|token| !token.trim().is_empty() && token.trim().bytes().all(&allowed))
+}
+
 /// A timeout annotation: whole seconds, as ingress-nginx reads them.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     text.trim()
@@ -107,6 +239,57 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_one_wildcard_label() {
+        let cors = Cors {
+            origins: Some(
+                ["https://app.example.com", "http://*.example.org:8080"]
+                    .into_iter()
+                    .map(|o| OriginPattern::parse(o).unwrap())
+                    .collect(),
+            ),
+            ..Cors::default()
+        };
+        let allowed = [
+            "https://app.example.com",
+            "HTTPS://App.Example.com",
+            "http://a.example.org:8080",
+            "http://b-2.example.org:8080",
+        ];
+        for origin in allowed {
+            assert_eq!(cors.allow_origin(Some(origin)), Some(origin), "{origin}");
+        }
+        let refused = [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://evil.app.example.com",
+            "http://example.org:8080",
+            "http://a.b.example.org:8080",
+            "http://a.example.org",
+            "https://app.example.com.evil.net",
+            "null",
+            "",
+        ];
+        for origin in refused {
+            assert_eq!(cors.allow_origin(Some(origin)), None, "{origin}");
+        }
+        assert_eq!(cors.allow_origin(None), None);
+        assert_eq!(Cors::default().allow_origin(None), Some("*"));
+        assert_eq!(
+            Cors::default().allow_origin(Some("https://x.example")),
+            Some("*")
+        );
+        for bad in [
+            "app.example.com",
+            "ftp://a.example",
+            "https://",
+            "https://a b.example",
+            "https://a.example:x",
+        ] {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_as_nginx_reads_them() {

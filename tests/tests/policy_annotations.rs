@@ -2,7 +2,9 @@
 //! the lab's client namespace) meets them: `proxy-body-size` raises or
 //! lifts the body limit of one Ingress only, `proxy-read-timeout` shortens
 //! the wait for one Ingress's backend, `permanent-redirect` and
-//! `temporal-redirect` (with their codes) answer instead of the backend.
+//! `temporal-redirect` (with their codes) answer instead of the backend,
+//! `enable-cors` adds the CORS headers for allowed origins and answers
+//! preflights.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -36,7 +38,7 @@ fn site(name: &str, annotations: &[(&str, &str)]) -> String {
 }
 
 #[test]
-fn body_size_timeouts_and_redirects_per_ingress() -> Result<()> {
+fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
     if !lab::require_root() {
         return Ok(());
     }
@@ -63,6 +65,17 @@ fn body_size_timeouts_and_redirects_per_ingress() -> Result<()> {
                 ("permanent-redirect-code", "308"),
             ],
         ),
+        site(
+            "cors",
+            &[
+                ("enable-cors", "true"),
+                (
+                    "cors-allow-origin",
+                    "https://app.example.com, https://*.example.org",
+                ),
+            ],
+        ),
+        site("anycors", &[("enable-cors", "true")]),
         site(
             "away",
             &[
@@ -152,5 +165,63 @@ fn body_size_timeouts_and_redirects_per_ingress() -> Result<()> {
             reply.status
         );
     }
+
+    // CORS: headers for allowed origins only; a preflight answered by the
+    // edge (204, nothing from the backend).
+    let header = |text: &str, name: &str| -> Option<String> {
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://one.example.org", true),
+        ("https://evil.example.com", false),
+    ] {
+        let origin_header = format!("Origin: {origin}");
+        let reply = curl("cors", "/", &["-D", "-", "-H", &origin_header])?;
+        let head = reply.text();
+        ensure!(
+            reply.status == 200,
+            "cors {origin}: {} {head:?}",
+            reply.status
+        );
+        let expected = allowed.then(|| origin.to_owned());
+        ensure!(
+            header(&head, "access-control-allow-origin") == expected,
+            "cors {origin}: {head:?}"
+        );
+        if allowed {
+            ensure!(
+                header(&head, "access-control-allow-credentials").as_deref() == Some("true")
+                    && header(&head, "access-control-allow-methods").as_deref()
+                        == Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+                    && header(&head, "access-control-max-age").as_deref() == Some("1728000"),
+                "cors {origin}: {head:?}"
+            );
+            let reply = curl(
+                "cors",
+                "/",
+                &["-D", "-", "-X", "OPTIONS", "-H", &origin_header],
+            )?;
+            let head = reply.text();
+            ensure!(
+                reply.status == 204
+                    && header(&head, "access-control-allow-origin").as_deref() == Some(origin)
+                    && !head.contains("\"backend\""),
+                "preflight {origin}: {} {head:?}",
+                reply.status
+            );
+        }
+    }
+    let reply = curl("anycors", "/", &["-D", "-"])?;
+    ensure!(
+        reply.status == 200
+            && header(&reply.text(), "access-control-allow-origin").as_deref() == Some("*"),
+        "anycors: {:?}",
+        reply.text()
+    );
     Ok(())
 }

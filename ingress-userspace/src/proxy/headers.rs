@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use ingress_model::policy::Cors;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -31,6 +32,28 @@ pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("xdp-ingress");
 /// RFC 9110 6.6.1 has a proxy do.
 pub fn mark_response(headers: &mut HeaderMap) {
     headers.insert(header::SERVER, SERVER_NAME);
+}
+
+/// Sets the CORS headers of a response to a request from `allow_origin`
+/// (the request's `Origin`, or `*`), replacing any the upstream sent, as
+/// ingress-nginx's `more_set_headers` do. The values were checked to be
+/// header values when the configuration was applied.
+pub fn set_cors(headers: &mut HeaderMap, cors: &Cors, allow_origin: &HeaderValue) {
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("access-control-allow-methods", &cors.allow_methods);
+    set("access-control-allow-headers", &cors.allow_headers);
+    set("access-control-max-age", &cors.max_age.to_string());
+    if cors.allow_credentials {
+        set("access-control-allow-credentials", "true");
+    }
+    if let Some(expose) = &cors.expose_headers {
+        set("access-control-expose-headers", expose);
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin.clone());
 }
 
 /// Whether `name` is hop-by-hop in itself, describing one connection and

@@ -21,7 +21,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
@@ -35,14 +35,14 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use ingress_model::policy::{Redirect, RoutePolicy};
+use ingress_model::policy::{Cors, Redirect, RoutePolicy};
 
 use crate::metrics::{Metrics, RouteMetrics};
 
 use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody},
-    headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop},
+    headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
@@ -306,6 +306,25 @@ async fn route_request(
     if let Some(redirect) = policy.as_ref().and_then(|p| p.redirect.as_ref()) {
         return redirect_response(redirect);
     }
+    // CORS for an allowed origin: a preflight (any OPTIONS) is answered
+    // here, other responses get the headers.
+    let cors = policy
+        .as_ref()
+        .and_then(|p| p.cors.as_ref())
+        .and_then(|cors| {
+            let origin = request.headers().get(header::ORIGIN);
+            let allowed = cors.allow_origin(origin.and_then(|o| o.to_str().ok()))?;
+            let allowed = match origin {
+                Some(origin) if origin.as_bytes() == allowed.as_bytes() => origin.clone(),
+                _ => HeaderValue::from_static("*"),
+            };
+            Some((cors, allowed))
+        });
+    if let Some((cors, origin)) = &cors
+        && request.method() == Method::OPTIONS
+    {
+        return cors_preflight(cors, origin);
+    }
     if let Some(ranges) = policy.as_ref().and_then(|p| p.access.as_ref())
         && !ranges.admits(client.client_ip)
     {
@@ -349,6 +368,9 @@ async fn route_request(
     match exchanged {
         Exchanged::Response(mut parts, body) => {
             remove_hop_by_hop(&mut parts.headers, false);
+            if let Some((cors, origin)) = &cors {
+                set_cors(&mut parts.headers, cors, origin);
+            }
             let body = GuardedBody::new(body, limits.read_timeout, None);
             Response::from_parts(parts, body.boxed())
         }
@@ -397,6 +419,21 @@ impl RequestLimits {
             connect_timeout: policy.connect_timeout,
         }
     }
+}
+
+/// A CORS preflight answered by the edge, as ingress-nginx does: 204 with
+/// the CORS headers and an empty plain-text body.
+fn cors_preflight(cors: &Cors, origin: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    set_cors(headers, cors, origin);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain charset=UTF-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
 }
 
 /// The redirect a route's Ingress asks for (`permanent-redirect`,
