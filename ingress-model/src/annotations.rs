@@ -27,12 +27,13 @@ use crate::{
         Cors, OriginPattern, Redirect, RoutePolicy, is_token_list, parse_seconds, parse_size,
     },
     problem::{Problem, ProblemReason},
+    rewrite::RewriteTarget,
     tls::ANNOTATION_PREFIXES,
 };
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 17] = [
+pub const IMPLEMENTED: [&str; 19] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -50,6 +51,8 @@ pub const IMPLEMENTED: [&str; 17] = [
     "cors-expose-headers",
     "cors-allow-credentials",
     "cors-max-age",
+    "use-regex",
+    "rewrite-target",
 ];
 
 /// What the annotations of one Ingress come to.
@@ -324,6 +327,24 @@ pub fn read(
     verdict.policy.cors = read_cors(annotations, &mut |full, why, effect| {
         invalid(&mut verdict, full, why, effect)
     });
+    if let Some((full, value)) = lookup(annotations, "use-regex") {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" => verdict.policy.use_regex = true,
+            "false" => {}
+            _ => invalid(
+                &mut verdict,
+                &full,
+                format!("{value:?} is neither true nor false"),
+                ignored,
+            ),
+        }
+    }
+    if let Some((full, value)) = lookup(annotations, "rewrite-target") {
+        match RewriteTarget::parse(value) {
+            Ok(target) => verdict.policy.rewrite = Some(target),
+            Err(why) => invalid(&mut verdict, &full, why, ignored),
+        }
+    }
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
     for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
         let Some((full, location)) = lookup(annotations, name) else {
@@ -618,7 +639,7 @@ mod tests {
     #[test]
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
-            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/app-root", "/app"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
@@ -634,8 +655,8 @@ mod tests {
         assert_eq!(
             named,
             [
+                "nginx.ingress.kubernetes.io/app-root",
                 "nginx.ingress.kubernetes.io/proxy-buffering",
-                "nginx.ingress.kubernetes.io/rewrite-target",
                 "xdp-ingress.io/enable-access-log",
             ]
         );

@@ -42,6 +42,7 @@ use crate::{
     object::{ObjectKey, ObjectKind, ObjectRef},
     options::ModelOptions,
     problem::{Problem, ProblemReason},
+    rewrite::PathRegex,
     snapshot::{ClusterObjects, namespace_terminating},
     table::{
         DefaultOrigin, DefaultRoute, DefaultScope, HostRoutes, PathRoute, RouteTable,
@@ -562,6 +563,14 @@ impl RouteTableBuilder {
         };
         let has_tls = self.tls_hosts.contains_key(host);
         let mut routes = HostRoutes::new();
+        // One Ingress with regex paths makes every path of the host one.
+        let regex_host = members.iter().any(|(precedence, _)| {
+            self.ingresses
+                .get(&precedence.key)
+                .and_then(|e| e.ours.as_ref())
+                .and_then(|ours| ours.contribution.policy.as_ref())
+                .is_some_and(|policy| policy.regex_paths())
+        });
         for (precedence, slot) in members {
             let Some(ours) = self
                 .ingresses
@@ -603,6 +612,21 @@ impl RouteTableBuilder {
                     ));
                     continue;
                 }
+                let regex = if regex_host {
+                    match PathRegex::compile(&step.rule.path) {
+                        Ok(regex) => Some(Arc::new(regex)),
+                        Err(why) => {
+                            step.outcome = Outcome::Lost(Problem::new(
+                                object.clone(),
+                                ProblemReason::InvalidPath,
+                                format!("host {host}: {why}"),
+                            ));
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
                 step.outcome = Outcome::Won;
                 map.insert(
                     step.rule.key.clone(),
@@ -613,6 +637,7 @@ impl RouteTableBuilder {
                         backend: step.backend.backend.clone(),
                         https_redirect,
                         policy: policy.clone(),
+                        regex,
                     },
                 );
             }
@@ -640,6 +665,14 @@ impl RouteTableBuilder {
                 }
             };
             contribution.hosts[*slot].default_outcome = outcome;
+        }
+        if regex_host {
+            let mut order: Vec<(&String, &PathRoute)> = routes.prefix.iter().collect();
+            order.sort_by(|a, b| {
+                let (a, b) = (&a.1.path.path, &b.1.path.path);
+                b.len().cmp(&a.len()).then_with(|| b.cmp(a))
+            });
+            routes.regex_order = Some(order.into_iter().map(|(key, _)| key.clone()).collect());
         }
         self.put_host(host, Some(Arc::new(routes)));
     }

@@ -263,7 +263,8 @@ impl Contribution {
         resolver: &mut BackendResolver<'_>,
     ) {
         let host = &self.hosts[slot].host;
-        let rule = match PathRule::parse(path.path.as_deref(), &path.path_type) {
+        let regex = self.policy.as_ref().is_some_and(|p| p.regex_paths());
+        let rule = match PathRule::parse_as(path.path.as_deref(), &path.path_type, regex) {
             Ok(rule) => rule,
             Err(why) => {
                 let message = format!("host {host}: {why}");

@@ -70,6 +70,7 @@ pub mod options;
 pub mod path;
 pub mod policy;
 pub mod problem;
+pub mod rewrite;
 pub mod snapshot;
 pub mod table;
 pub mod tls;

@@ -83,6 +83,12 @@ impl PathRule {
     /// whitespace or control characters. ImplementationSpecific paths, being
     /// Prefix here, pass the same checks, except that an empty one means `/`.
     pub fn parse(path: Option<&str>, path_type: &str) -> Result<PathRule, String> {
+        Self::parse_as(path, path_type, false)
+    }
+
+    /// [`PathRule::parse`] for an Ingress whose paths may be regexes
+    /// (`use-regex`, `rewrite-target`): the regex characters are allowed.
+    pub fn parse_as(path: Option<&str>, path_type: &str, regex: bool) -> Result<PathRule, String> {
         let path_type: PathType = path_type
             .parse()
             .map_err(|why| format!("path {:?}: {why}", path.unwrap_or_default()))?;
@@ -91,7 +97,7 @@ impl PathRule {
             ("", _) => return Err(format!("a {path_type} path must not be empty")),
             (path, _) => path,
         };
-        check_path(path).map_err(|why| format!("{path_type} path {path:?} {why}"))?;
+        check_path(path, regex).map_err(|why| format!("{path_type} path {path:?} {why}"))?;
         let key = if path_type.is_prefix() {
             path.strip_suffix('/').unwrap_or(path)
         } else {
@@ -121,7 +127,7 @@ impl PathRule {
     }
 }
 
-fn check_path(path: &str) -> Result<(), String> {
+fn check_path(path: &str, regex: bool) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err("must be an absolute path (start with '/')".to_owned());
     }
@@ -131,7 +137,10 @@ fn check_path(path: &str) -> Result<(), String> {
     if let Some(suffix) = INVALID_SUFFIXES.iter().find(|s| path.ends_with(*s)) {
         return Err(format!("must not end with {suffix:?}"));
     }
-    if let Some(c) = path.chars().find(|c| REGEX_CHARACTERS.contains(c)) {
+    if let Some(c) = path
+        .chars()
+        .find(|c| !regex && REGEX_CHARACTERS.contains(c))
+    {
         return Err(format!(
             "must not contain {c:?}: paths match literally, not as regular expressions"
         ));

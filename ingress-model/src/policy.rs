@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::access::SourceRanges;
+use crate::{access::SourceRanges, rewrite::RewriteTarget};
 
 /// A route's policy; the default asks for nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -26,6 +26,10 @@ pub struct RoutePolicy {
     pub send_timeout: Option<Duration>,
     /// `enable-cors` and the `cors-*` annotations.
     pub cors: Option<Cors>,
+    /// `use-regex: "true"`: the paths of the Ingress's hosts are regexes.
+    pub use_regex: bool,
+    /// `rewrite-target` (implies regex paths for its hosts).
+    pub rewrite: Option<RewriteTarget>,
 }
 
 /// ingress-nginx's defaults for CORS.
@@ -152,6 +156,11 @@ impl RoutePolicy {
     /// Whether it asks for nothing (routes then carry none).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Whether the hosts of its Ingress get regex paths.
+    pub fn regex_paths(&self) -> bool {
+        self.use_regex || self.rewrite.is_some()
     }
 }
 

@@ -29,6 +29,7 @@ use crate::{
     path::{PathRule, request_path},
     policy::RoutePolicy,
     problem::Problem,
+    rewrite::PathRegex,
     snapshot::ClusterObjects,
     tls::TlsPlan,
 };
@@ -50,6 +51,9 @@ pub struct PathRoute {
     pub https_redirect: bool,
     /// What the Ingress's annotations ask of it (`None`: nothing).
     pub policy: Option<Arc<RoutePolicy>>,
+    /// On a host with regex paths: the path as a regex, which matches
+    /// (Prefix paths) and feeds `rewrite-target` its captures.
+    pub regex: Option<Arc<PathRegex>>,
 }
 
 /// Where a default backend comes from.
@@ -104,6 +108,18 @@ impl<'a> RouteMatch<'a> {
             RouteMatch::Path(route) => route.https_redirect,
             RouteMatch::Default(default) => default.https_redirect,
         }
+    }
+
+    /// The request target a `rewrite-target` makes of `target` (the
+    /// request's path and query), if the route's Ingress sets one.
+    pub fn rewrite(&self, target: &str) -> Option<String> {
+        let RouteMatch::Path(route) = self else {
+            return None;
+        };
+        let rewrite = route.policy.as_ref()?.rewrite.as_ref()?;
+        let regex = route.regex.as_ref()?;
+        let query = target.split_once('?').map(|(_, query)| query);
+        rewrite.apply(regex, &request_path(target), query)
     }
 
     /// What the route's Ingress asks of it, if anything.
@@ -174,6 +190,10 @@ pub(crate) struct HostRoutes {
     pub prefix: FastHashMap<String, PathRoute>,
     /// The host's default backend, from an Ingress with rules for it.
     pub default: Option<DefaultRoute>,
+    /// On a host with regex paths (an Ingress of it sets `use-regex` or
+    /// `rewrite-target`): the keys of `prefix` in the order their regexes
+    /// are tried, longest path first, as ingress-nginx orders locations.
+    pub regex_order: Option<Vec<String>>,
 }
 
 impl HostRoutes {
@@ -183,6 +203,7 @@ impl HostRoutes {
             exact: FastHashMap::default(),
             prefix: FastHashMap::default(),
             default: None,
+            regex_order: None,
         }
     }
 
@@ -191,6 +212,16 @@ impl HostRoutes {
     fn match_path(&self, path: &str) -> Option<&PathRoute> {
         if let Some(route) = self.exact.get(path) {
             return Some(route);
+        }
+        if let Some(order) = &self.regex_order {
+            return order.iter().find_map(|key| {
+                let route = self.prefix.get(key)?;
+                route
+                    .regex
+                    .as_ref()
+                    .is_some_and(|regex| regex.is_match(path))
+                    .then_some(route)
+            });
         }
         if self.prefix.is_empty() {
             return None;
@@ -690,6 +721,74 @@ mod tests {
         assert!(table.route("guarded.com:443", "/").policy().is_some());
         assert_eq!(answer(&table, "elsewhere.com", "/"), "default 404");
         assert!(table.route("open.com", "/").policy().is_none());
+    }
+
+    #[test]
+    fn regex_paths_and_rewrite_target_like_ingress_nginx() {
+        let (table, problems) = build([
+            ingress("ns", "rw")
+                .ours()
+                .created(1)
+                .annotation("nginx.ingress.kubernetes.io/rewrite-target", "/$2")
+                .rule(
+                    Some("rw.com"),
+                    vec![
+                        path(
+                            "/something(/|$)(.*)",
+                            "ImplementationSpecific",
+                            backend("a", 80),
+                        ),
+                        path("/exact", "Exact", backend("c", 80)),
+                    ],
+                ),
+            // No annotation of its own: its paths are regexes all the same.
+            ingress("ns", "other").ours().created(2).rule(
+                Some("rw.com"),
+                vec![prefix("/api", "b"), prefix("/api/v2", "d")],
+            ),
+            ingress("ns", "plain")
+                .ours()
+                .rule(Some("plain.com"), vec![prefix("/api", "e")]),
+            // A regex path without an annotation that allows it is refused.
+            ingress("ns", "stray")
+                .ours()
+                .rule(Some("stray.com"), vec![prefix("/x(.*)", "f")]),
+        ]);
+        assert_eq!(
+            reasons(&problems),
+            [("ns/stray".into(), ProblemReason::InvalidPath)]
+        );
+        let cases = [
+            (
+                "rw.com",
+                "/something/new?q=1",
+                "a /something(/|$)(.*) ImplementationSpecific",
+                Some("/new?q=1"),
+            ),
+            (
+                "rw.com",
+                "/SOMETHING",
+                "a /something(/|$)(.*) ImplementationSpecific",
+                Some("/"),
+            ),
+            ("rw.com", "/api/v1", "b /api Prefix", None),
+            // Regex prefixes are not element-wise: /apix matches ^/api.
+            ("rw.com", "/apix", "b /api Prefix", None),
+            // The longest path is tried first.
+            ("rw.com", "/api/v2/x", "d /api/v2 Prefix", None),
+            ("rw.com", "/exact", "c /exact Exact", Some("/")),
+            ("rw.com", "/nothing", "default 404", None),
+            ("plain.com", "/apix", "default 404", None),
+            ("plain.com", "/api/x", "e /api Prefix", None),
+        ];
+        for (host, target, expected, rewritten) in cases {
+            assert_eq!(answer(&table, host, target), expected, "{host}{target}");
+            assert_eq!(
+                table.route(host, target).rewrite(target).as_deref(),
+                rewritten,
+                "{host}{target}"
+            );
+        }
     }
 
     #[test]

@@ -325,6 +325,7 @@ impl Resolve for LiveRoutes {
         let route = snapshot.route_metrics.get(&found.identity()).cloned();
         let https_redirect = found.https_redirect();
         let policy = found.policy().cloned();
+        let rewrite = found.rewrite(path);
         let resolution = match found.backend() {
             Backend::Service(service) => {
                 let state = snapshot
@@ -342,6 +343,7 @@ impl Resolve for LiveRoutes {
                     round_robin: state.round_robin,
                     https_redirect,
                     policy,
+                    rewrite,
                     latency: state.latency,
                 })
             }

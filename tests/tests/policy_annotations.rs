@@ -4,7 +4,9 @@
 //! the wait for one Ingress's backend, `permanent-redirect` and
 //! `temporal-redirect` (with their codes) answer instead of the backend,
 //! `enable-cors` adds the CORS headers for allowed origins and answers
-//! preflights.
+//! preflights, `rewrite-target` with a regex path sends the backend the
+//! rewritten path (the query kept), and makes the host's other paths
+//! regexes too.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -15,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Result, ensure};
-use ingress_model::fixtures::{ingress, manifest, prefix};
+use ingress_model::fixtures::{backend, ingress, manifest, path, prefix};
 use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
     service_yaml,
@@ -76,6 +78,27 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
             ],
         ),
         site("anycors", &[("enable-cors", "true")]),
+        manifest(
+            &ingress("default", "rewrite")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/rewrite-target", "/$2")
+                .rule(
+                    Some("rewrite.example.com"),
+                    vec![path(
+                        "/something(/|$)(.*)",
+                        "ImplementationSpecific",
+                        backend("web", 80),
+                    )],
+                )
+                .build(),
+        ),
+        // Another Ingress of the same host, without annotations.
+        manifest(
+            &ingress("default", "rewrite-neighbour")
+                .ours()
+                .rule(Some("rewrite.example.com"), vec![prefix("/api", "web")])
+                .build(),
+        ),
         site(
             "away",
             &[
@@ -164,6 +187,27 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
             "{name}: {} {head:?}",
             reply.status
         );
+    }
+
+    // rewrite-target: the backend sees the rewritten path and the query.
+    for (target, expected) in [
+        ("/something/new/page?x=1&y=2", Some("/new/page?x=1&y=2")),
+        ("/something", Some("/")),
+        ("/SOMETHING/Case", Some("/Case")),
+        // The neighbour's Prefix path is a regex now: not element-wise.
+        ("/apix/y", Some("/apix/y")),
+        ("/other", None),
+    ] {
+        let reply = curl("rewrite", target, &[])?;
+        match expected {
+            Some(path) => ensure!(
+                reply.status == 200 && reply.report()?.path == path,
+                "rewrite {target}: {} {:?}",
+                reply.status,
+                reply.text()
+            ),
+            None => ensure!(reply.status == 404, "rewrite {target}: {}", reply.status),
+        }
     }
 
     // CORS: headers for allowed origins only; a preflight answered by the

@@ -62,6 +62,9 @@ pub struct Upstream {
     pub https_redirect: bool,
     /// What its Ingress asks of it: source ranges, a redirect, limits.
     pub policy: Option<Arc<RoutePolicy>>,
+    /// The request target to send instead of the client's
+    /// (`rewrite-target`).
+    pub rewrite: Option<String>,
     /// Where its response times go (`/metrics`), when measured.
     pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -267,7 +270,8 @@ pub async fn handle(
         .as_ref()
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    let (resolution, route) = state.resolver.resolve_observed(host, request.uri().path());
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let (resolution, route) = state.resolver.resolve_observed(host, target);
     let mut response = route_request(request, host, resolution, client, state).await;
     mark_response(response.headers_mut());
     if client.scheme == "https"
@@ -352,7 +356,9 @@ async fn route_request(
 
     let upgrade = is_upgrade_request(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let upstream_request = match upstream_request(request, host, client, &limits, upgrade) {
+    let rewrite = upstream.rewrite.as_deref();
+    let upstream_request = match upstream_request(request, host, client, &limits, rewrite, upgrade)
+    {
         Ok(request) => request,
         Err(status) => return error_response(status),
     };
@@ -524,9 +530,13 @@ fn upstream_request(
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
+    rewrite: Option<&str>,
     upgrade: bool,
 ) -> Result<OutgoingRequest, StatusCode> {
     let (mut parts, body) = request.into_parts();
+    if let Some(target) = rewrite {
+        parts.uri = Uri::try_from(target).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    }
     // HTTP/1.1 requests are origin-form already; HTTP/2's and absolute-form
     // ones lose their scheme and authority.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -753,6 +763,7 @@ mod tests {
             round_robin: Arc::default(),
             https_redirect: false,
             policy: None,
+            rewrite: None,
             latency: None,
         }
     }
