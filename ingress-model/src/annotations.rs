@@ -24,7 +24,8 @@ use crate::{
     access::{SourceRanges, parse_ranges},
     object::ObjectRef,
     policy::{
-        Cors, OriginPattern, Redirect, RoutePolicy, is_token_list, parse_seconds, parse_size,
+        Cors, OriginPattern, Redirect, RoutePolicy, is_token_list, parse_plain_path, parse_seconds,
+        parse_size,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -33,7 +34,7 @@ use crate::{
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 19] = [
+pub const IMPLEMENTED: [&str; 21] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -53,6 +54,8 @@ pub const IMPLEMENTED: [&str; 19] = [
     "cors-max-age",
     "use-regex",
     "rewrite-target",
+    "app-root",
+    "x-forwarded-prefix",
 ];
 
 /// What the annotations of one Ingress come to.
@@ -343,6 +346,21 @@ pub fn read(
         match RewriteTarget::parse(value) {
             Ok(target) => verdict.policy.rewrite = Some(target),
             Err(why) => invalid(&mut verdict, &full, why, ignored),
+        }
+    }
+    for (name, slot) in [
+        ("app-root", &mut verdict.policy.app_root),
+        ("x-forwarded-prefix", &mut verdict.policy.forwarded_prefix),
+    ] {
+        if let Some((full, value)) = lookup(annotations, name) {
+            match parse_plain_path(value) {
+                Ok(path) => *slot = Some(path),
+                Err(why) => verdict.problems.push(Problem::new(
+                    object.clone(),
+                    ProblemReason::InvalidAnnotation,
+                    format!("annotation {full}: {why}: {ignored}"),
+                )),
+            }
         }
     }
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
@@ -639,7 +657,10 @@ mod tests {
     #[test]
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
-            ("nginx.ingress.kubernetes.io/app-root", "/app"),
+            (
+                "nginx.ingress.kubernetes.io/server-alias",
+                "www.example.com",
+            ),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
@@ -655,8 +676,8 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/app-root",
                 "nginx.ingress.kubernetes.io/proxy-buffering",
+                "nginx.ingress.kubernetes.io/server-alias",
                 "xdp-ingress.io/enable-access-log",
             ]
         );

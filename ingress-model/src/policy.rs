@@ -30,6 +30,10 @@ pub struct RoutePolicy {
     pub use_regex: bool,
     /// `rewrite-target` (implies regex paths for its hosts).
     pub rewrite: Option<RewriteTarget>,
+    /// `app-root`: a request for `/` gets a 302 to this path.
+    pub app_root: Option<String>,
+    /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
+    pub forwarded_prefix: Option<String>,
 }
 
 /// ingress-nginx's defaults for CORS.
@@ -202,6 +206,18 @@ impl Redirect {
             status,
         })
     }
+}
+
+/// A path as `app-root` and `x-forwarded-prefix` take it: absolute, and
+/// only visible ASCII (it becomes a header value).
+pub fn parse_plain_path(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if !text.starts_with('/') || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{text:?} is not an absolute path of visible ASCII characters"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// An nginx size (`proxy-body-size`): bytes, or with `k`, `m` or `g`

@@ -78,6 +78,8 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
             ],
         ),
         site("anycors", &[("enable-cors", "true")]),
+        site("approot", &[("app-root", "/app/home")]),
+        site("prefixed", &[("x-forwarded-prefix", "/svc")]),
         manifest(
             &ingress("default", "rewrite")
                 .ours()
@@ -188,6 +190,31 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
             reply.status
         );
     }
+
+    // app-root: `/` only, to the same scheme and host.
+    let reply = curl("approot", "/", &["-D", "-"])?;
+    ensure!(
+        reply.status == 302
+            && reply
+                .text()
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case("location: http://approot.example.com/app/home")),
+        "approot /: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+    let reply = curl("approot", "/other", &[])?;
+    ensure!(reply.status == 200, "approot /other: {}", reply.status);
+    // x-forwarded-prefix: the backend is told.
+    let report = curl("prefixed", "/x", &[])?.report()?;
+    ensure!(
+        report
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("x-forwarded-prefix") && v == "/svc"),
+        "prefixed: {:?}",
+        report.headers
+    );
 
     // rewrite-target: the backend sees the rewritten path and the query.
     for (target, expected) in [

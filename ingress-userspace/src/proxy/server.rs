@@ -21,7 +21,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
@@ -304,6 +304,12 @@ async fn route_request(
         } => (*https_redirect, policy.clone()),
         Resolution::NoRoute => (false, None),
     };
+    // `app-root` is the server's, before any location: first.
+    if let Some(root) = policy.as_ref().and_then(|p| p.app_root.as_deref())
+        && request.uri().path() == "/"
+    {
+        return app_root_redirect(client.scheme, host, root);
+    }
     if plain_http && to_https {
         return https_redirect(&request, host, state.settings.https_port);
     }
@@ -357,11 +363,12 @@ async fn route_request(
     let upgrade = is_upgrade_request(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let rewrite = upstream.rewrite.as_deref();
-    let upstream_request = match upstream_request(request, host, client, &limits, rewrite, upgrade)
-    {
-        Ok(request) => request,
-        Err(status) => return error_response(status),
-    };
+    let prefix = policy.as_ref().and_then(|p| p.forwarded_prefix.as_deref());
+    let upstream_request =
+        match upstream_request(request, host, client, &limits, rewrite, prefix, upgrade) {
+            Ok(request) => request,
+            Err(status) => return error_response(status),
+        };
     let asked = Instant::now();
     let exchanged = match exchange(upstream_request, &upstream, &limits, state).await {
         Ok(exchanged) => exchanged,
@@ -424,6 +431,19 @@ impl RequestLimits {
             send_timeout: policy.send_timeout.unwrap_or(settings.send_timeout),
             connect_timeout: policy.connect_timeout,
         }
+    }
+}
+
+/// `app-root`: a 302 from `/` to the application's root on the same
+/// scheme and host, as ingress-nginx answers it.
+fn app_root_redirect(scheme: &str, host: &str, root: &str) -> Response<ProxyBody> {
+    let mut response = error_response(StatusCode::FOUND);
+    match HeaderValue::from_str(&format!("{scheme}://{host}{root}")) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => error_response(StatusCode::BAD_REQUEST),
     }
 }
 
@@ -531,6 +551,7 @@ fn upstream_request(
     client: &ClientContext,
     limits: &RequestLimits,
     rewrite: Option<&str>,
+    forwarded_prefix: Option<&str>,
     upgrade: bool,
 ) -> Result<OutgoingRequest, StatusCode> {
     let (mut parts, body) = request.into_parts();
@@ -552,6 +573,13 @@ fn upstream_request(
     if !parts.headers.contains_key(header::HOST) && !host.is_empty() {
         let value = HeaderValue::from_str(host).map_err(|_| StatusCode::BAD_REQUEST)?;
         parts.headers.insert(header::HOST, value);
+    }
+    if let Some(prefix) = forwarded_prefix
+        && let Ok(value) = HeaderValue::from_str(prefix)
+    {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-prefix"), value);
     }
     let forwarded = ForwardedHeaders::new(&parts.headers, client);
     // An upgrade request may carry a body (curl's `Upgrade: h2c` POST) that
