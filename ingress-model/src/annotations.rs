@@ -222,7 +222,12 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
     if SOURCE_RANGES.contains(&name) {
         return Treatment::SourceRange;
     }
-    if name.starts_with("auth-") || name.ends_with("-source-range") || name == "satisfy" {
+    // Limits protect a backend as access control protects an app.
+    if name.starts_with("auth-")
+        || name.starts_with("limit-")
+        || name.ends_with("-source-range")
+        || name == "satisfy"
+    {
         return Treatment::FailClosed;
     }
     Treatment::Ignored
@@ -252,7 +257,7 @@ pub fn read(
                 (
                     ProblemReason::UnsupportedAnnotation,
                     format!(
-                        "annotation {full} is access control that xdp-ingress does not enforce \
+                        "annotation {full} is access control or a limit that xdp-ingress does not enforce \
                          yet: the Ingress's paths answer 503 rather than serve unprotected"
                     ),
                 )
@@ -396,7 +401,10 @@ pub fn read(
     } else if !fail_closed.is_empty() {
         Some(Refusal {
             reason: ProblemReason::UnsupportedAnnotation,
-            message: format!("access control not enforced: {}", fail_closed.join(", ")),
+            message: format!(
+                "access control or limits not enforced: {}",
+                fail_closed.join(", ")
+            ),
         })
     } else if !unreadable.is_empty() {
         Some(Refusal {
@@ -444,6 +452,9 @@ mod tests {
                 "198.18.0.0/15",
             ),
             ("nginx.ingress.kubernetes.io/satisfy", "any"),
+            ("nginx.ingress.kubernetes.io/limit-rps", "10"),
+            ("nginx.ingress.kubernetes.io/limit-connections", "5"),
+            ("xdp-ingress.io/limit-rate", "100"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
         ];

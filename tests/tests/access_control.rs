@@ -85,6 +85,14 @@ fn cases() -> Vec<Case> {
         ),
         ("satisfy", vec![("satisfy", "any".to_owned())], unsupported),
         (
+            "limited",
+            vec![
+                ("limit-rps", "10".to_owned()),
+                ("limit-connections", "5".to_owned()),
+            ],
+            unsupported,
+        ),
+        (
             "globalauth",
             vec![("enable-global-auth", "true".to_owned())],
             unsupported,
