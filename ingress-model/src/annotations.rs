@@ -24,8 +24,8 @@ use crate::{
     access::{SourceRanges, parse_ranges},
     object::ObjectRef,
     policy::{
-        Cors, OriginPattern, Redirect, RoutePolicy, is_token_list, parse_plain_path, parse_seconds,
-        parse_size,
+        Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
+        parse_seconds, parse_size,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -34,7 +34,7 @@ use crate::{
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 21] = [
+pub const IMPLEMENTED: [&str; 26] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -56,6 +56,11 @@ pub const IMPLEMENTED: [&str; 21] = [
     "rewrite-target",
     "app-root",
     "x-forwarded-prefix",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-allowlist",
+    "limit-whitelist",
 ];
 
 /// What the annotations of one Ingress come to.
@@ -186,6 +191,71 @@ fn read_cors(
         }
     }
     Some(cors)
+}
+
+fn verdict_problems_push(
+    problems: &mut Vec<Problem>,
+    object: &ObjectRef,
+    full: &str,
+    why: String,
+    effect: &str,
+) {
+    problems.push(Problem::new(
+        object.clone(),
+        ProblemReason::InvalidAnnotation,
+        format!("annotation {full}: {why}: {effect}"),
+    ));
+}
+
+/// `limit-rps`, `limit-rpm`, `limit-burst-multiplier` and the allow list.
+/// A rate that cannot be read fails closed (`unreadable`): it protects a
+/// backend; an allow list that cannot be read exempts nobody.
+fn read_rate_limits(
+    annotations: Option<&BTreeMap<String, String>>,
+    policy: &mut RoutePolicy,
+    invalid: &mut dyn FnMut(&str, String, &str),
+    unreadable: &mut Vec<String>,
+) {
+    let mut multiplier = 5u32;
+    if let Some((full, value)) = lookup(annotations, "limit-burst-multiplier") {
+        match value.trim().parse::<u32>() {
+            Ok(m) if m > 0 => multiplier = m,
+            _ => invalid(
+                &full,
+                format!("{value:?} is not a positive number"),
+                "5 is used",
+            ),
+        }
+    }
+    for (name, per_minute) in [("limit-rps", 60u32), ("limit-rpm", 1)] {
+        let Some((full, value)) = lookup(annotations, name) else {
+            continue;
+        };
+        match value.trim().parse::<u32>() {
+            Ok(0) => {}
+            Ok(rate) => policy.rate_limits.push(RateLimit {
+                per_minute: rate.saturating_mul(per_minute),
+                burst: rate.saturating_mul(multiplier),
+            }),
+            Err(_) => {
+                invalid(
+                    &full,
+                    format!("{value:?} is not a whole number"),
+                    "the Ingress's paths answer 503 rather than serve unlimited",
+                );
+                unreadable.push(full);
+            }
+        }
+    }
+    if let Some((full, value)) = ["limit-allowlist", "limit-whitelist"]
+        .iter()
+        .find_map(|name| lookup(annotations, name))
+    {
+        match parse_ranges(value) {
+            Ok(ranges) => policy.rate_limit_exempt = ranges,
+            Err(why) => invalid(&full, why, "nobody is exempt"),
+        }
+    }
 }
 
 /// The annotation `name` under our prefix, else under ingress-nginx's: its
@@ -368,6 +438,14 @@ pub fn read(
             }
         }
     }
+    read_rate_limits(
+        annotations,
+        &mut verdict.policy,
+        &mut |full, why, effect| {
+            verdict_problems_push(&mut verdict.problems, object, full, why, effect)
+        },
+        &mut unreadable,
+    );
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
     for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
         let Some((full, location)) = lookup(annotations, name) else {
@@ -409,7 +487,7 @@ pub fn read(
     } else if !unreadable.is_empty() {
         Some(Refusal {
             reason: ProblemReason::InvalidAnnotation,
-            message: format!("source ranges not readable: {}", unreadable.join(", ")),
+            message: format!("not readable: {}", unreadable.join(", ")),
         })
     } else {
         None
@@ -452,7 +530,6 @@ mod tests {
                 "198.18.0.0/15",
             ),
             ("nginx.ingress.kubernetes.io/satisfy", "any"),
-            ("nginx.ingress.kubernetes.io/limit-rps", "10"),
             ("nginx.ingress.kubernetes.io/limit-connections", "5"),
             ("xdp-ingress.io/limit-rate", "100"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
@@ -630,6 +707,60 @@ mod tests {
         let read = verdict(&[("nginx.ingress.kubernetes.io/cors-max-age", "600")]);
         assert_eq!(read.policy.cors, None);
         assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation]);
+    }
+
+    #[test]
+    fn rate_limits_as_ingress_nginx_sizes_them() {
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/limit-rps", "10"),
+            ("nginx.ingress.kubernetes.io/limit-rpm", "300"),
+            ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "2"),
+            (
+                "nginx.ingress.kubernetes.io/limit-whitelist",
+                "198.18.0.0/24",
+            ),
+        ]);
+        assert_eq!(
+            (read.refusal.clone(), read.problems.clone()),
+            (None, vec![])
+        );
+        assert_eq!(
+            read.policy.rate_limits,
+            [
+                RateLimit {
+                    per_minute: 600,
+                    burst: 20
+                },
+                RateLimit {
+                    per_minute: 300,
+                    burst: 600
+                },
+            ]
+        );
+        assert_eq!(read.policy.rate_limit_exempt.len(), 1);
+        // The default multiplier is 5; 0 is no limit.
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/limit-rps", "3"),
+            ("nginx.ingress.kubernetes.io/limit-rpm", "0"),
+        ]);
+        assert_eq!(
+            read.policy.rate_limits,
+            [RateLimit {
+                per_minute: 180,
+                burst: 15
+            }]
+        );
+        // An unreadable rate fails closed; an unreadable allow list exempts nobody.
+        let read = verdict(&[
+            ("nginx.ingress.kubernetes.io/limit-rps", "ten"),
+            ("nginx.ingress.kubernetes.io/limit-allowlist", "nope"),
+        ]);
+        assert_eq!(
+            read.refusal.as_ref().map(|r| r.reason),
+            Some(ProblemReason::InvalidAnnotation)
+        );
+        assert!(read.policy.rate_limit_exempt.is_empty());
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation; 2]);
     }
 
     #[test]

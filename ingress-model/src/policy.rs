@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use crate::{access::SourceRanges, rewrite::RewriteTarget};
+use crate::{
+    access::{IpRange, SourceRanges},
+    rewrite::RewriteTarget,
+};
 
 /// A route's policy; the default asks for nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -34,6 +37,23 @@ pub struct RoutePolicy {
     pub app_root: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub forwarded_prefix: Option<String>,
+    /// `limit-rps`, `limit-rpm` (each client address on its own).
+    pub rate_limits: Vec<RateLimit>,
+    /// `limit-allowlist` (alias `limit-whitelist`): clients the rate
+    /// limits do not apply to.
+    pub rate_limit_exempt: Vec<IpRange>,
+}
+
+/// A request rate per client address, as nginx's `limit_req ... burst=B
+/// nodelay` applies it: B + 1 requests at once, then one every
+/// `1 / per_second` seconds; the others answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Requests per minute (`limit-rps` times 60, or `limit-rpm`).
+    pub per_minute: u32,
+    /// Requests allowed beyond the rate at once (the rate's requests per
+    /// its unit times `limit-burst-multiplier`, default 5).
+    pub burst: u32,
 }
 
 /// ingress-nginx's defaults for CORS.

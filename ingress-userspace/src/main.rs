@@ -326,6 +326,7 @@ async fn serve(
                 .map(|v| HeaderValue::from_str(&v).expect("HSTS value is ASCII")),
             ..ProxySettings::default()
         },
+        rate_limiter: Default::default(),
     });
     let http_listener = TcpListener::bind(args.http_addr)
         .await

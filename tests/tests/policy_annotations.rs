@@ -6,7 +6,8 @@
 //! `enable-cors` adds the CORS headers for allowed origins and answers
 //! preflights, `rewrite-target` with a regex path sends the backend the
 //! rewritten path (the query kept), and makes the host's other paths
-//! regexes too.
+//! regexes too, `limit-rpm` refuses a client past its burst (503) unless
+//! `limit-allowlist` exempts it.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -80,6 +81,18 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
         site("anycors", &[("enable-cors", "true")]),
         site("approot", &[("app-root", "/app/home")]),
         site("prefixed", &[("x-forwarded-prefix", "/svc")]),
+        site(
+            "limited",
+            &[("limit-rpm", "6"), ("limit-burst-multiplier", "1")],
+        ),
+        site(
+            "exempt",
+            &[
+                ("limit-rpm", "1"),
+                ("limit-burst-multiplier", "1"),
+                ("limit-allowlist", "198.18.0.0/24"),
+            ],
+        ),
         manifest(
             &ingress("default", "rewrite")
                 .ours()
@@ -215,6 +228,20 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
         "prefixed: {:?}",
         report.headers
     );
+
+    // limit-rpm 6 with a burst of 6: 7 at once, then one every 10 s (503
+    // meanwhile); a client in limit-allowlist is not limited.
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| curl("limited", "/", &[]).map(|reply| reply.status))
+        .collect::<Result<_>>()?;
+    ensure!(
+        statuses == [200, 200, 200, 200, 200, 200, 200, 503, 503, 503],
+        "limited: {statuses:?}"
+    );
+    for _ in 0..5 {
+        let reply = curl("exempt", "/", &[])?;
+        ensure!(reply.status == 200, "exempt: {}", reply.status);
+    }
 
     // rewrite-target: the backend sees the rewritten path and the query.
     for (target, expected) in [

@@ -5,5 +5,6 @@ pub mod balance;
 pub mod body;
 pub mod headers;
 pub mod http1;
+pub mod limits;
 pub mod server;
 pub mod upstream;

@@ -37,7 +37,10 @@ use tracing::{debug, info, warn};
 
 use ingress_model::policy::{Cors, Redirect, RoutePolicy};
 
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::{
+    metrics::{Metrics, RouteMetrics},
+    proxy::limits::RateLimiter,
+};
 
 use super::{
     balance::RoundRobin,
@@ -147,6 +150,8 @@ pub struct ProxyState {
     pub pool: Arc<UpstreamPool>,
     /// Limits.
     pub settings: ProxySettings,
+    /// The routes' request rates per client (`limit-rps`, `limit-rpm`).
+    pub rate_limiter: RateLimiter,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
@@ -334,6 +339,23 @@ async fn route_request(
         && request.method() == Method::OPTIONS
     {
         return cors_preflight(cors, origin);
+    }
+    // nginx's preaccess phase (limit_req) comes before its access phase.
+    if let Some(policy) = &policy
+        && !policy.rate_limits.is_empty()
+        && !policy
+            .rate_limit_exempt
+            .iter()
+            .any(|range| range.contains(client.client_ip))
+        && !state.rate_limiter.admit(
+            Arc::as_ptr(policy) as usize,
+            &policy.rate_limits,
+            client.client_ip,
+            std::time::Instant::now(),
+        )
+    {
+        debug!(client = %client.client_ip, host, "over the route's request rate");
+        return error_response(StatusCode::SERVICE_UNAVAILABLE);
     }
     if let Some(ranges) = policy.as_ref().and_then(|p| p.access.as_ref())
         && !ranges.admits(client.client_ip)
@@ -847,6 +869,7 @@ mod tests {
                 read_timeout: Duration::from_secs(5),
                 ..ProxySettings::default()
             },
+            rate_limiter: RateLimiter::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));
