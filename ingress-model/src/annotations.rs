@@ -34,7 +34,7 @@ use crate::{
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 26] = [
+pub const IMPLEMENTED: [&str; 27] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -58,6 +58,7 @@ pub const IMPLEMENTED: [&str; 26] = [
     "x-forwarded-prefix",
     "limit-rps",
     "limit-rpm",
+    "limit-connections",
     "limit-burst-multiplier",
     "limit-allowlist",
     "limit-whitelist",
@@ -207,7 +208,8 @@ fn verdict_problems_push(
     ));
 }
 
-/// `limit-rps`, `limit-rpm`, `limit-burst-multiplier` and the allow list.
+/// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-connections`
+/// and the allow list.
 /// A rate that cannot be read fails closed (`unreadable`): it protects a
 /// backend; an allow list that cannot be read exempts nobody.
 fn read_rate_limits(
@@ -237,6 +239,20 @@ fn read_rate_limits(
                 per_minute: rate.saturating_mul(per_minute),
                 burst: rate.saturating_mul(multiplier),
             }),
+            Err(_) => {
+                invalid(
+                    &full,
+                    format!("{value:?} is not a whole number"),
+                    "the Ingress's paths answer 503 rather than serve unlimited",
+                );
+                unreadable.push(full);
+            }
+        }
+    }
+    if let Some((full, value)) = lookup(annotations, "limit-connections") {
+        match value.trim().parse::<u32>() {
+            Ok(0) => {}
+            Ok(limit) => policy.max_connections = Some(limit),
             Err(_) => {
                 invalid(
                     &full,
@@ -738,6 +754,8 @@ mod tests {
             ]
         );
         assert_eq!(read.policy.rate_limit_exempt.len(), 1);
+        let read = verdict(&[("nginx.ingress.kubernetes.io/limit-connections", "4")]);
+        assert_eq!(read.policy.max_connections, Some(4));
         // The default multiplier is 5; 0 is no limit.
         let read = verdict(&[
             ("nginx.ingress.kubernetes.io/limit-rps", "3"),

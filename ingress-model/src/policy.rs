@@ -39,8 +39,10 @@ pub struct RoutePolicy {
     pub forwarded_prefix: Option<String>,
     /// `limit-rps`, `limit-rpm` (each client address on its own).
     pub rate_limits: Vec<RateLimit>,
-    /// `limit-allowlist` (alias `limit-whitelist`): clients the rate
-    /// limits do not apply to.
+    /// `limit-connections`: requests in progress at once per client.
+    pub max_connections: Option<u32>,
+    /// `limit-allowlist` (alias `limit-whitelist`): clients the rate and
+    /// connection limits do not apply to.
     pub rate_limit_exempt: Vec<IpRange>,
 }
 

@@ -327,6 +327,7 @@ async fn serve(
             ..ProxySettings::default()
         },
         rate_limiter: Default::default(),
+        connection_limiter: Default::default(),
     });
     let http_listener = TcpListener::bind(args.http_addr)
         .await

@@ -87,8 +87,8 @@ fn cases() -> Vec<Case> {
         (
             "limited",
             vec![
-                ("limit-connections", "5".to_owned()),
                 ("limit-rate", "1024".to_owned()),
+                ("limit-rate-after", "10m".to_owned()),
             ],
             unsupported,
         ),

@@ -7,7 +7,8 @@
 //! preflights, `rewrite-target` with a regex path sends the backend the
 //! rewritten path (the query kept), and makes the host's other paths
 //! regexes too, `limit-rpm` refuses a client past its burst (503) unless
-//! `limit-allowlist` exempts it.
+//! `limit-allowlist` exempts it, and `limit-connections` refuses requests
+//! past those in progress.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -85,6 +86,7 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
             "limited",
             &[("limit-rpm", "6"), ("limit-burst-multiplier", "1")],
         ),
+        site("single", &[("limit-connections", "1")]),
         site(
             "exempt",
             &[
@@ -242,6 +244,19 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
         let reply = curl("exempt", "/", &[])?;
         ensure!(reply.status == 200, "exempt: {}", reply.status);
     }
+    // limit-connections 1: a second request while one is in progress gets
+    // 503, one after it 200.
+    std::thread::scope(|scope| -> Result<()> {
+        let slow = scope.spawn(|| curl("single", "/delay/1500", &[]));
+        std::thread::sleep(Duration::from_millis(500));
+        let reply = curl("single", "/", &[])?;
+        ensure!(reply.status == 503, "single, during: {}", reply.status);
+        let slow = slow.join().expect("the slow request's thread")?;
+        ensure!(slow.status == 200, "single, the slow one: {}", slow.status);
+        Ok(())
+    })?;
+    let reply = curl("single", "/", &[])?;
+    ensure!(reply.status == 200, "single, after: {}", reply.status);
 
     // rewrite-target: the backend sees the rewritten path and the query.
     for (target, expected) in [

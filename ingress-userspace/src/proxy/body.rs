@@ -112,6 +112,40 @@ where
     }
 }
 
+/// A body that holds `T` (a request's connection slot) until it is sent
+/// whole or dropped.
+pub struct Holding<B, T> {
+    inner: B,
+    _held: T,
+}
+
+impl<B, T> Holding<B, T> {
+    /// Wraps `inner`, holding `held` as long as the body lives.
+    pub fn new(inner: B, held: T) -> Self {
+        Self { inner, _held: held }
+    }
+}
+
+impl<B: Body + Unpin, T: Unpin> Body for Holding<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, Full, StreamBody};

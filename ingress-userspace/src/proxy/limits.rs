@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -83,12 +83,84 @@ impl RateLimiter {
     }
 }
 
+/// Requests in progress per client and route policy (`limit-connections`,
+/// nginx's `limit_conn` keyed by the client address).
+#[derive(Debug, Default)]
+pub struct ConnectionLimiter {
+    counts: Mutex<HashMap<(usize, IpAddr), u32>>,
+}
+
+/// A request in progress, counted until dropped (when its response body
+/// has been sent, or the request ended otherwise).
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limiter: Arc<ConnectionLimiter>,
+    key: (usize, IpAddr),
+}
+
+impl ConnectionLimiter {
+    /// A slot for a request of `client` on the route policy `policy_id`,
+    /// unless `limit` requests of it are in progress already.
+    pub fn acquire(
+        self: &Arc<Self>,
+        policy_id: usize,
+        client: IpAddr,
+        limit: u32,
+    ) -> Option<ConnectionSlot> {
+        let key = (policy_id, client);
+        let mut counts = self.counts.lock().expect("connection limiter lock");
+        let count = counts.entry(key).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            limiter: self.clone(),
+            key,
+        })
+    }
+
+    /// Requests of `client` in progress on `policy_id`.
+    pub fn in_progress(&self, policy_id: usize, client: IpAddr) -> u32 {
+        let counts = self.counts.lock().expect("connection limiter lock");
+        counts.get(&(policy_id, client)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.limiter.counts.lock().expect("connection limiter lock");
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn client(last: u8) -> IpAddr {
         IpAddr::from([198, 18, 0, last])
+    }
+
+    #[test]
+    fn connection_slots_are_counted_until_dropped() {
+        let limiter = Arc::new(ConnectionLimiter::default());
+        let first = limiter.acquire(1, client(2), 2).unwrap();
+        let second = limiter.acquire(1, client(2), 2).unwrap();
+        assert!(limiter.acquire(1, client(2), 2).is_none());
+        assert!(limiter.acquire(1, client(3), 2).is_some());
+        assert!(limiter.acquire(2, client(2), 2).is_some());
+        drop(first);
+        assert_eq!(limiter.in_progress(1, client(2)), 1);
+        let third = limiter.acquire(1, client(2), 2).unwrap();
+        drop((second, third));
+        assert_eq!(limiter.in_progress(1, client(2)), 0);
+        assert!(limiter.counts.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -39,12 +39,12 @@ use ingress_model::policy::{Cors, Redirect, RoutePolicy};
 
 use crate::{
     metrics::{Metrics, RouteMetrics},
-    proxy::limits::RateLimiter,
+    proxy::limits::{ConnectionLimiter, RateLimiter},
 };
 
 use super::{
     balance::RoundRobin,
-    body::{BodyTimeout, BodyTooLarge, GuardedBody},
+    body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
     headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
@@ -152,6 +152,8 @@ pub struct ProxyState {
     pub settings: ProxySettings,
     /// The routes' request rates per client (`limit-rps`, `limit-rpm`).
     pub rate_limiter: RateLimiter,
+    /// The routes' requests in progress per client (`limit-connections`).
+    pub connection_limiter: Arc<ConnectionLimiter>,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
@@ -340,13 +342,16 @@ async fn route_request(
     {
         return cors_preflight(cors, origin);
     }
-    // nginx's preaccess phase (limit_req) comes before its access phase.
-    if let Some(policy) = &policy
-        && !policy.rate_limits.is_empty()
-        && !policy
+    // nginx's preaccess phase (limit_req, limit_conn) comes before its
+    // access phase; clients in limit-allowlist are not limited.
+    let limited = policy.as_ref().filter(|policy| {
+        !policy
             .rate_limit_exempt
             .iter()
             .any(|range| range.contains(client.client_ip))
+    });
+    if let Some(policy) = limited
+        && !policy.rate_limits.is_empty()
         && !state.rate_limiter.admit(
             Arc::as_ptr(policy) as usize,
             &policy.rate_limits,
@@ -357,6 +362,22 @@ async fn route_request(
         debug!(client = %client.client_ip, host, "over the route's request rate");
         return error_response(StatusCode::SERVICE_UNAVAILABLE);
     }
+    let slot = match limited.and_then(|p| p.max_connections.map(|limit| (p, limit))) {
+        Some((policy, limit)) => {
+            let id = Arc::as_ptr(policy) as usize;
+            match state
+                .connection_limiter
+                .acquire(id, client.client_ip, limit)
+            {
+                Some(slot) => Some(slot),
+                None => {
+                    debug!(client = %client.client_ip, host, "over the route's connections");
+                    return error_response(StatusCode::SERVICE_UNAVAILABLE);
+                }
+            }
+        }
+        None => None,
+    };
     if let Some(ranges) = policy.as_ref().and_then(|p| p.access.as_ref())
         && !ranges.admits(client.client_ip)
     {
@@ -407,7 +428,7 @@ async fn route_request(
                 set_cors(&mut parts.headers, cors, origin);
             }
             let body = GuardedBody::new(body, limits.read_timeout, None);
-            Response::from_parts(parts, body.boxed())
+            Response::from_parts(parts, Holding::new(body, slot).boxed())
         }
         Exchanged::Upgraded(mut parts, upstream_io) => {
             let Some(client_upgrade) = client_upgrade else {
@@ -416,6 +437,7 @@ async fn route_request(
             };
             let name = upstream.name.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 match client_upgrade.await {
                     Ok(client_io) => bridge(TokioIo::new(client_io), upstream_io).await,
                     Err(error) => debug!(upstream = %name, %error, "client upgrade failed"),
@@ -870,6 +892,7 @@ mod tests {
                 ..ProxySettings::default()
             },
             rate_limiter: RateLimiter::default(),
+            connection_limiter: Arc::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));
