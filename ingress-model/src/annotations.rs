@@ -25,7 +25,7 @@ use crate::{
     object::ObjectRef,
     policy::{
         Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
-        parse_seconds, parse_size,
+        parse_seconds, parse_size, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -34,7 +34,7 @@ use crate::{
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 27] = [
+pub const IMPLEMENTED: [&str; 28] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -56,6 +56,7 @@ pub const IMPLEMENTED: [&str; 27] = [
     "rewrite-target",
     "app-root",
     "x-forwarded-prefix",
+    "upstream-vhost",
     "limit-rps",
     "limit-rpm",
     "limit-connections",
@@ -452,6 +453,12 @@ pub fn read(
                     format!("annotation {full}: {why}: {ignored}"),
                 )),
             }
+        }
+    }
+    if let Some((full, value)) = lookup(annotations, "upstream-vhost") {
+        match parse_vhost(value) {
+            Ok(host) => verdict.policy.upstream_vhost = Some(host),
+            Err(why) => invalid(&mut verdict, &full, why, ignored),
         }
     }
     read_rate_limits(

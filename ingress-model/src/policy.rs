@@ -37,6 +37,9 @@ pub struct RoutePolicy {
     pub app_root: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub forwarded_prefix: Option<String>,
+    /// `upstream-vhost`: the `Host` sent upstream (`X-Forwarded-Host`
+    /// keeps the client's).
+    pub upstream_vhost: Option<String>,
     /// `limit-rps`, `limit-rpm` (each client address on its own).
     pub rate_limits: Vec<RateLimit>,
     /// `limit-connections`: requests in progress at once per client.
@@ -238,6 +241,24 @@ pub fn parse_plain_path(text: &str) -> Result<String, String> {
         return Err(format!(
             "{text:?} is not an absolute path of visible ASCII characters"
         ));
+    }
+    Ok(text.to_owned())
+}
+
+/// A host as `upstream-vhost` takes it: `name` or `name:port`, letters,
+/// digits, `-`, `.` and `_` (it becomes the upstream request's `Host`).
+pub fn parse_vhost(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (text, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !name_ok || port.is_some_and(|port| port.parse::<u16>().is_err()) {
+        return Err(format!("{text:?} is not a host name with an optional port"));
     }
     Ok(text.to_owned())
 }

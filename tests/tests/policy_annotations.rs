@@ -81,7 +81,13 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
         ),
         site("anycors", &[("enable-cors", "true")]),
         site("approot", &[("app-root", "/app/home")]),
-        site("prefixed", &[("x-forwarded-prefix", "/svc")]),
+        site(
+            "prefixed",
+            &[
+                ("x-forwarded-prefix", "/svc"),
+                ("upstream-vhost", "internal.svc.local:8080"),
+            ],
+        ),
         site(
             "limited",
             &[("limit-rpm", "6"), ("limit-burst-multiplier", "1")],
@@ -220,14 +226,21 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
     );
     let reply = curl("approot", "/other", &[])?;
     ensure!(reply.status == 200, "approot /other: {}", reply.status);
-    // x-forwarded-prefix: the backend is told.
+    // x-forwarded-prefix: the backend is told; upstream-vhost: its Host,
+    // the client's in X-Forwarded-Host.
     let report = curl("prefixed", "/x", &[])?.report()?;
-    ensure!(
+    let sent = |name: &str, value: &str| {
         report
             .headers
             .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("x-forwarded-prefix") && v == "/svc"),
-        "prefixed: {:?}",
+            .any(|(k, v)| k.eq_ignore_ascii_case(name) && v == value)
+    };
+    ensure!(
+        sent("x-forwarded-prefix", "/svc")
+            && report.host == "internal.svc.local:8080"
+            && sent("x-forwarded-host", "prefixed.example.com"),
+        "prefixed: {} {:?}",
+        report.host,
         report.headers
     );
 

@@ -406,12 +406,18 @@ async fn route_request(
     let upgrade = is_upgrade_request(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let rewrite = upstream.rewrite.as_deref();
-    let prefix = policy.as_ref().and_then(|p| p.forwarded_prefix.as_deref());
-    let upstream_request =
-        match upstream_request(request, host, client, &limits, rewrite, prefix, upgrade) {
-            Ok(request) => request,
-            Err(status) => return error_response(status),
-        };
+    let upstream_request = match upstream_request(
+        request,
+        host,
+        client,
+        &limits,
+        rewrite,
+        policy.as_deref(),
+        upgrade,
+    ) {
+        Ok(request) => request,
+        Err(status) => return error_response(status),
+    };
     let asked = Instant::now();
     let exchanged = match exchange(upstream_request, &upstream, &limits, state).await {
         Ok(exchanged) => exchanged,
@@ -595,7 +601,7 @@ fn upstream_request(
     client: &ClientContext,
     limits: &RequestLimits,
     rewrite: Option<&str>,
-    forwarded_prefix: Option<&str>,
+    policy: Option<&RoutePolicy>,
     upgrade: bool,
 ) -> Result<OutgoingRequest, StatusCode> {
     let (mut parts, body) = request.into_parts();
@@ -618,14 +624,20 @@ fn upstream_request(
         let value = HeaderValue::from_str(host).map_err(|_| StatusCode::BAD_REQUEST)?;
         parts.headers.insert(header::HOST, value);
     }
-    if let Some(prefix) = forwarded_prefix
+    if let Some(prefix) = policy.and_then(|p| p.forwarded_prefix.as_deref())
         && let Ok(value) = HeaderValue::from_str(prefix)
     {
         parts
             .headers
             .insert(HeaderName::from_static("x-forwarded-prefix"), value);
     }
+    // X-Forwarded-Host is the client's Host, whatever goes upstream.
     let forwarded = ForwardedHeaders::new(&parts.headers, client);
+    if let Some(vhost) = policy.and_then(|p| p.upstream_vhost.as_deref())
+        && let Ok(value) = HeaderValue::from_str(vhost)
+    {
+        parts.headers.insert(header::HOST, value);
+    }
     // An upgrade request may carry a body (curl's `Upgrade: h2c` POST) that
     // a backend declining the upgrade reads: it goes up like any other.
     let body: ProxyBody = if body_is_empty(&body) {
