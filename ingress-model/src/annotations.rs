@@ -553,7 +553,7 @@ mod tests {
                 "198.18.0.0/15",
             ),
             ("nginx.ingress.kubernetes.io/satisfy", "any"),
-            ("nginx.ingress.kubernetes.io/limit-connections", "5"),
+            ("nginx.ingress.kubernetes.io/limit-rate-after", "10m"),
             ("xdp-ingress.io/limit-rate", "100"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
