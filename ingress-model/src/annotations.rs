@@ -116,7 +116,7 @@ const SOURCE_RANGES: [&str; 3] = [
 /// value that cannot be read (the default is used instead).
 fn read_cors(
     annotations: Option<&BTreeMap<String, String>>,
-    invalid: &mut dyn FnMut(&str, String, &str),
+    invalid: &mut Report<'_>,
 ) -> Option<Cors> {
     let enabled = lookup(annotations, "enable-cors")
         .is_some_and(|(_, value)| value.trim().eq_ignore_ascii_case("true"));
@@ -195,18 +195,98 @@ fn read_cors(
     Some(cors)
 }
 
-fn verdict_problems_push(
-    problems: &mut Vec<Problem>,
-    object: &ObjectRef,
-    full: &str,
-    why: String,
-    effect: &str,
-) {
-    problems.push(Problem::new(
-        object.clone(),
-        ProblemReason::InvalidAnnotation,
-        format!("annotation {full}: {why}: {effect}"),
-    ));
+/// Hears of an annotation value that cannot be read: its full name, why,
+/// and what happens instead.
+type Report<'a> = dyn FnMut(&str, String, &str) + 'a;
+
+/// The value of annotation `name` as `parse` reads it; one that cannot be
+/// read is reported and ignored.
+fn parsed<T>(
+    annotations: Option<&BTreeMap<String, String>>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    report: &mut Report<'_>,
+) -> Option<T> {
+    let (full, value) = lookup(annotations, name)?;
+    parse(value)
+        .inspect_err(|why| report(&full, why.clone(), "ignored"))
+        .ok()
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{value:?} is neither true nor false")),
+    }
+}
+
+/// What the annotations ask of every route of the Ingress. What protects
+/// something and cannot be read (a source range, a limit) is added to
+/// `unreadable`: the Ingress then fails closed.
+fn read_policy(
+    annotations: Option<&BTreeMap<String, String>>,
+    report: &mut Report<'_>,
+    unreadable: &mut Vec<String>,
+) -> RoutePolicy {
+    let mut policy = RoutePolicy::default();
+    let mut ranges = SourceRanges::default();
+    for (names, list) in [
+        (&SOURCE_RANGES[..2], &mut ranges.allow),
+        (&SOURCE_RANGES[2..], &mut ranges.deny),
+    ] {
+        let Some((full, value)) = names.iter().find_map(|name| lookup(annotations, name)) else {
+            continue;
+        };
+        match parse_ranges(value) {
+            Ok(parsed) => *list = parsed,
+            Err(why) => {
+                let effect = "the Ingress's paths answer 503 rather than serve unprotected";
+                report(&full, why, effect);
+                unreadable.push(full);
+            }
+        }
+    }
+    if ranges != SourceRanges::default() {
+        policy.access = Some(ranges);
+    }
+    policy.max_body_size = parsed(annotations, "proxy-body-size", parse_size, report);
+    policy.connect_timeout = parsed(annotations, "proxy-connect-timeout", parse_seconds, report);
+    policy.read_timeout = parsed(annotations, "proxy-read-timeout", parse_seconds, report);
+    policy.send_timeout = parsed(annotations, "proxy-send-timeout", parse_seconds, report);
+    policy.cors = read_cors(annotations, report);
+    policy.use_regex = parsed(annotations, "use-regex", parse_bool, report).unwrap_or(false);
+    policy.rewrite = parsed(annotations, "rewrite-target", RewriteTarget::parse, report);
+    policy.app_root = parsed(annotations, "app-root", parse_plain_path, report);
+    policy.forwarded_prefix = parsed(annotations, "x-forwarded-prefix", parse_plain_path, report);
+    policy.upstream_vhost = parsed(annotations, "upstream-vhost", parse_vhost, report);
+    read_rate_limits(annotations, &mut policy, report, unreadable);
+    // The temporal redirect wins over the permanent one, as in ingress-nginx.
+    for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
+        let Some((full, location)) = lookup(annotations, name) else {
+            continue;
+        };
+        let code_name = format!("{name}-code");
+        let status = match lookup(annotations, &code_name) {
+            None => None,
+            Some((code_full, code)) => match code.trim().parse::<u16>() {
+                Ok(code) => Some(code),
+                Err(_) => {
+                    let why = format!("{code:?} is not a status code");
+                    report(&code_full, why, "the default code is used");
+                    None
+                }
+            },
+        };
+        match Redirect::new(location, status, default_status) {
+            Ok(redirect) => {
+                policy.redirect = Some(redirect);
+                break;
+            }
+            Err(why) => report(&full, why, "ignored"),
+        }
+    }
+    policy
 }
 
 /// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-connections`
@@ -216,7 +296,7 @@ fn verdict_problems_push(
 fn read_rate_limits(
     annotations: Option<&BTreeMap<String, String>>,
     policy: &mut RoutePolicy,
-    invalid: &mut dyn FnMut(&str, String, &str),
+    invalid: &mut Report<'_>,
     unreadable: &mut Vec<String>,
 ) {
     let mut multiplier = 5u32;
@@ -369,131 +449,14 @@ pub fn read(
             .problems
             .push(Problem::new(object.clone(), reason, message));
     }
-    let invalid = |verdict: &mut AnnotationVerdict, full: &str, why: String, effect: &str| {
+    let mut report = |full: &str, why: String, effect: &str| {
         verdict.problems.push(Problem::new(
             object.clone(),
             ProblemReason::InvalidAnnotation,
             format!("annotation {full}: {why}: {effect}"),
         ));
     };
-    let mut ranges = SourceRanges::default();
-    for (names, list) in [
-        (&SOURCE_RANGES[..2], &mut ranges.allow),
-        (&SOURCE_RANGES[2..], &mut ranges.deny),
-    ] {
-        let Some((full, value)) = names.iter().find_map(|name| lookup(annotations, name)) else {
-            continue;
-        };
-        match parse_ranges(value) {
-            Ok(parsed) => *list = parsed,
-            Err(why) => {
-                let effect = "the Ingress's paths answer 503 rather than serve unprotected";
-                invalid(&mut verdict, &full, why, effect);
-                unreadable.push(full);
-            }
-        }
-    }
-    if ranges != SourceRanges::default() {
-        verdict.policy.access = Some(ranges);
-    }
-    let ignored = "ignored";
-    if let Some((full, value)) = lookup(annotations, "proxy-body-size") {
-        match parse_size(value) {
-            Ok(bytes) => verdict.policy.max_body_size = Some(bytes),
-            Err(why) => invalid(&mut verdict, &full, why, ignored),
-        }
-    }
-    for (name, slot) in [
-        ("proxy-connect-timeout", &mut verdict.policy.connect_timeout),
-        ("proxy-read-timeout", &mut verdict.policy.read_timeout),
-        ("proxy-send-timeout", &mut verdict.policy.send_timeout),
-    ] {
-        if let Some((full, value)) = lookup(annotations, name) {
-            match parse_seconds(value) {
-                Ok(timeout) => *slot = Some(timeout),
-                Err(why) => verdict.problems.push(Problem::new(
-                    object.clone(),
-                    ProblemReason::InvalidAnnotation,
-                    format!("annotation {full}: {why}: {ignored}"),
-                )),
-            }
-        }
-    }
-    verdict.policy.cors = read_cors(annotations, &mut |full, why, effect| {
-        invalid(&mut verdict, full, why, effect)
-    });
-    if let Some((full, value)) = lookup(annotations, "use-regex") {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "true" => verdict.policy.use_regex = true,
-            "false" => {}
-            _ => invalid(
-                &mut verdict,
-                &full,
-                format!("{value:?} is neither true nor false"),
-                ignored,
-            ),
-        }
-    }
-    if let Some((full, value)) = lookup(annotations, "rewrite-target") {
-        match RewriteTarget::parse(value) {
-            Ok(target) => verdict.policy.rewrite = Some(target),
-            Err(why) => invalid(&mut verdict, &full, why, ignored),
-        }
-    }
-    for (name, slot) in [
-        ("app-root", &mut verdict.policy.app_root),
-        ("x-forwarded-prefix", &mut verdict.policy.forwarded_prefix),
-    ] {
-        if let Some((full, value)) = lookup(annotations, name) {
-            match parse_plain_path(value) {
-                Ok(path) => *slot = Some(path),
-                Err(why) => verdict.problems.push(Problem::new(
-                    object.clone(),
-                    ProblemReason::InvalidAnnotation,
-                    format!("annotation {full}: {why}: {ignored}"),
-                )),
-            }
-        }
-    }
-    if let Some((full, value)) = lookup(annotations, "upstream-vhost") {
-        match parse_vhost(value) {
-            Ok(host) => verdict.policy.upstream_vhost = Some(host),
-            Err(why) => invalid(&mut verdict, &full, why, ignored),
-        }
-    }
-    read_rate_limits(
-        annotations,
-        &mut verdict.policy,
-        &mut |full, why, effect| {
-            verdict_problems_push(&mut verdict.problems, object, full, why, effect)
-        },
-        &mut unreadable,
-    );
-    // The temporal redirect wins over the permanent one, as in ingress-nginx.
-    for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
-        let Some((full, location)) = lookup(annotations, name) else {
-            continue;
-        };
-        let code_name = format!("{name}-code");
-        let status = match lookup(annotations, &code_name) {
-            None => None,
-            Some((code_full, code)) => match code.trim().parse::<u16>() {
-                Ok(code) => Some(code),
-                Err(_) => {
-                    let why = format!("{code:?} is not a status code");
-                    invalid(&mut verdict, &code_full, why, "the default code is used");
-                    None
-                }
-            },
-        };
-        match Redirect::new(location, status, default_status) {
-            Ok(redirect) => {
-                verdict.policy.redirect = Some(redirect);
-                break;
-            }
-            Err(why) => invalid(&mut verdict, &full, why, ignored),
-        }
-    }
+    verdict.policy = read_policy(annotations, &mut report, &mut unreadable);
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,

@@ -487,14 +487,18 @@ impl RequestLimits {
 /// `app-root`: a 302 from `/` to the application's root on the same
 /// scheme and host, as ingress-nginx answers it.
 fn app_root_redirect(scheme: &str, host: &str, root: &str) -> Response<ProxyBody> {
-    let mut response = error_response(StatusCode::FOUND);
-    match HeaderValue::from_str(&format!("{scheme}://{host}{root}")) {
-        Ok(location) => {
-            response.headers_mut().insert(header::LOCATION, location);
-            response
-        }
-        Err(_) => error_response(StatusCode::BAD_REQUEST),
-    }
+    redirect_to(StatusCode::FOUND, &format!("{scheme}://{host}{root}"))
+}
+
+/// The edge's own redirect page with `status` to `location`; a location
+/// that cannot be a header (from a client's `Host`) is a 400.
+fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        return error_response(StatusCode::BAD_REQUEST);
+    };
+    let mut response = error_response(status);
+    response.headers_mut().insert(header::LOCATION, location);
+    response
 }
 
 /// A CORS preflight answered by the edge, as ingress-nginx does: 204 with
@@ -517,14 +521,7 @@ fn cors_preflight(cors: &Cors, origin: &HeaderValue) -> Response<ProxyBody> {
 /// when the configuration was applied.
 fn redirect_response(redirect: &Redirect) -> Response<ProxyBody> {
     let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-    let mut response = error_response(status);
-    match HeaderValue::from_str(&redirect.location) {
-        Ok(location) => {
-            response.headers_mut().insert(header::LOCATION, location);
-            response
-        }
-        Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    redirect_to(status, &redirect.location)
 }
 
 /// Carries an upgraded connection's bytes both ways until either side
@@ -560,14 +557,10 @@ fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Respo
         format!(":{https_port}")
     };
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut response = error_response(StatusCode::PERMANENT_REDIRECT);
-    match HeaderValue::from_str(&format!("https://{name}{port}{target}")) {
-        Ok(location) => {
-            response.headers_mut().insert(header::LOCATION, location);
-            response
-        }
-        Err(_) => error_response(StatusCode::BAD_REQUEST),
-    }
+    redirect_to(
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("https://{name}{port}{target}"),
+    )
 }
 
 /// The host a request names: `Host`, else the URI's authority (HTTP/2).
