@@ -34,7 +34,7 @@ use crate::{
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 28] = [
+pub const IMPLEMENTED: [&str; 29] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -57,6 +57,7 @@ pub const IMPLEMENTED: [&str; 28] = [
     "app-root",
     "x-forwarded-prefix",
     "upstream-vhost",
+    "service-upstream",
     "limit-rps",
     "limit-rpm",
     "limit-connections",
@@ -260,6 +261,8 @@ fn read_policy(
     policy.app_root = parsed(annotations, "app-root", parse_plain_path, report);
     policy.forwarded_prefix = parsed(annotations, "x-forwarded-prefix", parse_plain_path, report);
     policy.upstream_vhost = parsed(annotations, "upstream-vhost", parse_vhost, report);
+    policy.service_upstream =
+        parsed(annotations, "service-upstream", parse_bool, report).unwrap_or(false);
     read_rate_limits(annotations, &mut policy, report, unreadable);
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
     for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {

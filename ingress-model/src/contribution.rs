@@ -7,7 +7,11 @@
 //! settled per host when the host is merged; the outcomes are written back
 //! here, and its problems are assembled from both.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use k8s_openapi::{
     api::networking::v1::{HTTPIngressPath, Ingress},
@@ -16,7 +20,7 @@ use k8s_openapi::{
 
 use crate::{
     annotations::{self, Refusal},
-    backend::{Backend, BackendResolver, Resolution, UnavailableBackend},
+    backend::{Backend, BackendResolver, EndpointSet, Resolution, UnavailableBackend},
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
     path::PathRule,
@@ -202,13 +206,13 @@ impl Contribution {
             };
             let paths = rule.http.as_ref().map(|http| http.paths.as_slice());
             for path in paths.unwrap_or_default() {
-                contribution.add_path(slot, path, resolver);
+                contribution.add_path(slot, path, resolver, objects);
             }
         }
         if let Some(default_backend) = &spec.default_backend {
             contribution.note_service(&key.namespace, default_backend);
             let resolution = resolver.resolve_ingress_backend(&key.namespace, default_backend);
-            contribution.default_backend = Some(contribution.refused_or(resolution));
+            contribution.default_backend = Some(contribution.refused_or(resolution, objects));
         }
         let (tls, tls_problems) = ingress_tls(objects, key, ingress);
         contribution.secrets = tls.iter().filter_map(|b| b.secret.clone()).collect();
@@ -225,8 +229,38 @@ impl Contribution {
     }
 
     /// `resolution`, or a 503 when the Ingress is refused. The refusal is
-    /// reported once, by its annotations' problems, not per path.
-    fn refused_or(&self, resolution: Resolution) -> Resolution {
+    /// reported once, by its annotations' problems, not per path. With
+    /// `service-upstream`, a Service backend goes to the Service's cluster
+    /// IP and port instead of its endpoints (a headless Service keeps its
+    /// endpoints, and says so).
+    fn refused_or(&self, mut resolution: Resolution, objects: &ClusterObjects) -> Resolution {
+        if self.policy.as_ref().is_some_and(|p| p.service_upstream)
+            && let Backend::Service(service) = &mut resolution.backend
+        {
+            let cluster_ip = objects.services.get(&service.id.service).and_then(|s| {
+                s.spec
+                    .as_ref()?
+                    .cluster_ip
+                    .as_deref()?
+                    .parse::<IpAddr>()
+                    .ok()
+            });
+            match cluster_ip {
+                Some(ip) => {
+                    service.endpoints = EndpointSet::new([SocketAddr::new(ip, service.id.port)]);
+                    resolution.problem = None;
+                }
+                None => {
+                    resolution.problem.get_or_insert((
+                        ProblemReason::InvalidAnnotation,
+                        format!(
+                            "service-upstream: Service {} has no cluster IP; its endpoints are used",
+                            service.id.service
+                        ),
+                    ));
+                }
+            }
+        }
         let Some(refusal) = &self.refusal else {
             return resolution;
         };
@@ -261,6 +295,7 @@ impl Contribution {
         slot: usize,
         path: &HTTPIngressPath,
         resolver: &mut BackendResolver<'_>,
+        objects: &ClusterObjects,
     ) {
         let host = &self.hosts[slot].host;
         let regex = self.policy.as_ref().is_some_and(|p| p.regex_paths());
@@ -274,7 +309,8 @@ impl Contribution {
         };
         let namespace = self.object.key.namespace.clone();
         self.note_service(&namespace, &path.backend);
-        let backend = self.refused_or(resolver.resolve_ingress_backend(&namespace, &path.backend));
+        let resolution = resolver.resolve_ingress_backend(&namespace, &path.backend);
+        let backend = self.refused_or(resolution, objects);
         self.hosts[slot].paths.push(self.steps.len());
         self.steps.push(Step::Path(PathStep {
             host: slot,

@@ -296,6 +296,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// Gives it a cluster IP.
+    pub fn cluster_ip(mut self, ip: &str) -> Self {
+        self.spec().cluster_ip = Some(ip.to_owned());
+        self
+    }
+
     /// Makes it an ExternalName Service for `host`.
     pub fn external_name(mut self, host: &str) -> Self {
         let spec = self.spec();

@@ -40,6 +40,9 @@ pub struct RoutePolicy {
     /// `upstream-vhost`: the `Host` sent upstream (`X-Forwarded-Host`
     /// keeps the client's).
     pub upstream_vhost: Option<String>,
+    /// `service-upstream`: send to the Service's cluster IP and port
+    /// rather than to its endpoints.
+    pub service_upstream: bool,
     /// `limit-rps`, `limit-rpm` (each client address on its own).
     pub rate_limits: Vec<RateLimit>,
     /// `limit-connections`: requests in progress at once per client.

@@ -792,6 +792,55 @@ mod tests {
     }
 
     #[test]
+    fn service_upstream_sends_to_the_cluster_ip() {
+        let mut objects = vec![
+            service("ns", "vip")
+                .port(None, 80, Target::Number(8080))
+                .cluster_ip("198.19.8.1")
+                .object(),
+            slice("ns", "vip-1", "vip")
+                .port(None, Some(8080))
+                .ready("198.19.8.9")
+                .object(),
+            service("ns", "headless")
+                .port(None, 80, Target::Number(8080))
+                .cluster_ip("None")
+                .object(),
+            slice("ns", "headless-1", "headless")
+                .port(None, Some(8080))
+                .ready("198.19.8.10")
+                .object(),
+        ];
+        for (name, service) in [
+            ("direct", "vip"),
+            ("headless", "headless"),
+            ("plain", "vip"),
+        ] {
+            let mut builder = ingress("ns", name).ours();
+            if name != "plain" {
+                builder =
+                    builder.annotation("nginx.ingress.kubernetes.io/service-upstream", "true");
+            }
+            let host = format!("{name}.com");
+            objects.push(
+                builder
+                    .rule(Some(&host), vec![prefix("/", service)])
+                    .object(),
+            );
+        }
+        let (table, problems) = RouteTable::build(&world(objects), &ModelOptions::default());
+        let endpoints = |host: &str| table.route(host, "/").backend().endpoints().to_vec();
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert_eq!(endpoints("direct.com"), [addr("198.19.8.1:80")]);
+        assert_eq!(endpoints("plain.com"), [addr("198.19.8.9:8080")]);
+        assert_eq!(endpoints("headless.com"), [addr("198.19.8.10:8080")]);
+        assert_eq!(
+            reasons(&problems),
+            [("ns/headless".into(), ProblemReason::InvalidAnnotation)]
+        );
+    }
+
+    #[test]
     fn hosts_exact_then_wildcard_then_any() {
         let (table, problems) = build([
             ingress("ns", "exact")

@@ -49,6 +49,9 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
     let mut lab = EdgeLab::create()?;
     let web = SocketAddr::from(([198, 19, 6, 1], 8080));
     lab.start_backend("web", &[web])?;
+    // What a node's kube-proxy would put behind Service `vip`'s cluster IP.
+    let vip = SocketAddr::from(([198, 19, 6, 100], 80));
+    lab.start_backend("vip", &[vip])?;
     let docs = [
         XDP_INGRESS_CLASS.to_owned(),
         service_yaml(
@@ -80,6 +83,28 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
             ],
         ),
         site("anycors", &[("enable-cors", "true")]),
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: vip, namespace: default}}
+spec: {{clusterIP: {vip_ip}, ports: [{{port: 80, targetPort: 8080}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: vip-1, namespace: default, labels: {{kubernetes.io/service-name: vip}}}}
+addressType: IPv4
+ports: [{{port: 8080}}]
+endpoints: [{{addresses: [{web_ip}]}}]",
+            vip_ip = vip.ip(),
+            web_ip = web.ip(),
+        ),
+        manifest(
+            &ingress("default", "clusterip")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/service-upstream", "true")
+                .rule(Some("clusterip.example.com"), vec![prefix("/", "vip")])
+                .build(),
+        ),
         site("approot", &[("app-root", "/app/home")]),
         site(
             "prefixed",
@@ -270,6 +295,14 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
     })?;
     let reply = curl("single", "/", &[])?;
     ensure!(reply.status == 200, "single, after: {}", reply.status);
+
+    // service-upstream: to the Service's cluster IP and port, not to its
+    // endpoint (web).
+    let report = curl("clusterip", "/", &[])?.report()?;
+    ensure!(
+        report.backend == "vip" && report.endpoint == vip.to_string(),
+        "clusterip: {report:?}"
+    );
 
     // rewrite-target: the backend sees the rewritten path and the query.
     for (target, expected) in [
