@@ -313,40 +313,32 @@ fn read_rate_limits(
             ),
         }
     }
-    for (name, per_minute) in [("limit-rps", 60u32), ("limit-rpm", 1)] {
-        let Some((full, value)) = lookup(annotations, name) else {
-            continue;
-        };
+    // A limit of 0 is none; one that cannot be read fails closed.
+    let mut limit = |name: &str| {
+        let (full, value) = lookup(annotations, name)?;
         match value.trim().parse::<u32>() {
-            Ok(0) => {}
-            Ok(rate) => policy.rate_limits.push(RateLimit {
+            Ok(limit) => (limit > 0).then_some(limit),
+            Err(_) => {
+                let why = format!("{value:?} is not a whole number");
+                invalid(
+                    &full,
+                    why,
+                    "the Ingress's paths answer 503 rather than serve unlimited",
+                );
+                unreadable.push(full);
+                None
+            }
+        }
+    };
+    for (name, per_minute) in [("limit-rps", 60u32), ("limit-rpm", 1)] {
+        if let Some(rate) = limit(name) {
+            policy.rate_limits.push(RateLimit {
                 per_minute: rate.saturating_mul(per_minute),
                 burst: rate.saturating_mul(multiplier),
-            }),
-            Err(_) => {
-                invalid(
-                    &full,
-                    format!("{value:?} is not a whole number"),
-                    "the Ingress's paths answer 503 rather than serve unlimited",
-                );
-                unreadable.push(full);
-            }
+            });
         }
     }
-    if let Some((full, value)) = lookup(annotations, "limit-connections") {
-        match value.trim().parse::<u32>() {
-            Ok(0) => {}
-            Ok(limit) => policy.max_connections = Some(limit),
-            Err(_) => {
-                invalid(
-                    &full,
-                    format!("{value:?} is not a whole number"),
-                    "the Ingress's paths answer 503 rather than serve unlimited",
-                );
-                unreadable.push(full);
-            }
-        }
-    }
+    policy.max_connections = limit("limit-connections");
     if let Some((full, value)) = ["limit-allowlist", "limit-whitelist"]
         .iter()
         .find_map(|name| lookup(annotations, name))
