@@ -80,7 +80,7 @@ pub use edge_lab::{
 pub use http_client::{CurlReply, HttpReply};
 pub use http_conn::{HttpConnection, RawResponse, ResponseHead};
 pub use loopback_bridge::LoopbackBridge;
-pub use manifests::{ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, service_yaml};
+pub use manifests::{ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, documents, service_yaml};
 pub use maps::{Counts, ListenerJson, MapsJson, bpftool_counters, read_maps};
 pub use netns::{Netns, XdpInfo, parse_xdp, xdp_mode};
 pub use process::{

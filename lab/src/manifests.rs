@@ -31,6 +31,13 @@ pub struct ManifestDir {
     dir: PathBuf,
 }
 
+/// Joins YAML documents into one stream (`---` before each).
+pub fn documents<S: AsRef<str>>(docs: &[S]) -> String {
+    docs.iter()
+        .map(|doc| format!("---\n{}\n", doc.as_ref().trim_end()))
+        .collect()
+}
+
 impl ManifestDir {
     /// Creates the directory, empty.
     pub fn new() -> Result<Self> {

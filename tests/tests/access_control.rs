@@ -16,7 +16,7 @@ use anyhow::{Context, Result, ensure};
 use ingress_model::fixtures::{ingress, manifest, prefix};
 use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint,
-    XDP_INGRESS_CLASS, daemon_binary, service_yaml,
+    XDP_INGRESS_CLASS, daemon_binary, documents, service_yaml,
 };
 
 /// An Ingress of one host sending `/` to Service `web`, with `annotations`.
@@ -180,11 +180,7 @@ fn access_control_annotations_as_a_real_client_meets_them() -> Result<()> {
         docs.push(protected(name, &borrowed));
     }
     let manifests = ManifestDir::new()?;
-    let text: String = docs
-        .iter()
-        .map(|d| format!("---\n{}\n", d.trim_end()))
-        .collect();
-    manifests.write("routes.yaml", &text)?;
+    manifests.write("routes.yaml", &documents(&docs))?;
     let mut daemon = Daemon::in_netns(&lab.edge)
         .interface(lab.edge_interface())
         .args(&["--xdp-mode", "native", "--manifests"])

@@ -30,8 +30,8 @@ use anyhow::{Context, Result, ensure};
 use ingress_model::fixtures::{backend, ingress, ingress_class, manifest, path, prefix};
 use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, CurlReply, Daemon, EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, EdgeLab,
-    HttpConnection, ManifestDir, RawResponse, SliceEndpoint, XDP_INGRESS_CLASS, poll_until,
-    service_yaml, xdp_mode,
+    HttpConnection, ManifestDir, RawResponse, SliceEndpoint, XDP_INGRESS_CLASS, documents,
+    poll_until, service_yaml, xdp_mode,
 };
 
 /// The port every lab backend listens on (the Services' `targetPort`).
@@ -50,13 +50,6 @@ fn service(name: &str, endpoints: &[SocketAddr]) -> String {
         .map(|e| SliceEndpoint::ready(e.ip()))
         .collect();
     service_yaml("default", name, 80, BACKEND_PORT, &ready)
-}
-
-/// Joins YAML documents into one stream.
-fn documents(docs: &[&str]) -> String {
-    docs.iter()
-        .map(|doc| format!("---\n{}\n", doc.trim_end()))
-        .collect()
 }
 
 /// The daemon serving `manifests` (a directory or a file), with XDP in

@@ -22,7 +22,7 @@ use anyhow::{Result, ensure};
 use ingress_model::fixtures::{backend, ingress, manifest, path, prefix};
 use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
-    service_yaml,
+    documents, service_yaml,
 };
 
 /// An Ingress of host `NAME.example.com` sending `/` to Service `web`.
@@ -156,11 +156,7 @@ endpoints: [{{addresses: [{web_ip}]}}]",
         ),
     ];
     let manifests = ManifestDir::new()?;
-    let text: String = docs
-        .iter()
-        .map(|d| format!("---\n{}\n", d.trim_end()))
-        .collect();
-    manifests.write("routes.yaml", &text)?;
+    manifests.write("routes.yaml", &documents(&docs))?;
     let upload = manifests.path().join("upload.bin");
     std::fs::write(&upload, vec![b'x'; 2 * 1024 * 1024])?;
     let upload = format!("@{}", upload.display());
