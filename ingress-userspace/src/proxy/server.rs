@@ -469,17 +469,18 @@ struct RequestLimits {
 
 impl RequestLimits {
     fn of(settings: &ProxySettings, policy: Option<&RoutePolicy>) -> Self {
-        let policy = policy.cloned().unwrap_or_default();
+        // Read in place: a request never copies its route's policy.
+        let field = |get: fn(&RoutePolicy) -> Option<Duration>| policy.and_then(get);
         Self {
             // nginx's `client_max_body_size 0` is no limit.
-            max_body_size: match policy.max_body_size {
+            max_body_size: match policy.and_then(|p| p.max_body_size) {
                 Some(0) => u64::MAX,
                 Some(bytes) => bytes,
                 None => settings.max_body_size,
             },
-            read_timeout: policy.read_timeout.unwrap_or(settings.read_timeout),
-            send_timeout: policy.send_timeout.unwrap_or(settings.send_timeout),
-            connect_timeout: policy.connect_timeout,
+            read_timeout: field(|p| p.read_timeout).unwrap_or(settings.read_timeout),
+            send_timeout: field(|p| p.send_timeout).unwrap_or(settings.send_timeout),
+            connect_timeout: field(|p| p.connect_timeout),
         }
     }
 }
