@@ -172,10 +172,13 @@ impl ClusterWatch {
             sources.len(),
             changes_tx.clone(),
         ));
-        // Only TLS Secrets: the others are none of our business.
+        // TLS Secrets and the Opaque ones annotations name (auth-secret,
+        // proxy-ssl-secret, auth-tls-secret hold a CA alone). Helm's
+        // releases and service-account tokens are many, large and never
+        // ours: the API server leaves them out.
         sources.push(spawn_watch(
             api::<Secret>(&client, ns),
-            watcher::Config::default().fields(&format!("type={}", ingress_model::TLS_SECRET_TYPE)),
+            watcher::Config::default().fields(IGNORED_SECRET_TYPES),
             KubeObject::Secret,
             Watched::kind(ObjectKind::Secret),
             sources.len(),
@@ -276,6 +279,11 @@ where
 }
 
 /// The first wait before a failed watch is tried again.
+/// The field selector of the Secret watch: every type but those that are
+/// never an ingress's (Helm release records, service-account tokens).
+const IGNORED_SECRET_TYPES: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(500);
 /// The longest wait between two tries.
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
