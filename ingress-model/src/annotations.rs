@@ -22,13 +22,14 @@ use std::collections::BTreeMap;
 
 use crate::{
     access::{SourceRanges, parse_ranges},
-    object::ObjectRef,
+    object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
         parse_seconds, parse_size, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
+    snapshot::ClusterObjects,
     tls::ANNOTATION_PREFIXES,
 };
 
@@ -77,6 +78,9 @@ pub struct AnnotationVerdict {
     pub problems: Vec<Problem>,
     /// What the annotations ask of every route of the Ingress.
     pub policy: RoutePolicy,
+    /// The Secrets the annotations name (`auth-secret`, `proxy-ssl-secret`,
+    /// ...), found or not: a change to one reads the Ingress again.
+    pub secrets: Vec<ObjectKey>,
 }
 
 /// Why an Ingress's routes answer 503 instead of serving.
@@ -400,6 +404,7 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
 pub fn read(
     object: &ObjectRef,
     annotations: Option<&BTreeMap<String, String>>,
+    _objects: &ClusterObjects,
 ) -> AnnotationVerdict {
     let mut verdict = AnnotationVerdict::default();
     let mut fail_closed = Vec::new();
@@ -487,7 +492,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        read(&object, Some(&annotations))
+        read(&object, Some(&annotations), &ClusterObjects::default())
     }
 
     fn reasons(verdict: &AnnotationVerdict) -> Vec<ProblemReason> {
@@ -813,7 +818,7 @@ mod tests {
     #[test]
     fn no_annotations_no_verdict() {
         let object = ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web"));
-        assert_eq!(read(&object, None), AnnotationVerdict::default());
+        assert_eq!(read(&object, None, &ClusterObjects::default()), AnnotationVerdict::default());
         assert_eq!(verdict(&[]), AnnotationVerdict::default());
     }
 }

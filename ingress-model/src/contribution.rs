@@ -173,8 +173,11 @@ impl Contribution {
         contribution.force_ssl_redirect =
             bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
                 .unwrap_or(false);
-        let verdict =
-            annotations::read(&contribution.object, ingress.metadata.annotations.as_ref());
+        let verdict = annotations::read(
+            &contribution.object,
+            ingress.metadata.annotations.as_ref(),
+            objects,
+        );
         contribution.refusal = verdict.refusal;
         contribution.policy = (!verdict.policy.is_default()).then(|| Arc::new(verdict.policy));
         contribution.steps.extend(
@@ -216,6 +219,8 @@ impl Contribution {
         }
         let (tls, tls_problems) = ingress_tls(objects, key, ingress);
         contribution.secrets = tls.iter().filter_map(|b| b.secret.clone()).collect();
+        // The Secrets annotations name: a change to one reads the Ingress again.
+        contribution.secrets.extend(verdict.secrets);
         contribution.tls = tls;
         contribution.tls_problems = tls_problems;
         contribution.services.sort();
