@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     access::{SourceRanges, parse_ranges},
+    canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
@@ -78,6 +79,9 @@ pub struct AnnotationVerdict {
     pub problems: Vec<Problem>,
     /// What the annotations ask of every route of the Ingress.
     pub policy: RoutePolicy,
+    /// `canary: "true"`: the Ingress is the canary of the main Ingresses'
+    /// routes for its hosts and paths, taking these requests.
+    pub canary: Option<std::sync::Arc<CanaryRule>>,
     /// The Secrets the annotations name (`auth-secret`, `proxy-ssl-secret`,
     /// ...), found or not: a change to one reads the Ingress again.
     pub secrets: Vec<ObjectKey>,
@@ -369,7 +373,7 @@ fn lookup<'a>(
 
 /// How the annotation `name` (without its prefix) with `value` is treated.
 pub fn treatment(name: &str, value: &str) -> Treatment {
-    if IMPLEMENTED.contains(&name) {
+    if IMPLEMENTED.contains(&name) || CANARY_ANNOTATIONS.contains(&name) {
         return Treatment::Implemented;
     }
     if name.ends_with("-snippet") {
@@ -457,6 +461,42 @@ pub fn read(
         ));
     };
     verdict.policy = read_policy(annotations, &mut report, &mut unreadable);
+    verdict.canary = read_canary(
+        |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
+        &mut |name, why, effect| {
+            let full = lookup(annotations, name).map_or_else(|| name.to_owned(), |(full, _)| full);
+            report(&full, why, effect)
+        },
+    )
+    .map(std::sync::Arc::new);
+    if verdict.canary.is_some() {
+        // As in ingress-nginx, a canary's requests get the main route's
+        // policy: its own annotations are not applied, and said so.
+        verdict.policy = RoutePolicy::default();
+        for (full, value) in annotations.into_iter().flatten() {
+            let Some(name) = ANNOTATION_PREFIXES
+                .iter()
+                .find_map(|prefix| full.strip_prefix(prefix))
+            else {
+                continue;
+            };
+            if matches!(
+                treatment(name, value),
+                Treatment::Implemented | Treatment::SourceRange
+            ) && !CANARY_ANNOTATIONS.contains(&name)
+                && name != "enable-global-auth"
+            {
+                verdict.problems.push(Problem::new(
+                    object.clone(),
+                    ProblemReason::UnsupportedAnnotation,
+                    format!(
+                        "annotation {full} is not applied on a canary Ingress: the main \
+                         Ingress's annotations apply to its requests (as in ingress-nginx)"
+                    ),
+                ));
+            }
+        }
+    }
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,
@@ -818,7 +858,10 @@ mod tests {
     #[test]
     fn no_annotations_no_verdict() {
         let object = ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web"));
-        assert_eq!(read(&object, None, &ClusterObjects::default()), AnnotationVerdict::default());
+        assert_eq!(
+            read(&object, None, &ClusterObjects::default()),
+            AnnotationVerdict::default()
+        );
         assert_eq!(verdict(&[]), AnnotationVerdict::default());
     }
 }

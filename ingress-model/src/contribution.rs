@@ -21,6 +21,7 @@ use k8s_openapi::{
 use crate::{
     annotations::{self, Refusal},
     backend::{Backend, BackendResolver, EndpointSet, Resolution, UnavailableBackend},
+    canary::CanaryRule,
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
     path::PathRule,
@@ -116,6 +117,9 @@ pub(crate) struct Contribution {
     pub refusal: Option<Refusal>,
     /// What its annotations ask of each of its routes (`None`: nothing).
     pub policy: Option<Arc<RoutePolicy>>,
+    /// `canary: "true"`: its paths are the canaries of the main Ingresses'
+    /// routes with the same host, path and type, taking these requests.
+    pub canary: Option<Arc<CanaryRule>>,
     /// Its problems and paths in the order they are read.
     pub steps: Vec<Step>,
     /// Its distinct valid rule hosts, in order of first appearance.
@@ -154,6 +158,7 @@ impl Contribution {
             force_ssl_redirect: false,
             refusal: None,
             policy: None,
+            canary: None,
             steps: Vec::new(),
             hosts: Vec::new(),
             has_rules: false,
@@ -179,6 +184,7 @@ impl Contribution {
             objects,
         );
         contribution.refusal = verdict.refusal;
+        contribution.canary = verdict.canary;
         contribution.policy = (!verdict.policy.is_default()).then(|| Arc::new(verdict.policy));
         contribution.steps.extend(
             annotation_problems

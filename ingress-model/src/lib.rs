@@ -59,6 +59,7 @@ pub mod access;
 pub mod annotations;
 pub mod backend;
 pub mod builder;
+pub mod canary;
 pub mod class;
 mod contribution;
 pub mod host;

@@ -20,6 +20,7 @@ use crate::{
     metrics::{Metrics, RouteMetrics},
     proxy::{
         balance::RoundRobin,
+        canary::CanaryUpstream,
         server::{Resolution, Resolve, Upstream},
     },
 };
@@ -151,8 +152,8 @@ fn changed_routes<'t>(
 /// How many routes of `table` use each backend.
 fn count_uses(table: &RouteTable) -> FastHashMap<BackendId, usize> {
     let mut uses = FastHashMap::default();
-    for found in table.routes() {
-        if let Some(id) = found.backend().id() {
+    for backend in table.routes().flat_map(RouteMatch::backends) {
+        if let Some(id) = backend.id() {
             match uses.get_mut(id) {
                 Some(count) => *count += 1,
                 None => {
@@ -173,8 +174,8 @@ fn follow_uses<'t>(
 ) -> bool {
     let mut changed = false;
     // New ones first, so a backend a changed host keeps never drops to 0.
-    for found in new {
-        if let Some(id) = found.backend().id() {
+    for backend in new.flat_map(RouteMatch::backends) {
+        if let Some(id) = backend.id() {
             match uses.get_mut(id) {
                 Some(count) => *count += 1,
                 None => {
@@ -184,8 +185,8 @@ fn follow_uses<'t>(
             }
         }
     }
-    for found in old {
-        if let Some(id) = found.backend().id()
+    for backend in old.flat_map(RouteMatch::backends) {
+        if let Some(id) = backend.id()
             && let Some(count) = uses.get_mut(id)
         {
             *count -= 1;
@@ -326,26 +327,49 @@ impl Resolve for LiveRoutes {
         let https_redirect = found.https_redirect();
         let policy = found.policy().cloned();
         let rewrite = found.rewrite(path);
+        let upstream = |backend: &Backend| {
+            let Backend::Service(service) = backend else {
+                return None;
+            };
+            let state = snapshot
+                .backends
+                .get(&service.id)
+                .cloned()
+                .unwrap_or_else(|| BackendState {
+                    name: Arc::from(service.id.to_string()),
+                    round_robin: Arc::new(RoundRobin::default()),
+                    latency: None,
+                });
+            Some(Upstream {
+                name: state.name,
+                endpoints: service.endpoints.shared(),
+                round_robin: state.round_robin,
+                https_redirect,
+                policy: policy.clone(),
+                rewrite: rewrite.clone(),
+                latency: state.latency,
+                canary: None,
+            })
+        };
         let resolution = match found.backend() {
-            Backend::Service(service) => {
-                let state = snapshot
-                    .backends
-                    .get(&service.id)
-                    .cloned()
-                    .unwrap_or_else(|| BackendState {
-                        name: Arc::from(service.id.to_string()),
-                        round_robin: Arc::new(RoundRobin::default()),
-                        latency: None,
+            Backend::Service(_) => {
+                let mut main = upstream(found.backend()).expect("a Service backend");
+                // A canary whose backend cannot be served takes its
+                // requests all the same: they get 503, as the main
+                // route's would.
+                main.canary = found.canary().map(|canary| {
+                    let upstream = upstream(&canary.backend).unwrap_or_else(|| Upstream {
+                        name: Arc::from(canary.backend.to_string()),
+                        endpoints: Arc::from([]),
+                        canary: None,
+                        ..main.clone()
                     });
-                Resolution::Upstream(Upstream {
-                    name: state.name,
-                    endpoints: service.endpoints.shared(),
-                    round_robin: state.round_robin,
-                    https_redirect,
-                    policy,
-                    rewrite,
-                    latency: state.latency,
-                })
+                    Box::new(CanaryUpstream {
+                        rule: Arc::clone(&canary.rule),
+                        upstream,
+                    })
+                });
+                Resolution::Upstream(main)
             }
             Backend::Unavailable(_) => Resolution::Unavailable {
                 https_redirect,

@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod canary;
 pub mod headers;
 pub mod http1;
 pub mod limits;

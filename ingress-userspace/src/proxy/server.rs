@@ -45,6 +45,7 @@ use crate::{
 use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
+    canary::{self, CanaryUpstream},
     headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
@@ -70,6 +71,8 @@ pub struct Upstream {
     pub rewrite: Option<String>,
     /// Where its response times go (`/metrics`), when measured.
     pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// The route's canary, if a canary Ingress joined it.
+    pub canary: Option<Box<CanaryUpstream>>,
 }
 
 /// The answer of a route lookup.
@@ -386,7 +389,7 @@ async fn route_request(
     }
     let limits = RequestLimits::of(&state.settings, policy.as_deref());
     let upstream = match resolution {
-        Resolution::Upstream(upstream) => upstream,
+        Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
     };
@@ -843,6 +846,7 @@ mod tests {
             policy: None,
             rewrite: None,
             latency: None,
+            canary: None,
         }
     }
 
