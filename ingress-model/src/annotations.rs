@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     access::{SourceRanges, parse_ranges},
+    affinity::{AFFINITY_ANNOTATIONS, read_affinity},
     canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
@@ -272,6 +273,13 @@ fn read_policy(
     policy.service_upstream =
         parsed(annotations, "service-upstream", parse_bool, report).unwrap_or(false);
     read_rate_limits(annotations, &mut policy, report, unreadable);
+    policy.affinity = read_affinity(
+        |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
+        &mut |name, why, effect| {
+            let full = lookup(annotations, name).map_or_else(|| name.to_owned(), |(full, _)| full);
+            report(&full, why, effect)
+        },
+    );
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
     for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
         let Some((full, location)) = lookup(annotations, name) else {
@@ -373,7 +381,10 @@ fn lookup<'a>(
 
 /// How the annotation `name` (without its prefix) with `value` is treated.
 pub fn treatment(name: &str, value: &str) -> Treatment {
-    if IMPLEMENTED.contains(&name) || CANARY_ANNOTATIONS.contains(&name) {
+    if IMPLEMENTED.contains(&name)
+        || CANARY_ANNOTATIONS.contains(&name)
+        || AFFINITY_ANNOTATIONS.contains(&name)
+    {
         return Treatment::Implemented;
     }
     if name.ends_with("-snippet") {

@@ -56,6 +56,7 @@
 pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub mod access;
+pub mod affinity;
 pub mod annotations;
 pub mod backend;
 pub mod builder;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::{
     access::{IpRange, SourceRanges},
+    affinity::SessionAffinity,
     rewrite::RewriteTarget,
 };
 
@@ -50,6 +51,8 @@ pub struct RoutePolicy {
     /// `limit-allowlist` (alias `limit-whitelist`): clients the rate and
     /// connection limits do not apply to.
     pub rate_limit_exempt: Vec<IpRange>,
+    /// `affinity: cookie` and the `session-cookie-*` annotations.
+    pub affinity: Option<SessionAffinity>,
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B

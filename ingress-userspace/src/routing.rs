@@ -327,6 +327,13 @@ impl Resolve for LiveRoutes {
         let https_redirect = found.https_redirect();
         let policy = found.policy().cloned();
         let rewrite = found.rewrite(path);
+        // The session cookie's default `Path` (cookie affinity only).
+        let route_path: Option<Arc<str>> = policy
+            .as_ref()
+            .and_then(|p| p.affinity.as_ref())
+            .filter(|affinity| affinity.path.is_none())
+            .and_then(|_| found.path())
+            .map(|rule| Arc::from(rule.path.as_str()));
         let upstream = |backend: &Backend| {
             let Backend::Service(service) = backend else {
                 return None;
@@ -349,6 +356,7 @@ impl Resolve for LiveRoutes {
                 rewrite: rewrite.clone(),
                 latency: state.latency,
                 canary: None,
+                route_path: route_path.clone(),
             })
         };
         let resolution = match found.backend() {

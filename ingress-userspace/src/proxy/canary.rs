@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use ingress_model::canary::{CanaryRequest, CanaryRule};
 
-use super::server::Upstream;
+use super::{affinity, headers::request_cookie, server::Upstream};
 
 /// A route's canary: which requests it takes and where they go.
 #[derive(Debug, Clone)]
@@ -27,36 +27,42 @@ impl CanaryRequest for Headers<'_> {
     }
 
     fn cookie(&self, name: &str) -> Option<&str> {
-        self.0
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .find_map(|pair| {
-                let (key, value) = pair.trim().split_once('=')?;
-                (key == name).then_some(value)
-            })
+        request_cookie(self.0, name)
     }
 }
 
 /// `upstream`, or its canary's when the canary's rule takes a request
-/// with `headers`.
-pub fn choose(mut upstream: Upstream, headers: &HeaderMap) -> Upstream {
-    match upstream.canary.take() {
-        Some(canary)
-            if canary
-                .rule
-                .selects(&Headers(headers), |total| fastrand::u32(1..=total)) =>
-        {
-            canary.upstream
+/// with `headers`, and whether it is the canary. A session cookie (cookie
+/// affinity) naming either keeps the request there first, as
+/// ingress-nginx's balancer does; the canary's only with
+/// `affinity-canary-behavior: sticky`.
+pub fn choose(mut upstream: Upstream, headers: &HeaderMap) -> (Upstream, bool) {
+    let Some(canary) = upstream.canary.take() else {
+        return (upstream, false);
+    };
+    if let Some(affinity) = upstream.policy.as_ref().and_then(|p| p.affinity.as_ref())
+        && let Some(backend) = affinity::session_backend(affinity, headers)
+    {
+        if backend == affinity::backend_key(&upstream.name) {
+            return (upstream, false);
         }
-        _ => upstream,
+        if affinity.canary_sticky && backend == affinity::backend_key(&canary.upstream.name) {
+            return (canary.upstream, true);
+        }
+    }
+    if canary
+        .rule
+        .selects(&Headers(headers), |total| fastrand::u32(1..=total))
+    {
+        (canary.upstream, true)
+    } else {
+        (upstream, false)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
     use ingress_model::canary::read_canary;
 
     use super::*;

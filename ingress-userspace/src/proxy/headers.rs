@@ -25,6 +25,20 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The `Server` of every response the edge sends or relays.
 pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("xdp-ingress");
 
+/// The value of the request cookie `name` (the first one, over every
+/// `Cookie` header), as nginx's `$cookie_NAME` reads it.
+pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+}
+
 /// Marks a response as the edge's, as nginx does: its own `Server`, in
 /// place of any the upstream sent. `Date` is left to the HTTP server
 /// (hyper), which adds it to a response that has none from a value it

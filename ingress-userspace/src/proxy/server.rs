@@ -43,6 +43,7 @@ use crate::{
 };
 
 use super::{
+    affinity,
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
     canary::{self, CanaryUpstream},
@@ -73,6 +74,9 @@ pub struct Upstream {
     pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
     /// The route's canary, if a canary Ingress joined it.
     pub canary: Option<Box<CanaryUpstream>>,
+    /// The route's path, for the session cookie's `Path` (cookie affinity
+    /// without `session-cookie-path` only).
+    pub route_path: Option<Arc<str>>,
 }
 
 /// The answer of a route lookup.
@@ -388,7 +392,7 @@ async fn route_request(
         return error_response(StatusCode::FORBIDDEN);
     }
     let limits = RequestLimits::of(&state.settings, policy.as_deref());
-    let upstream = match resolution {
+    let (upstream, to_canary) = match resolution {
         Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
@@ -397,6 +401,22 @@ async fn route_request(
         debug!(upstream = %upstream.name, "no ready endpoints");
         return error_response(StatusCode::SERVICE_UNAVAILABLE);
     }
+    // Cookie affinity: the session's endpoint first (a canary's only with
+    // `affinity-canary-behavior: sticky`, as ingress-nginx).
+    let session = policy
+        .as_ref()
+        .and_then(|p| p.affinity.as_ref())
+        .filter(|affinity| !to_canary || affinity.canary_sticky)
+        .and_then(|affinity| {
+            let pick = affinity::pick(
+                affinity,
+                &upstream.name,
+                &upstream.endpoints,
+                request.headers(),
+            )?;
+            let user_agent = request.headers().get(header::USER_AGENT).cloned();
+            Some((affinity, pick, user_agent))
+        });
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -422,10 +442,31 @@ async fn route_request(
         Err(status) => return error_response(status),
     };
     let asked = Instant::now();
-    let exchanged = match exchange(upstream_request, &upstream, &limits, state).await {
-        Ok(exchanged) => exchanged,
-        Err(status) => return error_response(status),
-    };
+    let preferred = session.as_ref().map(|(_, pick, _)| pick.endpoint);
+    let (exchanged, served) =
+        match exchange(upstream_request, &upstream, preferred, &limits, state).await {
+            Ok(exchanged) => exchanged,
+            Err(status) => return error_response(status),
+        };
+    let session_cookie = session.and_then(|(affinity, pick, user_agent)| {
+        let pick = if served != pick.endpoint && affinity.change_on_failure {
+            affinity::moved_to(affinity, &upstream.name, &upstream.endpoints, served)?
+        } else {
+            pick
+        };
+        if !pick.new {
+            return None;
+        }
+        affinity::set_cookie(
+            affinity,
+            &pick.key,
+            &upstream.name,
+            upstream.route_path.as_deref().unwrap_or("/"),
+            !plain_http,
+            user_agent.as_ref(),
+            std::time::SystemTime::now(),
+        )
+    });
     if let Some(latency) = &upstream.latency {
         latency.observe(asked.elapsed().as_secs_f64());
     }
@@ -435,6 +476,9 @@ async fn route_request(
             remove_hop_by_hop(&mut parts.headers, false);
             if let Some((cors, origin)) = &cors {
                 set_cors(&mut parts.headers, cors, origin);
+            }
+            if let Some(cookie) = session_cookie {
+                parts.headers.append(header::SET_COOKIE, cookie);
             }
             let body = GuardedBody::new(body, limits.read_timeout, None);
             Response::from_parts(parts, Holding::new(body, slot).boxed())
@@ -660,15 +704,22 @@ fn body_is_empty(body: &Incoming) -> bool {
 async fn exchange(
     mut request: OutgoingRequest,
     upstream: &Upstream,
+    preferred: Option<SocketAddr>,
     limits: &RequestLimits,
     state: &ProxyState,
-) -> Result<Exchanged, StatusCode> {
+) -> Result<(Exchanged, SocketAddr), StatusCode> {
     const ATTEMPTS: usize = 2;
-    let candidates = upstream
-        .round_robin
-        .order(&upstream.endpoints)
-        .take(ATTEMPTS)
-        .copied();
+    // The session's endpoint first (cookie affinity), then round-robin.
+    let candidates = preferred
+        .into_iter()
+        .chain(
+            upstream
+                .round_robin
+                .order(&upstream.endpoints)
+                .copied()
+                .filter(move |endpoint| Some(*endpoint) != preferred),
+        )
+        .take(ATTEMPTS);
     for endpoint in candidates {
         let mut checkout = match state
             .pool
@@ -695,7 +746,7 @@ async fn exchange(
                     warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
                     return Err(StatusCode::GATEWAY_TIMEOUT);
                 }
-                Ok(Ok(exchanged)) => return Ok(exchanged),
+                Ok(Ok(exchanged)) => return Ok((exchanged, endpoint)),
                 Ok(Err(failure)) => failure,
             };
             match failure {
@@ -847,6 +898,7 @@ mod tests {
             rewrite: None,
             latency: None,
             canary: None,
+            route_path: None,
         }
     }
 
