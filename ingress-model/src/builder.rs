@@ -605,7 +605,7 @@ impl RouteTableBuilder {
                 join_canary(contribution, *slot, host, &mut routes);
                 continue;
             }
-            let https_redirect = contribution.https_redirect(has_tls);
+            let https_redirect = contribution.https_redirect(has_tls, &self.options);
             let policy = contribution.policy.clone();
             let object = contribution.object.clone();
             for index in contribution.hosts[*slot].paths.clone() {
@@ -750,7 +750,9 @@ impl RouteTableBuilder {
                         scope: DefaultScope::Fallback,
                         origin: DefaultOrigin::Ingress(precedence.key.clone()),
                         backend: default_backend.backend.clone(),
-                        https_redirect: contribution.force_ssl_redirect,
+                        https_redirect: contribution
+                            .force_ssl_redirect
+                            .unwrap_or(self.options.force_ssl_redirect),
                         policy: contribution.policy.clone(),
                     });
                     Outcome::Won

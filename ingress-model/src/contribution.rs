@@ -24,6 +24,7 @@ use crate::{
     canary::CanaryRule,
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
+    options::ModelOptions,
     path::PathRule,
     policy::RoutePolicy,
     problem::{Problem, ProblemReason},
@@ -111,7 +112,7 @@ pub(crate) struct Contribution {
     /// Its `ssl-redirect` annotation.
     pub ssl_redirect: Option<bool>,
     /// Its `force-ssl-redirect` annotation.
-    pub force_ssl_redirect: bool,
+    pub force_ssl_redirect: Option<bool>,
     /// Why its paths and default backend answer 503 whatever they name
     /// (access control we do not enforce, a snippet), if they do.
     pub refusal: Option<Refusal>,
@@ -155,7 +156,7 @@ impl Contribution {
         let mut contribution = Self {
             object,
             ssl_redirect: None,
-            force_ssl_redirect: false,
+            force_ssl_redirect: None,
             refusal: None,
             policy: None,
             canary: None,
@@ -176,8 +177,7 @@ impl Contribution {
         contribution.ssl_redirect =
             bool_annotation(ingress, key, "ssl-redirect", &mut annotation_problems);
         contribution.force_ssl_redirect =
-            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
-                .unwrap_or(false);
+            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems);
         let verdict = annotations::read(
             &contribution.object,
             ingress.metadata.annotations.as_ref(),
@@ -333,8 +333,10 @@ impl Contribution {
 
     /// Whether plain HTTP for a host of this Ingress redirects to HTTPS,
     /// given whether some Ingress serves the host over TLS.
-    pub fn https_redirect(&self, host_has_tls: bool) -> bool {
-        self.force_ssl_redirect || (self.ssl_redirect != Some(false) && host_has_tls)
+    pub fn https_redirect(&self, host_has_tls: bool, options: &ModelOptions) -> bool {
+        self.force_ssl_redirect
+            .unwrap_or(options.force_ssl_redirect)
+            || (self.ssl_redirect.unwrap_or(options.ssl_redirect) && host_has_tls)
     }
 
     /// The Ingress's problems in the order they are found reading it (each

@@ -63,6 +63,7 @@ pub mod builder;
 pub mod canary;
 pub mod class;
 mod contribution;
+pub mod controller_config;
 pub mod host;
 pub mod l4;
 pub mod maglev;

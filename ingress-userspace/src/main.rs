@@ -3,11 +3,12 @@
 use std::{collections::BTreeMap, io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use aya::maps::{MapData, RingBuf};
 use clap::Parser;
 use http::HeaderValue;
 use ingress_common::{action, protocol};
-use ingress_model::{RouteRowsTable, RouteTable};
+use ingress_model::RouteRowsTable;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
@@ -34,6 +35,7 @@ use xdp_ingress::{
     neighbours::{NeighbourKeeper, ReportedProblem},
     providers::manifests,
     proxy::{
+        global::Global,
         server::{self, ProxySettings, ProxyState},
         upstream::{UpstreamPool, UpstreamSettings},
     },
@@ -274,6 +276,11 @@ async fn serve(
         Some(certificates.clone()),
     )
     .with_observers(metrics.clone(), readiness.clone());
+    let global = Arc::new(ArcSwap::from_pointee(Global::default()));
+    if let Some(key) = &args.ingress.configmap {
+        info!(configmap = %key, "global settings from the ConfigMap, applied live");
+        applier = applier.with_controller_config(key.clone(), global.clone(), args.hsts_settings());
+    }
     if let Some(l4) = l4 {
         applier = applier.with_l4(l4);
     }
@@ -326,6 +333,7 @@ async fn serve(
                 .map(|v| HeaderValue::from_str(&v).expect("HSTS value is ASCII")),
             ..ProxySettings::default()
         },
+        global,
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
     });
@@ -455,7 +463,13 @@ async fn start_cluster(
     let identity = Identity::from_env(client.default_namespace());
     let scope = WatchScope {
         namespace: options.watch_namespace.clone(),
-        config_maps: args.l4.config_maps().keys(),
+        config_maps: args
+            .l4
+            .config_maps()
+            .keys()
+            .into_iter()
+            .chain(args.ingress.configmap.clone())
+            .collect(),
         publish_service: options.publish_service.clone(),
     };
     info!(
@@ -551,8 +565,18 @@ fn print_routes(args: &RoutesArgs) -> Result<()> {
         anyhow::bail!("give the objects with --manifests PATH (a file or a directory)");
     }
     let objects = manifests::load(&args.ingress.manifests)?;
-    let (table, problems) = RouteTable::build(&objects, &args.ingress.model_options());
-    let rows = table.rows();
+    // The daemon's own apply path, ConfigMap included.
+    let routes = LiveRoutes::new();
+    let mut applier = ConfigApplier::new(args.ingress.model_options(), routes.clone(), None);
+    if let Some(key) = &args.ingress.configmap {
+        applier = applier.with_controller_config(
+            key.clone(),
+            Arc::new(ArcSwap::from_pointee(Global::default())),
+            ingress_model::controller_config::Hsts::default(),
+        );
+    }
+    let problems = applier.apply(&objects).problems;
+    let rows = routes.snapshot().table().rows();
     if args.json {
         let json = serde_json::json!({
             "routes": rows.iter().map(|row| {

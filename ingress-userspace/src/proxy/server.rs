@@ -35,7 +35,11 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use ingress_model::policy::{Cors, Redirect, RoutePolicy};
+use arc_swap::ArcSwap;
+use ingress_model::{
+    controller_config::ControllerConfig,
+    policy::{Cors, Redirect, RoutePolicy},
+};
 
 use crate::{
     metrics::{Metrics, RouteMetrics},
@@ -47,6 +51,7 @@ use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
     canary::{self, CanaryUpstream},
+    global::Global,
     headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
@@ -157,6 +162,8 @@ pub struct ProxyState {
     pub pool: Arc<UpstreamPool>,
     /// Limits.
     pub settings: ProxySettings,
+    /// The controller ConfigMap's settings (`--configmap`), over `settings`.
+    pub global: Arc<ArcSwap<Global>>,
     /// The routes' request rates per client (`limit-rps`, `limit-rpm`).
     pub rate_limiter: RateLimiter,
     /// The routes' requests in progress per client (`limit-connections`).
@@ -244,8 +251,13 @@ async fn serve_connection<IO>(
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let header_timeout = state.settings.client_header_timeout;
-    let keep_alive = state.settings.keep_alive;
+    let (header_timeout, keep_alive) = {
+        let global = state.global.load();
+        (
+            global.client_header_timeout(state.settings.client_header_timeout),
+            global.keep_alive(state.settings.keep_alive),
+        )
+    };
     let peer = client.client_ip;
     // One shared handle per connection: a request clones one `Arc`.
     let connection = Arc::new((client, state));
@@ -286,10 +298,26 @@ pub async fn handle(
         .unwrap_or_default();
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let (resolution, route) = state.resolver.resolve_observed(host, target);
-    let mut response = route_request(request, host, resolution, client, state).await;
+    let global = state.global.load();
+    // A trusted proxy's client (use-forwarded-headers, enable-real-ip).
+    let forwarded = client.for_request(&global.config.forwarding, request.headers());
+    let client = forwarded.as_ref().unwrap_or(client);
+    let mut response = if global.config.refusal.is_some() {
+        // A ConfigMap setting that protects everything cannot be applied.
+        error_response(StatusCode::SERVICE_UNAVAILABLE)
+    } else if global.blocks(client.client_ip, request.headers().get(header::USER_AGENT)) {
+        debug!(client = %client.client_ip, host, "blocked by block-cidrs or block-user-agents");
+        error_response(StatusCode::FORBIDDEN)
+    } else {
+        route_request(request, host, resolution, client, state, &global).await
+    };
     mark_response(response.headers_mut());
+    let hsts = match &global.hsts {
+        Some(hsts) => hsts.as_ref(),
+        None => state.settings.hsts.as_ref(),
+    };
     if client.scheme == "https"
-        && let Some(hsts) = &state.settings.hsts
+        && let Some(hsts) = hsts
     {
         response
             .headers_mut()
@@ -306,6 +334,7 @@ async fn route_request(
     resolution: Resolution,
     client: &ClientContext,
     state: &ProxyState,
+    global: &Global,
 ) -> Response<ProxyBody> {
     let plain_http = client.scheme == "http";
     // As nginx's phases order them: the redirects (to HTTPS, then the
@@ -325,7 +354,12 @@ async fn route_request(
         return app_root_redirect(client.scheme, host, root);
     }
     if plain_http && to_https {
-        return https_redirect(&request, host, state.settings.https_port);
+        let status = global
+            .config
+            .http_redirect_code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::PERMANENT_REDIRECT);
+        return https_redirect(&request, host, state.settings.https_port, status);
     }
     if let Some(redirect) = policy.as_ref().and_then(|p| p.redirect.as_ref()) {
         return redirect_response(redirect);
@@ -367,7 +401,7 @@ async fn route_request(
         )
     {
         debug!(client = %client.client_ip, host, "over the route's request rate");
-        return error_response(StatusCode::SERVICE_UNAVAILABLE);
+        return error_response(limit_status(global.config.limit_req_status_code));
     }
     let slot = match limited.and_then(|p| p.max_connections.map(|limit| (p, limit))) {
         Some((policy, limit)) => {
@@ -379,19 +413,18 @@ async fn route_request(
                 Some(slot) => Some(slot),
                 None => {
                     debug!(client = %client.client_ip, host, "over the route's connections");
-                    return error_response(StatusCode::SERVICE_UNAVAILABLE);
+                    return error_response(limit_status(global.config.limit_conn_status_code));
                 }
             }
         }
         None => None,
     };
-    if let Some(ranges) = policy.as_ref().and_then(|p| p.access.as_ref())
-        && !ranges.admits(client.client_ip)
-    {
+    let ranges = policy.as_ref().and_then(|p| p.access.as_ref());
+    if global.has_source_ranges(ranges) && !global.admits(ranges, client.client_ip) {
         debug!(client = %client.client_ip, host, "refused by the route's source ranges");
         return error_response(StatusCode::FORBIDDEN);
     }
-    let limits = RequestLimits::of(&state.settings, policy.as_deref());
+    let limits = RequestLimits::of(&state.settings, &global.config, policy.as_deref());
     let (upstream, to_canary) = match resolution {
         Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
@@ -515,19 +548,31 @@ struct RequestLimits {
 }
 
 impl RequestLimits {
-    fn of(settings: &ProxySettings, policy: Option<&RoutePolicy>) -> Self {
-        // Read in place: a request never copies its route's policy.
+    fn of(
+        settings: &ProxySettings,
+        global: &ControllerConfig,
+        policy: Option<&RoutePolicy>,
+    ) -> Self {
+        // Read in place: a request never copies its route's policy. The
+        // route's Ingress first, then the ConfigMap, then the flags.
         let field = |get: fn(&RoutePolicy) -> Option<Duration>| policy.and_then(get);
         Self {
             // nginx's `client_max_body_size 0` is no limit.
-            max_body_size: match policy.and_then(|p| p.max_body_size) {
+            max_body_size: match policy
+                .and_then(|p| p.max_body_size)
+                .or(global.proxy_body_size)
+            {
                 Some(0) => u64::MAX,
                 Some(bytes) => bytes,
                 None => settings.max_body_size,
             },
-            read_timeout: field(|p| p.read_timeout).unwrap_or(settings.read_timeout),
-            send_timeout: field(|p| p.send_timeout).unwrap_or(settings.send_timeout),
-            connect_timeout: field(|p| p.connect_timeout),
+            read_timeout: field(|p| p.read_timeout)
+                .or(global.proxy_read_timeout)
+                .unwrap_or(settings.read_timeout),
+            send_timeout: field(|p| p.send_timeout)
+                .or(global.proxy_send_timeout)
+                .unwrap_or(settings.send_timeout),
+            connect_timeout: field(|p| p.connect_timeout).or(global.proxy_connect_timeout),
         }
     }
 }
@@ -536,6 +581,13 @@ impl RequestLimits {
 /// scheme and host, as ingress-nginx answers it.
 fn app_root_redirect(scheme: &str, host: &str, root: &str) -> Response<ProxyBody> {
     redirect_to(StatusCode::FOUND, &format!("{scheme}://{host}{root}"))
+}
+
+/// The status of a request over a limit: `limit-req-status-code` or
+/// `limit-conn-status-code` of the ConfigMap, else 503 as ingress-nginx.
+fn limit_status(code: Option<u16>) -> StatusCode {
+    code.and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// The edge's own redirect page with `status` to `location`; a location
@@ -592,7 +644,12 @@ where
 
 /// A 308 to the same host and request target over HTTPS, as ingress-nginx
 /// answers plain HTTP for hosts with TLS.
-fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Response<ProxyBody> {
+fn https_redirect<B>(
+    request: &Request<B>,
+    host: &str,
+    https_port: u16,
+    status: StatusCode,
+) -> Response<ProxyBody> {
     let name = ingress_model::host::request_host(host);
     let name = if name.contains(':') {
         format!("[{name}]")
@@ -605,10 +662,7 @@ fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Respo
         format!(":{https_port}")
     };
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    redirect_to(
-        StatusCode::PERMANENT_REDIRECT,
-        &format!("https://{name}{port}{target}"),
-    )
+    redirect_to(status, &format!("https://{name}{port}{target}"))
 }
 
 /// The host a request names: `Host`, else the URI's authority (HTTP/2).
@@ -953,6 +1007,7 @@ mod tests {
                 read_timeout: Duration::from_secs(5),
                 ..ProxySettings::default()
             },
+            global: Arc::default(),
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
         });
