@@ -27,7 +27,7 @@ use crate::{
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
-        parse_seconds, parse_size, parse_vhost,
+        parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -37,7 +37,7 @@ use crate::{
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 29] = [
+pub const IMPLEMENTED: [&str; 31] = [
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -67,6 +67,8 @@ pub const IMPLEMENTED: [&str; 29] = [
     "limit-burst-multiplier",
     "limit-allowlist",
     "limit-whitelist",
+    "custom-http-errors",
+    "default-backend",
 ];
 
 /// What the annotations of one Ingress come to.
@@ -273,6 +275,9 @@ fn read_policy(
     policy.service_upstream =
         parsed(annotations, "service-upstream", parse_bool, report).unwrap_or(false);
     read_rate_limits(annotations, &mut policy, report, unreadable);
+    policy.custom_http_errors =
+        parsed(annotations, "custom-http-errors", parse_status_list, report).unwrap_or_default();
+    policy.default_backend = parsed(annotations, "default-backend", parse_service_name, report);
     policy.affinity = read_affinity(
         |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
         &mut |name, why, effect| {

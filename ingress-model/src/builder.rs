@@ -663,6 +663,7 @@ impl RouteTableBuilder {
                         policy: policy.clone(),
                         regex,
                         canary: None,
+                        error_backend: contribution.error_backend.clone(),
                     },
                 );
             }
@@ -685,6 +686,7 @@ impl RouteTableBuilder {
                         backend: default_backend.backend.clone(),
                         https_redirect,
                         policy: policy.clone(),
+                        error_backend: contribution.error_backend.clone(),
                     });
                     Outcome::Won
                 }
@@ -754,6 +756,7 @@ impl RouteTableBuilder {
                             .force_ssl_redirect
                             .unwrap_or(self.options.force_ssl_redirect),
                         policy: contribution.policy.clone(),
+                        error_backend: contribution.error_backend.clone(),
                     });
                     Outcome::Won
                 }
@@ -789,6 +792,7 @@ impl RouteTableBuilder {
             backend,
             https_redirect: false,
             policy: None,
+            error_backend: None,
         }
     }
 }

@@ -130,6 +130,10 @@ pub(crate) struct Contribution {
     pub has_rules: bool,
     /// Its `defaultBackend`, resolved.
     pub default_backend: Option<Resolution>,
+    /// Its `default-backend` annotation's Service, resolved, when it has
+    /// endpoints: it answers the custom errors and the requests of its
+    /// routes whose Service has none.
+    pub error_backend: Option<Backend>,
     /// Whether its `defaultBackend` became the fallback (for an Ingress
     /// without rules).
     pub fallback_outcome: Outcome,
@@ -164,6 +168,7 @@ impl Contribution {
             hosts: Vec::new(),
             has_rules: false,
             default_backend: None,
+            error_backend: None,
             fallback_outcome: Outcome::Won,
             tls: Vec::new(),
             tls_problems: Vec::new(),
@@ -217,6 +222,31 @@ impl Contribution {
             for path in paths.unwrap_or_default() {
                 contribution.add_path(slot, path, resolver, objects);
             }
+        }
+        if let Some(name) = contribution
+            .policy
+            .as_ref()
+            .and_then(|p| p.default_backend.clone())
+        {
+            let service = ObjectKey::new(&key.namespace, name);
+            contribution.services.push(service.clone());
+            let resolution = resolver.resolve_service(&service, None);
+            // As ingress-nginx: used only with an endpoint; else the
+            // configured default backend stays.
+            contribution.error_backend = match (resolution.backend, resolution.problem) {
+                (backend, _) if !backend.endpoints().is_empty() => Some(backend),
+                (_, problem) => {
+                    let (reason, why) = problem.unwrap_or((
+                        ProblemReason::NoEndpoints,
+                        format!("Service {service} has no ready endpoint"),
+                    ));
+                    contribution.problem(
+                        reason,
+                        format!("default-backend: {why}: not used until it has endpoints"),
+                    );
+                    None
+                }
+            };
         }
         if let Some(default_backend) = &spec.default_backend {
             contribution.note_service(&key.namespace, default_backend);

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use crate::{
     access::{IpRange, SourceRanges, parse_ranges},
     object::ObjectRef,
-    policy::{parse_seconds, parse_size},
+    policy::{parse_seconds, parse_size, parse_status_list},
     problem::{Problem, ProblemReason},
 };
 
@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     /// `keep-alive`: seconds an idle client connection is kept (0: closed
     /// after each response).
     pub keep_alive: Option<Duration>,
+    /// `custom-http-errors`: every route's, unless its Ingress sets its
+    /// own; answered by `--default-backend-service`.
+    pub custom_http_errors: Vec<u16>,
     /// Why every route answers 503 (a key that protects something and is
     /// not applied), if so.
     pub refusal: Option<String>,
@@ -244,7 +247,7 @@ impl PartialEq for UserAgentRule {
 impl Eq for UserAgentRule {}
 
 /// The keys read here.
-pub const IMPLEMENTED_KEYS: [&str; 25] = [
+pub const IMPLEMENTED_KEYS: [&str; 26] = [
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -270,6 +273,7 @@ pub const IMPLEMENTED_KEYS: [&str; 25] = [
     "compute-full-forwarded-for",
     "proxy-real-ip-cidr",
     "keep-alive",
+    "custom-http-errors",
 ];
 
 /// Keys that protect something and are not applied yet: every route
@@ -287,7 +291,7 @@ const FAIL_CLOSED_KEYS: [&str; 8] = [
 
 /// Keys of ingress-nginx's that we know and do not implement (yet):
 /// reported and ignored. Anything else is unknown, also reported.
-const KNOWN_KEYS: [&str; 53] = [
+const KNOWN_KEYS: [&str; 52] = [
     "use-proxy-protocol",
     "use-http2",
     "proxy-protocol-header-timeout",
@@ -300,7 +304,6 @@ const KNOWN_KEYS: [&str; 53] = [
     "ssl-ecdh-curve",
     "ssl-dh-param",
     "ssl-buffer-size",
-    "custom-http-errors",
     "keep-alive-requests",
     "upstream-keepalive-connections",
     "upstream-keepalive-timeout",
@@ -531,6 +534,7 @@ fn read_key(config: &mut ControllerConfig, key: &str, value: &str) -> Result<(),
         }
         "proxy-real-ip-cidr" => config.forwarding.trusted = parse_ranges(value)?,
         "keep-alive" => config.keep_alive = Some(parse_seconds(value)?),
+        "custom-http-errors" => config.custom_http_errors = parse_status_list(value)?,
         _ => unreachable!("{key} is in IMPLEMENTED_KEYS"),
     }
     Ok(())

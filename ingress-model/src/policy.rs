@@ -53,6 +53,52 @@ pub struct RoutePolicy {
     pub rate_limit_exempt: Vec<IpRange>,
     /// `affinity: cookie` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
+    /// `custom-http-errors`: upstream answers with these statuses are
+    /// replaced by the errors backend's answer.
+    pub custom_http_errors: Vec<u16>,
+    /// `default-backend`: the Service (of the Ingress's namespace, its
+    /// first port) that answers the custom errors, and the requests of a
+    /// route whose Service has no endpoints.
+    pub default_backend: Option<String>,
+}
+
+/// Parses `custom-http-errors`: comma-separated statuses from 400 to 599.
+pub fn parse_status_list(text: &str) -> Result<Vec<u16>, String> {
+    let codes = text
+        .split(',')
+        .map(str::trim)
+        .filter(|code| !code.is_empty())
+        .map(|code| {
+            code.parse::<u16>()
+                .ok()
+                .filter(|code| (400..=599).contains(code))
+                .ok_or_else(|| format!("{code:?} is not an error status (400 to 599)"))
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    if codes.is_empty() {
+        return Err("no status".to_owned());
+    }
+    Ok(codes)
+}
+
+/// Parses `default-backend`: a Service name (of the Ingress's namespace).
+pub fn parse_service_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if label(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not a Service name of the Ingress's namespace"
+        ))
+    }
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B

@@ -58,6 +58,9 @@ pub struct PathRoute {
     /// The canary Ingress for the same host, path and type, if any: the
     /// requests its rule selects go to its backend instead.
     pub canary: Option<Arc<CanaryRoute>>,
+    /// Its Ingress's `default-backend`: answers the custom errors and the
+    /// requests while `backend` has no endpoint.
+    pub error_backend: Option<Backend>,
 }
 
 /// Where a default backend comes from.
@@ -93,6 +96,8 @@ pub struct DefaultRoute {
     pub https_redirect: bool,
     /// What the Ingress's annotations ask of it (as for [`PathRoute`]).
     pub policy: Option<Arc<RoutePolicy>>,
+    /// Its Ingress's `default-backend` (as for [`PathRoute`]).
+    pub error_backend: Option<Backend>,
 }
 
 /// The answer to a lookup, borrowed from the table.
@@ -150,9 +155,19 @@ impl<'a> RouteMatch<'a> {
         }
     }
 
-    /// The route's backend and its canary's, if any.
+    /// The Ingress's `default-backend` of the route, if any.
+    pub fn error_backend(&self) -> Option<&'a Backend> {
+        match self {
+            RouteMatch::Path(route) => route.error_backend.as_ref(),
+            RouteMatch::Default(route) => route.error_backend.as_ref(),
+        }
+    }
+
+    /// The route's backend, its canary's and its errors backend, if any.
     pub fn backends(self) -> impl Iterator<Item = &'a Backend> {
-        std::iter::once(self.backend()).chain(self.canary().map(|canary| &canary.backend))
+        std::iter::once(self.backend())
+            .chain(self.canary().map(|canary| &canary.backend))
+            .chain(self.error_backend())
     }
 
     /// The Ingress whose rule or `defaultBackend` matched, if any.
@@ -287,6 +302,7 @@ impl Default for RouteTable {
                 backend: Backend::NotFound,
                 https_redirect: false,
                 policy: None,
+                error_backend: None,
             },
             tls: Arc::default(),
             unserved: Arc::default(),
@@ -411,7 +427,12 @@ impl RouteTable {
                 let paths = routes.exact.values().chain(routes.prefix.values());
                 paths
                     .flat_map(|route| RouteMatch::Path(route).backends())
-                    .chain(routes.default.iter().map(|d| &d.backend))
+                    .chain(
+                        routes
+                            .default
+                            .iter()
+                            .flat_map(|d| RouteMatch::Default(d).backends()),
+                    )
             })
             .chain(std::iter::once(&self.fallback.backend))
             .filter_map(|backend| match backend {

@@ -236,6 +236,8 @@ impl ConfigApplier {
             info!("the ConfigMap changed the routing options: building the table anew");
             *builder = RouteTableBuilder::new(options);
         }
+        self.routes
+            .set_custom_errors_everywhere(!config.custom_http_errors.is_empty());
         source
             .global
             .store(Arc::new(Global::new(config, source.hsts)));

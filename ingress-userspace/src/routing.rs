@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 /// Maps read on every request: foldhash, not SipHash (a lookup is a few
@@ -13,7 +16,7 @@ use std::{
 type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use arc_swap::ArcSwap;
-use ingress_model::{Backend, BackendId, HostPattern, RouteMatch, RouteTable};
+use ingress_model::{Backend, BackendId, DefaultOrigin, HostPattern, RouteMatch, RouteTable};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::{
@@ -21,6 +24,7 @@ use crate::{
     proxy::{
         balance::RoundRobin,
         canary::CanaryUpstream,
+        errors::{self, ErrorPages},
         server::{Resolution, Resolve, Upstream},
     },
 };
@@ -62,6 +66,9 @@ pub struct LiveRoutes {
     /// How many routes of the current table use each backend: the
     /// writer's own bookkeeping, to follow a table host by host.
     backend_uses: Mutex<FastHashMap<BackendId, usize>>,
+    /// The ConfigMap sets `custom-http-errors`: every route may have
+    /// custom error pages.
+    intercept_all: AtomicBool,
 }
 
 impl LiveRoutes {
@@ -76,7 +83,14 @@ impl LiveRoutes {
             current: ArcSwap::default(),
             metrics: Some(metrics),
             backend_uses: Mutex::default(),
+            intercept_all: AtomicBool::new(false),
         })
+    }
+
+    /// Whether every route may have custom error pages (the ConfigMap's
+    /// `custom-http-errors`).
+    pub fn set_custom_errors_everywhere(&self, on: bool) {
+        self.intercept_all.store(on, Ordering::Relaxed);
     }
 
     /// Installs `table`; backends and routes that stay keep their state
@@ -357,11 +371,43 @@ impl Resolve for LiveRoutes {
                 latency: state.latency,
                 canary: None,
                 route_path: route_path.clone(),
+                errors: None,
             })
         };
+        // Where the route's error pages come from, when it may have custom
+        // ones: its Ingress's `default-backend`, else the configured
+        // default backend.
+        let custom_errors = found.error_backend().is_some()
+            || policy
+                .as_ref()
+                .is_some_and(|p| !p.custom_http_errors.is_empty())
+            || self.intercept_all.load(Ordering::Relaxed);
+        let errors = custom_errors.then(|| {
+            let own = found.error_backend().and_then(&upstream);
+            let is_own = own.is_some();
+            let configured = || match snapshot.table.fallback() {
+                fallback if fallback.origin == DefaultOrigin::ConfiguredService => {
+                    upstream(&fallback.backend)
+                }
+                _ => None,
+            };
+            let (namespace, ingress) = found
+                .ingress()
+                .map_or(("", ""), |key| (key.namespace.as_str(), key.name.as_str()));
+            let (service, port) = match found.backend() {
+                Backend::Service(service) => (service.id.service.name.as_str(), service.id.port),
+                _ => ("", 0),
+            };
+            Box::new(ErrorPages {
+                upstream: own.or_else(configured),
+                own: is_own,
+                labels: errors::labels(namespace, ingress, service, port),
+            })
+        });
         let resolution = match found.backend() {
             Backend::Service(_) => {
                 let mut main = upstream(found.backend()).expect("a Service backend");
+                main.errors = errors.clone();
                 // A canary whose backend cannot be served takes its
                 // requests all the same: they get 503, as the main
                 // route's would.
@@ -372,6 +418,10 @@ impl Resolve for LiveRoutes {
                         canary: None,
                         ..main.clone()
                     });
+                    let upstream = Upstream {
+                        errors: errors.clone(),
+                        ..upstream
+                    };
                     Box::new(CanaryUpstream {
                         rule: Arc::clone(&canary.rule),
                         upstream,

@@ -190,6 +190,13 @@ impl ClientContext {
     }
 }
 
+impl ClientContext {
+    /// The client's address as a header value.
+    pub fn client_ip_header(&self) -> HeaderValue {
+        self.client_ip_value.clone()
+    }
+}
+
 /// An address as a header value (IPv4-mapped addresses shown as IPv4).
 fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_canonical().to_string()).expect("an IP address is ASCII")

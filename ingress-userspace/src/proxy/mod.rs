@@ -5,6 +5,7 @@ pub mod affinity;
 pub mod balance;
 pub mod body;
 pub mod canary;
+pub mod errors;
 pub mod global;
 pub mod headers;
 pub mod http1;

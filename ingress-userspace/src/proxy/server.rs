@@ -51,6 +51,7 @@ use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
     canary::{self, CanaryUpstream},
+    errors::{self, ErrorPages},
     global::Global,
     headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
     upstream::{
@@ -82,6 +83,9 @@ pub struct Upstream {
     /// The route's path, for the session cookie's `Path` (cookie affinity
     /// without `session-cookie-path` only).
     pub route_path: Option<Arc<str>>,
+    /// Where its error pages come from, when it may have custom ones
+    /// (`custom-http-errors`, `default-backend`).
+    pub errors: Option<Box<ErrorPages>>,
 }
 
 /// The answer of a route lookup.
@@ -425,15 +429,34 @@ async fn route_request(
         return error_response(StatusCode::FORBIDDEN);
     }
     let limits = RequestLimits::of(&state.settings, &global.config, policy.as_deref());
-    let (upstream, to_canary) = match resolution {
+    let (mut upstream, to_canary) = match resolution {
         Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
     };
+    let mut errors = upstream.errors.take();
     if upstream.endpoints.is_empty() {
-        debug!(upstream = %upstream.name, "no ready endpoints");
-        return error_response(StatusCode::SERVICE_UNAVAILABLE);
+        // The Ingress's `default-backend` serves a route without
+        // endpoints, told so (X-Code: 503), as in ingress-nginx.
+        match errors.take() {
+            Some(pages) if pages.own && pages.upstream.is_some() => {
+                pages.mark_unavailable(request.headers_mut());
+                upstream = pages.upstream.expect("checked");
+            }
+            _ => {
+                debug!(upstream = %upstream.name, "no ready endpoints");
+                return error_response(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        }
     }
+    // The statuses whose answers the errors backend replaces: the
+    // Ingress's, else the ConfigMap's.
+    let intercepted: &[u16] = match policy.as_ref().map(|p| &p.custom_http_errors) {
+        Some(codes) if !codes.is_empty() => codes,
+        _ => &global.config.custom_http_errors,
+    };
+    let original = (errors.is_some() && !intercepted.is_empty())
+        .then(|| errors::OriginalRequest::of(&request));
     // Cookie affinity: the session's endpoint first (a canary's only with
     // `affinity-canary-behavior: sticky`, as ingress-nginx).
     let session = policy
@@ -481,6 +504,27 @@ async fn route_request(
             Ok(exchanged) => exchanged,
             Err(status) => return error_response(status),
         };
+    // A custom error: the errors backend's answer instead.
+    if let Exchanged::Response(parts, _) = &exchanged
+        && intercepted.contains(&parts.status.as_u16())
+        && let (Some(pages), Some(original)) = (&errors, &original)
+    {
+        let code = parts.status.as_u16();
+        drop(exchanged);
+        let Some(target) = &pages.upstream else {
+            return error_response(parts_status(code));
+        };
+        let request = pages.request(original, code, &client.client_ip_header());
+        return match exchange(request, target, None, &limits, state).await {
+            Ok((Exchanged::Response(mut parts, body), _)) => {
+                remove_hop_by_hop(&mut parts.headers, false);
+                let body = GuardedBody::new(body, limits.read_timeout, None);
+                Response::from_parts(parts, Holding::new(body, slot).boxed())
+            }
+            Ok((Exchanged::Upgraded(..), _)) => error_response(StatusCode::BAD_GATEWAY),
+            Err(status) => error_response(status),
+        };
+    }
     let session_cookie = session.and_then(|(affinity, pick, user_agent)| {
         let pick = if served != pick.endpoint && affinity.change_on_failure {
             affinity::moved_to(affinity, &upstream.name, &upstream.endpoints, served)?
@@ -581,6 +625,11 @@ impl RequestLimits {
 /// scheme and host, as ingress-nginx answers it.
 fn app_root_redirect(scheme: &str, host: &str, root: &str) -> Response<ProxyBody> {
     redirect_to(StatusCode::FOUND, &format!("{scheme}://{host}{root}"))
+}
+
+/// `code` as a status (it came from one).
+fn parts_status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
 /// The status of a request over a limit: `limit-req-status-code` or
@@ -953,6 +1002,7 @@ mod tests {
             latency: None,
             canary: None,
             route_path: None,
+            errors: None,
         }
     }
 
