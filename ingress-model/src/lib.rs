@@ -68,6 +68,7 @@ pub mod host;
 pub mod l4;
 pub mod maglev;
 pub mod manifest;
+pub mod migration;
 pub mod object;
 pub mod options;
 pub mod path;

@@ -36,6 +36,28 @@ pub enum Command {
     /// Print the routing table that manifests resolve to (host, path, type,
     /// Ingress, Service, endpoints) and the problems found, then exit.
     Routes(RoutesArgs),
+    /// Before switching from ingress-nginx: for every Ingress (of any
+    /// class), each ingress-nginx annotation applied as ingress-nginx does,
+    /// applied with a difference, not supported, failing closed or refused.
+    Migrate(MigrateArgs),
+}
+
+/// Options of `xdp-ingress migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The Ingresses (and the Secrets they name) from YAML or JSON files: a
+    /// file or a directory (repeatable).
+    #[arg(long = "manifests", value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+
+    /// Read them from the cluster of this kubeconfig instead (Ingresses and
+    /// Secrets of every namespace).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which Ingresses are ours, and where unmatched requests go.

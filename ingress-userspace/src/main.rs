@@ -21,7 +21,7 @@ use xdp_ingress::{
         l4_sync::{L4Addresses, L4Sync},
         listeners::keys_for_socket,
     },
-    cli::{Cli, Command, MapsArgs, RoutesArgs, RunArgs},
+    cli::{Cli, Command, MapsArgs, MigrateArgs, RoutesArgs, RunArgs},
     cluster::{
         self, Identity, events,
         leader::Leadership,
@@ -58,6 +58,7 @@ fn main() {
         Command::Run(args) => run(*args),
         Command::Maps(args) => print_maps(&args),
         Command::Routes(args) => print_routes(&args),
+        Command::Migrate(args) => print_migration(&args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -557,6 +558,66 @@ fn print_maps(args: &MapsArgs) -> Result<()> {
     } else {
         print!("{}", report.to_table());
     }
+    Ok(())
+}
+
+fn print_migration(args: &MigrateArgs) -> Result<()> {
+    let objects = match (&args.kubeconfig, args.manifests.is_empty()) {
+        (Some(kubeconfig), true) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(cluster::list_for_migration(kubeconfig))?,
+        (None, false) => manifests::load(&args.manifests)?,
+        _ => anyhow::bail!("give either --manifests PATH or --kubeconfig PATH"),
+    };
+    let report = ingress_model::migration::migration_report(&objects);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = report
+        .iter()
+        .map(|row| {
+            [
+                row.ingress.clone(),
+                row.annotation.clone(),
+                row.outcome.as_str().to_owned(),
+                row.note.clone(),
+            ]
+        })
+        .collect();
+    let header = ["INGRESS", "ANNOTATION", "OUTCOME", "NOTE"].map(str::to_owned);
+    let mut widths = [0usize; 3];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        println!("{}", line.trim_end());
+    }
+    let ingresses = ingress_model::migration::ingresses_named(&report).len();
+    let count = |outcome| report.iter().filter(|r| r.outcome == outcome).count();
+    use ingress_model::migration::Outcome;
+    println!(
+        "\n{ingresses} Ingresses with annotations: {} applied, {} differ, {} invalid, {} unsupported, {} fail closed, {} refused",
+        count(Outcome::Applied),
+        count(Outcome::Differs),
+        count(Outcome::Invalid),
+        count(Outcome::Unsupported),
+        count(Outcome::FailsClosed),
+        count(Outcome::Refused),
+    );
     Ok(())
 }
 
