@@ -4,12 +4,13 @@
 //! backend, the body size and the upstream timeouts. The proxy only reads
 //! it; nothing here is text interpreted at request time.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     access::{IpRange, SourceRanges},
     affinity::SessionAffinity,
     rewrite::RewriteTarget,
+    upstream::{UpstreamProtocol, UpstreamTls},
 };
 
 /// A route's policy; the default asks for nothing.
@@ -53,6 +54,11 @@ pub struct RoutePolicy {
     pub rate_limit_exempt: Vec<IpRange>,
     /// `affinity: cookie` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
+    /// `backend-protocol`: how the endpoints are spoken to.
+    pub upstream_protocol: UpstreamProtocol,
+    /// `proxy-ssl-*`: TLS to the endpoints when the protocol is over TLS
+    /// (`None`: not verified, no client certificate, the defaults).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B
