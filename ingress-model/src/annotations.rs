@@ -1145,7 +1145,8 @@ mod tests {
         let no_ca = with_secret("upstream", &["tls.crt", "tls.key"]);
         let half = with_secret("upstream", &["tls.crt"]);
         let none = ClusterObjects::default();
-        let cases: &[(&ClusterObjects, &[(&str, &str)], bool, &str)] = &[
+        type Case<'a> = (&'a ClusterObjects, &'a [(&'a str, &'a str)], bool, &'a str);
+        let cases: &[Case<'_>] = &[
             (
                 &none,
                 &[
