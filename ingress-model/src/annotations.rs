@@ -4,6 +4,10 @@
 //!
 //! - the annotations we implement are read where they take effect (the
 //!   redirect annotations in [`crate::tls`]);
+//! - `backend-protocol` and `proxy-ssl-*` compile into the policy's
+//!   [`crate::upstream`] types; a `proxy-ssl-secret` that is missing or
+//!   unusable, or verification without a CA, fails closed
+//!   (`InvalidAnnotation`), as ingress-nginx denies the location;
 //! - source ranges (`allowlist-source-range`, its alias
 //!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
 //!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
@@ -709,6 +713,22 @@ pub fn read(
         &mut verdict.secrets,
     )
     .map(Arc::new);
+    if verdict.policy.upstream_tls.is_some()
+        && matches!(
+            verdict.policy.upstream_protocol,
+            UpstreamProtocol::Http1 | UpstreamProtocol::H2c
+        )
+        && let Some((full, _)) = ["proxy-ssl-secret", "proxy-ssl-verify"]
+            .iter()
+            .find_map(|name| lookup(annotations, name))
+    {
+        // As in nginx: proxy_ssl_* do nothing for a backend in clear text.
+        report(
+            &full,
+            "backend-protocol is not over TLS (HTTPS, GRPCS or AUTO_HTTP)".to_owned(),
+            "no effect",
+        );
+    }
     verdict.canary = read_canary(
         |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
         &mut |name, why, effect| {
@@ -1135,11 +1155,26 @@ mod tests {
         );
         // Verification off by default, as in ingress-nginx; a CA alone is fine.
         let ca_only = with_secret("upstream", &["ca.crt"]);
-        let read = verdict_in(&ca_only, &[("proxy-ssl-secret", "upstream")]);
-        assert_eq!(read.refusal, None);
+        let read = verdict_in(
+            &ca_only,
+            &[
+                ("proxy-ssl-secret", "upstream"),
+                ("backend-protocol", "GRPCS"),
+            ],
+        );
+        assert_eq!(
+            (read.refusal.clone(), read.problems.clone()),
+            (None, vec![])
+        );
         let tls = read.policy.upstream_tls.unwrap();
         assert_eq!((tls.verify.clone(), tls.client_cert.clone()), (None, None));
         assert_eq!(tls.verify_depth, 1);
+
+        // proxy-ssl-* for a backend in clear text: reported, no effect.
+        let read = verdict_in(&ca_only, &[("proxy-ssl-secret", "upstream")]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation]);
+        assert!(read.problems[0].message.contains("no effect"));
 
         // What fails closed (503), and what is only reported.
         let no_ca = with_secret("upstream", &["tls.crt", "tls.key"]);
@@ -1227,7 +1262,9 @@ mod tests {
             ),
         ];
         for (objects, annotations, fails_closed, part) in cases {
-            let read = verdict_in(objects, annotations);
+            let mut annotations = annotations.to_vec();
+            annotations.push(("backend-protocol", "HTTPS"));
+            let read = verdict_in(objects, &annotations);
             assert_eq!(read.refusal.is_some(), *fails_closed, "{annotations:?}");
             if *fails_closed {
                 assert_eq!(

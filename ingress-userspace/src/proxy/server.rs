@@ -7,7 +7,9 @@
 //! 3. `upstream_request`: hop-by-hop headers out, forwarded headers in;
 //! 4. `exchange`: connect (one retry on another endpoint when a connect
 //!    fails), send, wait for the response head (504 past the read timeout,
-//!    502 when the endpoint fails);
+//!    502 when the endpoint fails); over the HTTP/1.1 codec, or over
+//!    hyper's client (`exchange_client`) when the route's `backend-protocol`
+//!    asks for HTTP/2 or TLS;
 //! 5. response: hop-by-hop headers out, the edge's `Server` in (and `Date`
 //!    when the upstream sent none), body streamed back; a `101` bridges
 //!    the two upgraded connections (WebSocket). The edge's own answers
