@@ -288,3 +288,175 @@ impl ServerCertVerifier for DepthLimited {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ingress_model::upstream::ClientCert;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, Issuer, KeyPair, SigningKey,
+    };
+    use rustls::server::WebPkiClientVerifier;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn ca_params() -> CertificateParams {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+    }
+
+    /// A CA under `issuer`.
+    fn intermediate(issuer: &Issuer<'_, impl SigningKey>) -> CertifiedIssuer<'static, KeyPair> {
+        CertifiedIssuer::signed_by(ca_params(), KeyPair::generate().unwrap(), issuer).unwrap()
+    }
+
+    /// A leaf for `name` signed by `issuer`, and its key.
+    fn leaf(
+        name: &str,
+        issuer: &Issuer<'_, impl SigningKey>,
+    ) -> (CertificateDer<'static>, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        (cert.der().clone(), key)
+    }
+
+    #[test]
+    fn the_verification_depth_counts_intermediates_as_openssl_does() {
+        let root = CertifiedIssuer::self_signed(ca_params(), KeyPair::generate().unwrap()).unwrap();
+        let first = intermediate(&root);
+        let second = intermediate(&first);
+        let (end_entity, _) = leaf("backend.test", &second);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let name = ServerName::try_from("backend.test").unwrap();
+        let chain = [second.der().clone(), first.der().clone()];
+        for (depth, sent, ok) in [
+            (1, &chain[..], false),
+            (2, &chain[..], true),
+            // A copy of the CA sent along does not count.
+            (
+                2,
+                &[chain[0].clone(), chain[1].clone(), root.der().clone()][..],
+                true,
+            ),
+        ] {
+            let verifier = DepthLimited::new(root.pem().as_bytes(), depth, &provider).unwrap();
+            let verified =
+                verifier.verify_server_cert(&end_entity, sent, &name, &[], UnixTime::now());
+            assert_eq!(verified.is_ok(), ok, "depth {depth}, {} sent", sent.len());
+        }
+        // Another name is refused whatever the depth.
+        let verifier = DepthLimited::new(root.pem().as_bytes(), 5, &provider).unwrap();
+        let other = ServerName::try_from("other.test").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&end_entity, &chain, &other, &[], UnixTime::now())
+                .is_err()
+        );
+        assert!(DepthLimited::new(b"not PEM", 1, &provider).is_err());
+    }
+
+    #[test]
+    fn protocols_and_tls12_suites_restrict_the_configuration() {
+        let tls = UpstreamTls {
+            tls13: false,
+            cipher_suites: Some(vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()]),
+            ..UpstreamTls::default()
+        };
+        let config = build(&tls, true).unwrap();
+        let suites: Vec<_> = config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .filter(|suite| suite.version() == &rustls::version::TLS12)
+            .map(|suite| suite.suite().as_str().unwrap())
+            .collect();
+        assert_eq!(suites, ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
+        assert!(!config.enable_sni);
+        // One configuration per distinct settings, reused.
+        let configs = TlsClientConfigs::default();
+        let first = configs.get(Some(&tls), true).unwrap();
+        assert!(Arc::ptr_eq(&first, &configs.get(Some(&tls), true).unwrap()));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &configs.get(Some(&tls), false).unwrap()
+        ));
+        let broken = UpstreamTls {
+            client_cert: Some(ClientCert {
+                cert_pem: Arc::from(&b"nothing"[..]),
+                key_pem: Arc::from(&b"nothing"[..]),
+            }),
+            ..UpstreamTls::default()
+        };
+        assert!(matches!(
+            build(&broken, false),
+            Err(UpstreamTlsError::BadClientCert(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_client_certificate_is_presented() {
+        let root = CertifiedIssuer::self_signed(ca_params(), KeyPair::generate().unwrap()).unwrap();
+        let (server_cert, server_key) = leaf("backend.test", &root);
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert = CertificateParams::new(vec!["edge.test".to_owned()])
+            .unwrap()
+            .signed_by(&client_key, &root)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(root.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(
+                vec![server_cert],
+                PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().await.unwrap();
+                results.push(acceptor.accept(stream).await.is_ok());
+            }
+            results
+        });
+        let with_cert = UpstreamTls {
+            verify: Some(Arc::from(root.pem().as_bytes())),
+            client_cert: Some(ClientCert {
+                cert_pem: Arc::from(client_cert.pem().as_bytes()),
+                key_pem: Arc::from(client_key.serialize_pem().as_bytes()),
+            }),
+            ..UpstreamTls::default()
+        };
+        let without = UpstreamTls {
+            client_cert: None,
+            ..with_cert.clone()
+        };
+        for tls in [&with_cert, &without] {
+            let name = server_name(Some(tls), "backend.test:443", addr);
+            let stream = TcpStream::connect(addr).await.unwrap();
+            // TLS 1.3: the server's refusal may come after the client's
+            // handshake; the server's side tells.
+            let _ = connect(build(tls, false).unwrap(), name, stream).await;
+        }
+        let results = tokio::time::timeout(std::time::Duration::from_secs(5), accepted)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(results, [true, false]);
+    }
+}
