@@ -474,6 +474,29 @@ async fn route_request(
     let upgrade = is_upgrade_request(&request) && !protocol.is_http2();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let rewrite = upstream.rewrite.as_deref();
+    let preferred = session.as_ref().map(|(_, pick, _)| pick.endpoint);
+    // The cookie of a new session (or of one moved), for the endpoint that served.
+    let session_cookie = |served: SocketAddr| {
+        session.and_then(|(affinity, pick, user_agent)| {
+            let pick = if served != pick.endpoint && affinity.change_on_failure {
+                affinity::moved_to(affinity, &upstream.name, &upstream.endpoints, served)?
+            } else {
+                pick
+            };
+            if !pick.new {
+                return None;
+            }
+            affinity::set_cookie(
+                affinity,
+                &pick.key,
+                &upstream.name,
+                upstream.route_path.as_deref().unwrap_or("/"),
+                !plain_http,
+                user_agent.as_ref(),
+                std::time::SystemTime::now(),
+            )
+        })
+    };
     if protocol != UpstreamProtocol::Http1 {
         let tls = policy.as_ref().and_then(|p| p.upstream_tls.as_deref());
         let upstream_request = match client_request(
@@ -490,12 +513,20 @@ async fn route_request(
             Err(status) => return error_response(status),
         };
         let asked = Instant::now();
-        let mut response =
-            match exchange_client(upstream_request, &upstream, protocol, tls, &limits, state).await
-            {
-                Ok(response) => response,
-                Err(status) => return error_response(status),
-            };
+        let (mut response, served) = match exchange_client(
+            upstream_request,
+            &upstream,
+            preferred,
+            protocol,
+            tls,
+            &limits,
+            state,
+        )
+        .await
+        {
+            Ok(exchanged) => exchanged,
+            Err(status) => return error_response(status),
+        };
         if let Some(latency) = &upstream.latency {
             latency.observe(asked.elapsed().as_secs_f64());
         }
@@ -537,6 +568,9 @@ async fn route_request(
         if let Some((cors, origin)) = &cors {
             set_cors(&mut parts.headers, cors, origin);
         }
+        if let Some(cookie) = session_cookie(served) {
+            parts.headers.append(header::SET_COOKIE, cookie);
+        }
         let body = GuardedBody::new(body, limits.read_timeout, None);
         return Response::from_parts(parts, Holding::new(body, slot).boxed());
     }
@@ -553,31 +587,12 @@ async fn route_request(
         Err(status) => return error_response(status),
     };
     let asked = Instant::now();
-    let preferred = session.as_ref().map(|(_, pick, _)| pick.endpoint);
     let (exchanged, served) =
         match exchange(upstream_request, &upstream, preferred, &limits, state).await {
             Ok(exchanged) => exchanged,
             Err(status) => return error_response(status),
         };
-    let session_cookie = session.and_then(|(affinity, pick, user_agent)| {
-        let pick = if served != pick.endpoint && affinity.change_on_failure {
-            affinity::moved_to(affinity, &upstream.name, &upstream.endpoints, served)?
-        } else {
-            pick
-        };
-        if !pick.new {
-            return None;
-        }
-        affinity::set_cookie(
-            affinity,
-            &pick.key,
-            &upstream.name,
-            upstream.route_path.as_deref().unwrap_or("/"),
-            !plain_http,
-            user_agent.as_ref(),
-            std::time::SystemTime::now(),
-        )
-    });
+    let session_cookie = session_cookie(served);
     if let Some(latency) = &upstream.latency {
         latency.observe(asked.elapsed().as_secs_f64());
     }
@@ -929,11 +944,12 @@ struct PreparedHead {
 async fn exchange_client(
     mut request: Request<ProxyBody>,
     upstream: &Upstream,
+    preferred: Option<SocketAddr>,
     protocol: UpstreamProtocol,
     tls: Option<&UpstreamTls>,
     limits: &RequestLimits,
     state: &ProxyState,
-) -> Result<Response<Incoming>, StatusCode> {
+) -> Result<(Response<Incoming>, SocketAddr), StatusCode> {
     const ATTEMPTS: usize = 2;
     let upstream_host = match request.uri().authority() {
         Some(authority) => authority.as_str().to_owned(),
@@ -944,11 +960,17 @@ async fn exchange_client(
             .unwrap_or_default()
             .to_owned(),
     };
-    let candidates = upstream
-        .round_robin
-        .order(&upstream.endpoints)
-        .take(ATTEMPTS)
-        .copied();
+    // The session's endpoint first (cookie affinity), then round-robin.
+    let candidates = preferred
+        .into_iter()
+        .chain(
+            upstream
+                .round_robin
+                .order(&upstream.endpoints)
+                .copied()
+                .filter(move |endpoint| Some(*endpoint) != preferred),
+        )
+        .take(ATTEMPTS);
     for endpoint in candidates {
         for _ in 0..2 {
             let connection = match state
@@ -974,7 +996,7 @@ async fn exchange_client(
                     warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
                     return Err(StatusCode::GATEWAY_TIMEOUT);
                 }
-                Ok(Ok(response)) => return Ok(response),
+                Ok(Ok(response)) => return Ok((response, endpoint)),
                 Ok(Err(SendFailure::NotSent(unsent))) => {
                     debug!(%endpoint, "upstream connection closed; sending on a new one");
                     request = *unsent;
