@@ -109,6 +109,11 @@ impl Hash for ConnectionKey {
     }
 }
 
+/// How often an HTTP/2 connection to an endpoint is pinged.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Map<V> = Mutex<HashMap<ConnectionKey, V, foldhash::fast::RandomState>>;
 
 /// The connections hyper drives, with the TLS configurations they use.
@@ -251,8 +256,13 @@ impl ClientPool {
         let endpoint = key.endpoint;
         let failed = |source| ClientConnectError::Handshake { endpoint, source };
         if http2 {
+            // Pings find a peer gone silent (a node lost) before a request
+            // waits on it; idle connections too, as they are shared.
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .keep_alive_interval(HTTP2_PING_INTERVAL)
+                .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .handshake(TokioIo::new(io))
                 .await
                 .map_err(failed)?;
