@@ -78,6 +78,7 @@ pub struct BackendBuilder<'a> {
     udp_echoes: Vec<SocketAddr>,
     no_date: bool,
     tls: Option<(PathBuf, PathBuf)>,
+    tls_client_ca: Option<PathBuf>,
     launch: Launch,
 }
 
@@ -86,6 +87,13 @@ impl BackendBuilder<'_> {
     /// files (`--tls-cert`, `--tls-key`): an HTTPS upstream.
     pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// With [`Self::tls`], requires a client certificate signed by the CA
+    /// of this PEM file (`--tls-client-ca`).
+    pub fn tls_client_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls_client_ca = Some(ca.into());
         self
     }
 
@@ -151,6 +159,9 @@ impl BackendBuilder<'_> {
                 .arg("--tls-key")
                 .arg(key);
         }
+        if let Some(ca) = &self.tls_client_ca {
+            command.arg("--tls-client-ca").arg(ca);
+        }
         let line = describe(&command);
         guard_process(&mut command);
         let child = command
@@ -204,6 +215,7 @@ impl Backend {
             udp_echoes: Vec::new(),
             no_date: false,
             tls: None,
+            tls_client_ca: None,
             launch: Launch::default(),
         }
     }

@@ -18,10 +18,11 @@
 //! default).
 //!
 //! With `--tls-cert FILE --tls-key FILE` (PEM) every listener speaks TLS
-//! (ALPN `h2` and `http/1.1`): an HTTPS upstream.
+//! (ALPN `h2` and `http/1.1`): an HTTPS upstream; with `--tls-client-ca
+//! FILE` too, it requires a client certificate signed by that CA.
 //!
 //! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]
-//! [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE]`
+//! [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]`
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -46,7 +47,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn usage() -> ! {
     eprintln!(
         "usage: lab-backend --name NAME --listen ADDR:PORT [--listen ADDR:PORT ...] \
-         [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE]"
+         [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]"
     );
     std::process::exit(2);
 }
@@ -57,7 +58,7 @@ async fn main() {
     let mut listens: Vec<SocketAddr> = Vec::new();
     let mut udp_echoes: Vec<SocketAddr> = Vec::new();
     let mut dated = true;
-    let (mut tls_cert, mut tls_key) = (None, None);
+    let (mut tls_cert, mut tls_key, mut client_ca) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -75,6 +76,7 @@ async fn main() {
             "--no-date" => dated = false,
             "--tls-cert" => tls_cert = Some(args.next().unwrap_or_else(|| usage())),
             "--tls-key" => tls_key = Some(args.next().unwrap_or_else(|| usage())),
+            "--tls-client-ca" => client_ca = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
@@ -83,7 +85,7 @@ async fn main() {
     }
     let tls = match (tls_cert, tls_key) {
         (None, None) => None,
-        (Some(cert), Some(key)) => match tls_acceptor(&cert, &key) {
+        (Some(cert), Some(key)) => match tls_acceptor(&cert, &key, client_ca.as_deref()) {
             Ok(acceptor) => Some(acceptor),
             Err(error) => {
                 eprintln!("lab-backend: TLS from {cert} and {key}: {error}");
@@ -125,15 +127,35 @@ async fn main() {
 }
 
 /// A TLS acceptor with the chain and key of these PEM files.
-fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
+/// Requiring a client certificate signed by the CA of `client_ca` (a PEM
+/// file), when given.
+fn tls_acceptor(
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)? {
+                roots.add(cert?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
