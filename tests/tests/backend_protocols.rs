@@ -5,8 +5,9 @@
 //! backend (`GRPC`), over TLS to the edge (ALPN h2) and to the backend
 //! (`GRPCS`, verified against the Secret's CA); curl to an HTTPS backend
 //! (`HTTPS`: unverified by default, verified with the right CA, 502 with
-//! the wrong one, 503 when the Secret to verify with is missing) and
-//! `AUTO_HTTP`.
+//! the wrong one, 503 when the Secret to verify with is missing; the
+//! Secret's client certificate presented to a backend that requires one)
+//! and `AUTO_HTTP`.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`), curl, and Go (the interop
@@ -253,12 +254,21 @@ fn https_backends_verified_as_proxy_ssl_asks() -> Result<()> {
         "https-no-secret.example.com",
         "https-wrong-name.example.com",
         "auto.example.com",
+        "mtls.example.com",
+        "mtls-anonymous.example.com",
     ])?;
     let backend_leaf = ca.leaf(&["web-backend.internal"])?;
     let cert = ca.dir.write("backend.pem", &backend_leaf.cert_pem)?;
     let key = ca.dir.write("backend.key", &backend_leaf.key_pem)?;
     let pod = SocketAddr::from(([198, 19, 8, 20], 8443));
     lab.start_backend_with("secure-web", &[pod], |b| b.tls(&cert, &key))?;
+    // The same, asking for a client certificate of the CA.
+    let mtls_pod = SocketAddr::from(([198, 19, 8, 21], 8443));
+    let client_ca = ca.ca_file();
+    lab.start_backend_with("mtls-web", &[mtls_pod], |b| {
+        b.tls(&cert, &key).tls_client_ca(&client_ca)
+    })?;
+    let edge_client = ca.leaf(&["edge.client.internal"])?;
 
     let verify = |secret: &'static str, name: &'static str| {
         [
@@ -293,6 +303,34 @@ fn https_backends_verified_as_proxy_ssl_asks() -> Result<()> {
             "other-ca",
             &[("ca.crt", &other_ca.cert_pem)],
         )),
+        service_yaml(
+            "default",
+            "mtls-web",
+            80,
+            mtls_pod.port(),
+            &[SliceEndpoint::ready(mtls_pod.ip())],
+        ),
+        manifest(&opaque_secret(
+            "default",
+            "edge-client",
+            &[
+                ("ca.crt", &ca.cert_pem),
+                ("tls.crt", &edge_client.cert_pem),
+                ("tls.key", &edge_client.key_pem),
+            ],
+        )),
+        route(
+            "mtls",
+            Some("mtls.example.com"),
+            "mtls-web",
+            &verify("default/edge-client", "web-backend.internal"),
+        ),
+        route(
+            "mtls-anonymous",
+            Some("mtls-anonymous.example.com"),
+            "mtls-web",
+            &verify("default/upstream-ca", "web-backend.internal"),
+        ),
         route(
             "off",
             Some("https-off.example.com"),
@@ -349,6 +387,9 @@ fn https_backends_verified_as_proxy_ssl_asks() -> Result<()> {
         ("https", "https-wrong-name.example.com", 502),
         ("https", "https-no-secret.example.com", 503),
         ("https", "auto.example.com", 200),
+        // proxy-ssl-secret's tls.crt and tls.key: the edge's client certificate.
+        ("https", "mtls.example.com", 200),
+        ("https", "mtls-anonymous.example.com", 502),
     ] {
         let reply = curl(scheme, host)?;
         ensure!(
@@ -360,7 +401,7 @@ fn https_backends_verified_as_proxy_ssl_asks() -> Result<()> {
         if expected == 200 {
             let report = reply.report()?;
             ensure!(
-                report.backend == "secure-web" && report.path == "/hello",
+                report.backend.ends_with("-web") && report.path == "/hello",
                 "{host}: {report:?}"
             );
         }
