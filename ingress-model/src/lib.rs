@@ -78,6 +78,7 @@ pub mod rewrite;
 pub mod snapshot;
 pub mod table;
 pub mod tls;
+pub mod upstream;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

@@ -4,12 +4,13 @@
 //! backend, the body size and the upstream timeouts. The proxy only reads
 //! it; nothing here is text interpreted at request time.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     access::{IpRange, SourceRanges},
     affinity::SessionAffinity,
     rewrite::RewriteTarget,
+    upstream::{UpstreamProtocol, UpstreamTls},
 };
 
 /// A route's policy; the default asks for nothing.
@@ -60,6 +61,11 @@ pub struct RoutePolicy {
     /// first port) that answers the custom errors, and the requests of a
     /// route whose Service has no endpoints.
     pub default_backend: Option<String>,
+    /// `backend-protocol`: how the endpoints are spoken to.
+    pub upstream_protocol: UpstreamProtocol,
+    /// `proxy-ssl-*`: TLS to the endpoints when the protocol is over TLS
+    /// (`None`: not verified, no client certificate, the defaults).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Parses `custom-http-errors`: comma-separated statuses from 400 to 599.

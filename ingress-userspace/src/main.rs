@@ -38,6 +38,7 @@ use xdp_ingress::{
         global::Global,
         server::{self, ProxySettings, ProxyState},
         upstream::{UpstreamPool, UpstreamSettings},
+        upstream_client::ClientPool,
     },
     routing::LiveRoutes,
     tls::{self, certs::self_signed_default, store::CertStore},
@@ -322,6 +323,10 @@ async fn serve(
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
             ..UpstreamSettings::default()
         }),
+        clients: ClientPool::new(
+            Duration::from_secs(args.proxy_connect_timeout),
+            UpstreamSettings::default().max_idle_per_endpoint,
+        ),
         settings: ProxySettings {
             max_body_size: args.proxy_body_size,
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
