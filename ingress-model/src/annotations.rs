@@ -1391,7 +1391,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/server-alias",
                 "www.example.com",
             ),
-            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
+            ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
@@ -1406,7 +1406,7 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/proxy-buffering",
+                "nginx.ingress.kubernetes.io/load-balance",
                 "nginx.ingress.kubernetes.io/server-alias",
                 "xdp-ingress.io/enable-access-log",
             ]
