@@ -31,8 +31,8 @@ use crate::{
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, RoutePolicy, is_token_list,
-        parse_from_to, parse_plain_path, parse_redirect_part, parse_seconds, parse_service_name,
-        parse_size, parse_status_list, parse_vhost,
+        parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part, parse_seconds,
+        parse_service_name, parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -80,6 +80,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy-cookie-domain",
     "proxy-cookie-path",
     "preserve-trailing-slash",
+    "server-alias",
+    "from-to-www-redirect",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -340,6 +342,10 @@ fn read_policy(
         }
         (None, None) => None,
     };
+    policy.server_alias =
+        parsed(annotations, "server-alias", parse_host_list, report).unwrap_or_default();
+    policy.from_to_www_redirect =
+        parsed(annotations, "from-to-www-redirect", parse_bool, report).unwrap_or(false);
     policy.custom_http_errors =
         parsed(annotations, "custom-http-errors", parse_status_list, report).unwrap_or_default();
     policy.default_backend = parsed(annotations, "default-backend", parse_service_name, report);
