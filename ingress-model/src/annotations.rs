@@ -1394,8 +1394,8 @@ mod tests {
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
             (
-                "nginx.ingress.kubernetes.io/server-alias",
-                "www.example.com",
+                "nginx.ingress.kubernetes.io/mirror-target",
+                "https://mirror.example.com",
             ),
             ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
             ("xdp-ingress.io/enable-access-log", "true"),
@@ -1413,7 +1413,7 @@ mod tests {
             named,
             [
                 "nginx.ingress.kubernetes.io/load-balance",
-                "nginx.ingress.kubernetes.io/server-alias",
+                "nginx.ingress.kubernetes.io/mirror-target",
                 "xdp-ingress.io/enable-access-log",
             ]
         );
