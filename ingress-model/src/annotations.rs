@@ -30,9 +30,9 @@ use crate::{
     canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
-        Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, RoutePolicy, is_token_list,
-        parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part, parse_seconds,
-        parse_service_name, parse_size, parse_status_list, parse_vhost,
+        Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, ResponseRate, RoutePolicy,
+        is_token_list, parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part,
+        parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -73,6 +73,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "limit-burst-multiplier",
     "limit-allowlist",
     "limit-whitelist",
+    "limit-rate",
+    "limit-rate-after",
     "custom-http-errors",
     "default-backend",
     "proxy-redirect-from",
@@ -650,6 +652,15 @@ fn read_rate_limits(
         }
     }
     policy.max_connections = limit("limit-connections");
+    // `limit-rate` and `limit-rate-after` are kilobytes (ingress-nginx
+    // writes `limit_rate Nk`).
+    if let Some(rate) = limit("limit-rate") {
+        let after = limit("limit-rate-after").unwrap_or(0);
+        policy.response_rate = Some(ResponseRate {
+            bytes_per_second: u64::from(rate) * 1024,
+            after: u64::from(after) * 1024,
+        });
+    }
     if let Some((full, value)) = ["limit-allowlist", "limit-whitelist"]
         .iter()
         .find_map(|name| lookup(annotations, name))
@@ -896,8 +907,6 @@ mod tests {
                 "198.18.0.0/15",
             ),
             ("nginx.ingress.kubernetes.io/satisfy", "any"),
-            ("nginx.ingress.kubernetes.io/limit-rate-after", "10m"),
-            ("xdp-ingress.io/limit-rate", "100"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
         ];
@@ -917,6 +926,30 @@ mod tests {
             assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation]);
             assert!(verdict.problems[0].message.contains("503"), "{name}");
         }
+    }
+
+    #[test]
+    fn limit_rate_is_kilobytes_a_second_after_kilobytes_and_unreadable_fails_closed() {
+        let read = verdict(&[
+            ("xdp-ingress.io/limit-rate", "100"),
+            ("nginx.ingress.kubernetes.io/limit-rate-after", "8"),
+        ]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(
+            read.policy.response_rate,
+            Some(ResponseRate {
+                bytes_per_second: 102_400,
+                after: 8192
+            })
+        );
+        let bad = verdict(&[
+            ("nginx.ingress.kubernetes.io/limit-rate", "100"),
+            ("nginx.ingress.kubernetes.io/limit-rate-after", "10m"),
+        ]);
+        assert_eq!(
+            bad.refusal.map(|r| r.reason),
+            Some(ProblemReason::InvalidAnnotation)
+        );
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct RoutePolicy {
     /// `limit-allowlist` (alias `limit-whitelist`): clients the rate and
     /// connection limits do not apply to.
     pub rate_limit_exempt: Vec<IpRange>,
+    /// `limit-rate` and `limit-rate-after`: each response no faster than
+    /// this after its first bytes.
+    pub response_rate: Option<ResponseRate>,
     /// `affinity: cookie` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
     /// `custom-http-errors`: upstream answers with these statuses are
@@ -224,6 +227,15 @@ pub struct RateLimit {
     /// Requests allowed beyond the rate at once (the rate's requests per
     /// its unit times `limit-burst-multiplier`, default 5).
     pub burst: u32,
+}
+
+/// nginx's `limit_rate` and `limit_rate_after`, per response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResponseRate {
+    /// Bytes a second (`limit-rate` kilobytes times 1024).
+    pub bytes_per_second: u64,
+    /// Bytes sent at full speed first (`limit-rate-after` kilobytes).
+    pub after: u64,
 }
 
 /// ingress-nginx's defaults for CORS.

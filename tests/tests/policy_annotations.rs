@@ -157,6 +157,7 @@ endpoints: [{{addresses: [{web_ip}]}}]",
                 ("temporal-redirect", "https://away.example.com/later"),
             ],
         ),
+        site("paced", &[("limit-rate", "64"), ("limit-rate-after", "64")]),
         site(
             "aliased",
             &[
@@ -397,6 +398,25 @@ endpoints: [{{addresses: [{web_ip}]}}]",
         "anycors: {:?}",
         reply.text()
     );
+
+    // limit-rate 64 KiB/s after 64 KiB: 256 KiB take 3 s; without, a
+    // blink.
+    for (name, at_least, at_most) in [("paced", 2800, 4500), ("plain", 0, 1000)] {
+        let started = Instant::now();
+        let reply = curl(name, "/bytes/262144", &[])?;
+        let took = started.elapsed().as_millis();
+        ensure!(
+            reply.status == 200 && reply.body.len() == 262_144,
+            "{name}: {} {}",
+            reply.status,
+            reply.body.len()
+        );
+        ensure!(
+            (at_least..=at_most).contains(&took),
+            "{name}: {} bytes in {took} ms",
+            reply.body.len()
+        );
+    }
 
     // server-alias: another name for the host; from-to-www-redirect: the
     // www name redirects to the host (scheme, port, no trailing slash).

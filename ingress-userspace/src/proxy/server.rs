@@ -52,7 +52,7 @@ use crate::{
 use super::{
     affinity,
     balance::RoundRobin,
-    body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
+    body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding, RateLimited},
     canary::{self, CanaryUpstream},
     errors::{self, ErrorPages},
     global::Global,
@@ -634,7 +634,10 @@ async fn route_request(
         if let Some(cookie) = session_cookie(served) {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
-        let body = GuardedBody::new(body, limits.read_timeout, None);
+        let body = paced(
+            GuardedBody::new(body, limits.read_timeout, None),
+            policy.as_deref(),
+        );
         return Response::from_parts(parts, Holding::new(body, slot).boxed());
     }
     let upstream_request = match upstream_request(
@@ -681,7 +684,10 @@ async fn route_request(
             if let Some(cookie) = session_cookie {
                 parts.headers.append(header::SET_COOKIE, cookie);
             }
-            let body = GuardedBody::new(body, limits.read_timeout, None);
+            let body = paced(
+                GuardedBody::new(body, limits.read_timeout, None),
+                policy.as_deref(),
+            );
             Response::from_parts(parts, Holding::new(body, slot).boxed())
         }
         Exchanged::Upgraded(mut parts, upstream_io) => {
@@ -774,6 +780,17 @@ async fn error_page(
         }
         Ok((Exchanged::Upgraded(..), _)) => error_response(StatusCode::BAD_GATEWAY),
         Err(status) => error_response(status),
+    }
+}
+
+/// A response `body` at the pace the route's `limit-rate` asks, if any.
+fn paced<B>(body: B, policy: Option<&RoutePolicy>) -> ProxyBody
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static,
+{
+    match policy.and_then(|p| p.response_rate) {
+        Some(rate) => RateLimited::new(body, rate.bytes_per_second, rate.after).boxed(),
+        None => body.boxed(),
     }
 }
 

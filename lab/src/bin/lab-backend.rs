@@ -5,6 +5,7 @@
 //! - `/delay/<ms>`: answer after that many milliseconds;
 //! - `/status/<code>`: answer with that status;
 //! - `/stream/<chunks>/<delay ms>`: a chunked body, one line per chunk;
+//! - `/bytes/<n>`: a body of `n` bytes (at most 64 MiB) instead of the report;
 //! - `/server/<name>`: the report, with `Server: <name>`;
 //! - `/dated`: the report, with `Date: Sun, 06 Nov 1994 08:49:37 GMT`;
 //! - `/respond?NAME=VALUE&...`: the report, with each `NAME: VALUE`
@@ -301,6 +302,10 @@ async fn respond(
                 .ok()
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::BAD_REQUEST);
+        }
+        ["", "bytes", count] => {
+            let count: usize = count.parse().unwrap_or(0).min(64 << 20);
+            return Response::new(full(vec![b'x'; count]));
         }
         ["", "stream", chunks, delay] => {
             let chunks: u32 = chunks.parse().unwrap_or(1).min(100_000);
