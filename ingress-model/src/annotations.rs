@@ -818,7 +818,10 @@ mod tests {
     #[test]
     fn no_annotations_no_verdict() {
         let object = ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web"));
-        assert_eq!(read(&object, None, &ClusterObjects::default()), AnnotationVerdict::default());
+        assert_eq!(
+            read(&object, None, &ClusterObjects::default()),
+            AnnotationVerdict::default()
+        );
         assert_eq!(verdict(&[]), AnnotationVerdict::default());
     }
 }

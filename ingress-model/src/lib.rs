@@ -57,6 +57,7 @@ pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fa
 
 pub mod access;
 pub mod annotations;
+pub mod auth;
 pub mod backend;
 pub mod builder;
 pub mod class;
