@@ -8,15 +8,21 @@
 //!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
 //!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
 //!   ingress-nginx's "location denied" does (`InvalidAnnotation`);
-//! - access control we do not enforce (`auth-*`, `satisfy`,
-//!   `enable-global-auth`) fails closed: every path and default backend of
-//!   the Ingress answers 503 rather than serve what the user protected,
-//!   with an `UnsupportedAnnotation` problem naming it;
+//! - basic and external authentication (`auth-type`, `auth-secret`,
+//!   `auth-url`, ...) are read by [`auth`] and enforced by the proxy; what
+//!   cannot be applied as written fails closed (`InvalidAnnotation`);
+//! - access control we do not enforce (`auth-tls-*`,
+//!   `auth-proxy-set-headers`, `satisfy: any`, `enable-global-auth`) fails
+//!   closed: every path and default backend of the Ingress answers 503
+//!   rather than serve what the user protected, with an
+//!   `UnsupportedAnnotation` problem naming it;
 //! - snippets (`*-snippet`) are free-form nginx configuration, which we
 //!   never execute, by design (CVE-2021-25742, CVE-2025-1974): the Ingress
 //!   is refused the same way, with a `SnippetRefused` problem;
 //! - every other annotation under the two prefixes is reported as
 //!   `UnsupportedAnnotation` and otherwise ignored.
+
+mod auth;
 
 use std::collections::BTreeMap;
 
@@ -369,7 +375,16 @@ fn lookup<'a>(
 
 /// How the annotation `name` (without its prefix) with `value` is treated.
 pub fn treatment(name: &str, value: &str) -> Treatment {
-    if IMPLEMENTED.contains(&name) {
+    if IMPLEMENTED.contains(&name) || auth::IMPLEMENTED.contains(&name) {
+        return Treatment::Implemented;
+    }
+    // Reported by the auth reader, ignored: they tune connections only.
+    if auth::CONNECTION_TUNING.contains(&name) {
+        return Treatment::Implemented;
+    }
+    // `satisfy: all` (the default) is what happens: source ranges and
+    // authentication must both pass.
+    if name == "satisfy" && value.trim() == "all" {
         return Treatment::Implemented;
     }
     if name.ends_with("-snippet") {
@@ -404,7 +419,7 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
 pub fn read(
     object: &ObjectRef,
     annotations: Option<&BTreeMap<String, String>>,
-    _objects: &ClusterObjects,
+    objects: &ClusterObjects,
 ) -> AnnotationVerdict {
     let mut verdict = AnnotationVerdict::default();
     let mut fail_closed = Vec::new();
@@ -457,6 +472,16 @@ pub fn read(
         ));
     };
     verdict.policy = read_policy(annotations, &mut report, &mut unreadable);
+    let auth = auth::read(
+        annotations,
+        object,
+        objects,
+        &mut report,
+        &mut unreadable,
+        &mut verdict.secrets,
+    );
+    verdict.policy.basic_auth = auth.basic;
+    verdict.policy.external_auth = auth.external;
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,
@@ -502,13 +527,11 @@ mod tests {
     #[test]
     fn access_control_fails_closed_under_both_prefixes() {
         let cases: &[(&str, &str)] = &[
-            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-            ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
-            (
-                "nginx.ingress.kubernetes.io/auth-url",
-                "http://auth.example/verify",
-            ),
             ("nginx.ingress.kubernetes.io/auth-tls-secret", "ns/ca"),
+            (
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                "headers",
+            ),
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
             // A source range of another name: not one we enforce.
             (
@@ -776,11 +799,7 @@ mod tests {
         assert!(refusal.message.contains("server-snippet"));
         assert_eq!(
             reasons(&verdict),
-            [
-                ProblemReason::UnsupportedAnnotation,
-                ProblemReason::SnippetRefused,
-                ProblemReason::SnippetRefused
-            ]
+            [ProblemReason::SnippetRefused, ProblemReason::SnippetRefused]
         );
     }
 

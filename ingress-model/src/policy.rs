@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::{
     access::{IpRange, SourceRanges},
+    auth::{BasicAuth, ExternalAuth},
     rewrite::RewriteTarget,
 };
 
@@ -50,6 +51,11 @@ pub struct RoutePolicy {
     /// `limit-allowlist` (alias `limit-whitelist`): clients the rate and
     /// connection limits do not apply to.
     pub rate_limit_exempt: Vec<IpRange>,
+    /// `auth-type: basic` with its Secret's users (after the source
+    /// ranges: both must pass, nginx's `satisfy all`).
+    pub basic_auth: Option<BasicAuth>,
+    /// `auth-url` and its companions: the auth service asked first.
+    pub external_auth: Option<ExternalAuth>,
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B

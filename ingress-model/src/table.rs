@@ -637,8 +637,8 @@ mod tests {
             ingress("ns", "basic")
                 .ours()
                 .created(1)
-                .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
-                .annotation("nginx.ingress.kubernetes.io/auth-secret", "htpasswd")
+                .annotation("nginx.ingress.kubernetes.io/auth-tls-secret", "ca")
+                .annotation("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on")
                 .rule(
                     Some("basic.com"),
                     vec![prefix("/", "a"), prefix("/api", "b")],
