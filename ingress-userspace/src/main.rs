@@ -328,6 +328,7 @@ async fn serve(
         },
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
+        authenticator: Default::default(),
     });
     let http_listener = TcpListener::bind(args.http_addr)
         .await

@@ -43,6 +43,7 @@ use crate::{
 };
 
 use super::{
+    auth::{AuthCookies, Authenticator},
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
     headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
@@ -154,6 +155,8 @@ pub struct ProxyState {
     pub rate_limiter: RateLimiter,
     /// The routes' requests in progress per client (`limit-connections`).
     pub connection_limiter: Arc<ConnectionLimiter>,
+    /// The routes' basic and external authentication (`auth-*`).
+    pub authenticator: Authenticator,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
@@ -279,7 +282,9 @@ pub async fn handle(
         .unwrap_or_default();
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let (resolution, route) = state.resolver.resolve_observed(host, target);
-    let mut response = route_request(request, host, resolution, client, state).await;
+    let mut cookies = AuthCookies::default();
+    let mut response = route_request(request, host, resolution, client, state, &mut cookies).await;
+    cookies.apply(&mut response);
     mark_response(response.headers_mut());
     if client.scheme == "https"
         && let Some(hsts) = &state.settings.hsts
@@ -299,6 +304,7 @@ async fn route_request(
     resolution: Resolution,
     client: &ClientContext,
     state: &ProxyState,
+    cookies: &mut AuthCookies,
 ) -> Response<ProxyBody> {
     let plain_http = client.scheme == "http";
     // As nginx's phases order them: the redirects (to HTTPS, then the
@@ -385,6 +391,20 @@ async fn route_request(
         return error_response(StatusCode::FORBIDDEN);
     }
     let limits = RequestLimits::of(&state.settings, policy.as_deref());
+    // Authentication, the rest of the access phase (`satisfy all`).
+    if let Some(policy) = policy.as_deref() {
+        let timeouts = (
+            limits.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            limits.read_timeout,
+        );
+        if let Err(denied) = state
+            .authenticator
+            .authenticate(policy, &mut request, host, client, timeouts, cookies)
+            .await
+        {
+            return denied;
+        }
+    }
     let upstream = match resolution {
         Resolution::Upstream(upstream) => upstream,
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
@@ -899,6 +919,7 @@ mod tests {
             },
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
+            authenticator: Authenticator::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));
