@@ -7,6 +7,15 @@
 //! - `/stream/<chunks>/<delay ms>`: a chunked body, one line per chunk;
 //! - `/server/<name>`: the report, with `Server: <name>`;
 //! - `/dated`: the report, with `Date: Sun, 06 Nov 1994 08:49:37 GMT`;
+//! - `/basic-auth/<user>/<password>`: an authentication service as
+//!   httpbin.org's (ingress-nginx's external-auth example asks it): 200,
+//!   `X-Auth-User: <user>` and `Set-Cookie: auth-session=<user>` for
+//!   `Authorization: Basic` with that user and password, else 401 with
+//!   `WWW-Authenticate: Basic realm="Fake Realm"` and `Set-Cookie:
+//!   auth-failed=1`;
+//! - `/seen`: a JSON list of the reports of the last requests (at most
+//!   [`SEEN`]) it answered, `/seen` excepted, oldest first: what an
+//!   authentication service was asked;
 //! - an `Upgrade: websocket` request: `101`, then every byte is echoed; other
 //!   upgrades (`h2c`) are declined, as by servers that do not speak them:
 //!   the request is answered as usual.
@@ -20,8 +29,11 @@
 //! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]
 //! [--udp-echo ADDR:PORT ...] [--no-date]`
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{
+    collections::VecDeque, convert::Infallible, net::SocketAddr, sync::Mutex, time::Duration,
+};
 
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
@@ -34,6 +46,12 @@ use tokio::net::{TcpListener, UdpSocket};
 use xdp_ingress_lab::BackendReport;
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// How many reports `/seen` keeps.
+const SEEN: usize = 64;
+
+/// The reports of the last requests answered, for `/seen`.
+static SEEN_REPORTS: Mutex<VecDeque<BackendReport>> = Mutex::new(VecDeque::new());
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
@@ -215,6 +233,18 @@ async fn respond(
     }
 
     let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+    if segments.as_slice() == ["", "seen"] {
+        let seen = SEEN_REPORTS.lock().expect("not poisoned");
+        let json = serde_json::to_vec(&*seen).expect("serializable");
+        return Response::new(full(json));
+    }
+    {
+        let mut seen = SEEN_REPORTS.lock().expect("not poisoned");
+        if seen.len() == SEEN {
+            seen.pop_front();
+        }
+        seen.push_back(report.clone());
+    }
     let mut status = StatusCode::OK;
     match segments.as_slice() {
         ["", "delay", ms] => {
@@ -274,6 +304,25 @@ async fn respond(
                 header::DATE,
                 "Sun, 06 Nov 1994 08:49:37 GMT".parse().expect("valid"),
             );
+        }
+        ["", "basic-auth", user, password] => {
+            let expected = format!("Basic {}", BASE64.encode(format!("{user}:{password}")));
+            if report.header("authorization") == Some(expected.as_str()) {
+                if let Ok(value) = user.parse() {
+                    headers.insert("x-auth-user", value);
+                }
+                if let Ok(value) = format!("auth-session={user}").parse() {
+                    headers.insert(header::SET_COOKIE, value);
+                }
+            } else {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"Fake Realm\"".parse().expect("valid"),
+                );
+                headers.insert(header::SET_COOKIE, "auth-failed=1".parse().expect("valid"));
+            }
         }
         _ => {}
     }
