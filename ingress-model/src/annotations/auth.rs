@@ -420,10 +420,13 @@ mod tests {
         );
     }
 
+    /// Annotations, Secrets, and a word the problem must hold.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<Secret>, &'a str);
+
     #[test]
     fn what_cannot_be_applied_fails_closed() {
         let good = || vec![example_secret()];
-        let cases: Vec<(Vec<(&str, &str)>, Vec<Secret>, &str)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 vec![("auth-type", "basic"), ("auth-secret", "missing")],
                 good(),

@@ -311,7 +311,10 @@ impl Authenticator {
         let answer = match cached {
             Some(answer) => answer,
             None => {
-                let sub_request = sub_request(external, &values)?;
+                let sub_request = sub_request(external, &values).map_err(|error| {
+                    debug!(%error, "auth sub-request not made");
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR)
+                })?;
                 let answer = match tokio::time::timeout(
                     connect_timeout + read_timeout,
                     self.ask(&external.url, sub_request, connect_timeout, external),
@@ -447,21 +450,17 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 fn sub_request<B>(
     external: &ExternalAuth,
     values: &RequestValues<'_, B>,
-) -> Result<Request<Empty<Bytes>>, Response<ProxyBody>> {
-    let failed = || error_response(StatusCode::INTERNAL_SERVER_ERROR);
+) -> Result<Request<Empty<Bytes>>, String> {
     let target = external.url.target.render(|v| values.value(v));
     let method = match &external.method {
-        Some(method) => Method::from_bytes(method.as_bytes()).map_err(|_| failed())?,
+        Some(method) => Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?,
         None => Method::GET,
     };
     let mut sub = Request::builder()
         .method(method)
         .uri(target.as_str())
         .body(Empty::new())
-        .map_err(|error| {
-            debug!(%error, target, "auth-url target is not a URI");
-            failed()
-        })?;
+        .map_err(|error| format!("auth-url target {target:?}: {error}"))?;
     let headers = sub.headers_mut();
     for (name, value) in values.request.headers() {
         if !skipped_for_auth(name) {
@@ -469,8 +468,9 @@ fn sub_request<B>(
         }
     }
     let request_uri = values.request_uri();
-    let mut set = |name: &'static str, value: &str| -> Result<(), Response<ProxyBody>> {
-        let value = HeaderValue::from_str(value).map_err(|_| failed())?;
+    let mut set = |name: &'static str, value: &str| -> Result<(), String> {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("{name}: {value:?} is not a header value"))?;
         headers.insert(HeaderName::from_static(name), value);
         Ok(())
     };
