@@ -8,11 +8,12 @@
 //!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
 //!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
 //!   ingress-nginx's "location denied" does (`InvalidAnnotation`);
-//! - basic and external authentication (`auth-type`, `auth-secret`,
-//!   `auth-url`, ...) are read by [`auth`] and enforced by the proxy; what
+//! - basic, external and client certificate authentication (`auth-type`,
+//!   `auth-secret`, `auth-url`, `auth-tls-*`, ...) are read by [`auth`]
+//!   and enforced by the proxy; what
 //!   cannot be applied as written fails closed (`InvalidAnnotation`);
-//! - access control we do not enforce (`auth-tls-*`,
-//!   `auth-proxy-set-headers`, `satisfy: any`, `enable-global-auth`) fails
+//! - access control we do not enforce (`auth-proxy-set-headers`,
+//!   `satisfy: any`, `enable-global-auth`) fails
 //!   closed: every path and default backend of the Ingress answers 503
 //!   rather than serve what the user protected, with an
 //!   `UnsupportedAnnotation` problem naming it;
@@ -482,6 +483,7 @@ pub fn read(
     );
     verdict.policy.basic_auth = auth.basic;
     verdict.policy.external_auth = auth.external;
+    verdict.policy.client_cert = auth.client_cert;
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,
@@ -527,12 +529,10 @@ mod tests {
     #[test]
     fn access_control_fails_closed_under_both_prefixes() {
         let cases: &[(&str, &str)] = &[
-            ("nginx.ingress.kubernetes.io/auth-tls-secret", "ns/ca"),
             (
                 "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
                 "headers",
             ),
-            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
             // A source range of another name: not one we enforce.
             (
                 "nginx.ingress.kubernetes.io/other-source-range",

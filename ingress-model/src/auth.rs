@@ -784,6 +784,140 @@ fn parse_nginx_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(number.checked_mul(seconds)?))
 }
 
+/// Client certificate authentication (`auth-tls-secret` and the
+/// `auth-tls-*` annotations), per host as ingress-nginx applies it: the
+/// TLS handshake asks for a certificate, the proxy checks it against the
+/// Secret's CAs and answers as nginx's `ssl_verify_client`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientCertAuth {
+    /// The Secret whose `ca.crt` holds the CAs.
+    pub secret: crate::object::ObjectKey,
+    /// The trusted CA certificates (DER), from `ca.crt`.
+    pub ca_certificates: Arc<Vec<Vec<u8>>>,
+    /// `auth-tls-verify-client` (default `on`).
+    pub verify: VerifyClient,
+    /// `auth-tls-verify-depth` (default 1): CAs between the client's
+    /// certificate and a trusted one, counting that one.
+    pub depth: u32,
+    /// `auth-tls-error-page`: a failed verification redirects there
+    /// (302) instead of answering 400.
+    pub error_page: Option<String>,
+    /// `auth-tls-pass-certificate-to-upstream`: the certificate goes
+    /// upstream in `ssl-client-cert` (URL-encoded PEM).
+    pub pass_certificate: bool,
+    /// `auth-tls-match-cn`: the subject DN must match (else 403).
+    pub match_cn: Option<SubjectPattern>,
+}
+
+/// `auth-tls-verify-client`, as nginx's `ssl_verify_client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerifyClient {
+    /// A certificate the CAs signed is required (else 400).
+    On,
+    /// None is asked for.
+    Off,
+    /// Asked for; none is fine, one the CAs did not sign is a 400.
+    Optional,
+    /// Asked for, not required, not checked against the CAs: the result
+    /// goes upstream in `ssl-client-verify`.
+    OptionalNoCa,
+}
+
+impl VerifyClient {
+    /// Reads `auth-tls-verify-client`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            "optional" => Ok(Self::Optional),
+            "optional_no_ca" => Ok(Self::OptionalNoCa),
+            other => Err(format!(
+                "{other:?} is not on, off, optional or optional_no_ca"
+            )),
+        }
+    }
+}
+
+/// `auth-tls-match-cn`: a regex the client certificate's subject DN
+/// (`CN=client,O=Org`, as nginx's `$ssl_client_s_dn`) must match
+/// somewhere, compiled once.
+#[derive(Debug, Clone)]
+pub struct SubjectPattern(regex::Regex);
+
+impl SubjectPattern {
+    /// Reads `auth-tls-match-cn`: starts with `CN=`, a valid regex.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if !text.starts_with("CN=") {
+            return Err(format!("{text:?} does not start with CN="));
+        }
+        regex::Regex::new(text)
+            .map(Self)
+            .map_err(|error| format!("{text:?} is not a regex: {error}"))
+    }
+
+    /// Whether the subject DN matches.
+    pub fn matches(&self, subject: &str) -> bool {
+        self.0.is_match(subject)
+    }
+}
+
+impl PartialEq for SubjectPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for SubjectPattern {}
+
+impl std::hash::Hash for SubjectPattern {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+/// The certificates (DER) of a PEM text, `CERTIFICATE` blocks only.
+pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certificates = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let end = body
+            .find(END)
+            .ok_or_else(|| "a certificate without its END line".to_owned())?;
+        let encoded: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = BASE64
+            .decode(encoded)
+            .map_err(|_| "a certificate that is not base 64".to_owned())?;
+        if der.first() != Some(&0x30) {
+            return Err("a certificate that is not DER".to_owned());
+        }
+        certificates.push(der);
+        rest = &body[end + END.len()..];
+    }
+    if certificates.is_empty() {
+        return Err("no PEM certificate".to_owned());
+    }
+    Ok(certificates)
+}
+
+/// Reads `auth-tls-error-page`: an absolute http(s) URL or path of
+/// visible ASCII (it becomes a `Location`).
+pub fn parse_error_page(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let shaped =
+        text.starts_with("http://") || text.starts_with("https://") || text.starts_with('/');
+    if shaped && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an http(s) URL or an absolute path"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

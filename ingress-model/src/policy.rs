@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::{
     access::{IpRange, SourceRanges},
-    auth::{BasicAuth, ExternalAuth},
+    auth::{BasicAuth, ClientCertAuth, ExternalAuth},
     rewrite::RewriteTarget,
 };
 
@@ -56,6 +56,9 @@ pub struct RoutePolicy {
     pub basic_auth: Option<BasicAuth>,
     /// `auth-url` and its companions: the auth service asked first.
     pub external_auth: Option<ExternalAuth>,
+    /// `auth-tls-secret` and the `auth-tls-*` annotations (per host: the
+    /// handshakes of the host ask for a certificate).
+    pub client_cert: Option<ClientCertAuth>,
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B

@@ -637,8 +637,8 @@ mod tests {
             ingress("ns", "basic")
                 .ours()
                 .created(1)
-                .annotation("nginx.ingress.kubernetes.io/auth-tls-secret", "ca")
-                .annotation("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on")
+                .annotation("nginx.ingress.kubernetes.io/auth-proxy-set-headers", "h")
+                .annotation("nginx.ingress.kubernetes.io/satisfy", "any")
                 .rule(
                     Some("basic.com"),
                     vec![prefix("/", "a"), prefix("/api", "b")],

@@ -9,7 +9,6 @@ use http::HeaderValue;
 use ingress_common::{action, protocol};
 use ingress_model::{RouteRowsTable, RouteTable};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use xdp_ingress::{
     bpf::{
@@ -336,7 +335,7 @@ async fn serve(
     let https_listener = TcpListener::bind(args.https_addr)
         .await
         .with_context(|| format!("listening on --https-addr {}", args.https_addr))?;
-    let acceptor = TlsAcceptor::from(tls::server_config(certificates)?);
+    let terminator = Arc::new(tls::TlsTerminator::new(certificates)?);
     let http = tokio::spawn(server::serve(
         http_listener,
         None,
@@ -345,7 +344,7 @@ async fn serve(
     ));
     let https = tokio::spawn(server::serve(
         https_listener,
-        Some(acceptor),
+        Some(terminator),
         state,
         stop_rx,
     ));

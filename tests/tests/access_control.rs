@@ -2,7 +2,7 @@
 //! client (curl in the lab's client namespace, 198.18.0.2) meets them:
 //! source ranges are enforced (403 outside an allow list or inside a deny
 //! list, served otherwise); annotations xdp-ingress does not enforce yet
-//! (client certificates, `satisfy: any`, global auth), authentication it
+//! (`satisfy: any`, global auth), authentication it
 //! cannot apply as written, a snippet or an unreadable range fail
 //! closed, their paths answering 503 even with credentials, while the rest
 //! of the configuration serves; `xdp-ingress routes` names every such
@@ -76,11 +76,8 @@ fn cases() -> Vec<Case> {
         ),
         (
             "mtls",
-            vec![
-                ("auth-tls-secret", "default/ca".to_owned()),
-                ("auth-tls-verify-client", "on".to_owned()),
-            ],
-            unsupported,
+            vec![("auth-tls-secret", "default/ca".to_owned())],
+            FailsClosed("InvalidAnnotation"),
         ),
         ("satisfy", vec![("satisfy", "any".to_owned())], unsupported),
         (

@@ -571,3 +571,248 @@ fn basic_and_external_auth_as_ingress_nginx_documents_them() -> Result<()> {
     ensure!(daemon.running(), "the daemon died:\n{}", daemon.log());
     Ok(())
 }
+
+/// A certificate authority of the test (rcgen) and the files it writes.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    cert_pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// A leaf with CN `name` (and that DNS name): certificate and key PEM.
+    fn leaf(&self, name: &str) -> Result<(String, String)> {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// An Ingress of host `NAME.example.com` with TLS (Secret `tls`) and
+/// `annotations`.
+fn tls_site(name: &str, annotations: &[(&str, &str)]) -> String {
+    let mut builder = ingress("default", name).ours();
+    for (key, value) in annotations {
+        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
+    }
+    let host = format!("{name}.example.com");
+    manifest(
+        &builder
+            .tls(&[host.as_str()], Some("tls"))
+            .rule(Some(&host), vec![prefix("/", "web")])
+            .build(),
+    )
+}
+
+#[test]
+fn client_certificates_as_ingress_nginx_checks_them() -> Result<()> {
+    if !lab::require_root() {
+        return Ok(());
+    }
+    let mut lab = EdgeLab::create()?;
+    lab.start_backend("web", &[WEB])?;
+    let clients = TestCa::new("client CA")?;
+    let strangers = TestCa::new("stranger CA")?;
+    let servers = TestCa::new("server CA")?;
+    let (server_cert, server_key) = servers.leaf("*.example.com")?;
+    let files = lab::ScratchDir::new("auth-tls")?;
+    for (name, ca, cn) in [
+        ("alice", &clients, "alice"),
+        ("mallory", &strangers, "alice"),
+    ] {
+        let (cert, key) = ca.leaf(cn)?;
+        files.write(format!("{name}.crt"), cert)?;
+        files.write(format!("{name}.key"), key)?;
+    }
+    let path = |name: &str| files.join(name).display().to_string();
+
+    let docs = [
+        XDP_INGRESS_CLASS.to_owned(),
+        service_yaml(
+            "default",
+            "web",
+            80,
+            8080,
+            &[SliceEndpoint::ready(WEB.ip())],
+        ),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: tls, namespace: default}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+            base64(server_cert.as_bytes()),
+            base64(server_key.as_bytes())
+        ),
+        secret("ca", &[("ca.crt", &clients.cert_pem)]),
+        tls_site(
+            "mtls",
+            &[
+                ("auth-tls-secret", "default/ca"),
+                ("auth-tls-pass-certificate-to-upstream", "true"),
+            ],
+        ),
+        tls_site(
+            "optional",
+            &[
+                ("auth-tls-secret", "ca"),
+                ("auth-tls-verify-client", "optional"),
+            ],
+        ),
+        tls_site(
+            "noca",
+            &[
+                ("auth-tls-secret", "ca"),
+                ("auth-tls-verify-client", "optional_no_ca"),
+            ],
+        ),
+        tls_site(
+            "off",
+            &[("auth-tls-secret", "ca"), ("auth-tls-verify-client", "off")],
+        ),
+        tls_site(
+            "cn",
+            &[
+                ("auth-tls-secret", "ca"),
+                ("auth-tls-match-cn", "CN=(bob|carol)"),
+            ],
+        ),
+        tls_site(
+            "errpage",
+            &[
+                ("auth-tls-secret", "ca"),
+                ("auth-tls-error-page", "https://errors.example.com/cert"),
+            ],
+        ),
+        tls_site("open", &[]),
+    ];
+    let manifests = ManifestDir::new()?;
+    manifests.write("routes.yaml", &documents(&docs))?;
+    let mut daemon = Daemon::in_netns(&lab.edge)
+        .interface(lab.edge_interface())
+        .args(&["--xdp-mode", "native", "--manifests"])
+        .args(&[&manifests.path().display().to_string()])
+        .start()?;
+    let https = |name: &str, client: Option<&str>, more: &[&str]| {
+        let host = format!("{name}.example.com");
+        let resolve = format!("{host}:443:{EDGE_ADDR}");
+        let url = format!("https://{host}/");
+        let (cert, key) = client.map_or((String::new(), String::new()), |c| {
+            (path(&format!("{c}.crt")), path(&format!("{c}.key")))
+        });
+        let mut args = vec!["-k", "-D", "-", "--resolve", resolve.as_str()];
+        if client.is_some() {
+            args.extend_from_slice(&["--cert", cert.as_str(), "--key", key.as_str()]);
+        }
+        args.extend_from_slice(more);
+        args.push(&url);
+        lab.client.curl(&args)
+    };
+    let served = |reply: &CurlReply, verify: &str| -> Result<BackendReport> {
+        let report = body_report(reply)?;
+        ensure!(
+            reply.status == 200
+                && report.backend == "web"
+                && report
+                    .header("ssl-client-verify")
+                    .is_some_and(|v| v.starts_with(verify)),
+            "expected the backend's 200 with ssl-client-verify {verify}: {} {:?}",
+            reply.status,
+            reply.text()
+        );
+        Ok(report)
+    };
+    let refused = |reply: &CurlReply, status: u16| -> Result<()> {
+        ensure!(
+            reply.status == status && !reply.text().contains("\"backend\""),
+            "expected the proxy's {status}: {} {:?}",
+            reply.status,
+            reply.text()
+        );
+        Ok(())
+    };
+
+    // on (the default): a certificate of the CA, else 400; a client's own
+    // ssl-client-* headers do not pass.
+    refused(&https("mtls", None, &[])?, 400)?;
+    refused(
+        &https("mtls", None, &["-H", "ssl-client-verify: SUCCESS"])?,
+        400,
+    )?;
+    refused(&https("mtls", Some("mallory"), &[])?, 400)?;
+    let report = served(
+        &https(
+            "mtls",
+            Some("alice"),
+            &["-H", "ssl-client-subject-dn: CN=admin"],
+        )?,
+        "SUCCESS",
+    )?;
+    ensure!(
+        report.header("ssl-client-subject-dn") == Some("CN=alice")
+            && report.header("ssl-client-issuer-dn") == Some("CN=client CA")
+            && report
+                .header("ssl-client-cert")
+                .is_some_and(|c| c.starts_with("-----BEGIN%20CERTIFICATE-----%0A")),
+        "mtls alice: {:?}",
+        report.headers
+    );
+    // optional: none is fine, a stranger's is not.
+    served(&https("optional", None, &[])?, "NONE")?;
+    served(&https("optional", Some("alice"), &[])?, "SUCCESS")?;
+    refused(&https("optional", Some("mallory"), &[])?, 400)?;
+    // optional_no_ca: the result goes upstream.
+    served(&https("noca", None, &[])?, "NONE")?;
+    served(&https("noca", Some("mallory"), &[])?, "FAILED:")?;
+    // off: not asked.
+    served(&https("off", Some("alice"), &[])?, "NONE")?;
+    // match-cn: alice is not bob or carol.
+    refused(&https("cn", Some("alice"), &[])?, 403)?;
+    // error page: a redirect instead of the 400.
+    let reply = https("errpage", None, &[])?;
+    ensure!(
+        reply.status == 302 && head_has(&reply, "location: https://errors.example.com/cert"),
+        "errpage: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+    // A host without the annotations is not asked.
+    let reply = https("open", Some("alice"), &[])?;
+    ensure!(
+        reply.status == 200 && body_report(&reply)?.header("ssl-client-verify").is_none(),
+        "open: {:?}",
+        reply.text()
+    );
+    // Plain HTTP to a host that requires a certificate: the redirect to
+    // HTTPS first (ssl-redirect), never the backend.
+    let reply = curl_plain(&lab, "mtls.example.com")?;
+    ensure!(
+        reply.status == 308,
+        "plain mtls: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+
+    ensure!(daemon.running(), "the daemon died:\n{}", daemon.log());
+    Ok(())
+}
+
+fn curl_plain(lab: &EdgeLab, host: &str) -> Result<CurlReply> {
+    let host = format!("Host: {host}");
+    let url = format!("http://{EDGE_ADDR}/");
+    lab.client
+        .curl(&["-D", "-", "-H", host.as_str(), url.as_str()])
+}

@@ -16,16 +16,17 @@ use k8s_openapi::api::core::v1::Secret;
 use super::{Report, lookup, parse_bool};
 use crate::{
     auth::{
-        AuthCache, AuthUrl, BasicAuth, DEFAULT_CACHE_DURATION, ExternalAuth, Htpasswd, UrlTemplate,
-        parse_cache_durations, parse_header_names, parse_method, parse_realm, parse_redirect_param,
-        parse_request_redirect, parse_signin,
+        AuthCache, AuthUrl, BasicAuth, ClientCertAuth, DEFAULT_CACHE_DURATION, ExternalAuth,
+        Htpasswd, SubjectPattern, UrlTemplate, VerifyClient, parse_cache_durations,
+        parse_error_page, parse_header_names, parse_method, parse_realm, parse_redirect_param,
+        parse_request_redirect, parse_signin, pem_certificates,
     },
     object::{ObjectKey, ObjectRef},
     snapshot::ClusterObjects,
 };
 
 /// The authentication annotations (without prefix) that take effect.
-pub const IMPLEMENTED: [&str; 13] = [
+pub const IMPLEMENTED: [&str; 19] = [
     "auth-type",
     "auth-secret",
     "auth-secret-type",
@@ -39,6 +40,12 @@ pub const IMPLEMENTED: [&str; 13] = [
     "auth-always-set-cookie",
     "auth-cache-key",
     "auth-cache-duration",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-error-page",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-match-cn",
 ];
 
 /// Tuning of ingress-nginx's connections to the auth service: they change
@@ -58,6 +65,8 @@ pub struct AuthAnnotations {
     pub basic: Option<BasicAuth>,
     /// `auth-url`.
     pub external: Option<ExternalAuth>,
+    /// `auth-tls-secret`.
+    pub client_cert: Option<ClientCertAuth>,
 }
 
 /// Reads the authentication annotations of the Ingress `object`. Values
@@ -118,9 +127,25 @@ pub fn read(
         }
     } else {
         // The companions of auth-url: the list from auth-method on.
-        for name in &IMPLEMENTED[5..] {
+        for name in IMPLEMENTED[5..]
+            .iter()
+            .filter(|n| !n.starts_with("auth-tls-"))
+        {
             if let Some((full, _)) = lookup(annotations, name) {
                 report(&full, "there is no auth-url".to_owned(), "ignored");
+            }
+        }
+    }
+    // Client certificates.
+    if lookup(annotations, "auth-tls-secret").is_some() {
+        match client_cert(annotations, object, objects, secrets) {
+            Ok(auth) => read.client_cert = Some(auth),
+            Err((name, why)) => refuse(report, &name, why),
+        }
+    } else {
+        for name in IMPLEMENTED.iter().filter(|n| n.starts_with("auth-tls-")) {
+            if let Some((full, _)) = lookup(annotations, name) {
+                report(&full, "there is no auth-tls-secret".to_owned(), "ignored");
             }
         }
     }
@@ -209,6 +234,68 @@ fn basic_auth(
     Ok(BasicAuth {
         realm,
         credentials: Arc::new(credentials),
+    })
+}
+
+fn client_cert(
+    annotations: Option<&BTreeMap<String, String>>,
+    object: &ObjectRef,
+    objects: &ClusterObjects,
+    secrets: &mut Vec<ObjectKey>,
+) -> Result<ClientCertAuth, Refused> {
+    let (full, name) = lookup(annotations, "auth-tls-secret").expect("auth-tls-secret is there");
+    let key = secret_key(name, object.namespace()).map_err(|why| (full.clone(), why))?;
+    secrets.push(key.clone());
+    let secret = objects
+        .secrets
+        .get(&key)
+        .ok_or_else(|| (full.clone(), format!("Secret {key} not found")))?;
+    let fields = secret_fields(secret);
+    let ca = fields
+        .iter()
+        .find(|(field, _)| field == "ca.crt")
+        .map(|(_, value)| value)
+        .ok_or_else(|| (full.clone(), format!("Secret {key} has no key ca.crt")))?;
+    let ca = std::str::from_utf8(ca)
+        .map_err(|_| (full.clone(), format!("Secret {key}: ca.crt is not text")))
+        .and_then(|text| {
+            pem_certificates(text)
+                .map_err(|why| (full.clone(), format!("Secret {key}: ca.crt: {why}")))
+        })?;
+    let read = |name: &str| lookup(annotations, name);
+    let verify = match read("auth-tls-verify-client") {
+        None => VerifyClient::On,
+        Some((full, value)) => VerifyClient::parse(value).map_err(|why| (full, why))?,
+    };
+    let depth = match read("auth-tls-verify-depth") {
+        None => 1,
+        Some((full, value)) => match value.trim().parse::<u32>() {
+            // 0 is the default, as ingress-nginx reads it.
+            Ok(0) => 1,
+            Ok(depth) => depth,
+            Err(_) => return Err((full, format!("{value:?} is not a whole number"))),
+        },
+    };
+    let error_page = match read("auth-tls-error-page") {
+        None => None,
+        Some((full, value)) => Some(parse_error_page(value).map_err(|why| (full, why))?),
+    };
+    let pass_certificate = match read("auth-tls-pass-certificate-to-upstream") {
+        None => false,
+        Some((full, value)) => parse_bool(value).map_err(|why| (full, why))?,
+    };
+    let match_cn = match read("auth-tls-match-cn") {
+        None => None,
+        Some((full, value)) => Some(SubjectPattern::parse(value).map_err(|why| (full, why))?),
+    };
+    Ok(ClientCertAuth {
+        secret: key,
+        ca_certificates: Arc::new(ca),
+        verify,
+        depth,
+        error_page,
+        pass_certificate,
+        match_cn,
     })
 }
 
@@ -312,6 +399,7 @@ mod tests {
     use super::*;
     use crate::{
         annotations::{AnnotationVerdict, read as read_annotations},
+        auth::VerifyClient,
         object::ObjectKind,
         problem::ProblemReason,
     };
@@ -521,7 +609,40 @@ mod tests {
                 "true nor false",
             ),
         ];
-        for (annotations, secrets, why) in cases {
+        let ca = || vec![secret("default", "ca", &[("ca.crt", CA_PEM)])];
+        let tls = |more: (&'static str, &'static str)| vec![("auth-tls-secret", "ca"), more];
+        let tls_cases: Vec<Case<'_>> = vec![
+            (vec![("auth-tls-secret", "nope")], ca(), "not found"),
+            (
+                vec![("auth-tls-secret", "ca")],
+                vec![secret("default", "ca", &[("tls.crt", CA_PEM)])],
+                "no key ca.crt",
+            ),
+            (
+                vec![("auth-tls-secret", "ca")],
+                vec![secret("default", "ca", &[("ca.crt", "not pem")])],
+                "no PEM",
+            ),
+            (
+                tls(("auth-tls-verify-client", "sometimes")),
+                ca(),
+                "optional_no_ca",
+            ),
+            (tls(("auth-tls-verify-depth", "deep")), ca(), "whole number"),
+            (tls(("auth-tls-match-cn", "client")), ca(), "CN="),
+            (tls(("auth-tls-match-cn", "CN=(")), ca(), "regex"),
+            (
+                tls(("auth-tls-error-page", "javascript:x")),
+                ca(),
+                "absolute path",
+            ),
+            (
+                tls(("auth-tls-pass-certificate-to-upstream", "1")),
+                ca(),
+                "true nor false",
+            ),
+        ];
+        for (annotations, secrets, why) in cases.into_iter().chain(tls_cases) {
             let read = verdict(&annotations, secrets);
             assert_eq!(
                 refused(&read),
@@ -598,6 +719,47 @@ mod tests {
         assert_eq!(read.refusal, None);
         assert_eq!(read.problems.len(), 1);
         assert!(read.policy.is_default());
+    }
+
+    /// Not a real CA: the model only checks PEM and DER's first byte.
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn client_certificate_annotations_read_with_ingress_nginx_defaults() {
+        let ca = || vec![secret("default", "ca", &[("ca.crt", CA_PEM)])];
+        let read = verdict(&[("auth-tls-secret", "default/ca")], ca());
+        assert_eq!(
+            (read.refusal.clone(), read.problems.clone()),
+            (None, vec![])
+        );
+        let auth = read.policy.client_cert.unwrap();
+        assert_eq!(auth.verify, VerifyClient::On);
+        assert_eq!(auth.depth, 1);
+        assert_eq!(auth.ca_certificates.as_slice(), [vec![0x30, 0x00]]);
+        assert!(!auth.pass_certificate);
+        assert_eq!(read.secrets, [ObjectKey::new("default", "ca")]);
+        let read = verdict(
+            &[
+                ("auth-tls-secret", "ca"),
+                ("auth-tls-verify-client", "optional_no_ca"),
+                ("auth-tls-verify-depth", "0"),
+                ("auth-tls-error-page", "https://errors.example.com/cert"),
+                ("auth-tls-pass-certificate-to-upstream", "true"),
+                ("auth-tls-match-cn", "CN=(alice|bob)"),
+            ],
+            ca(),
+        );
+        assert_eq!(read.problems, vec![]);
+        let auth = read.policy.client_cert.unwrap();
+        assert_eq!(auth.verify, VerifyClient::OptionalNoCa);
+        assert_eq!(auth.depth, 1);
+        assert!(auth.pass_certificate);
+        let cn = auth.match_cn.unwrap();
+        assert!(cn.matches("CN=bob,O=Example"));
+        assert!(!cn.matches("CN=carol,O=Example"));
+        // Companions without the Secret are reported and ignored.
+        let read = verdict(&[("auth-tls-verify-client", "on")], vec![]);
+        assert_eq!((read.refusal.clone(), read.problems.len()), (None, 1));
     }
 
     #[test]

@@ -29,12 +29,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use ingress_model::{
-    auth::{AuthUrl, BasicAuth, ExternalAuth, PasswordHash, Variable, escape_uri},
+    auth::{AuthUrl, BasicAuth, ExternalAuth, PasswordHash, Variable, VerifyClient, escape_uri},
     policy::RoutePolicy,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+
+use crate::tls::client_auth::CertVerdict;
 
 use super::{
     headers::{ClientContext, X_REQUEST_ID, new_request_id},
@@ -604,6 +606,135 @@ where
     result
 }
 
+/// Client certificate authentication (`auth-tls-*`) of a request, first
+/// of all as nginx checks it when it reads the request: the connection's
+/// host (by SNI) asks for certificates, or the route does. A missing or
+/// failed certificate that the mode requires is a 400 (or a 302 to
+/// `auth-tls-error-page`), a subject that `auth-tls-match-cn` refuses a
+/// 403: that answer is returned. Otherwise the request carries
+/// `ssl-client-verify`,
+/// `ssl-client-subject-dn`, `ssl-client-issuer-dn` and, when asked,
+/// `ssl-client-cert` upstream (a client's own are removed).
+pub fn check_client_cert<B>(
+    policy: Option<&RoutePolicy>,
+    client: &ClientContext,
+    request: &mut Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let (auth, verdict, leaf) = match (
+        &client.client_cert,
+        policy.and_then(|p| p.client_cert.as_ref()),
+    ) {
+        (Some(connection), _) => {
+            let chain = connection.chain.as_deref();
+            let verdict = match connection.host.auth.verify {
+                VerifyClient::Off => CertVerdict::None,
+                _ => connection.host.check(chain),
+            };
+            (
+                &connection.host.auth,
+                verdict,
+                chain.and_then(|c| c.first()),
+            )
+        }
+        // Not asked in the handshake (plain HTTP, or another SNI).
+        (None, Some(auth)) => (auth, CertVerdict::None, None),
+        (None, None) => return None,
+    };
+    let refused = match (&verdict, auth.verify) {
+        (_, VerifyClient::Off | VerifyClient::OptionalNoCa) => false,
+        (CertVerdict::None, VerifyClient::On) => true,
+        (CertVerdict::None, _) => false,
+        (CertVerdict::Success, _) => false,
+        (CertVerdict::Failed(_), _) => true,
+    };
+    if refused {
+        debug!(client = %client.client_ip, ?verdict, "client certificate refused");
+        return Some(match &auth.error_page {
+            Some(page) => match HeaderValue::from_str(page) {
+                Ok(location) => {
+                    let mut response = error_response(StatusCode::FOUND);
+                    response.headers_mut().insert(header::LOCATION, location);
+                    response
+                }
+                Err(_) => error_response(StatusCode::BAD_REQUEST),
+            },
+            None => error_response(StatusCode::BAD_REQUEST),
+        });
+    }
+    let names = leaf.and_then(|der| {
+        let (_, certificate) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        Some((
+            distinguished_name(certificate.subject()),
+            distinguished_name(certificate.issuer()),
+        ))
+    });
+    if let Some(pattern) = &auth.match_cn {
+        let subject = names.as_ref().map_or("", |(subject, _)| subject.as_str());
+        if !pattern.matches(subject) {
+            debug!(client = %client.client_ip, subject, "client certificate subject refused");
+            return Some(error_response(StatusCode::FORBIDDEN));
+        }
+    }
+    let headers = request.headers_mut();
+    for name in [
+        "ssl-client-verify",
+        "ssl-client-subject-dn",
+        "ssl-client-issuer-dn",
+        "ssl-client-cert",
+    ] {
+        headers.remove(name);
+    }
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("ssl-client-verify", &verdict.header_value());
+    if let Some((subject, issuer)) = &names {
+        set("ssl-client-subject-dn", subject);
+        set("ssl-client-issuer-dn", issuer);
+    }
+    if auth.pass_certificate
+        && let Some(leaf) = leaf
+    {
+        set("ssl-client-cert", &escape_uri(&pem(leaf.as_ref())));
+    }
+    None
+}
+
+/// A name as nginx's `$ssl_client_s_dn` writes it (RFC 2253: the last
+/// RDN first, `,` between them).
+fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let mut parts: Vec<String> = Vec::new();
+    for rdn in name.iter_rdn() {
+        let attributes: Vec<String> = rdn
+            .iter()
+            .map(|attribute| {
+                let key = x509_parser::objects::oid2abbrev(attribute.attr_type(), registry)
+                    .map_or_else(|_| attribute.attr_type().to_id_string(), str::to_owned);
+                let value = attribute.as_str().unwrap_or("");
+                format!("{key}={value}")
+            })
+            .collect();
+        parts.push(attributes.join("+"));
+    }
+    parts.reverse();
+    parts.join(",")
+}
+
+/// A certificate in PEM.
+fn pem(der: &[u8]) -> String {
+    let encoded = BASE64.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,6 +766,21 @@ mod tests {
             );
         }
         assert_eq!(basic_credentials(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_certificate_goes_upstream_as_url_encoded_pem() {
+        let der = (0u8..100).collect::<Vec<u8>>();
+        let text = pem(&der);
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(text.lines().all(|line| line.len() <= 64));
+        let mut encoded = vec![0x30u8];
+        encoded.extend_from_slice(&der[1..]);
+        assert_eq!(
+            ingress_model::auth::pem_certificates(&pem(&encoded)).unwrap(),
+            [encoded]
+        );
+        assert!(escape_uri(&text).starts_with("-----BEGIN%20CERTIFICATE-----%0A"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! forwarded headers for the upstream, hop-by-hop headers removed both ways,
 //! and the edge's own `Server` on every response.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ingress_model::policy::Cors;
@@ -117,6 +117,19 @@ pub struct ClientContext {
     client_ip_value: HeaderValue,
     /// `listener_port` as a header value.
     listener_port_value: HeaderValue,
+    /// The TLS handshake's host asks for client certificates: what it
+    /// asks and what the client sent.
+    pub client_cert: Option<Arc<ConnectionClientCert>>,
+}
+
+/// The client certificate side of a TLS connection to a host with
+/// `auth-tls-*`.
+#[derive(Debug)]
+pub struct ConnectionClientCert {
+    /// The host's client certificate authentication (by SNI).
+    pub host: Arc<crate::tls::client_auth::HostClientAuth>,
+    /// The chain the client sent, leaf first; `None`: none.
+    pub chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl ClientContext {
@@ -130,6 +143,7 @@ impl ClientContext {
             listener_port,
             client_ip_value: HeaderValue::from_str(&text).expect("an IP address is ASCII"),
             listener_port_value: HeaderValue::from(listener_port),
+            client_cert: None,
         }
     }
 }

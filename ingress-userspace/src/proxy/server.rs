@@ -32,7 +32,6 @@ use hyper_util::{
     },
 };
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use ingress_model::policy::{Cors, Redirect, RoutePolicy};
@@ -40,13 +39,17 @@ use ingress_model::policy::{Cors, Redirect, RoutePolicy};
 use crate::{
     metrics::{Metrics, RouteMetrics},
     proxy::limits::{ConnectionLimiter, RateLimiter},
+    tls::TlsTerminator,
 };
 
 use super::{
     auth::{AuthCookies, Authenticator},
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
-    headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
+    headers::{
+        ClientContext, ConnectionClientCert, ForwardedHeaders, mark_response, remove_hop_by_hop,
+        set_cors,
+    },
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
@@ -164,7 +167,7 @@ pub struct ProxyState {
 /// every connection starts with a TLS handshake (HTTPS).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsTerminator>>,
     state: Arc<ProxyState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -184,7 +187,7 @@ pub async fn serve(
             () = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientContext::new(peer.ip(), scheme, listener_port);
+        let mut client = ClientContext::new(peer.ip(), scheme, listener_port);
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -192,15 +195,24 @@ pub async fn serve(
             let _open = state.metrics.connection_opened(scheme);
             match tls {
                 None => serve_connection(TokioIo::new(stream), client, state, watcher).await,
-                Some(acceptor) => {
+                Some(terminator) => {
                     let handshake = tokio::time::timeout(
                         state.settings.tls_handshake_timeout,
-                        acceptor.accept(stream),
+                        terminator.accept(stream),
                     )
                     .await;
                     match handshake {
-                        Ok(Ok(tls_stream)) => {
+                        Ok(Ok((tls_stream, client_auth))) => {
                             state.metrics.tls_handshake(true);
+                            if let Some(host) = client_auth {
+                                let chain = tls_stream.get_ref().1.peer_certificates();
+                                client.client_cert = Some(Arc::new(ConnectionClientCert {
+                                    host,
+                                    chain: chain.map(|c| {
+                                        c.iter().map(|d| d.clone().into_owned()).collect()
+                                    }),
+                                }));
+                            }
                             serve_connection(TokioIo::new(tls_stream), client, state, watcher)
                                 .await;
                         }
@@ -317,6 +329,14 @@ async fn route_request(
         } => (*https_redirect, policy.clone()),
         Resolution::NoRoute => (false, None),
     };
+    // Client certificates are checked as nginx reads an HTTPS request:
+    // first (plain HTTP on its way to HTTPS is not asked).
+    if !(plain_http && to_https)
+        && let Some(refused) =
+            super::auth::check_client_cert(policy.as_deref(), client, &mut request)
+    {
+        return refused;
+    }
     // `app-root` is the server's, before any location: first.
     if let Some(root) = policy.as_ref().and_then(|p| p.app_root.as_deref())
         && request.uri().path() == "/"
