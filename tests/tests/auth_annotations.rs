@@ -796,6 +796,28 @@ fn client_certificates_as_ingress_nginx_checks_them() -> Result<()> {
         "open: {:?}",
         reply.text()
     );
+    // A connection made for another host (its SNI) is not reused for a
+    // host with other settings: 421, as nginx answers it.
+    let raw = |sni: &str, host: &str| -> Result<String> {
+        let script = format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' \
+             | openssl s_client -quiet -connect {EDGE_ADDR}:443 -servername {sni} 2>/dev/null"
+        );
+        let out = lab
+            .client
+            .exec_timeout(&["sh", "-c", &script], std::time::Duration::from_secs(15))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let answer = raw("open.example.com", "mtls.example.com")?;
+    ensure!(
+        answer.starts_with("HTTP/1.1 421"),
+        "SNI open, Host mtls: {answer:?}"
+    );
+    let answer = raw("mtls.example.com", "open.example.com")?;
+    ensure!(
+        answer.starts_with("HTTP/1.1 400"),
+        "SNI mtls, Host open: {answer:?}"
+    );
     // Plain HTTP to a host that requires a certificate: the redirect to
     // HTTPS first (ssl-redirect), never the backend.
     let reply = curl_plain(&lab, "mtls.example.com")?;

@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 use crate::tls::client_auth::CertVerdict;
 
 use super::{
-    headers::{ClientContext, X_REQUEST_ID, new_request_id},
+    headers::{ClientContext, TlsSide, X_REQUEST_ID, new_request_id},
     server::error_response,
     upstream::ProxyBody,
 };
@@ -611,34 +611,53 @@ where
 /// host (by SNI) asks for certificates, or the route does. A missing or
 /// failed certificate that the mode requires is a 400 (or a 302 to
 /// `auth-tls-error-page`), a subject that `auth-tls-match-cn` refuses a
-/// 403: that answer is returned. Otherwise the request carries
+/// 403, a request for a host with other settings than the handshake's
+/// host a 421: that answer is returned. Otherwise the request carries
 /// `ssl-client-verify`,
 /// `ssl-client-subject-dn`, `ssl-client-issuer-dn` and, when asked,
 /// `ssl-client-cert` upstream (a client's own are removed).
 pub fn check_client_cert<B>(
     policy: Option<&RoutePolicy>,
+    host: &str,
     client: &ClientContext,
     request: &mut Request<B>,
 ) -> Option<Response<ProxyBody>> {
-    let (auth, verdict, leaf) = match (
-        &client.client_cert,
-        policy.and_then(|p| p.client_cert.as_ref()),
-    ) {
-        (Some(connection), _) => {
-            let chain = connection.chain.as_deref();
-            let verdict = match connection.host.auth.verify {
+    let route = policy.and_then(|p| p.client_cert.as_ref());
+    let tls = client.tls.as_deref();
+    let (auth, verdict, leaf) = match (tls, route) {
+        (
+            Some(
+                tls @ TlsSide {
+                    client_auth: Some(asked),
+                    ..
+                },
+            ),
+            route,
+        ) => {
+            // Another host's settings than the handshake's: that host needs
+            // its own connection (nginx's 421 for a mismatched SNI).
+            if route.is_some_and(|route| *route != asked.auth) {
+                return Some(error_response(StatusCode::MISDIRECTED_REQUEST));
+            }
+            let chain = tls.chain.as_deref();
+            let verdict = match asked.auth.verify {
                 VerifyClient::Off => CertVerdict::None,
-                _ => connection.host.check(chain),
+                _ => asked.check(chain),
             };
-            (
-                &connection.host.auth,
-                verdict,
-                chain.and_then(|c| c.first()),
-            )
+            (&asked.auth, verdict, chain.and_then(|c| c.first()))
         }
-        // Not asked in the handshake (plain HTTP, or another SNI).
-        (None, Some(auth)) => (auth, CertVerdict::None, None),
-        (None, None) => return None,
+        (Some(tls), Some(route))
+            if route.verify != VerifyClient::Off
+                && tls.server_name.as_deref().is_some_and(|name| {
+                    !name.eq_ignore_ascii_case(&ingress_model::host::request_host(host))
+                }) =>
+        {
+            // A connection made for another host (HTTP/2 reuse): not asked.
+            return Some(error_response(StatusCode::MISDIRECTED_REQUEST));
+        }
+        // Not asked in the handshake: plain HTTP, or no SNI.
+        (_, Some(route)) => (route, CertVerdict::None, None),
+        (_, None) => return None,
     };
     let refused = match (&verdict, auth.verify) {
         (_, VerifyClient::Off | VerifyClient::OptionalNoCa) => false,

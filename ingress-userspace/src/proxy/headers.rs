@@ -117,17 +117,18 @@ pub struct ClientContext {
     client_ip_value: HeaderValue,
     /// `listener_port` as a header value.
     listener_port_value: HeaderValue,
-    /// The TLS handshake's host asks for client certificates: what it
-    /// asks and what the client sent.
-    pub client_cert: Option<Arc<ConnectionClientCert>>,
+    /// What the TLS handshake said (HTTPS only).
+    pub tls: Option<Arc<TlsSide>>,
 }
 
-/// The client certificate side of a TLS connection to a host with
-/// `auth-tls-*`.
+/// What the TLS handshake of a connection said.
 #[derive(Debug)]
-pub struct ConnectionClientCert {
-    /// The host's client certificate authentication (by SNI).
-    pub host: Arc<crate::tls::client_auth::HostClientAuth>,
+pub struct TlsSide {
+    /// The client's SNI.
+    pub server_name: Option<String>,
+    /// The client certificate authentication of the SNI's host
+    /// (`auth-tls-*`), which the handshake asked for.
+    pub client_auth: Option<Arc<crate::tls::client_auth::HostClientAuth>>,
     /// The chain the client sent, leaf first; `None`: none.
     pub chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
@@ -143,7 +144,7 @@ impl ClientContext {
             listener_port,
             client_ip_value: HeaderValue::from_str(&text).expect("an IP address is ASCII"),
             listener_port_value: HeaderValue::from(listener_port),
-            client_cert: None,
+            tls: None,
         }
     }
 }

@@ -47,8 +47,7 @@ use super::{
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
     headers::{
-        ClientContext, ConnectionClientCert, ForwardedHeaders, mark_response, remove_hop_by_hop,
-        set_cors,
+        ClientContext, ForwardedHeaders, TlsSide, mark_response, remove_hop_by_hop, set_cors,
     },
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
@@ -202,17 +201,16 @@ pub async fn serve(
                     )
                     .await;
                     match handshake {
-                        Ok(Ok((tls_stream, client_auth))) => {
+                        Ok(Ok(accepted)) => {
                             state.metrics.tls_handshake(true);
-                            if let Some(host) = client_auth {
-                                let chain = tls_stream.get_ref().1.peer_certificates();
-                                client.client_cert = Some(Arc::new(ConnectionClientCert {
-                                    host,
-                                    chain: chain.map(|c| {
-                                        c.iter().map(|d| d.clone().into_owned()).collect()
-                                    }),
-                                }));
-                            }
+                            let tls_stream = accepted.stream;
+                            let chain = tls_stream.get_ref().1.peer_certificates();
+                            client.tls = Some(Arc::new(TlsSide {
+                                server_name: accepted.server_name,
+                                client_auth: accepted.client_auth,
+                                chain: chain
+                                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect()),
+                            }));
                             serve_connection(TokioIo::new(tls_stream), client, state, watcher)
                                 .await;
                         }
@@ -333,7 +331,7 @@ async fn route_request(
     // first (plain HTTP on its way to HTTPS is not asked).
     if !(plain_http && to_https)
         && let Some(refused) =
-            super::auth::check_client_cert(policy.as_deref(), client, &mut request)
+            super::auth::check_client_cert(policy.as_deref(), host, client, &mut request)
     {
         return refused;
     }

@@ -32,6 +32,16 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, rustls:
     Ok(Arc::new(config))
 }
 
+/// A connection after its TLS handshake.
+pub struct Accepted {
+    /// The decrypted stream.
+    pub stream: TlsStream<TcpStream>,
+    /// The client's SNI.
+    pub server_name: Option<String>,
+    /// The client certificate authentication of the SNI's host.
+    pub client_auth: Option<Arc<HostClientAuth>>,
+}
+
 /// Terminates TLS with the server configuration of the client's SNI: the
 /// common one, or for a host with client certificate authentication one
 /// that asks for a certificate.
@@ -49,17 +59,12 @@ impl TlsTerminator {
         })
     }
 
-    /// The handshake of one connection, and the client certificate
-    /// authentication of its SNI's host, if any.
-    pub async fn accept(
-        &self,
-        stream: TcpStream,
-    ) -> std::io::Result<(TlsStream<TcpStream>, Option<Arc<HostClientAuth>>)> {
+    /// The handshake of one connection: the stream, its SNI and the
+    /// client certificate authentication of that host, if any.
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<Accepted> {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
-        let host = self
-            .store
-            .client_auth
-            .for_name(start.client_hello().server_name());
+        let server_name = start.client_hello().server_name().map(str::to_owned);
+        let host = self.store.client_auth.for_name(server_name.as_deref());
         let config = match &host {
             Some(host) if host.auth.verify != VerifyClient::Off => self
                 .asking_config(host)
@@ -67,7 +72,11 @@ impl TlsTerminator {
             _ => self.common.clone(),
         };
         let stream = start.into_stream(config).await?;
-        Ok((stream, host))
+        Ok(Accepted {
+            stream,
+            server_name,
+            client_auth: host,
+        })
     }
 
     /// The common configuration, asking for a client certificate.
