@@ -276,6 +276,18 @@ fn basic_and_external_auth_as_ingress_nginx_documents_them() -> Result<()> {
             "nosecret",
             &[("auth-type", "basic"), ("auth-secret", "absent")],
         ),
+        // Basic and external auth together: both must pass.
+        site(
+            "both",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "basic-auth"),
+                (
+                    "auth-url",
+                    &format!("http://{AUTH}/basic-auth/foo/bar?both"),
+                ),
+            ],
+        ),
         site(
             "signin",
             &[
@@ -405,6 +417,27 @@ fn basic_and_external_auth_as_ingress_nginx_documents_them() -> Result<()> {
     ensure!(reply.status == 401, "auth-map wrong: {}", reply.status);
     let reply = curl("nosecret.example.com", "/", &["-u", "foo:bar"])?;
     ensure!(reply.status == 503, "missing Secret: {}", reply.status);
+    // Both: the service is asked with the credentials, the backend gets none.
+    let reply = curl("both.example.com", "/", &["-u", "foo:bar"])?;
+    ensure!(
+        reply.status == 200 && body_report(&reply)?.header("authorization").is_none(),
+        "both: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+    let asked = seen()?;
+    ensure!(
+        asked.last().is_some_and(|r| r.path.ends_with("?both")
+            && r.header("authorization") == Some("Basic Zm9vOmJhcg==")),
+        "both: the service saw {:?}",
+        asked.last()
+    );
+    let reply = curl("both.example.com", "/", &["-u", "foo:baz"])?;
+    ensure!(
+        reply.status == 401,
+        "both, wrong password: {}",
+        reply.status
+    );
 
     // The guide's external auth: the service's 401, then in; a POST's body
     // stays out of the sub-request.

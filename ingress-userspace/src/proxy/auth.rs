@@ -210,13 +210,18 @@ impl Authenticator {
             self.external(external, request, http_host, client, timeouts, cookies)
                 .await?;
         }
+        if policy.basic_auth.is_some() {
+            // nginx's `proxy_set_header Authorization ""`: the password
+            // stays here (the auth service's sub-request still had it).
+            request.headers_mut().remove(header::AUTHORIZATION);
+        }
         Ok(())
     }
 
     async fn basic<B>(
         &self,
         basic: &BasicAuth,
-        request: &mut Request<B>,
+        request: &Request<B>,
     ) -> Result<(), Response<ProxyBody>> {
         let accepted = match basic_credentials(request.headers()) {
             Some((user, password)) => self.verify(basic, user, password).await,
@@ -232,8 +237,6 @@ impl Authenticator {
             }
             return Err(response);
         }
-        // nginx's `proxy_set_header Authorization ""`: the password stays here.
-        request.headers_mut().remove(header::AUTHORIZATION);
         Ok(())
     }
 
