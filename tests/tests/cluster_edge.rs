@@ -791,9 +791,9 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
 /// edge's backend link where no host answers ARP: the controller keeps
 /// trying to resolve it and says so on the Service, as a
 /// `NextHopUnresolved` Warning that `kubectl describe service` shows. In
-/// the same cluster, an Ingress guarded by an external auth xdp-ingress
-/// does not enforce yet answers 503, with an `UnsupportedAnnotation`
-/// Warning.
+/// the same cluster, an Ingress guarded by access control xdp-ingress does
+/// not enforce yet (`satisfy: any`) answers 503, with an
+/// `UnsupportedAnnotation` Warning.
 #[test]
 fn an_unresolvable_l4_next_hop_and_an_unenforced_auth_are_warnings() -> Result<()> {
     if !require_root() {
@@ -815,7 +815,7 @@ kind: Ingress
 metadata:
   name: guarded
   namespace: l4
-  annotations: {{nginx.ingress.kubernetes.io/auth-url: "http://198.18.3.2:9/auth"}}
+  annotations: {{nginx.ingress.kubernetes.io/satisfy: "any"}}
 spec:
   ingressClassName: xdp
   rules:
@@ -864,7 +864,7 @@ spec:
 
     let described = lab.wait_described_in("l4", "guarded", "UnsupportedAnnotation")?;
     ensure!(
-        described.contains("auth-url") && described.contains("503"),
+        described.contains("satisfy") && described.contains("503"),
         "{described}"
     );
     let reply = lab.get_plain("guarded.example.com")?;
