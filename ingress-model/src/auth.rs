@@ -794,6 +794,8 @@ pub struct ClientCertAuth {
     pub secret: crate::object::ObjectKey,
     /// The trusted CA certificates (DER), from `ca.crt`.
     pub ca_certificates: Arc<Vec<Vec<u8>>>,
+    /// Revocation lists (DER), from `ca.crl` if the Secret has one.
+    pub revocation_lists: Arc<Vec<Vec<u8>>>,
     /// `auth-tls-verify-client` (default `on`).
     pub verify: VerifyClient,
     /// `auth-tls-verify-depth` (default 1): CAs between the client's
@@ -876,31 +878,39 @@ impl std::hash::Hash for SubjectPattern {
     }
 }
 
-/// The certificates (DER) of a PEM text, `CERTIFICATE` blocks only.
+/// The certificates (DER) of a PEM text, `CERTIFICATE` blocks only; at
+/// least one.
 pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut certificates = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(BEGIN) {
-        let body = &rest[start + BEGIN.len()..];
-        let end = body
-            .find(END)
-            .ok_or_else(|| "a certificate without its END line".to_owned())?;
-        let encoded: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
-        let der = BASE64
-            .decode(encoded)
-            .map_err(|_| "a certificate that is not base 64".to_owned())?;
-        if der.first() != Some(&0x30) {
-            return Err("a certificate that is not DER".to_owned());
-        }
-        certificates.push(der);
-        rest = &body[end + END.len()..];
-    }
+    let certificates = pem_blocks(text, "CERTIFICATE")?;
     if certificates.is_empty() {
         return Err("no PEM certificate".to_owned());
     }
     Ok(certificates)
+}
+
+/// The DER contents of the PEM blocks of `text` labelled `label` (`X509
+/// CRL`, `CERTIFICATE`), each checked to start as DER does.
+pub fn pem_blocks(text: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end_line = format!("-----END {label}-----");
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let body = &rest[start + begin.len()..];
+        let end = body
+            .find(&end_line)
+            .ok_or_else(|| format!("a {label} without its END line"))?;
+        let encoded: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = BASE64
+            .decode(encoded)
+            .map_err(|_| format!("a {label} that is not base 64"))?;
+        if der.first() != Some(&0x30) {
+            return Err(format!("a {label} that is not DER"));
+        }
+        blocks.push(der);
+        rest = &body[end + end_line.len()..];
+    }
+    Ok(blocks)
 }
 
 /// Reads `auth-tls-error-page`: an absolute http(s) URL or path of

@@ -628,7 +628,13 @@ impl TestCa {
 
     /// A leaf with CN `name` (and that DNS name): certificate and key PEM.
     fn leaf(&self, name: &str) -> Result<(String, String)> {
+        self.leaf_numbered(name, 1)
+    }
+
+    /// [`TestCa::leaf`] with serial number `serial`.
+    fn leaf_numbered(&self, name: &str, serial: u64) -> Result<(String, String)> {
         let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+        params.serial_number = Some(serial.into());
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
@@ -666,14 +672,32 @@ fn client_certificates_as_ingress_nginx_checks_them() -> Result<()> {
     let servers = TestCa::new("server CA")?;
     let (server_cert, server_key) = servers.leaf("*.example.com")?;
     let files = lab::ScratchDir::new("auth-tls")?;
-    for (name, ca, cn) in [
-        ("alice", &clients, "alice"),
-        ("mallory", &strangers, "alice"),
+    for (name, ca, cn, serial) in [
+        ("alice", &clients, "alice", 1),
+        ("mallory", &strangers, "alice", 1),
+        ("revoked", &clients, "revoked", 666),
     ] {
-        let (cert, key) = ca.leaf(cn)?;
+        let (cert, key) = ca.leaf_numbered(cn, serial)?;
         files.write(format!("{name}.crt"), cert)?;
         files.write(format!("{name}.key"), key)?;
     }
+    // The client CA revokes serial 666 (ca.crl, as ingress-nginx reads it).
+    let now = time::OffsetDateTime::now_utc();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(1),
+        crl_number: 1u64.into(),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: 666u64.into(),
+            revocation_time: now - time::Duration::hours(1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&clients.issuer)?
+    .pem()?;
     let path = |name: &str| files.join(name).display().to_string();
 
     let docs = [
@@ -691,6 +715,11 @@ fn client_certificates_as_ingress_nginx_checks_them() -> Result<()> {
             base64(server_key.as_bytes())
         ),
         secret("ca", &[("ca.crt", &clients.cert_pem)]),
+        secret(
+            "ca-with-crl",
+            &[("ca.crt", &clients.cert_pem), ("ca.crl", &crl)],
+        ),
+        tls_site("crl", &[("auth-tls-secret", "ca-with-crl")]),
         tls_site(
             "mtls",
             &[
@@ -803,6 +832,10 @@ fn client_certificates_as_ingress_nginx_checks_them() -> Result<()> {
         "mtls alice: {:?}",
         report.headers
     );
+    // ca.crl: a revoked certificate is refused, the others pass.
+    served(&https("crl", Some("alice"), &[])?, "SUCCESS")?;
+    served(&https("mtls", Some("revoked"), &[])?, "SUCCESS")?;
+    refused(&https("crl", Some("revoked"), &[])?, 400)?;
     // optional: none is fine, a stranger's is not.
     served(&https("optional", None, &[])?, "NONE")?;
     served(&https("optional", Some("alice"), &[])?, "SUCCESS")?;

@@ -19,7 +19,7 @@ use crate::{
         AuthCache, AuthUrl, BasicAuth, ClientCertAuth, DEFAULT_CACHE_DURATION, ExternalAuth,
         Htpasswd, SubjectPattern, UrlTemplate, VerifyClient, parse_cache_durations,
         parse_error_page, parse_header_names, parse_method, parse_realm, parse_redirect_param,
-        parse_request_redirect, parse_signin, pem_certificates,
+        parse_request_redirect, parse_signin, pem_blocks, pem_certificates,
     },
     object::{ObjectKey, ObjectRef},
     snapshot::ClusterObjects,
@@ -262,6 +262,20 @@ fn client_cert(
             pem_certificates(text)
                 .map_err(|why| (full.clone(), format!("Secret {key}: ca.crt: {why}")))
         })?;
+    // ingress-nginx checks revocation when the Secret has `ca.crl`.
+    let revocation_lists = match fields.iter().find(|(field, _)| field == "ca.crl") {
+        None => Vec::new(),
+        Some((_, value)) => {
+            let text = std::str::from_utf8(value)
+                .map_err(|_| (full.clone(), format!("Secret {key}: ca.crl is not text")))?;
+            let lists = pem_blocks(text, "X509 CRL")
+                .map_err(|why| (full.clone(), format!("Secret {key}: ca.crl: {why}")))?;
+            if lists.is_empty() {
+                return Err((full, format!("Secret {key}: ca.crl holds no PEM X509 CRL")));
+            }
+            lists
+        }
+    };
     let read = |name: &str| lookup(annotations, name);
     let verify = match read("auth-tls-verify-client") {
         None => VerifyClient::On,
@@ -291,6 +305,7 @@ fn client_cert(
     Ok(ClientCertAuth {
         secret: key,
         ca_certificates: Arc::new(ca),
+        revocation_lists: Arc::new(revocation_lists),
         verify,
         depth,
         error_page,

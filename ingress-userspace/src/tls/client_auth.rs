@@ -17,7 +17,7 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
     client::danger::HandshakeSignatureValid,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, UnixTime},
+    pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime},
     server::{
         WebPkiClientVerifier,
         danger::{ClientCertVerified, ClientCertVerifier},
@@ -81,7 +81,12 @@ impl HostClientAuth {
             None
         } else {
             let hints = roots.subjects();
+            let crls = auth
+                .revocation_lists
+                .iter()
+                .map(|der| CertificateRevocationListDer::from(der.clone()));
             match WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .with_crls(crls)
                 .build()
             {
                 Ok(verifier) => {
