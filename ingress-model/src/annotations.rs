@@ -13,7 +13,7 @@
 //!   and enforced by the proxy; what
 //!   cannot be applied as written fails closed (`InvalidAnnotation`);
 //! - access control we do not enforce (`auth-proxy-set-headers`,
-//!   `satisfy: any`, `enable-global-auth`) fails
+//!   `enable-global-auth`) fails
 //!   closed: every path and default backend of the Ingress answers 503
 //!   rather than serve what the user protected, with an
 //!   `UnsupportedAnnotation` problem naming it;
@@ -383,11 +383,6 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
     if auth::CONNECTION_TUNING.contains(&name) {
         return Treatment::Implemented;
     }
-    // `satisfy: all` (the default) is what happens: source ranges and
-    // authentication must both pass.
-    if name == "satisfy" && value.trim() == "all" {
-        return Treatment::Implemented;
-    }
     if name.ends_with("-snippet") {
         return Treatment::Snippet;
     }
@@ -405,11 +400,7 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
         return Treatment::SourceRange;
     }
     // Limits protect a backend as access control protects an app.
-    if name.starts_with("auth-")
-        || name.starts_with("limit-")
-        || name.ends_with("-source-range")
-        || name == "satisfy"
-    {
+    if name.starts_with("auth-") || name.starts_with("limit-") || name.ends_with("-source-range") {
         return Treatment::FailClosed;
     }
     Treatment::Ignored
@@ -484,6 +475,7 @@ pub fn read(
     verdict.policy.basic_auth = auth.basic;
     verdict.policy.external_auth = auth.external;
     verdict.policy.client_cert = auth.client_cert;
+    verdict.policy.satisfy_any = auth.satisfy_any;
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,
@@ -538,7 +530,6 @@ mod tests {
                 "nginx.ingress.kubernetes.io/other-source-range",
                 "198.18.0.0/15",
             ),
-            ("nginx.ingress.kubernetes.io/satisfy", "any"),
             ("nginx.ingress.kubernetes.io/limit-rate-after", "10m"),
             ("xdp-ingress.io/limit-rate", "100"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),

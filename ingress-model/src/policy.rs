@@ -59,6 +59,9 @@ pub struct RoutePolicy {
     /// `auth-tls-secret` and the `auth-tls-*` annotations (per host: the
     /// handshakes of the host ask for a certificate).
     pub client_cert: Option<ClientCertAuth>,
+    /// `satisfy: any`: the source ranges or the authentication (basic,
+    /// external) suffices, rather than both.
+    pub satisfy_any: bool,
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B

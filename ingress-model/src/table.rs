@@ -638,7 +638,7 @@ mod tests {
                 .ours()
                 .created(1)
                 .annotation("nginx.ingress.kubernetes.io/auth-proxy-set-headers", "h")
-                .annotation("nginx.ingress.kubernetes.io/satisfy", "any")
+                .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
                 .rule(
                     Some("basic.com"),
                     vec![prefix("/", "a"), prefix("/api", "b")],

@@ -2,7 +2,7 @@
 //! client (curl in the lab's client namespace, 198.18.0.2) meets them:
 //! source ranges are enforced (403 outside an allow list or inside a deny
 //! list, served otherwise); annotations xdp-ingress does not enforce yet
-//! (`satisfy: any`, global auth), authentication it
+//! (global auth), authentication it
 //! cannot apply as written, a snippet or an unreadable range fail
 //! closed, their paths answering 503 even with credentials, while the rest
 //! of the configuration serves; `xdp-ingress routes` names every such
@@ -79,7 +79,16 @@ fn cases() -> Vec<Case> {
             vec![("auth-tls-secret", "default/ca".to_owned())],
             FailsClosed("InvalidAnnotation"),
         ),
-        ("satisfy", vec![("satisfy", "any".to_owned())], unsupported),
+        // satisfy: any with source ranges but no authentication: the
+        // ranges decide (the client is outside).
+        (
+            "satisfy",
+            vec![
+                ("satisfy", "any".to_owned()),
+                ("whitelist-source-range", "198.18.5.0/24".to_owned()),
+            ],
+            Forbidden,
+        ),
         (
             "limited",
             vec![

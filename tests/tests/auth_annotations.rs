@@ -276,6 +276,33 @@ fn basic_and_external_auth_as_ingress_nginx_documents_them() -> Result<()> {
             "nosecret",
             &[("auth-type", "basic"), ("auth-secret", "absent")],
         ),
+        // satisfy: the client (198.18.0.2) inside or outside the range.
+        site(
+            "anyin",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "basic-auth"),
+                ("whitelist-source-range", "198.18.0.0/24"),
+                ("satisfy", "any"),
+            ],
+        ),
+        site(
+            "anyout",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "basic-auth"),
+                ("whitelist-source-range", "198.18.5.0/24"),
+                ("satisfy", "any"),
+            ],
+        ),
+        site(
+            "allout",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "basic-auth"),
+                ("whitelist-source-range", "198.18.5.0/24"),
+            ],
+        ),
         // Basic and external auth together: both must pass.
         site(
             "both",
@@ -417,6 +444,33 @@ fn basic_and_external_auth_as_ingress_nginx_documents_them() -> Result<()> {
     ensure!(reply.status == 401, "auth-map wrong: {}", reply.status);
     let reply = curl("nosecret.example.com", "/", &["-u", "foo:bar"])?;
     ensure!(reply.status == 503, "missing Secret: {}", reply.status);
+    // satisfy any: the address or the password; all: both.
+    for (name, user, expected) in [
+        ("anyin", None, 200),
+        ("anyin", Some("foo:baz"), 200),
+        ("anyout", None, 401),
+        ("anyout", Some("foo:bar"), 200),
+        ("allout", Some("foo:bar"), 403),
+    ] {
+        let mut more = Vec::new();
+        if let Some(user) = user {
+            more.extend_from_slice(&["-u", user]);
+        }
+        let reply = curl(&format!("{name}.example.com"), "/", &more)?;
+        ensure!(
+            reply.status == expected,
+            "{name} {user:?}: {} {:?}",
+            reply.status,
+            reply.text()
+        );
+        if expected == 200 {
+            let report = body_report(&reply)?;
+            ensure!(
+                report.header("authorization").is_none(),
+                "{name}: {report:?}"
+            );
+        }
+    }
     // Both: the service is asked with the credentials, the backend gets none.
     let reply = curl("both.example.com", "/", &["-u", "foo:bar"])?;
     ensure!(

@@ -792,8 +792,8 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
 /// trying to resolve it and says so on the Service, as a
 /// `NextHopUnresolved` Warning that `kubectl describe service` shows. In
 /// the same cluster, an Ingress guarded by access control xdp-ingress does
-/// not enforce yet (`satisfy: any`) answers 503, with an
-/// `UnsupportedAnnotation` Warning.
+/// not enforce yet (global auth, from a ConfigMap not read yet) answers
+/// 503, with an `UnsupportedAnnotation` Warning.
 #[test]
 fn an_unresolvable_l4_next_hop_and_an_unenforced_auth_are_warnings() -> Result<()> {
     if !require_root() {
@@ -815,7 +815,7 @@ kind: Ingress
 metadata:
   name: guarded
   namespace: l4
-  annotations: {{nginx.ingress.kubernetes.io/satisfy: "any"}}
+  annotations: {{nginx.ingress.kubernetes.io/enable-global-auth: "true"}}
 spec:
   ingressClassName: xdp
   rules:
@@ -864,7 +864,7 @@ spec:
 
     let described = lab.wait_described_in("l4", "guarded", "UnsupportedAnnotation")?;
     ensure!(
-        described.contains("satisfy") && described.contains("503"),
+        described.contains("enable-global-auth") && described.contains("503"),
         "{described}"
     );
     let reply = lab.get_plain("guarded.example.com")?;

@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The authentication annotations (without prefix) that take effect.
-pub const IMPLEMENTED: [&str; 19] = [
+pub const IMPLEMENTED: [&str; 20] = [
     "auth-type",
     "auth-secret",
     "auth-secret-type",
@@ -46,6 +46,7 @@ pub const IMPLEMENTED: [&str; 19] = [
     "auth-tls-error-page",
     "auth-tls-pass-certificate-to-upstream",
     "auth-tls-match-cn",
+    "satisfy",
 ];
 
 /// Tuning of ingress-nginx's connections to the auth service: they change
@@ -67,6 +68,8 @@ pub struct AuthAnnotations {
     pub external: Option<ExternalAuth>,
     /// `auth-tls-secret`.
     pub client_cert: Option<ClientCertAuth>,
+    /// `satisfy: any`.
+    pub satisfy_any: bool,
 }
 
 /// Reads the authentication annotations of the Ingress `object`. Values
@@ -129,7 +132,7 @@ pub fn read(
         // The companions of auth-url: the list from auth-method on.
         for name in IMPLEMENTED[5..]
             .iter()
-            .filter(|n| !n.starts_with("auth-tls-"))
+            .filter(|n| n.starts_with("auth-") && !n.starts_with("auth-tls-"))
         {
             if let Some((full, _)) = lookup(annotations, name) {
                 report(&full, "there is no auth-url".to_owned(), "ignored");
@@ -147,6 +150,14 @@ pub fn read(
             if let Some((full, _)) = lookup(annotations, name) {
                 report(&full, "there is no auth-tls-secret".to_owned(), "ignored");
             }
+        }
+    }
+    // satisfy: nginx's directive, all (the default) or any.
+    if let Some((full, value)) = lookup(annotations, "satisfy") {
+        match value.trim() {
+            "all" => {}
+            "any" => read.satisfy_any = true,
+            other => refuse(report, &full, format!("{other:?} is neither all nor any")),
         }
     }
     for name in CONNECTION_TUNING {
@@ -778,8 +789,13 @@ mod tests {
     }
 
     #[test]
-    fn satisfy_any_still_fails_closed() {
+    fn satisfy_is_all_or_any() {
         let read = verdict(&[("satisfy", "any")], vec![]);
-        assert_eq!(refused(&read), Some(ProblemReason::UnsupportedAnnotation));
+        assert_eq!((read.refusal.clone(), read.problems.len()), (None, 0));
+        assert!(read.policy.satisfy_any);
+        let read = verdict(&[("satisfy", "all")], vec![]);
+        assert!(read.policy.is_default());
+        let read = verdict(&[("satisfy", "some")], vec![]);
+        assert_eq!(refused(&read), Some(ProblemReason::InvalidAnnotation));
     }
 }

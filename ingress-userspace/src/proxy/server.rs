@@ -402,15 +402,26 @@ async fn route_request(
         }
         None => None,
     };
-    if let Some(ranges) = policy.as_ref().and_then(|p| p.access.as_ref())
-        && !ranges.admits(client.client_ip)
-    {
+    // nginx's access phase: the source ranges, then authentication; both
+    // must pass (`satisfy all`), or either (`satisfy any`).
+    let in_ranges = policy
+        .as_ref()
+        .and_then(|p| p.access.as_ref())
+        .map(|ranges| ranges.admits(client.client_ip));
+    let either = policy
+        .as_ref()
+        .is_some_and(|p| p.satisfy_any && (p.basic_auth.is_some() || p.external_auth.is_some()));
+    if in_ranges == Some(false) && !either {
         debug!(client = %client.client_ip, host, "refused by the route's source ranges");
         return error_response(StatusCode::FORBIDDEN);
     }
     let limits = RequestLimits::of(&state.settings, policy.as_deref());
-    // Authentication, the rest of the access phase (`satisfy all`).
-    if let Some(policy) = policy.as_deref() {
+    if either && in_ranges == Some(true) {
+        // Let in by address; the password still does not go upstream.
+        if policy.as_ref().is_some_and(|p| p.basic_auth.is_some()) {
+            request.headers_mut().remove(header::AUTHORIZATION);
+        }
+    } else if let Some(policy) = policy.as_deref() {
         let timeouts = (
             limits.connect_timeout.unwrap_or(Duration::from_secs(5)),
             limits.read_timeout,
