@@ -4,6 +4,10 @@
 //!
 //! - the annotations we implement are read where they take effect (the
 //!   redirect annotations in [`crate::tls`]);
+//! - `backend-protocol` and `proxy-ssl-*` compile into the policy's
+//!   [`crate::upstream`] types; a `proxy-ssl-secret` that is missing or
+//!   unusable, or verification without a CA, fails closed
+//!   (`InvalidAnnotation`), as ingress-nginx denies the location;
 //! - source ranges (`allowlist-source-range`, its alias
 //!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
 //!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
@@ -25,24 +29,27 @@
 
 mod auth;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     access::{SourceRanges, parse_ranges},
+    affinity::{AFFINITY_ANNOTATIONS, read_affinity},
+    canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
-        parse_seconds, parse_size, parse_vhost,
+        parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
     snapshot::ClusterObjects,
     tls::ANNOTATION_PREFIXES,
+    upstream::{ClientCert, UpstreamProtocol, UpstreamTls, parse_ciphers, parse_protocols},
 };
 
 /// The annotations (without prefix) that take effect today, besides the
 /// source ranges.
-pub const IMPLEMENTED: [&str; 29] = [
+pub const IMPLEMENTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
     "proxy-body-size",
@@ -72,6 +79,16 @@ pub const IMPLEMENTED: [&str; 29] = [
     "limit-burst-multiplier",
     "limit-allowlist",
     "limit-whitelist",
+    "custom-http-errors",
+    "default-backend",
+    "backend-protocol",
+    "proxy-ssl-secret",
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+    "proxy-ssl-protocols",
+    "proxy-ssl-ciphers",
 ];
 
 /// What the annotations of one Ingress come to.
@@ -85,6 +102,9 @@ pub struct AnnotationVerdict {
     pub problems: Vec<Problem>,
     /// What the annotations ask of every route of the Ingress.
     pub policy: RoutePolicy,
+    /// `canary: "true"`: the Ingress is the canary of the main Ingresses'
+    /// routes for its hosts and paths, taking these requests.
+    pub canary: Option<std::sync::Arc<CanaryRule>>,
     /// The Secrets the annotations name (`auth-secret`, `proxy-ssl-secret`,
     /// ...), found or not: a change to one reads the Ingress again.
     pub secrets: Vec<ObjectKey>,
@@ -275,6 +295,23 @@ fn read_policy(
     policy.service_upstream =
         parsed(annotations, "service-upstream", parse_bool, report).unwrap_or(false);
     read_rate_limits(annotations, &mut policy, report, unreadable);
+    policy.custom_http_errors =
+        parsed(annotations, "custom-http-errors", parse_status_list, report).unwrap_or_default();
+    policy.default_backend = parsed(annotations, "default-backend", parse_service_name, report);
+    policy.affinity = read_affinity(
+        |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
+        &mut |name, why, effect| {
+            let full = lookup(annotations, name).map_or_else(|| name.to_owned(), |(full, _)| full);
+            report(&full, why, effect)
+        },
+    );
+    policy.upstream_protocol = parsed(
+        annotations,
+        "backend-protocol",
+        UpstreamProtocol::parse,
+        report,
+    )
+    .unwrap_or_default();
     // The temporal redirect wins over the permanent one, as in ingress-nginx.
     for (name, default_status) in [("temporal-redirect", 302), ("permanent-redirect", 301)] {
         let Some((full, location)) = lookup(annotations, name) else {
@@ -301,6 +338,218 @@ fn read_policy(
         }
     }
     policy
+}
+
+/// `on` or `off`, as nginx's flags.
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{value:?} is neither on nor off")),
+    }
+}
+
+/// One field of a Secret, from `data` or `stringData`.
+fn secret_field(secret: &k8s_openapi::api::core::v1::Secret, name: &str) -> Option<Arc<[u8]>> {
+    if let Some(value) = secret.data.as_ref().and_then(|data| data.get(name)) {
+        return Some(Arc::from(&value.0[..]));
+    }
+    let value = secret.string_data.as_ref()?.get(name)?;
+    Some(Arc::from(value.as_bytes()))
+}
+
+/// `proxy-ssl-*`: how the endpoints are verified over TLS and what the
+/// edge presents to them; `None` when none is set. This is security: a
+/// Secret that is named but missing or unusable, a verification asked
+/// for without a CA, fail closed (`unreadable`), as ingress-nginx denies
+/// the location; the Secret named goes to `secrets`.
+fn read_upstream_tls(
+    object: &ObjectRef,
+    annotations: Option<&BTreeMap<String, String>>,
+    objects: &ClusterObjects,
+    report: &mut Report<'_>,
+    unreadable: &mut Vec<String>,
+    secrets: &mut Vec<ObjectKey>,
+) -> Option<UpstreamTls> {
+    const NAMES: [&str; 7] = [
+        "proxy-ssl-secret",
+        "proxy-ssl-verify",
+        "proxy-ssl-verify-depth",
+        "proxy-ssl-name",
+        "proxy-ssl-server-name",
+        "proxy-ssl-protocols",
+        "proxy-ssl-ciphers",
+    ];
+    if !NAMES.iter().any(|name| lookup(annotations, name).is_some()) {
+        return None;
+    }
+    let closed = "the Ingress's paths answer 503 rather than connect unverified";
+    let mut tls = UpstreamTls::default();
+    let verify = match lookup(annotations, "proxy-ssl-verify") {
+        None => false,
+        Some((full, value)) => match parse_on_off(value) {
+            Ok(verify) => verify,
+            Err(why) => {
+                // Whoever wrote it meant to verify something.
+                report(&full, why, closed);
+                unreadable.push(full);
+                false
+            }
+        },
+    };
+    let mut ca = None;
+    if let Some((full, value)) = lookup(annotations, "proxy-ssl-secret") {
+        let value = value.trim();
+        let key = match value.split_once('/') {
+            Some((namespace, name)) => ObjectKey::new(namespace, name),
+            None => ObjectKey::new(object.key.namespace.clone(), value),
+        };
+        let problem = if key.name.is_empty() || key.namespace.is_empty() {
+            Some(format!("{value:?} is not namespace/name"))
+        } else if key.namespace != object.key.namespace {
+            Some(format!(
+                "the Secret {key} is in another namespace than the Ingress, which ingress-nginx \
+                 does not allow either"
+            ))
+        } else {
+            secrets.push(key.clone());
+            match objects.secrets.get(&key) {
+                None => Some(format!("the Secret {key} does not exist")),
+                Some(secret) => {
+                    ca = secret_field(secret, "ca.crt");
+                    let cert = secret_field(secret, "tls.crt");
+                    let private_key = secret_field(secret, "tls.key");
+                    let is_pem = |bytes: &Arc<[u8]>| {
+                        String::from_utf8_lossy(bytes).contains("-----BEGIN CERTIFICATE-----")
+                    };
+                    match (&ca, cert, private_key) {
+                        (Some(ca), _, _) if !is_pem(ca) => Some(format!(
+                            "ca.crt of the Secret {key} holds no PEM certificate"
+                        )),
+                        (_, Some(cert), _) if !is_pem(&cert) => Some(format!(
+                            "tls.crt of the Secret {key} holds no PEM certificate"
+                        )),
+                        (_, Some(cert_pem), Some(key_pem)) => {
+                            tls.client_cert = Some(ClientCert { cert_pem, key_pem });
+                            None
+                        }
+                        (_, Some(_), None) | (_, None, Some(_)) => Some(format!(
+                            "the Secret {key} has only one of tls.crt and tls.key"
+                        )),
+                        (None, None, None) => Some(format!(
+                            "the Secret {key} has neither ca.crt nor tls.crt and tls.key"
+                        )),
+                        (Some(_), None, None) => None,
+                    }
+                }
+            }
+        };
+        if let Some(why) = problem {
+            report(&full, why, closed);
+            unreadable.push(full);
+        }
+    }
+    if verify {
+        match ca {
+            Some(ca) => tls.verify = Some(ca),
+            None if lookup(annotations, "proxy-ssl-secret").is_some() => {
+                // The Secret's own problem is reported above, unless it
+                // merely lacks a CA.
+                if !unreadable.iter().any(|u| u.ends_with("proxy-ssl-secret")) {
+                    let (full, _) = lookup(annotations, "proxy-ssl-secret")?;
+                    report(
+                        &full,
+                        "the Secret has no ca.crt to verify with".to_owned(),
+                        closed,
+                    );
+                    unreadable.push(full);
+                }
+            }
+            None => {
+                let (full, _) = lookup(annotations, "proxy-ssl-verify")?;
+                let why = "no proxy-ssl-secret with a ca.crt to verify with".to_owned();
+                report(&full, why, closed);
+                unreadable.push(full);
+            }
+        }
+    }
+    if let Some(depth) = parsed(
+        annotations,
+        "proxy-ssl-verify-depth",
+        |value| match value.trim().parse::<u32>() {
+            Ok(depth) => Ok(depth),
+            Err(_) => Err(format!("{value:?} is not a whole number")),
+        },
+        report,
+    ) {
+        // 0 is the default, as ingress-nginx reads it.
+        tls.verify_depth = depth.max(1);
+    }
+    tls.server_name = parsed(annotations, "proxy-ssl-name", parse_server_name, report);
+    tls.send_sni =
+        parsed(annotations, "proxy-ssl-server-name", parse_on_off, report).unwrap_or(false);
+    if let Some((full, value)) = lookup(annotations, "proxy-ssl-protocols") {
+        match parse_protocols(value) {
+            Ok((tls12, tls13, not_possible)) => {
+                if !not_possible.is_empty() {
+                    let why = format!(
+                        "{} cannot be spoken (rustls has TLS 1.2 and 1.3 only)",
+                        not_possible.join(", ")
+                    );
+                    report(&full, why, "left out");
+                }
+                if tls12 || tls13 {
+                    (tls.tls12, tls.tls13) = (tls12, tls13);
+                } else {
+                    report(
+                        &full,
+                        "no protocol left".to_owned(),
+                        "TLS 1.2 and 1.3 are used",
+                    );
+                }
+            }
+            Err(why) => report(&full, why, "TLS 1.2 and 1.3 are used"),
+        }
+    }
+    if let Some((full, value)) = lookup(annotations, "proxy-ssl-ciphers") {
+        let (suites, not_possible) = parse_ciphers(value);
+        if !not_possible.is_empty() {
+            let why = format!(
+                "rustls does not implement {} (it has the ECDHE AES-GCM and ChaCha20-Poly1305 \
+                 suites)",
+                not_possible.join(", ")
+            );
+            report(&full, why, "left out");
+        }
+        match suites {
+            Some(suites) if suites.is_empty() => report(
+                &full,
+                "no TLS 1.2 cipher suite left".to_owned(),
+                "the defaults are used",
+            ),
+            suites => tls.cipher_suites = suites,
+        }
+    }
+    Some(tls)
+}
+
+/// A DNS name or an IP address, as `proxy-ssl-name` takes it.
+fn parse_server_name(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if value.parse::<std::net::IpAddr>().is_ok()
+        || (value.len() <= 253 && value.split('.').all(label_ok))
+    {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!("{value:?} is not a server name"))
+    }
 }
 
 /// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-connections`
@@ -376,7 +625,11 @@ fn lookup<'a>(
 
 /// How the annotation `name` (without its prefix) with `value` is treated.
 pub fn treatment(name: &str, value: &str) -> Treatment {
-    if IMPLEMENTED.contains(&name) || auth::IMPLEMENTED.contains(&name) {
+    if IMPLEMENTED.contains(&name)
+        || CANARY_ANNOTATIONS.contains(&name)
+        || AFFINITY_ANNOTATIONS.contains(&name)
+        || auth::IMPLEMENTED.contains(&name)
+    {
         return Treatment::Implemented;
     }
     // Reported by the auth reader, ignored: they tune connections only.
@@ -464,6 +717,31 @@ pub fn read(
         ));
     };
     verdict.policy = read_policy(annotations, &mut report, &mut unreadable);
+    verdict.policy.upstream_tls = read_upstream_tls(
+        object,
+        annotations,
+        objects,
+        &mut report,
+        &mut unreadable,
+        &mut verdict.secrets,
+    )
+    .map(Arc::new);
+    if verdict.policy.upstream_tls.is_some()
+        && matches!(
+            verdict.policy.upstream_protocol,
+            UpstreamProtocol::Http1 | UpstreamProtocol::H2c
+        )
+        && let Some((full, _)) = ["proxy-ssl-secret", "proxy-ssl-verify"]
+            .iter()
+            .find_map(|name| lookup(annotations, name))
+    {
+        // As in nginx: proxy_ssl_* do nothing for a backend in clear text.
+        report(
+            &full,
+            "backend-protocol is not over TLS (HTTPS, GRPCS or AUTO_HTTP)".to_owned(),
+            "no effect",
+        );
+    }
     let auth = auth::read(
         annotations,
         object,
@@ -476,6 +754,42 @@ pub fn read(
     verdict.policy.external_auth = auth.external;
     verdict.policy.client_cert = auth.client_cert;
     verdict.policy.satisfy_any = auth.satisfy_any;
+    verdict.canary = read_canary(
+        |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
+        &mut |name, why, effect| {
+            let full = lookup(annotations, name).map_or_else(|| name.to_owned(), |(full, _)| full);
+            report(&full, why, effect)
+        },
+    )
+    .map(std::sync::Arc::new);
+    if verdict.canary.is_some() {
+        // As in ingress-nginx, a canary's requests get the main route's
+        // policy: its own annotations are not applied, and said so.
+        verdict.policy = RoutePolicy::default();
+        for (full, value) in annotations.into_iter().flatten() {
+            let Some(name) = ANNOTATION_PREFIXES
+                .iter()
+                .find_map(|prefix| full.strip_prefix(prefix))
+            else {
+                continue;
+            };
+            if matches!(
+                treatment(name, value),
+                Treatment::Implemented | Treatment::SourceRange
+            ) && !CANARY_ANNOTATIONS.contains(&name)
+                && name != "enable-global-auth"
+            {
+                verdict.problems.push(Problem::new(
+                    object.clone(),
+                    ProblemReason::UnsupportedAnnotation,
+                    format!(
+                        "annotation {full} is not applied on a canary Ingress: the main \
+                         Ingress's annotations apply to its requests (as in ingress-nginx)"
+                    ),
+                ));
+            }
+        }
+    }
     verdict.refusal = if !snippets.is_empty() {
         Some(Refusal {
             reason: ProblemReason::SnippetRefused,
@@ -763,6 +1077,232 @@ mod tests {
         );
         assert!(read.policy.rate_limit_exempt.is_empty());
         assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation; 2]);
+    }
+
+    /// A snapshot with Secret `ns/NAME` holding `fields` (PEM-looking
+    /// values).
+    fn with_secret(name: &str, fields: &[&str]) -> ClusterObjects {
+        use k8s_openapi::{ByteString, api::core::v1::Secret};
+        let mut secret = Secret::default();
+        secret.metadata.namespace = Some("ns".to_owned());
+        secret.metadata.name = Some(name.to_owned());
+        secret.data = Some(
+            fields
+                .iter()
+                .map(|field| {
+                    let pem = format!(
+                        "-----BEGIN CERTIFICATE-----\n{field}\n-----END CERTIFICATE-----\n"
+                    );
+                    (field.to_string(), ByteString(pem.into_bytes()))
+                })
+                .collect(),
+        );
+        let mut objects = ClusterObjects::default();
+        objects.insert(crate::object::KubeObject::Secret(secret));
+        objects
+    }
+
+    fn verdict_in(objects: &ClusterObjects, annotations: &[(&str, &str)]) -> AnnotationVerdict {
+        let object = ObjectRef::new(ObjectKind::Ingress, ObjectKey::new("ns", "web"));
+        let annotations = annotations
+            .iter()
+            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+            .collect();
+        read(&object, Some(&annotations), objects)
+    }
+
+    #[test]
+    fn backend_protocol_is_read_and_what_is_not_supported_keeps_http() {
+        use crate::upstream::UpstreamProtocol as P;
+        let cases = [
+            ("GRPC", P::H2c, None),
+            ("grpcs", P::Http2OverTls, None),
+            ("HTTPS", P::Http1OverTls, None),
+            ("H2C", P::H2c, None),
+            ("AUTO_HTTP", P::SameAsClient, None),
+            ("HTTP", P::Http1, None),
+            ("FCGI", P::Http1, Some("FastCGI")),
+            ("SPDY", P::Http1, Some("not one of")),
+        ];
+        for (value, protocol, problem) in cases {
+            let read = verdict_in(&ClusterObjects::default(), &[("backend-protocol", value)]);
+            assert_eq!(read.policy.upstream_protocol, protocol, "{value}");
+            assert_eq!(read.refusal, None, "{value}");
+            match problem {
+                None => assert_eq!(read.problems, [], "{value}"),
+                Some(part) => {
+                    assert_eq!(
+                        reasons(&read),
+                        [ProblemReason::InvalidAnnotation],
+                        "{value}"
+                    );
+                    assert!(read.problems[0].message.contains(part), "{value}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_ssl_reads_the_secret_and_fails_closed_without_what_verifies() {
+        let full = with_secret("upstream", &["ca.crt", "tls.crt", "tls.key"]);
+        let read = verdict_in(
+            &full,
+            &[
+                ("backend-protocol", "HTTPS"),
+                ("proxy-ssl-secret", "ns/upstream"),
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-verify-depth", "2"),
+                ("proxy-ssl-name", "Backend.Internal"),
+                ("proxy-ssl-server-name", "on"),
+                ("proxy-ssl-protocols", "TLSv1.3"),
+                ("proxy-ssl-ciphers", "ECDHE-RSA-AES128-GCM-SHA256"),
+            ],
+        );
+        assert_eq!(
+            (read.refusal.clone(), read.problems.clone()),
+            (None, vec![])
+        );
+        assert_eq!(read.secrets, [ObjectKey::new("ns", "upstream")]);
+        let tls = read.policy.upstream_tls.unwrap();
+        assert!(tls.verify.is_some() && tls.client_cert.is_some());
+        assert_eq!(tls.verify_depth, 2);
+        assert_eq!(tls.server_name.as_deref(), Some("backend.internal"));
+        assert!(tls.send_sni);
+        assert_eq!((tls.tls12, tls.tls13), (false, true));
+        assert_eq!(
+            tls.cipher_suites.as_deref(),
+            Some(&["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()][..])
+        );
+        // Verification off by default, as in ingress-nginx; a CA alone is fine.
+        let ca_only = with_secret("upstream", &["ca.crt"]);
+        let read = verdict_in(
+            &ca_only,
+            &[
+                ("proxy-ssl-secret", "upstream"),
+                ("backend-protocol", "GRPCS"),
+            ],
+        );
+        assert_eq!(
+            (read.refusal.clone(), read.problems.clone()),
+            (None, vec![])
+        );
+        let tls = read.policy.upstream_tls.unwrap();
+        assert_eq!((tls.verify.clone(), tls.client_cert.clone()), (None, None));
+        assert_eq!(tls.verify_depth, 1);
+
+        // proxy-ssl-* for a backend in clear text: reported, no effect.
+        let read = verdict_in(&ca_only, &[("proxy-ssl-secret", "upstream")]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation]);
+        assert!(read.problems[0].message.contains("no effect"));
+
+        // What fails closed (503), and what is only reported.
+        let no_ca = with_secret("upstream", &["tls.crt", "tls.key"]);
+        let half = with_secret("upstream", &["tls.crt"]);
+        let none = ClusterObjects::default();
+        type Case<'a> = (&'a ClusterObjects, &'a [(&'a str, &'a str)], bool, &'a str);
+        let cases: &[Case<'_>] = &[
+            (
+                &none,
+                &[
+                    ("proxy-ssl-secret", "ns/upstream"),
+                    ("proxy-ssl-verify", "on"),
+                ],
+                true,
+                "does not exist",
+            ),
+            (
+                &none,
+                &[("proxy-ssl-secret", "ns/upstream")],
+                true,
+                "does not exist",
+            ),
+            (
+                &no_ca,
+                &[
+                    ("proxy-ssl-secret", "ns/upstream"),
+                    ("proxy-ssl-verify", "on"),
+                ],
+                true,
+                "no ca.crt",
+            ),
+            (
+                &none,
+                &[("proxy-ssl-verify", "on")],
+                true,
+                "no proxy-ssl-secret",
+            ),
+            (
+                &full,
+                &[("proxy-ssl-secret", "other/upstream")],
+                true,
+                "another namespace",
+            ),
+            (
+                &half,
+                &[("proxy-ssl-secret", "ns/upstream")],
+                true,
+                "only one of",
+            ),
+            (
+                &full,
+                &[
+                    ("proxy-ssl-secret", "ns/upstream"),
+                    ("proxy-ssl-verify", "yes"),
+                ],
+                true,
+                "neither on nor off",
+            ),
+            (
+                &full,
+                &[
+                    ("proxy-ssl-secret", "ns/upstream"),
+                    ("proxy-ssl-protocols", "TLSv1 TLSv1.2"),
+                ],
+                false,
+                "TLSv1 cannot",
+            ),
+            (
+                &full,
+                &[
+                    ("proxy-ssl-secret", "ns/upstream"),
+                    ("proxy-ssl-ciphers", "AES128-SHA:HIGH"),
+                ],
+                false,
+                "AES128-SHA",
+            ),
+            (
+                &full,
+                &[
+                    ("proxy-ssl-secret", "ns/upstream"),
+                    ("proxy-ssl-name", "bad name!"),
+                ],
+                false,
+                "not a server name",
+            ),
+        ];
+        for (objects, annotations, fails_closed, part) in cases {
+            let mut annotations = annotations.to_vec();
+            annotations.push(("backend-protocol", "HTTPS"));
+            let read = verdict_in(objects, &annotations);
+            assert_eq!(read.refusal.is_some(), *fails_closed, "{annotations:?}");
+            if *fails_closed {
+                assert_eq!(
+                    read.refusal.as_ref().unwrap().reason,
+                    ProblemReason::InvalidAnnotation
+                );
+            }
+            assert_eq!(
+                reasons(&read),
+                [ProblemReason::InvalidAnnotation],
+                "{annotations:?}"
+            );
+            assert!(
+                read.problems[0].message.contains(part),
+                "{annotations:?}: {}",
+                read.problems[0].message
+            );
+        }
     }
 
     #[test]

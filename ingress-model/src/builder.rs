@@ -36,6 +36,7 @@ use k8s_openapi::api::{
 use crate::{
     FastHashMap,
     backend::{Resolution, ServiceEndpoints},
+    canary::CanaryRoute,
     class::classify_ingress,
     contribution::{Contribution, Outcome, Precedence, Step, path_context},
     host::HostPattern,
@@ -479,7 +480,7 @@ impl RouteTableBuilder {
             return;
         }
         let precedence = Precedence::of(key, ingress, objects.namespace_going_away(&key.namespace));
-        let contribution = {
+        let mut contribution = {
             let mut resolver = self.endpoints.resolver(objects);
             Contribution::of(key, ingress, objects, &mut resolver)
         };
@@ -494,8 +495,16 @@ impl RouteTableBuilder {
         }
         self.tls_bindings_changed(&contribution, true, dirty);
         if !contribution.has_rules && contribution.default_backend.is_some() {
-            self.fallback_candidates.insert(precedence.clone());
-            dirty.fallback = true;
+            if contribution.canary.is_some() {
+                contribution.fallback_outcome = Outcome::Lost(Problem::new(
+                    contribution.object.clone(),
+                    ProblemReason::CanaryWithoutMain,
+                    "the defaultBackend of a canary Ingress is not used",
+                ));
+            } else {
+                self.fallback_candidates.insert(precedence.clone());
+                dirty.fallback = true;
+            }
         }
         for service in &contribution.services {
             link(&mut self.service_users, service, key);
@@ -568,10 +577,21 @@ impl RouteTableBuilder {
             self.ingresses
                 .get(&precedence.key)
                 .and_then(|e| e.ours.as_ref())
+                .filter(|ours| ours.contribution.canary.is_none())
                 .and_then(|ours| ours.contribution.policy.as_ref())
                 .is_some_and(|policy| policy.regex_paths())
         });
-        for (precedence, slot) in members {
+        // The main Ingresses first, then the canaries join their routes.
+        let is_canary = |key: &ObjectKey| {
+            self.ingresses
+                .get(key)
+                .and_then(|e| e.ours.as_ref())
+                .is_some_and(|ours| ours.contribution.canary.is_some())
+        };
+        let (canaries, mains): (Vec<_>, Vec<_>) = members
+            .iter()
+            .partition(|(precedence, _)| is_canary(&precedence.key));
+        for (precedence, slot) in mains.into_iter().chain(canaries) {
             let Some(ours) = self
                 .ingresses
                 .get_mut(&precedence.key)
@@ -581,7 +601,11 @@ impl RouteTableBuilder {
             };
             dirty.problems.insert(precedence.key.clone());
             let contribution = &mut ours.contribution;
-            let https_redirect = contribution.https_redirect(has_tls);
+            if contribution.canary.is_some() {
+                join_canary(contribution, *slot, host, &mut routes);
+                continue;
+            }
+            let https_redirect = contribution.https_redirect(has_tls, &self.options);
             let policy = contribution.policy.clone();
             let object = contribution.object.clone();
             for index in contribution.hosts[*slot].paths.clone() {
@@ -638,6 +662,8 @@ impl RouteTableBuilder {
                         https_redirect,
                         policy: policy.clone(),
                         regex,
+                        canary: None,
+                        error_backend: contribution.error_backend.clone(),
                     },
                 );
             }
@@ -660,6 +686,7 @@ impl RouteTableBuilder {
                         backend: default_backend.backend.clone(),
                         https_redirect,
                         policy: policy.clone(),
+                        error_backend: contribution.error_backend.clone(),
                     });
                     Outcome::Won
                 }
@@ -725,8 +752,11 @@ impl RouteTableBuilder {
                         scope: DefaultScope::Fallback,
                         origin: DefaultOrigin::Ingress(precedence.key.clone()),
                         backend: default_backend.backend.clone(),
-                        https_redirect: contribution.force_ssl_redirect,
+                        https_redirect: contribution
+                            .force_ssl_redirect
+                            .unwrap_or(self.options.force_ssl_redirect),
                         policy: contribution.policy.clone(),
+                        error_backend: contribution.error_backend.clone(),
                     });
                     Outcome::Won
                 }
@@ -762,7 +792,82 @@ impl RouteTableBuilder {
             backend,
             https_redirect: false,
             policy: None,
+            error_backend: None,
         }
+    }
+}
+
+/// Joins the paths of the canary Ingress `contribution` for `host` (its
+/// slot `slot`) to the main routes with the same path and type in
+/// `routes`, as ingress-nginx merges alternative backends: one canary per
+/// route, the first in precedence order; a path no main Ingress routes
+/// serves nothing. A refused canary (a snippet, access control) joins
+/// nothing: its requests stay with the main route and its policy.
+fn join_canary(
+    contribution: &mut Contribution,
+    slot: usize,
+    host: &HostPattern,
+    routes: &mut HostRoutes,
+) {
+    let Some(rule) = contribution.canary.clone() else {
+        return;
+    };
+    let object = contribution.object.clone();
+    let refusal = contribution.refusal.as_ref().map(|r| r.message.clone());
+    for index in contribution.hosts[slot].paths.clone() {
+        let Step::Path(step) = &mut contribution.steps[index] else {
+            continue;
+        };
+        let map = if step.rule.path_type.is_prefix() {
+            &mut routes.prefix
+        } else {
+            &mut routes.exact
+        };
+        let context = path_context(host, &step.rule);
+        let lost =
+            |reason, message: String| Outcome::Lost(Problem::new(object.clone(), reason, message));
+        step.outcome = match (map.get_mut(&step.rule.key), &refusal) {
+            (_, Some(refusal)) => lost(
+                ProblemReason::InvalidAnnotation,
+                format!(
+                    "{context}: this canary is not used ({refusal}); the main route serves its requests"
+                ),
+            ),
+            (Some(main), None)
+                if main.path.path_type == step.rule.path_type && main.ingress != object.key =>
+            {
+                match &main.canary {
+                    Some(existing) => lost(
+                        ProblemReason::PathConflict,
+                        format!(
+                            "{context}: Ingress {} is already the canary of Ingress {}, which takes one",
+                            existing.ingress, main.ingress
+                        ),
+                    ),
+                    None => {
+                        main.canary = Some(Arc::new(CanaryRoute {
+                            ingress: object.key.clone(),
+                            rule: Arc::clone(&rule),
+                            backend: step.backend.backend.clone(),
+                        }));
+                        Outcome::Won
+                    }
+                }
+            }
+            _ => lost(
+                ProblemReason::CanaryWithoutMain,
+                format!(
+                    "{context}: no main Ingress routes this path with this type: the canary serves nothing"
+                ),
+            ),
+        };
+    }
+    if contribution.default_backend.is_some() {
+        contribution.hosts[slot].default_outcome = Outcome::Lost(Problem::new(
+            object,
+            ProblemReason::CanaryWithoutMain,
+            format!("host {host}: the defaultBackend of a canary Ingress is not used"),
+        ));
     }
 }
 

@@ -21,8 +21,10 @@ use k8s_openapi::{
 use crate::{
     annotations::{self, Refusal},
     backend::{Backend, BackendResolver, EndpointSet, Resolution, UnavailableBackend},
+    canary::CanaryRule,
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
+    options::ModelOptions,
     path::PathRule,
     policy::RoutePolicy,
     problem::{Problem, ProblemReason},
@@ -110,12 +112,15 @@ pub(crate) struct Contribution {
     /// Its `ssl-redirect` annotation.
     pub ssl_redirect: Option<bool>,
     /// Its `force-ssl-redirect` annotation.
-    pub force_ssl_redirect: bool,
+    pub force_ssl_redirect: Option<bool>,
     /// Why its paths and default backend answer 503 whatever they name
     /// (access control we do not enforce, a snippet), if they do.
     pub refusal: Option<Refusal>,
     /// What its annotations ask of each of its routes (`None`: nothing).
     pub policy: Option<Arc<RoutePolicy>>,
+    /// `canary: "true"`: its paths are the canaries of the main Ingresses'
+    /// routes with the same host, path and type, taking these requests.
+    pub canary: Option<Arc<CanaryRule>>,
     /// Its problems and paths in the order they are read.
     pub steps: Vec<Step>,
     /// Its distinct valid rule hosts, in order of first appearance.
@@ -125,6 +130,10 @@ pub(crate) struct Contribution {
     pub has_rules: bool,
     /// Its `defaultBackend`, resolved.
     pub default_backend: Option<Resolution>,
+    /// Its `default-backend` annotation's Service, resolved, when it has
+    /// endpoints: it answers the custom errors and the requests of its
+    /// routes whose Service has none.
+    pub error_backend: Option<Backend>,
     /// Whether its `defaultBackend` became the fallback (for an Ingress
     /// without rules).
     pub fallback_outcome: Outcome,
@@ -151,13 +160,15 @@ impl Contribution {
         let mut contribution = Self {
             object,
             ssl_redirect: None,
-            force_ssl_redirect: false,
+            force_ssl_redirect: None,
             refusal: None,
             policy: None,
+            canary: None,
             steps: Vec::new(),
             hosts: Vec::new(),
             has_rules: false,
             default_backend: None,
+            error_backend: None,
             fallback_outcome: Outcome::Won,
             tls: Vec::new(),
             tls_problems: Vec::new(),
@@ -171,14 +182,14 @@ impl Contribution {
         contribution.ssl_redirect =
             bool_annotation(ingress, key, "ssl-redirect", &mut annotation_problems);
         contribution.force_ssl_redirect =
-            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems)
-                .unwrap_or(false);
+            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems);
         let verdict = annotations::read(
             &contribution.object,
             ingress.metadata.annotations.as_ref(),
             objects,
         );
         contribution.refusal = verdict.refusal;
+        contribution.canary = verdict.canary;
         contribution.policy = (!verdict.policy.is_default()).then(|| Arc::new(verdict.policy));
         contribution.steps.extend(
             annotation_problems
@@ -211,6 +222,31 @@ impl Contribution {
             for path in paths.unwrap_or_default() {
                 contribution.add_path(slot, path, resolver, objects);
             }
+        }
+        if let Some(name) = contribution
+            .policy
+            .as_ref()
+            .and_then(|p| p.default_backend.clone())
+        {
+            let service = ObjectKey::new(&key.namespace, name);
+            contribution.services.push(service.clone());
+            let resolution = resolver.resolve_service(&service, None);
+            // As ingress-nginx: used only with an endpoint; else the
+            // configured default backend stays.
+            contribution.error_backend = match (resolution.backend, resolution.problem) {
+                (backend, _) if !backend.endpoints().is_empty() => Some(backend),
+                (_, problem) => {
+                    let (reason, why) = problem.unwrap_or((
+                        ProblemReason::NoEndpoints,
+                        format!("Service {service} has no ready endpoint"),
+                    ));
+                    contribution.problem(
+                        reason,
+                        format!("default-backend: {why}: not used until it has endpoints"),
+                    );
+                    None
+                }
+            };
         }
         if let Some(default_backend) = &spec.default_backend {
             contribution.note_service(&key.namespace, default_backend);
@@ -327,8 +363,10 @@ impl Contribution {
 
     /// Whether plain HTTP for a host of this Ingress redirects to HTTPS,
     /// given whether some Ingress serves the host over TLS.
-    pub fn https_redirect(&self, host_has_tls: bool) -> bool {
-        self.force_ssl_redirect || (self.ssl_redirect != Some(false) && host_has_tls)
+    pub fn https_redirect(&self, host_has_tls: bool, options: &ModelOptions) -> bool {
+        self.force_ssl_redirect
+            .unwrap_or(options.force_ssl_redirect)
+            || (self.ssl_redirect.unwrap_or(options.ssl_redirect) && host_has_tls)
     }
 
     /// The Ingress's problems in the order they are found reading it (each

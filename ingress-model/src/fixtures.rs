@@ -457,6 +457,22 @@ pub fn tls_secret_pem(namespace: &str, name: &str, cert: &str, key: &str) -> Sec
     }
 }
 
+/// An Opaque Secret with these fields (`ca.crt`, `tls.crt`, ...), as
+/// `proxy-ssl-secret` names one.
+pub fn opaque_secret(namespace: &str, name: &str, fields: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: meta(namespace, name),
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            fields
+                .iter()
+                .map(|(field, value)| (field.to_string(), ByteString(value.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
 /// A snapshot with our IngressClass `xdp` and the given objects.
 pub fn world(objects: impl IntoIterator<Item = KubeObject>) -> ClusterObjects {
     let mut snapshot = ClusterObjects::new();

@@ -56,16 +56,20 @@
 pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub mod access;
+pub mod affinity;
 pub mod annotations;
 pub mod auth;
 pub mod backend;
 pub mod builder;
+pub mod canary;
 pub mod class;
 mod contribution;
+pub mod controller_config;
 pub mod host;
 pub mod l4;
 pub mod maglev;
 pub mod manifest;
+pub mod migration;
 pub mod object;
 pub mod options;
 pub mod path;
@@ -75,6 +79,7 @@ pub mod rewrite;
 pub mod snapshot;
 pub mod table;
 pub mod tls;
+pub mod upstream;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

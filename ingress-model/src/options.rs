@@ -26,6 +26,11 @@ pub struct ModelOptions {
     /// built-in 404 (an Ingress without rules but with a `defaultBackend`
     /// still takes precedence).
     pub default_backend_service: Option<DefaultBackendService>,
+    /// The default of every Ingress's `ssl-redirect` (the ConfigMap's
+    /// `ssl-redirect`, true unless it says otherwise).
+    pub ssl_redirect: bool,
+    /// The default of every Ingress's `force-ssl-redirect`.
+    pub force_ssl_redirect: bool,
 }
 
 impl Default for ModelOptions {
@@ -35,6 +40,8 @@ impl Default for ModelOptions {
             ingress_class: DEFAULT_INGRESS_CLASS.to_owned(),
             watch_ingress_without_class: false,
             default_backend_service: None,
+            ssl_redirect: true,
+            force_ssl_redirect: false,
         }
     }
 }

@@ -4,12 +4,14 @@
 //! backend, the body size and the upstream timeouts. The proxy only reads
 //! it; nothing here is text interpreted at request time.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     access::{IpRange, SourceRanges},
+    affinity::SessionAffinity,
     auth::{BasicAuth, ClientCertAuth, ExternalAuth},
     rewrite::RewriteTarget,
+    upstream::{UpstreamProtocol, UpstreamTls},
 };
 
 /// A route's policy; the default asks for nothing.
@@ -62,6 +64,59 @@ pub struct RoutePolicy {
     /// `satisfy: any`: the source ranges or the authentication (basic,
     /// external) suffices, rather than both.
     pub satisfy_any: bool,
+    /// `affinity: cookie` and the `session-cookie-*` annotations.
+    pub affinity: Option<SessionAffinity>,
+    /// `custom-http-errors`: upstream answers with these statuses are
+    /// replaced by the errors backend's answer.
+    pub custom_http_errors: Vec<u16>,
+    /// `default-backend`: the Service (of the Ingress's namespace, its
+    /// first port) that answers the custom errors, and the requests of a
+    /// route whose Service has no endpoints.
+    pub default_backend: Option<String>,
+    /// `backend-protocol`: how the endpoints are spoken to.
+    pub upstream_protocol: UpstreamProtocol,
+    /// `proxy-ssl-*`: TLS to the endpoints when the protocol is over TLS
+    /// (`None`: not verified, no client certificate, the defaults).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
+}
+
+/// Parses `custom-http-errors`: comma-separated statuses from 400 to 599.
+pub fn parse_status_list(text: &str) -> Result<Vec<u16>, String> {
+    let codes = text
+        .split(',')
+        .map(str::trim)
+        .filter(|code| !code.is_empty())
+        .map(|code| {
+            code.parse::<u16>()
+                .ok()
+                .filter(|code| (400..=599).contains(code))
+                .ok_or_else(|| format!("{code:?} is not an error status (400 to 599)"))
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    if codes.is_empty() {
+        return Err("no status".to_owned());
+    }
+    Ok(codes)
+}
+
+/// Parses `default-backend`: a Service name (of the Ingress's namespace).
+pub fn parse_service_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if label(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not a Service name of the Ingress's namespace"
+        ))
+    }
 }
 
 /// A request rate per client address, as nginx's `limit_req ... burst=B

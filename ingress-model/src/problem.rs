@@ -55,6 +55,10 @@ pub enum ProblemReason {
     InvalidCertificate,
     /// An annotation has a value we cannot read; it is ignored.
     InvalidAnnotation,
+    /// A path (or default backend) of a canary Ingress has no main
+    /// Ingress route with the same host, path and type to join: it serves
+    /// nothing.
+    CanaryWithoutMain,
     /// The next hop of a Service's endpoints (an L4 backend) cannot be
     /// resolved by the node (no answer to ARP or ND): its packets are
     /// dropped until it answers. Reported by the daemon.
@@ -93,6 +97,7 @@ impl ProblemReason {
             ProblemReason::InvalidSecret => "InvalidSecret",
             ProblemReason::InvalidCertificate => "InvalidCertificate",
             ProblemReason::InvalidAnnotation => "InvalidAnnotation",
+            ProblemReason::CanaryWithoutMain => "CanaryWithoutMain",
             ProblemReason::NextHopUnresolved => "NextHopUnresolved",
             ProblemReason::UnsupportedAnnotation => "UnsupportedAnnotation",
             ProblemReason::SnippetRefused => "SnippetRefused",

@@ -23,6 +23,7 @@ use crate::{
     FastHashMap,
     backend::{Backend, BackendId, ServiceBackend},
     builder::RouteTableBuilder,
+    canary::CanaryRoute,
     host::{HostPattern, request_host, wildcard_suffix},
     object::ObjectKey,
     options::ModelOptions,
@@ -54,6 +55,12 @@ pub struct PathRoute {
     /// On a host with regex paths: the path as a regex, which matches
     /// (Prefix paths) and feeds `rewrite-target` its captures.
     pub regex: Option<Arc<PathRegex>>,
+    /// The canary Ingress for the same host, path and type, if any: the
+    /// requests its rule selects go to its backend instead.
+    pub canary: Option<Arc<CanaryRoute>>,
+    /// Its Ingress's `default-backend`: answers the custom errors and the
+    /// requests while `backend` has no endpoint.
+    pub error_backend: Option<Backend>,
 }
 
 /// Where a default backend comes from.
@@ -89,6 +96,8 @@ pub struct DefaultRoute {
     pub https_redirect: bool,
     /// What the Ingress's annotations ask of it (as for [`PathRoute`]).
     pub policy: Option<Arc<RoutePolicy>>,
+    /// Its Ingress's `default-backend` (as for [`PathRoute`]).
+    pub error_backend: Option<Backend>,
 }
 
 /// The answer to a lookup, borrowed from the table.
@@ -136,6 +145,29 @@ impl<'a> RouteMatch<'a> {
             RouteMatch::Path(route) => &route.backend,
             RouteMatch::Default(route) => &route.backend,
         }
+    }
+
+    /// The canary of the route, if a canary Ingress joined it.
+    pub fn canary(&self) -> Option<&'a CanaryRoute> {
+        match self {
+            RouteMatch::Path(route) => route.canary.as_deref(),
+            RouteMatch::Default(_) => None,
+        }
+    }
+
+    /// The Ingress's `default-backend` of the route, if any.
+    pub fn error_backend(&self) -> Option<&'a Backend> {
+        match self {
+            RouteMatch::Path(route) => route.error_backend.as_ref(),
+            RouteMatch::Default(route) => route.error_backend.as_ref(),
+        }
+    }
+
+    /// The route's backend, its canary's and its errors backend, if any.
+    pub fn backends(self) -> impl Iterator<Item = &'a Backend> {
+        std::iter::once(self.backend())
+            .chain(self.canary().map(|canary| &canary.backend))
+            .chain(self.error_backend())
     }
 
     /// The Ingress whose rule or `defaultBackend` matched, if any.
@@ -270,6 +302,7 @@ impl Default for RouteTable {
                 backend: Backend::NotFound,
                 https_redirect: false,
                 policy: None,
+                error_backend: None,
             },
             tls: Arc::default(),
             unserved: Arc::default(),
@@ -393,8 +426,13 @@ impl RouteTable {
             .flat_map(|routes| {
                 let paths = routes.exact.values().chain(routes.prefix.values());
                 paths
-                    .map(|route| &route.backend)
-                    .chain(routes.default.iter().map(|d| &d.backend))
+                    .flat_map(|route| RouteMatch::Path(route).backends())
+                    .chain(
+                        routes
+                            .default
+                            .iter()
+                            .flat_map(|d| RouteMatch::Default(d).backends()),
+                    )
             })
             .chain(std::iter::once(&self.fallback.backend))
             .filter_map(|backend| match backend {
@@ -420,12 +458,24 @@ impl RouteTable {
             paths.sort_by(|a, b| {
                 (&a.path.path, a.path.path_type).cmp(&(&b.path.path, b.path.path_type))
             });
-            rows.extend(paths.into_iter().map(|route| RouteRow {
-                host: Some(host.clone()),
-                path: Some(route.path.clone()),
-                ingress: Some(route.ingress.clone()),
-                backend: route.backend.clone(),
-            }));
+            for route in paths {
+                rows.push(RouteRow {
+                    host: Some(host.clone()),
+                    path: Some(route.path.clone()),
+                    ingress: Some(route.ingress.clone()),
+                    backend: route.backend.clone(),
+                    canary: None,
+                });
+                if let Some(canary) = &route.canary {
+                    rows.push(RouteRow {
+                        host: Some(host.clone()),
+                        path: Some(route.path.clone()),
+                        ingress: Some(canary.ingress.clone()),
+                        backend: canary.backend.clone(),
+                        canary: Some(canary.rule.describe()),
+                    });
+                }
+            }
             if let Some(default) = &routes.default {
                 rows.push(RouteRow::of_default(Some(host.clone()), default));
             }
@@ -472,6 +522,8 @@ pub struct RouteRow {
     pub ingress: Option<ObjectKey>,
     /// Where requests go (its endpoints included).
     pub backend: Backend,
+    /// For a canary's row: which of the route's requests it takes.
+    pub canary: Option<String>,
 }
 
 impl RouteRow {
@@ -485,6 +537,7 @@ impl RouteRow {
             path: None,
             ingress,
             backend: default.backend.clone(),
+            canary: None,
         }
     }
 
@@ -508,14 +561,11 @@ impl RouteRow {
             Backend::Unavailable(_) => "(503)".to_owned(),
             Backend::NotFound => "(404)".to_owned(),
         };
-        [
-            host,
-            path,
-            path_type,
-            ingress,
-            self.backend.to_string(),
-            endpoints,
-        ]
+        let backend = match &self.canary {
+            Some(rule) => format!("{} (canary: {rule})", self.backend),
+            None => self.backend.to_string(),
+        };
+        [host, path, path_type, ingress, backend, endpoints]
     }
 }
 
@@ -721,6 +771,86 @@ mod tests {
         assert!(table.route("guarded.com:443", "/").policy().is_some());
         assert_eq!(answer(&table, "elsewhere.com", "/"), "default 404");
         assert!(table.route("open.com", "/").policy().is_none());
+    }
+
+    #[test]
+    fn canary_ingresses_join_the_main_route_of_the_same_path_and_type() {
+        let canary = |name: &str| {
+            ingress("ns", name)
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/canary", "true")
+                .annotation("nginx.ingress.kubernetes.io/canary-by-header", "X-Canary")
+                .annotation("nginx.ingress.kubernetes.io/canary-weight", "10")
+        };
+        let (table, problems) = build([
+            ingress("ns", "main").ours().created(1).rule(
+                Some("app.com"),
+                vec![prefix("/", "a"), path("/exact", "Exact", backend("a", 80))],
+            ),
+            canary("canary")
+                .created(2)
+                // Its other annotations are not applied (reported).
+                .annotation("nginx.ingress.kubernetes.io/proxy-body-size", "1k")
+                .rule(
+                    Some("app.com"),
+                    vec![
+                        prefix("/", "b"),
+                        // Another type than the main's: joins nothing.
+                        path("/exact", "Prefix", backend("b", 80)),
+                        // No main route: serves nothing.
+                        prefix("/only-canary", "b"),
+                    ],
+                ),
+            // A second canary for the same route loses.
+            canary("late")
+                .created(3)
+                .rule(Some("app.com"), vec![prefix("/", "c")]),
+            // A host no main Ingress has.
+            canary("alone")
+                .created(4)
+                .rule(Some("alone.com"), vec![prefix("/", "d")]),
+        ]);
+        let mut found = reasons(&problems);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("ns/alone".into(), ProblemReason::NotServed),
+                ("ns/alone".into(), ProblemReason::CanaryWithoutMain),
+                ("ns/canary".into(), ProblemReason::CanaryWithoutMain),
+                ("ns/canary".into(), ProblemReason::CanaryWithoutMain),
+                ("ns/canary".into(), ProblemReason::UnsupportedAnnotation),
+                ("ns/late".into(), ProblemReason::PathConflict),
+                ("ns/late".into(), ProblemReason::NotServed),
+            ],
+            "{problems:#?}"
+        );
+        let root = table.route("app.com", "/x");
+        assert_eq!(answer(&table, "app.com", "/x"), "a / Prefix");
+        let joined = root.canary().expect("the canary joined the main route");
+        assert_eq!(joined.ingress.to_string(), "ns/canary");
+        assert_eq!(short(&joined.backend), "b");
+        assert_eq!(joined.rule.weight, 10);
+        assert!(
+            root.policy().is_none(),
+            "the canary's annotations are not applied"
+        );
+        assert_eq!(root.backends().map(short).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(table.route("app.com", "/exact").canary().is_none());
+        // The canary's own path is no route: the main's prefix answers.
+        assert_eq!(answer(&table, "app.com", "/only-canary"), "a / Prefix");
+        assert_eq!(answer(&table, "alone.com", "/"), "default 404");
+        // Its backend has state like any other; the table lists its row.
+        assert!(table.backends().keys().any(|id| id.service.name == "b"));
+        let rows = table.rows();
+        let row = rows
+            .iter()
+            .find(|row| row.canary.is_some())
+            .expect("a canary row");
+        assert_eq!(
+            row.cells()[4],
+            "ns/b:80 (canary: header x-canary: always|never, weight 10/100)"
+        );
     }
 
     #[test]

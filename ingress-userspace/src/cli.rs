@@ -36,6 +36,28 @@ pub enum Command {
     /// Print the routing table that manifests resolve to (host, path, type,
     /// Ingress, Service, endpoints) and the problems found, then exit.
     Routes(RoutesArgs),
+    /// Before switching from ingress-nginx: for every Ingress (of any
+    /// class), each ingress-nginx annotation applied as ingress-nginx does,
+    /// applied with a difference, not supported, failing closed or refused.
+    Migrate(MigrateArgs),
+}
+
+/// Options of `xdp-ingress migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The Ingresses (and the Secrets they name) from YAML or JSON files: a
+    /// file or a directory (repeatable).
+    #[arg(long = "manifests", value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+
+    /// Read them from the cluster of this kubeconfig instead (Ingresses and
+    /// Secrets of every namespace).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which Ingresses are ours, and where unmatched requests go.
@@ -64,6 +86,12 @@ pub struct IngressArgs {
     /// instead of the built-in 404.
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub default_backend_service: Option<ingress_model::DefaultBackendService>,
+
+    /// ConfigMap (namespace/name) with global settings under
+    /// ingress-nginx's keys (proxy-body-size, whitelist-source-range,
+    /// ssl-redirect, ...), applied live; they override the flags.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
+    pub configmap: Option<ingress_model::ObjectKey>,
 }
 
 impl IngressArgs {
@@ -74,6 +102,7 @@ impl IngressArgs {
             ingress_class: self.ingress_class.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_backend_service: self.default_backend_service.clone(),
+            ..ingress_model::ModelOptions::default()
         }
     }
 }
@@ -262,17 +291,17 @@ impl L4Args {
 impl RunArgs {
     /// The Strict-Transport-Security value, `None` when turned off.
     pub fn hsts_value(&self) -> Option<String> {
-        if !self.hsts {
-            return None;
+        self.hsts_settings().value()
+    }
+
+    /// The `--hsts*` flags.
+    pub fn hsts_settings(&self) -> ingress_model::controller_config::Hsts {
+        ingress_model::controller_config::Hsts {
+            enabled: self.hsts,
+            max_age: self.hsts_max_age,
+            include_subdomains: self.hsts_include_subdomains,
+            preload: self.hsts_preload,
         }
-        let mut value = format!("max-age={}", self.hsts_max_age);
-        if self.hsts_include_subdomains {
-            value.push_str("; includeSubDomains");
-        }
-        if self.hsts_preload {
-            value.push_str("; preload");
-        }
-        Some(value)
     }
 }
 

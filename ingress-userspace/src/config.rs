@@ -10,13 +10,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ingress_model::{ClusterObjects, ModelOptions, ObjectKey, Problem, RouteTableBuilder};
+use arc_swap::ArcSwap;
+use ingress_model::{
+    ClusterObjects, ModelOptions, ObjectKey, ObjectKind, ObjectRef, Problem, ProblemReason,
+    RouteTableBuilder,
+    controller_config::{Hsts, controller_config},
+};
+use k8s_openapi::api::core::v1::ConfigMap;
 use tracing::{info, warn};
 
 use crate::{
     bpf::l4_sync::L4Sync,
     health::Readiness,
     metrics::Metrics,
+    proxy::global::Global,
     routing::LiveRoutes,
     tls::{certs::unix_now, store::CertStore},
 };
@@ -53,7 +60,24 @@ pub struct ConfigApplier {
     reported: Mutex<BTreeSet<Problem>>,
     /// The Ingresses of ours the last applied table does not serve.
     unserved: Mutex<Arc<BTreeSet<ObjectKey>>>,
+    /// The controller ConfigMap (`--configmap`), when one is named.
+    controller: Option<ControllerConfigSource>,
 }
+
+/// Where the controller ConfigMap's settings come from and go.
+struct ControllerConfigSource {
+    /// The ConfigMap.
+    key: ObjectKey,
+    /// Where the proxy reads them.
+    global: Arc<ArcSwap<Global>>,
+    /// The `--hsts*` flags, which its keys override.
+    hsts: Hsts,
+    /// The version read last and its problems.
+    seen: Mutex<Option<SeenConfigMap>>,
+}
+
+/// A version of the controller ConfigMap (`None`: absent) and its problems.
+type SeenConfigMap = (Option<Arc<ConfigMap>>, Vec<Problem>);
 
 impl ConfigApplier {
     /// An applier that installs into `routes`, and into `certificates`
@@ -73,7 +97,26 @@ impl ConfigApplier {
             readiness: None,
             reported: Mutex::new(BTreeSet::new()),
             unserved: Mutex::default(),
+            controller: None,
         }
+    }
+
+    /// Also reads the controller ConfigMap `key` at every apply: its
+    /// settings go to `global` (over the `--hsts*` flags `hsts`) and, for
+    /// `ssl-redirect` and `force-ssl-redirect`, into the routing model.
+    pub fn with_controller_config(
+        mut self,
+        key: ObjectKey,
+        global: Arc<ArcSwap<Global>>,
+        hsts: Hsts,
+    ) -> Self {
+        self.controller = Some(ControllerConfigSource {
+            key,
+            global,
+            hsts,
+            seen: Mutex::new(None),
+        });
+        self
     }
 
     /// Also counts every apply in `metrics` and marks `readiness`
@@ -102,11 +145,13 @@ impl ConfigApplier {
     /// again.
     pub fn apply(&self, objects: &ClusterObjects) -> ApplyOutcome {
         let started = Instant::now();
+        let config_problems = self.follow_controller_config(objects);
         let (table, mut problems) = self
             .builder
             .lock()
             .expect("table builder lock")
             .build(objects);
+        problems.extend(config_problems);
         let paths = table.path_count();
         *self.unserved.lock().expect("unserved lock") = Arc::clone(table.unserved_ingresses());
         if let Some(certificates) = &self.certificates {
@@ -149,6 +194,56 @@ impl ConfigApplier {
         }
         crate::memory::release_freed_memory();
         outcome
+    }
+
+    /// Reads the controller ConfigMap again when it changed: its settings
+    /// go live, and a change of the routing model's options starts the
+    /// table over. Returns its problems.
+    fn follow_controller_config(&self, objects: &ClusterObjects) -> Vec<Problem> {
+        let Some(source) = &self.controller else {
+            return Vec::new();
+        };
+        let current = objects.config_maps.get(&source.key).cloned();
+        let mut seen = source.seen.lock().expect("controller config lock");
+        if let Some((version, problems)) = &*seen {
+            let same = match (version, &current) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return problems.clone();
+            }
+        }
+        let object = ObjectRef::new(ObjectKind::ConfigMap, source.key.clone());
+        let (config, mut problems) = controller_config(&object, current.as_deref());
+        if current.is_none() {
+            problems.push(Problem::new(
+                object,
+                ProblemReason::ConfigMapNotFound,
+                format!(
+                    "--configmap {} does not exist: the flags' settings apply",
+                    source.key
+                ),
+            ));
+        }
+        let options = ModelOptions {
+            ssl_redirect: config.ssl_redirect.unwrap_or(true),
+            force_ssl_redirect: config.force_ssl_redirect.unwrap_or(false),
+            ..self.options.clone()
+        };
+        let mut builder = self.builder.lock().expect("table builder lock");
+        if builder.options() != &options {
+            info!("the ConfigMap changed the routing options: building the table anew");
+            *builder = RouteTableBuilder::new(options);
+        }
+        self.routes
+            .set_custom_errors_everywhere(!config.custom_http_errors.is_empty());
+        source
+            .global
+            .store(Arc::new(Global::new(config, source.hsts)));
+        *seen = Some((current, problems.clone()));
+        problems
     }
 
     /// Our Ingresses that the last applied table does not serve: they lost

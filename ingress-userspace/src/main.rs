@@ -3,11 +3,12 @@
 use std::{collections::BTreeMap, io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use aya::maps::{MapData, RingBuf};
 use clap::Parser;
 use http::HeaderValue;
 use ingress_common::{action, protocol};
-use ingress_model::{RouteRowsTable, RouteTable};
+use ingress_model::RouteRowsTable;
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 use xdp_ingress::{
@@ -19,7 +20,7 @@ use xdp_ingress::{
         l4_sync::{L4Addresses, L4Sync},
         listeners::keys_for_socket,
     },
-    cli::{Cli, Command, MapsArgs, RoutesArgs, RunArgs},
+    cli::{Cli, Command, MapsArgs, MigrateArgs, RoutesArgs, RunArgs},
     cluster::{
         self, Identity, events,
         leader::Leadership,
@@ -33,8 +34,10 @@ use xdp_ingress::{
     neighbours::{NeighbourKeeper, ReportedProblem},
     providers::manifests,
     proxy::{
+        global::Global,
         server::{self, ProxySettings, ProxyState},
         upstream::{UpstreamPool, UpstreamSettings},
+        upstream_client::ClientPool,
     },
     routing::LiveRoutes,
     tls::{self, certs::self_signed_default, store::CertStore},
@@ -55,6 +58,7 @@ fn main() {
         Command::Run(args) => run(*args),
         Command::Maps(args) => print_maps(&args),
         Command::Routes(args) => print_routes(&args),
+        Command::Migrate(args) => print_migration(&args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -273,6 +277,11 @@ async fn serve(
         Some(certificates.clone()),
     )
     .with_observers(metrics.clone(), readiness.clone());
+    let global = Arc::new(ArcSwap::from_pointee(Global::default()));
+    if let Some(key) = &args.ingress.configmap {
+        info!(configmap = %key, "global settings from the ConfigMap, applied live");
+        applier = applier.with_controller_config(key.clone(), global.clone(), args.hsts_settings());
+    }
     if let Some(l4) = l4 {
         applier = applier.with_l4(l4);
     }
@@ -313,6 +322,10 @@ async fn serve(
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
             ..UpstreamSettings::default()
         }),
+        clients: ClientPool::new(
+            Duration::from_secs(args.proxy_connect_timeout),
+            UpstreamSettings::default().max_idle_per_endpoint,
+        ),
         settings: ProxySettings {
             max_body_size: args.proxy_body_size,
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
@@ -325,6 +338,7 @@ async fn serve(
                 .map(|v| HeaderValue::from_str(&v).expect("HSTS value is ASCII")),
             ..ProxySettings::default()
         },
+        global,
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
         authenticator: Default::default(),
@@ -455,7 +469,13 @@ async fn start_cluster(
     let identity = Identity::from_env(client.default_namespace());
     let scope = WatchScope {
         namespace: options.watch_namespace.clone(),
-        config_maps: args.l4.config_maps().keys(),
+        config_maps: args
+            .l4
+            .config_maps()
+            .keys()
+            .into_iter()
+            .chain(args.ingress.configmap.clone())
+            .collect(),
         publish_service: options.publish_service.clone(),
     };
     info!(
@@ -546,13 +566,83 @@ fn print_maps(args: &MapsArgs) -> Result<()> {
     Ok(())
 }
 
+fn print_migration(args: &MigrateArgs) -> Result<()> {
+    let objects = match (&args.kubeconfig, args.manifests.is_empty()) {
+        (Some(kubeconfig), true) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(cluster::list_for_migration(kubeconfig))?,
+        (None, false) => manifests::load(&args.manifests)?,
+        _ => anyhow::bail!("give either --manifests PATH or --kubeconfig PATH"),
+    };
+    let report = ingress_model::migration::migration_report(&objects);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = report
+        .iter()
+        .map(|row| {
+            [
+                row.ingress.clone(),
+                row.annotation.clone(),
+                row.outcome.as_str().to_owned(),
+                row.note.clone(),
+            ]
+        })
+        .collect();
+    let header = ["INGRESS", "ANNOTATION", "OUTCOME", "NOTE"].map(str::to_owned);
+    let mut widths = [0usize; 3];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        println!("{}", line.trim_end());
+    }
+    let ingresses = ingress_model::migration::ingresses_named(&report).len();
+    let count = |outcome| report.iter().filter(|r| r.outcome == outcome).count();
+    use ingress_model::migration::Outcome;
+    println!(
+        "\n{ingresses} Ingresses with annotations: {} applied, {} differ, {} invalid, {} unsupported, {} fail closed, {} refused",
+        count(Outcome::Applied),
+        count(Outcome::Differs),
+        count(Outcome::Invalid),
+        count(Outcome::Unsupported),
+        count(Outcome::FailsClosed),
+        count(Outcome::Refused),
+    );
+    Ok(())
+}
+
 fn print_routes(args: &RoutesArgs) -> Result<()> {
     if args.ingress.manifests.is_empty() {
         anyhow::bail!("give the objects with --manifests PATH (a file or a directory)");
     }
     let objects = manifests::load(&args.ingress.manifests)?;
-    let (table, problems) = RouteTable::build(&objects, &args.ingress.model_options());
-    let rows = table.rows();
+    // The daemon's own apply path, ConfigMap included.
+    let routes = LiveRoutes::new();
+    let mut applier = ConfigApplier::new(args.ingress.model_options(), routes.clone(), None);
+    if let Some(key) = &args.ingress.configmap {
+        applier = applier.with_controller_config(
+            key.clone(),
+            Arc::new(ArcSwap::from_pointee(Global::default())),
+            ingress_model::controller_config::Hsts::default(),
+        );
+    }
+    let problems = applier.apply(&objects).problems;
+    let rows = routes.snapshot().table().rows();
     if args.json {
         let json = serde_json::json!({
             "routes": rows.iter().map(|row| {

@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 /// Maps read on every request: foldhash, not SipHash (a lookup is a few
@@ -13,13 +16,15 @@ use std::{
 type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use arc_swap::ArcSwap;
-use ingress_model::{Backend, BackendId, HostPattern, RouteMatch, RouteTable};
+use ingress_model::{Backend, BackendId, DefaultOrigin, HostPattern, RouteMatch, RouteTable};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::{
     metrics::{Metrics, RouteMetrics},
     proxy::{
         balance::RoundRobin,
+        canary::CanaryUpstream,
+        errors::{self, ErrorPages},
         server::{Resolution, Resolve, Upstream},
     },
 };
@@ -61,6 +66,9 @@ pub struct LiveRoutes {
     /// How many routes of the current table use each backend: the
     /// writer's own bookkeeping, to follow a table host by host.
     backend_uses: Mutex<FastHashMap<BackendId, usize>>,
+    /// The ConfigMap sets `custom-http-errors`: every route may have
+    /// custom error pages.
+    intercept_all: AtomicBool,
 }
 
 impl LiveRoutes {
@@ -75,7 +83,14 @@ impl LiveRoutes {
             current: ArcSwap::default(),
             metrics: Some(metrics),
             backend_uses: Mutex::default(),
+            intercept_all: AtomicBool::new(false),
         })
+    }
+
+    /// Whether every route may have custom error pages (the ConfigMap's
+    /// `custom-http-errors`).
+    pub fn set_custom_errors_everywhere(&self, on: bool) {
+        self.intercept_all.store(on, Ordering::Relaxed);
     }
 
     /// Installs `table`; backends and routes that stay keep their state
@@ -151,8 +166,8 @@ fn changed_routes<'t>(
 /// How many routes of `table` use each backend.
 fn count_uses(table: &RouteTable) -> FastHashMap<BackendId, usize> {
     let mut uses = FastHashMap::default();
-    for found in table.routes() {
-        if let Some(id) = found.backend().id() {
+    for backend in table.routes().flat_map(RouteMatch::backends) {
+        if let Some(id) = backend.id() {
             match uses.get_mut(id) {
                 Some(count) => *count += 1,
                 None => {
@@ -173,8 +188,8 @@ fn follow_uses<'t>(
 ) -> bool {
     let mut changed = false;
     // New ones first, so a backend a changed host keeps never drops to 0.
-    for found in new {
-        if let Some(id) = found.backend().id() {
+    for backend in new.flat_map(RouteMatch::backends) {
+        if let Some(id) = backend.id() {
             match uses.get_mut(id) {
                 Some(count) => *count += 1,
                 None => {
@@ -184,8 +199,8 @@ fn follow_uses<'t>(
             }
         }
     }
-    for found in old {
-        if let Some(id) = found.backend().id()
+    for backend in old.flat_map(RouteMatch::backends) {
+        if let Some(id) = backend.id()
             && let Some(count) = uses.get_mut(id)
         {
             *count -= 1;
@@ -326,26 +341,93 @@ impl Resolve for LiveRoutes {
         let https_redirect = found.https_redirect();
         let policy = found.policy().cloned();
         let rewrite = found.rewrite(path);
+        // The session cookie's default `Path` (cookie affinity only).
+        let route_path: Option<Arc<str>> = policy
+            .as_ref()
+            .and_then(|p| p.affinity.as_ref())
+            .filter(|affinity| affinity.path.is_none())
+            .and_then(|_| found.path())
+            .map(|rule| Arc::from(rule.path.as_str()));
+        let upstream = |backend: &Backend| {
+            let Backend::Service(service) = backend else {
+                return None;
+            };
+            let state = snapshot
+                .backends
+                .get(&service.id)
+                .cloned()
+                .unwrap_or_else(|| BackendState {
+                    name: Arc::from(service.id.to_string()),
+                    round_robin: Arc::new(RoundRobin::default()),
+                    latency: None,
+                });
+            Some(Upstream {
+                name: state.name,
+                endpoints: service.endpoints.shared(),
+                round_robin: state.round_robin,
+                https_redirect,
+                policy: policy.clone(),
+                rewrite: rewrite.clone(),
+                latency: state.latency,
+                canary: None,
+                route_path: route_path.clone(),
+                errors: None,
+            })
+        };
+        // Where the route's error pages come from, when it may have custom
+        // ones: its Ingress's `default-backend`, else the configured
+        // default backend.
+        let custom_errors = found.error_backend().is_some()
+            || policy
+                .as_ref()
+                .is_some_and(|p| !p.custom_http_errors.is_empty())
+            || self.intercept_all.load(Ordering::Relaxed);
+        let errors = custom_errors.then(|| {
+            let own = found.error_backend().and_then(&upstream);
+            let is_own = own.is_some();
+            let configured = || match snapshot.table.fallback() {
+                fallback if fallback.origin == DefaultOrigin::ConfiguredService => {
+                    upstream(&fallback.backend)
+                }
+                _ => None,
+            };
+            let (namespace, ingress) = found
+                .ingress()
+                .map_or(("", ""), |key| (key.namespace.as_str(), key.name.as_str()));
+            let (service, port) = match found.backend() {
+                Backend::Service(service) => (service.id.service.name.as_str(), service.id.port),
+                _ => ("", 0),
+            };
+            Box::new(ErrorPages {
+                upstream: own.or_else(configured),
+                own: is_own,
+                labels: errors::labels(namespace, ingress, service, port),
+            })
+        });
         let resolution = match found.backend() {
-            Backend::Service(service) => {
-                let state = snapshot
-                    .backends
-                    .get(&service.id)
-                    .cloned()
-                    .unwrap_or_else(|| BackendState {
-                        name: Arc::from(service.id.to_string()),
-                        round_robin: Arc::new(RoundRobin::default()),
-                        latency: None,
+            Backend::Service(_) => {
+                let mut main = upstream(found.backend()).expect("a Service backend");
+                main.errors = errors.clone();
+                // A canary whose backend cannot be served takes its
+                // requests all the same: they get 503, as the main
+                // route's would.
+                main.canary = found.canary().map(|canary| {
+                    let upstream = upstream(&canary.backend).unwrap_or_else(|| Upstream {
+                        name: Arc::from(canary.backend.to_string()),
+                        endpoints: Arc::from([]),
+                        canary: None,
+                        ..main.clone()
                     });
-                Resolution::Upstream(Upstream {
-                    name: state.name,
-                    endpoints: service.endpoints.shared(),
-                    round_robin: state.round_robin,
-                    https_redirect,
-                    policy,
-                    rewrite,
-                    latency: state.latency,
-                })
+                    let upstream = Upstream {
+                        errors: errors.clone(),
+                        ..upstream
+                    };
+                    Box::new(CanaryUpstream {
+                        rule: Arc::clone(&canary.rule),
+                        upstream,
+                    })
+                });
+                Resolution::Upstream(main)
             }
             Backend::Unavailable(_) => Resolution::Unavailable {
                 https_redirect,

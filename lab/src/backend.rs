@@ -77,10 +77,26 @@ pub struct BackendBuilder<'a> {
     addrs: Vec<SocketAddr>,
     udp_echoes: Vec<SocketAddr>,
     no_date: bool,
+    tls: Option<(PathBuf, PathBuf)>,
+    tls_client_ca: Option<PathBuf>,
     launch: Launch,
 }
 
 impl BackendBuilder<'_> {
+    /// Speaks TLS on every listener with the chain and key of these PEM
+    /// files (`--tls-cert`, `--tls-key`): an HTTPS upstream.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// With [`Self::tls`], requires a client certificate signed by the CA
+    /// of this PEM file (`--tls-client-ca`).
+    pub fn tls_client_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls_client_ca = Some(ca.into());
+        self
+    }
+
     /// Also answers UDP datagrams to `addr` with a report (`--udp-echo`;
     /// repeat for several): method `UDP`, the endpoint that received it.
     pub fn udp_echo(mut self, addr: SocketAddr) -> Self {
@@ -136,6 +152,16 @@ impl BackendBuilder<'_> {
         if self.no_date {
             command.arg("--no-date");
         }
+        if let Some((cert, key)) = &self.tls {
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
+        if let Some(ca) = &self.tls_client_ca {
+            command.arg("--tls-client-ca").arg(ca);
+        }
         let line = describe(&command);
         guard_process(&mut command);
         let child = command
@@ -188,6 +214,8 @@ impl Backend {
             addrs: addrs.to_vec(),
             udp_echoes: Vec::new(),
             no_date: false,
+            tls: None,
+            tls_client_ca: None,
             launch: Launch::default(),
         }
     }

@@ -47,12 +47,15 @@
 //! kube-scheduler and kwok) for the tests of the cluster provider.
 //!
 //! `lab-backend` (src/bin, feature `backend`) is the backend process: it
-//! reports which backend and endpoint served a request and what it received.
+//! reports which backend and endpoint served a request and what it received
+//! (over TLS with [`BackendBuilder::tls`]). [`grpc_interop`] builds grpc-go's
+//! interop server and client, real gRPC programs.
 
 mod backend;
 mod bpffs;
 mod daemon;
 mod edge_lab;
+mod grpc_interop;
 mod http_client;
 mod http_conn;
 pub mod k8s;
@@ -77,6 +80,7 @@ pub use daemon::{
 pub use edge_lab::{
     BACKENDS_LINK_ADDR, CLIENT_ADDR, EDGE_ADDR, EDGE_BACKEND_LINK_ADDR, ENDPOINT_SUBNET, EdgeLab,
 };
+pub use grpc_interop::{GrpcInterop, grpc_interop};
 pub use http_client::{CurlReply, HttpReply};
 pub use http_conn::{HttpConnection, RawResponse, ResponseHead};
 pub use loopback_bridge::LoopbackBridge;

@@ -7,4 +7,5 @@
 //! runs the real daemon on a veth between two namespaces. Both need root
 //! and skip themselves (with a message) otherwise.
 
+pub mod certs;
 pub mod packets;

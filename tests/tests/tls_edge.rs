@@ -11,172 +11,23 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::{
     ClientConfig, ClientConnection, RootCertStore, StreamOwned,
     pki_types::{ServerName, pem::PemObject},
 };
 use xdp_ingress_lab::{
-    self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, ScratchDir, SliceEndpoint,
-    XDP_INGRESS_CLASS, poll_until, service_yaml,
+    self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
+    poll_until, service_yaml,
 };
+use xdp_ingress_tests::certs::{Leaf, TestCa, base64};
 
 const BACKEND_PORT: u16 = 8080;
-
-/// The test CA and the files it writes.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    cert_pem: String,
-    dir: ScratchDir,
-}
-
-/// A leaf certificate and key in PEM.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl TestCa {
-    fn new() -> Result<Self> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "xdp-ingress test CA");
-        let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        let dir = ScratchDir::new("tls-ca")?;
-        dir.write("ca.pem", cert.pem())?;
-        dir.write("ca.key", key.serialize_pem())?;
-        Ok(Self {
-            issuer: Issuer::new(params, key),
-            cert_pem: cert.pem(),
-            dir,
-        })
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// A P-256 leaf for `names` (the first is also the CN), valid from
-    /// `not_before` to `not_after` (days from now).
-    fn leaf_valid(&self, names: &[&str], not_before: i64, not_after: i64) -> Result<Leaf> {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(not_before);
-        params.not_after = now + time::Duration::days(not_after);
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    fn leaf(&self, names: &[&str]) -> Result<Leaf> {
-        self.leaf_valid(names, -1, 30)
-    }
-
-    /// A leaf whose key openssl writes in a legacy format: `rsa` gives an
-    /// RSA key in PKCS#1 (`BEGIN RSA PRIVATE KEY`), `ec` a P-384 key in SEC1
-    /// (`BEGIN EC PRIVATE KEY`); the certificate is signed by this CA.
-    fn leaf_with_openssl_key(&self, name: &str, kind: &str) -> Result<Leaf> {
-        let key = self.dir.join(format!("{name}.key"));
-        let csr = self.dir.join(format!("{name}.csr"));
-        let crt = self.dir.join(format!("{name}.crt"));
-        let key_s = key.display().to_string();
-        match kind {
-            "rsa" => openssl(&["genrsa", "-traditional", "-out", &key_s, "2048"])?,
-            "ec" => openssl(&[
-                "ecparam",
-                "-name",
-                "secp384r1",
-                "-genkey",
-                "-noout",
-                "-out",
-                &key_s,
-            ])?,
-            other => bail!("unknown key kind {other}"),
-        }
-        openssl(&[
-            "req",
-            "-new",
-            "-key",
-            &key_s,
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-            "-out",
-            &csr.display().to_string(),
-        ])?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr.display().to_string(),
-            "-CA",
-            &self.ca_file().display().to_string(),
-            "-CAkey",
-            &self.dir.join("ca.key").display().to_string(),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-copy_extensions",
-            "copy",
-            "-out",
-            &crt.display().to_string(),
-        ])?;
-        Ok(Leaf {
-            cert_pem: std::fs::read_to_string(&crt)?,
-            key_pem: std::fs::read_to_string(&key)?,
-        })
-    }
-}
-
-fn openssl(args: &[&str]) -> Result<()> {
-    let out = lab::run_with_timeout(
-        std::process::Command::new("openssl").args(args),
-        Duration::from_secs(30),
-    )?;
-    ensure!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// A `kubernetes.io/tls` Secret (or another type) as YAML.
 fn secret_yaml(name: &str, type_: &str, cert: &str, key: &str) -> String {

@@ -102,3 +102,48 @@ impl Identity {
         }
     }
 }
+
+/// The Ingresses and Secrets of every namespace of the cluster of
+/// `kubeconfig`, for `xdp-ingress migrate` (one paged list of each).
+pub async fn list_for_migration(
+    kubeconfig: &Path,
+) -> anyhow::Result<ingress_model::ClusterObjects> {
+    use k8s_openapi::api::{core::v1::Secret, networking::v1::Ingress};
+    use kube::Api;
+
+    let client = connect(Some(kubeconfig)).await?;
+    let mut objects = Vec::new();
+    let ingresses: Api<Ingress> = Api::all(client.clone());
+    for ingress in list_all(&ingresses, None).await? {
+        objects.push(ingress_model::KubeObject::Ingress(ingress));
+    }
+    let secrets: Api<Secret> = Api::all(client);
+    for secret in list_all(&secrets, Some(watch::IGNORED_SECRET_TYPES)).await? {
+        objects.push(ingress_model::KubeObject::Secret(secret));
+    }
+    Ok(ingress_model::ClusterObjects::from_objects(objects).0)
+}
+
+/// Every object of `api` (with the field selector `fields`), 500 a page.
+async fn list_all<K>(api: &kube::Api<K>, fields: Option<&str>) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut all = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut params = kube::api::ListParams::default().limit(500);
+        if let Some(fields) = fields {
+            params = params.fields(fields);
+        }
+        if let Some(token) = &next {
+            params = params.continue_token(token);
+        }
+        let page = api.list(&params).await?;
+        next = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+        all.extend(page.items);
+        if next.is_none() {
+            return Ok(all);
+        }
+    }
+}

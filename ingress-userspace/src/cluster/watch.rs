@@ -281,7 +281,7 @@ where
 /// The first wait before a failed watch is tried again.
 /// The field selector of the Secret watch: every type but those that are
 /// never an ingress's (Helm release records, service-account tokens).
-const IGNORED_SECRET_TYPES: &str =
+pub(crate) const IGNORED_SECRET_TYPES: &str =
     "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
 
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(500);

@@ -5,7 +5,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use ingress_model::policy::Cors;
+use ingress_model::{controller_config::Forwarding, policy::Cors};
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -24,6 +24,20 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The `Server` of every response the edge sends or relays.
 pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("xdp-ingress");
+
+/// The value of the request cookie `name` (the first one, over every
+/// `Cookie` header), as nginx's `$cookie_NAME` reads it.
+pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+}
 
 /// Marks a response as the edge's, as nginx does: its own `Server`, in
 /// place of any the upstream sent. `Date` is left to the HTTP server
@@ -104,15 +118,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// What the proxy knows about the client side of a request, with the
-/// header values that say it, made once per connection.
+/// header values that say it, made once per connection (and again for a
+/// request whose client address comes from a trusted proxy's header).
 #[derive(Debug, Clone)]
 pub struct ClientContext {
-    /// The client's address (the TCP peer).
+    /// The client's address: the TCP peer, or the address a trusted peer
+    /// forwarded (`use-forwarded-headers`, `enable-real-ip`).
     pub client_ip: IpAddr,
+    /// The TCP peer.
+    pub peer_ip: IpAddr,
     /// `http` or `https`: how the request reached us.
     pub scheme: &'static str,
     /// The port of the listener that took the request.
     pub listener_port: u16,
+    /// The peer is a trusted proxy whose `X-Forwarded-Proto`, `-Host`
+    /// and `-Port` are passed on (`use-forwarded-headers`).
+    pub trust_forwarded: bool,
+    /// The client's `X-Forwarded-For` is extended with the peer rather
+    /// than replaced (`use-forwarded-headers` with
+    /// `compute-full-forwarded-for`).
+    pub full_forwarded_for: bool,
     /// `client_ip` as a header value (IPv4-mapped addresses shown as IPv4).
     client_ip_value: HeaderValue,
     /// `listener_port` as a header value.
@@ -137,32 +162,82 @@ impl ClientContext {
     /// The context of a connection from `client_ip` to the `scheme` listener
     /// on `listener_port`.
     pub fn new(client_ip: IpAddr, scheme: &'static str, listener_port: u16) -> Self {
-        let text = client_ip.to_canonical().to_string();
         Self {
             client_ip,
+            peer_ip: client_ip,
             scheme,
             listener_port,
-            client_ip_value: HeaderValue::from_str(&text).expect("an IP address is ASCII"),
+            trust_forwarded: false,
+            full_forwarded_for: false,
+            client_ip_value: ip_value(client_ip),
             listener_port_value: HeaderValue::from(listener_port),
             tls: None,
         }
     }
+
+    /// The context of a request with `headers` on this connection under
+    /// the ConfigMap's `forwarding`, when it differs from the
+    /// connection's: a trusted peer's forwarded client address (nginx's
+    /// `real_ip_recursive on`), and which forwarded headers are believed.
+    pub fn for_request(&self, forwarding: &Forwarding, headers: &HeaderMap) -> Option<Self> {
+        if !forwarding.real_ip() {
+            return None;
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all(forwarding.forwarded_for_header.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let client_ip = forwarding.client_address(self.peer_ip, &forwarded);
+        let trusted = forwarding
+            .trusted
+            .iter()
+            .any(|range| range.contains(self.peer_ip));
+        let trust_forwarded = forwarding.use_forwarded_headers && trusted;
+        Some(Self {
+            client_ip,
+            trust_forwarded,
+            full_forwarded_for: forwarding.use_forwarded_headers
+                && forwarding.compute_full_forwarded_for,
+            client_ip_value: ip_value(client_ip),
+            ..self.clone()
+        })
+    }
+}
+
+impl ClientContext {
+    /// The client's address as a header value.
+    pub fn client_ip_header(&self) -> HeaderValue {
+        self.client_ip_value.clone()
+    }
+}
+
+/// An address as a header value (IPv4-mapped addresses shown as IPv4).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_canonical().to_string()).expect("an IP address is ASCII")
 }
 
 /// The header lines that tell an upstream about the client, for one request
 /// (ingress-nginx's `proxy_set_header` lines): `X-Forwarded-For` (the
-/// client's list extended), `X-Real-IP`, `X-Forwarded-Proto`, `-Scheme`,
-/// `-Port`, `-Host` (when the request has a `Host`) and `X-Request-ID` (the
-/// client's, or a new one). They go upstream instead of the request's own
-/// lines of the same names, written next to the request's other headers
-/// rather than hashed into its map. `Host` is left as the client sent it.
+/// client's address; with `compute-full-forwarded-for`, the client's list
+/// extended with the peer), `X-Real-IP`, `X-Forwarded-Proto`, `-Scheme`,
+/// `-Port`, `-Host` (a trusted proxy's own with `use-forwarded-headers`,
+/// else ours), `X-Request-ID` (the client's, or a new one) and
+/// `X-Original-Forwarded-For` (the client's list, when it sent one). They
+/// go upstream instead of the request's own lines of the same names,
+/// written next to the request's other headers rather than hashed into its
+/// map. `Host` is left as the client sent it.
 pub struct ForwardedHeaders {
     /// The value of each of [`FORWARDED_NAMES`], when it is set.
-    values: [Option<HeaderValue>; 7],
+    values: [Option<HeaderValue>; 8],
 }
 
+/// `X-Original-Forwarded-For`.
+pub const X_ORIGINAL_FORWARDED_FOR: HeaderName =
+    HeaderName::from_static("x-original-forwarded-for");
+
 /// The names of [`ForwardedHeaders`]' lines, in the order they are written.
-static FORWARDED_NAMES: [HeaderName; 7] = [
+static FORWARDED_NAMES: [HeaderName; 8] = [
     X_FORWARDED_FOR,
     X_REAL_IP,
     X_FORWARDED_PROTO,
@@ -170,12 +245,13 @@ static FORWARDED_NAMES: [HeaderName; 7] = [
     X_FORWARDED_PORT,
     X_FORWARDED_HOST,
     X_REQUEST_ID,
+    X_ORIGINAL_FORWARDED_FOR,
 ];
 
 /// Where the request id lies among [`FORWARDED_NAMES`].
 const REQUEST_ID_LINE: usize = 6;
-/// Where `X-Forwarded-Host` lies among [`FORWARDED_NAMES`] (the one line
-/// that may be unset).
+/// Where `X-Forwarded-Host` lies among [`FORWARDED_NAMES`] (a line that
+/// may be unset).
 const FORWARDED_HOST_LINE: usize = 5;
 
 impl ForwardedHeaders {
@@ -189,29 +265,49 @@ impl ForwardedHeaders {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .peekable();
-        let forwarded_for = if previous.peek().is_none() {
-            client.client_ip_value.clone()
-        } else {
-            let client_ip = client.client_ip_value.to_str().expect("ASCII");
+        let original = previous.peek().is_some().then(|| {
             let previous: Vec<&str> = previous.collect();
-            // Built from visible ASCII header text and an IP address.
-            HeaderValue::from_str(&format!("{}, {client_ip}", previous.join(", ")))
-                .expect("ASCII header value")
+            // Visible ASCII header text joined by ", ".
+            HeaderValue::from_str(&previous.join(", ")).expect("ASCII header value")
+        });
+        let forwarded_for = match &original {
+            Some(list) if client.full_forwarded_for => {
+                let peer = ip_value(client.peer_ip);
+                let list = list.to_str().expect("ASCII");
+                HeaderValue::from_str(&format!("{list}, {}", peer.to_str().expect("ASCII")))
+                    .expect("ASCII header value")
+            }
+            _ => client.client_ip_value.clone(),
         };
         let request_id = match headers.get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() => id.clone(),
             _ => new_request_id(),
         };
-        let scheme = HeaderValue::from_static(client.scheme);
+        // A trusted proxy's own forwarded lines, with
+        // `use-forwarded-headers`; else what the edge saw.
+        let believed = |name: &HeaderName| {
+            client
+                .trust_forwarded
+                .then(|| headers.get(name))
+                .flatten()
+                .filter(|value| !value.is_empty())
+                .cloned()
+        };
+        let scheme =
+            believed(&X_FORWARDED_PROTO).unwrap_or_else(|| HeaderValue::from_static(client.scheme));
+        let port =
+            believed(&X_FORWARDED_PORT).unwrap_or_else(|| client.listener_port_value.clone());
+        let host = believed(&X_FORWARDED_HOST).or_else(|| headers.get(header::HOST).cloned());
         Self {
             values: [
                 Some(forwarded_for),
                 Some(client.client_ip_value.clone()),
                 Some(scheme.clone()),
                 Some(scheme),
-                Some(client.listener_port_value.clone()),
-                headers.get(header::HOST).cloned(),
+                Some(port),
+                host,
                 Some(request_id),
+                original,
             ],
         }
     }
@@ -238,6 +334,7 @@ impl ForwardedHeaders {
             "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" | "x-forwarded-scheme"
             | "x-forwarded-port" | "x-request-id" => true,
             "x-forwarded-host" => self.values[FORWARDED_HOST_LINE].is_some(),
+            "x-original-forwarded-for" => true,
             _ => false,
         }
     }
@@ -313,23 +410,59 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_appended() {
-        let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
+    fn forwarded_for_is_the_client_and_the_original_list_is_kept_apart() {
+        let mut map = headers(&[("x-forwarded-for", "198.19.0.7")]);
         set_forwarded_headers(&mut map, &client());
-        assert_eq!(map["x-forwarded-for"], "203.0.113.7, 198.18.0.2");
+        assert_eq!(map["x-forwarded-for"], "198.18.0.2");
+        assert_eq!(map["x-original-forwarded-for"], "198.19.0.7");
     }
 
     #[test]
-    fn forwarded_for_lines_are_all_kept() {
+    fn forwarded_for_lines_are_one_list() {
         let mut map = headers(&[
-            ("x-forwarded-for", "203.0.113.7"),
-            ("x-forwarded-for", "192.0.2.1, 192.0.2.2"),
+            ("x-forwarded-for", "198.19.0.7"),
+            ("x-forwarded-for", "198.19.0.1, 198.19.0.2"),
         ]);
         set_forwarded_headers(&mut map, &client());
         assert_eq!(
-            map.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
-            ["203.0.113.7, 192.0.2.1, 192.0.2.2, 198.18.0.2"]
+            map.get_all("x-original-forwarded-for")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["198.19.0.7, 198.19.0.1, 198.19.0.2"]
         );
+    }
+
+    #[test]
+    fn a_trusted_proxy_forwards_the_client_with_use_forwarded_headers() {
+        let forwarding = Forwarding {
+            use_forwarded_headers: true,
+            compute_full_forwarded_for: true,
+            trusted: ingress_model::access::parse_ranges("198.18.0.0/24").unwrap(),
+            ..Forwarding::default()
+        };
+        let mut map = headers(&[
+            ("x-forwarded-for", "198.19.0.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "shop.example.com"),
+            ("x-forwarded-port", "443"),
+            ("host", "internal"),
+        ]);
+        let request = client().for_request(&forwarding, &map).unwrap();
+        assert_eq!(request.client_ip.to_string(), "198.19.0.7");
+        set_forwarded_headers(&mut map, &request);
+        assert_eq!(map["x-forwarded-for"], "198.19.0.7, 198.18.0.2");
+        assert_eq!(map["x-real-ip"], "198.19.0.7");
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "shop.example.com");
+        assert_eq!(map["x-forwarded-port"], "443");
+        // An untrusted peer is believed in nothing.
+        let stranger = ClientContext::new("198.19.5.5".parse().unwrap(), "http", 80);
+        let request = stranger.for_request(&forwarding, &map).unwrap();
+        assert_eq!(request.client_ip.to_string(), "198.19.5.5");
+        let mut map = headers(&[("x-forwarded-proto", "https"), ("host", "a")]);
+        set_forwarded_headers(&mut map, &request);
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert!(client().for_request(&Forwarding::default(), &map).is_none());
     }
 
     #[test]

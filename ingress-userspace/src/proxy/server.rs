@@ -7,7 +7,9 @@
 //! 3. `upstream_request`: hop-by-hop headers out, forwarded headers in;
 //! 4. `exchange`: connect (one retry on another endpoint when a connect
 //!    fails), send, wait for the response head (504 past the read timeout,
-//!    502 when the endpoint fails);
+//!    502 when the endpoint fails); over the HTTP/1.1 codec, or over
+//!    hyper's client (`exchange_client`) when the route's `backend-protocol`
+//!    asks for HTTP/2 or TLS;
 //! 5. response: hop-by-hop headers out, the edge's `Server` in (and `Date`
 //!    when the upstream sent none), body streamed back; a `101` bridges
 //!    the two upgraded connections (WebSocket). The edge's own answers
@@ -34,18 +36,27 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, info, warn};
 
-use ingress_model::policy::{Cors, Redirect, RoutePolicy};
+use arc_swap::ArcSwap;
+use ingress_model::{
+    controller_config::ControllerConfig,
+    policy::{Cors, Redirect, RoutePolicy},
+    upstream::{UpstreamProtocol, UpstreamTls},
+};
 
 use crate::{
     metrics::{Metrics, RouteMetrics},
-    proxy::limits::{ConnectionLimiter, RateLimiter},
+    proxy::limits::{ConnectionLimiter, ConnectionSlot, RateLimiter},
     tls::TlsTerminator,
 };
 
 use super::{
+    affinity,
     auth::{AuthCookies, Authenticator},
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
+    canary::{self, CanaryUpstream},
+    errors::{self, ErrorPages},
+    global::Global,
     headers::{
         ClientContext, ForwardedHeaders, TlsSide, mark_response, remove_hop_by_hop, set_cors,
     },
@@ -53,6 +64,7 @@ use super::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
     },
+    upstream_client::{ClientPool, SendFailure},
 };
 
 /// Where a request goes: one Service port's endpoints.
@@ -73,6 +85,14 @@ pub struct Upstream {
     pub rewrite: Option<String>,
     /// Where its response times go (`/metrics`), when measured.
     pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// The route's canary, if a canary Ingress joined it.
+    pub canary: Option<Box<CanaryUpstream>>,
+    /// The route's path, for the session cookie's `Path` (cookie affinity
+    /// without `session-cookie-path` only).
+    pub route_path: Option<Arc<str>>,
+    /// Where its error pages come from, when it may have custom ones
+    /// (`custom-http-errors`, `default-backend`).
+    pub errors: Option<Box<ErrorPages>>,
 }
 
 /// The answer of a route lookup.
@@ -149,10 +169,14 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// Route lookup.
     pub resolver: Arc<dyn Resolve>,
-    /// Upstream connections.
+    /// Upstream HTTP/1.1 connections.
     pub pool: Arc<UpstreamPool>,
+    /// Upstream HTTP/2 connections, and HTTP/1.1 over TLS.
+    pub clients: Arc<ClientPool>,
     /// Limits.
     pub settings: ProxySettings,
+    /// The controller ConfigMap's settings (`--configmap`), over `settings`.
+    pub global: Arc<ArcSwap<Global>>,
     /// The routes' request rates per client (`limit-rps`, `limit-rpm`).
     pub rate_limiter: RateLimiter,
     /// The routes' requests in progress per client (`limit-connections`).
@@ -250,8 +274,13 @@ async fn serve_connection<IO>(
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let header_timeout = state.settings.client_header_timeout;
-    let keep_alive = state.settings.keep_alive;
+    let (header_timeout, keep_alive) = {
+        let global = state.global.load();
+        (
+            global.client_header_timeout(state.settings.client_header_timeout),
+            global.keep_alive(state.settings.keep_alive),
+        )
+    };
     let peer = client.client_ip;
     // One shared handle per connection: a request clones one `Arc`.
     let connection = Arc::new((client, state));
@@ -292,12 +321,37 @@ pub async fn handle(
         .unwrap_or_default();
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let (resolution, route) = state.resolver.resolve_observed(host, target);
+    let global = state.global.load();
+    // A trusted proxy's client (use-forwarded-headers, enable-real-ip).
+    let forwarded = client.for_request(&global.config.forwarding, request.headers());
+    let client = forwarded.as_ref().unwrap_or(client);
     let mut cookies = AuthCookies::default();
-    let mut response = route_request(request, host, resolution, client, state, &mut cookies).await;
+    let mut response = if global.config.refusal.is_some() {
+        // A ConfigMap setting that protects everything cannot be applied.
+        error_response(StatusCode::SERVICE_UNAVAILABLE)
+    } else if global.blocks(client.client_ip, request.headers().get(header::USER_AGENT)) {
+        debug!(client = %client.client_ip, host, "blocked by block-cidrs or block-user-agents");
+        error_response(StatusCode::FORBIDDEN)
+    } else {
+        route_request(
+            request,
+            host,
+            resolution,
+            client,
+            state,
+            &global,
+            &mut cookies,
+        )
+        .await
+    };
     cookies.apply(&mut response);
     mark_response(response.headers_mut());
+    let hsts = match &global.hsts {
+        Some(hsts) => hsts.as_ref(),
+        None => state.settings.hsts.as_ref(),
+    };
     if client.scheme == "https"
-        && let Some(hsts) = &state.settings.hsts
+        && let Some(hsts) = hsts
     {
         response
             .headers_mut()
@@ -314,6 +368,7 @@ async fn route_request(
     resolution: Resolution,
     client: &ClientContext,
     state: &ProxyState,
+    global: &Global,
     cookies: &mut AuthCookies,
 ) -> Response<ProxyBody> {
     let plain_http = client.scheme == "http";
@@ -342,7 +397,12 @@ async fn route_request(
         return app_root_redirect(client.scheme, host, root);
     }
     if plain_http && to_https {
-        return https_redirect(&request, host, state.settings.https_port);
+        let status = global
+            .config
+            .http_redirect_code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::PERMANENT_REDIRECT);
+        return https_redirect(&request, host, state.settings.https_port, status);
     }
     if let Some(redirect) = policy.as_ref().and_then(|p| p.redirect.as_ref()) {
         return redirect_response(redirect);
@@ -384,7 +444,7 @@ async fn route_request(
         )
     {
         debug!(client = %client.client_ip, host, "over the route's request rate");
-        return error_response(StatusCode::SERVICE_UNAVAILABLE);
+        return error_response(limit_status(global.config.limit_req_status_code));
     }
     let slot = match limited.and_then(|p| p.max_connections.map(|limit| (p, limit))) {
         Some((policy, limit)) => {
@@ -396,18 +456,19 @@ async fn route_request(
                 Some(slot) => Some(slot),
                 None => {
                     debug!(client = %client.client_ip, host, "over the route's connections");
-                    return error_response(StatusCode::SERVICE_UNAVAILABLE);
+                    return error_response(limit_status(global.config.limit_conn_status_code));
                 }
             }
         }
         None => None,
     };
-    // nginx's access phase: the source ranges, then authentication; both
-    // must pass (`satisfy all`), or either (`satisfy any`).
-    let in_ranges = policy
-        .as_ref()
-        .and_then(|p| p.access.as_ref())
-        .map(|ranges| ranges.admits(client.client_ip));
+    // nginx's access phase: the source ranges (the route's and the
+    // ConfigMap's), then authentication; both must pass (`satisfy all`),
+    // or either (`satisfy any`).
+    let ranges = policy.as_ref().and_then(|p| p.access.as_ref());
+    let in_ranges = global
+        .has_source_ranges(ranges)
+        .then(|| global.admits(ranges, client.client_ip));
     let either = policy
         .as_ref()
         .is_some_and(|p| p.satisfy_any && (p.basic_auth.is_some() || p.external_auth.is_some()));
@@ -415,7 +476,7 @@ async fn route_request(
         debug!(client = %client.client_ip, host, "refused by the route's source ranges");
         return error_response(StatusCode::FORBIDDEN);
     }
-    let limits = RequestLimits::of(&state.settings, policy.as_deref());
+    let limits = RequestLimits::of(&state.settings, &global.config, policy.as_deref());
     if either && in_ranges == Some(true) {
         // Let in by address; the password still does not go upstream.
         if policy.as_ref().is_some_and(|p| p.basic_auth.is_some()) {
@@ -434,15 +495,50 @@ async fn route_request(
             return denied;
         }
     }
-    let upstream = match resolution {
-        Resolution::Upstream(upstream) => upstream,
+    let (mut upstream, to_canary) = match resolution {
+        Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
         Resolution::NoRoute => return error_response(StatusCode::NOT_FOUND),
     };
+    let mut errors = upstream.errors.take();
     if upstream.endpoints.is_empty() {
-        debug!(upstream = %upstream.name, "no ready endpoints");
-        return error_response(StatusCode::SERVICE_UNAVAILABLE);
+        // The Ingress's `default-backend` serves a route without
+        // endpoints, told so (X-Code: 503), as in ingress-nginx.
+        match errors.take() {
+            Some(pages) if pages.own && pages.upstream.is_some() => {
+                pages.mark_unavailable(request.headers_mut());
+                upstream = pages.upstream.expect("checked");
+            }
+            _ => {
+                debug!(upstream = %upstream.name, "no ready endpoints");
+                return error_response(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        }
     }
+    // The statuses whose answers the errors backend replaces: the
+    // Ingress's, else the ConfigMap's.
+    let intercepted: &[u16] = match policy.as_ref().map(|p| &p.custom_http_errors) {
+        Some(codes) if !codes.is_empty() => codes,
+        _ => &global.config.custom_http_errors,
+    };
+    let original = (errors.is_some() && !intercepted.is_empty())
+        .then(|| errors::OriginalRequest::of(&request));
+    // Cookie affinity: the session's endpoint first (a canary's only with
+    // `affinity-canary-behavior: sticky`, as ingress-nginx).
+    let session = policy
+        .as_ref()
+        .and_then(|p| p.affinity.as_ref())
+        .filter(|affinity| !to_canary || affinity.canary_sticky)
+        .and_then(|affinity| {
+            let pick = affinity::pick(
+                affinity,
+                &upstream.name,
+                &upstream.endpoints,
+                request.headers(),
+            )?;
+            let user_agent = request.headers().get(header::USER_AGENT).cloned();
+            Some((affinity, pick, user_agent))
+        });
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -452,9 +548,122 @@ async fn route_request(
         return error_response(StatusCode::PAYLOAD_TOO_LARGE);
     }
 
-    let upgrade = is_upgrade_request(&request);
+    let client_version = request.version();
+    let protocol = policy
+        .as_ref()
+        .map_or(UpstreamProtocol::Http1, |p| p.upstream_protocol)
+        .for_client(!plain_http);
+    // No upgrade over HTTP/2 (nginx's grpc_pass has none either).
+    let upgrade = is_upgrade_request(&request) && !protocol.is_http2();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let rewrite = upstream.rewrite.as_deref();
+    let preferred = session.as_ref().map(|(_, pick, _)| pick.endpoint);
+    // The cookie of a new session (or of one moved), for the endpoint that served.
+    let session_cookie = |served: SocketAddr| {
+        session.and_then(|(affinity, pick, user_agent)| {
+            let pick = if served != pick.endpoint && affinity.change_on_failure {
+                affinity::moved_to(affinity, &upstream.name, &upstream.endpoints, served)?
+            } else {
+                pick
+            };
+            if !pick.new {
+                return None;
+            }
+            affinity::set_cookie(
+                affinity,
+                &pick.key,
+                &upstream.name,
+                upstream.route_path.as_deref().unwrap_or("/"),
+                !plain_http,
+                user_agent.as_ref(),
+                std::time::SystemTime::now(),
+            )
+        })
+    };
+    if protocol != UpstreamProtocol::Http1 {
+        let tls = policy.as_ref().and_then(|p| p.upstream_tls.as_deref());
+        let upstream_request = match client_request(
+            request,
+            host,
+            client,
+            &limits,
+            rewrite,
+            policy.as_deref(),
+            upgrade,
+            protocol,
+        ) {
+            Ok(request) => request,
+            Err(status) => return error_response(status),
+        };
+        let asked = Instant::now();
+        let (mut response, served) = match exchange_client(
+            upstream_request,
+            &upstream,
+            preferred,
+            protocol,
+            tls,
+            &limits,
+            state,
+        )
+        .await
+        {
+            Ok(exchanged) => exchanged,
+            Err(status) => return error_response(status),
+        };
+        if let Some(latency) = &upstream.latency {
+            latency.observe(asked.elapsed().as_secs_f64());
+        }
+        if intercepted.contains(&response.status().as_u16())
+            && let (Some(pages), Some(original)) = (&errors, &original)
+        {
+            let code = response.status().as_u16();
+            drop(response);
+            return error_page(pages, original, code, client, &limits, state, slot).await;
+        }
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                warn!(upstream = %upstream.name, "101 Switching Protocols to a request that did not ask to upgrade");
+                return error_response(StatusCode::BAD_GATEWAY);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let name = upstream.name.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client_io, upstream_io)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client_io),
+                            &mut TokioIo::new(upstream_io),
+                        )
+                        .await;
+                    }
+                    Err(error) => debug!(upstream = %name, %error, "upgrade failed"),
+                }
+            });
+            let (mut parts, _) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
+        }
+        let (mut parts, body) = response.into_parts();
+        parts.version = Version::HTTP_11;
+        remove_hop_by_hop(&mut parts.headers, false);
+        if client_version < Version::HTTP_2 && is_grpc(&parts.headers) {
+            // HTTP/1.1 sends only the trailers announced (hyper's rule);
+            // HTTP/2 needs no announcement, so gRPC servers make none.
+            parts.headers.insert(
+                header::TRAILER,
+                HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
+            );
+        }
+        if let Some((cors, origin)) = &cors {
+            set_cors(&mut parts.headers, cors, origin);
+        }
+        if let Some(cookie) = session_cookie(served) {
+            parts.headers.append(header::SET_COOKIE, cookie);
+        }
+        let body = GuardedBody::new(body, limits.read_timeout, None);
+        return Response::from_parts(parts, Holding::new(body, slot).boxed());
+    }
     let upstream_request = match upstream_request(
         request,
         host,
@@ -468,10 +677,21 @@ async fn route_request(
         Err(status) => return error_response(status),
     };
     let asked = Instant::now();
-    let exchanged = match exchange(upstream_request, &upstream, &limits, state).await {
-        Ok(exchanged) => exchanged,
-        Err(status) => return error_response(status),
-    };
+    let (exchanged, served) =
+        match exchange(upstream_request, &upstream, preferred, &limits, state).await {
+            Ok(exchanged) => exchanged,
+            Err(status) => return error_response(status),
+        };
+    // A custom error: the errors backend's answer instead.
+    if let Exchanged::Response(parts, _) = &exchanged
+        && intercepted.contains(&parts.status.as_u16())
+        && let (Some(pages), Some(original)) = (&errors, &original)
+    {
+        let code = parts.status.as_u16();
+        drop(exchanged);
+        return error_page(pages, original, code, client, &limits, state, slot).await;
+    }
+    let session_cookie = session_cookie(served);
     if let Some(latency) = &upstream.latency {
         latency.observe(asked.elapsed().as_secs_f64());
     }
@@ -481,6 +701,9 @@ async fn route_request(
             remove_hop_by_hop(&mut parts.headers, false);
             if let Some((cors, origin)) = &cors {
                 set_cors(&mut parts.headers, cors, origin);
+            }
+            if let Some(cookie) = session_cookie {
+                parts.headers.append(header::SET_COOKIE, cookie);
             }
             let body = GuardedBody::new(body, limits.read_timeout, None);
             Response::from_parts(parts, Holding::new(body, slot).boxed())
@@ -517,19 +740,31 @@ struct RequestLimits {
 }
 
 impl RequestLimits {
-    fn of(settings: &ProxySettings, policy: Option<&RoutePolicy>) -> Self {
-        // Read in place: a request never copies its route's policy.
+    fn of(
+        settings: &ProxySettings,
+        global: &ControllerConfig,
+        policy: Option<&RoutePolicy>,
+    ) -> Self {
+        // Read in place: a request never copies its route's policy. The
+        // route's Ingress first, then the ConfigMap, then the flags.
         let field = |get: fn(&RoutePolicy) -> Option<Duration>| policy.and_then(get);
         Self {
             // nginx's `client_max_body_size 0` is no limit.
-            max_body_size: match policy.and_then(|p| p.max_body_size) {
+            max_body_size: match policy
+                .and_then(|p| p.max_body_size)
+                .or(global.proxy_body_size)
+            {
                 Some(0) => u64::MAX,
                 Some(bytes) => bytes,
                 None => settings.max_body_size,
             },
-            read_timeout: field(|p| p.read_timeout).unwrap_or(settings.read_timeout),
-            send_timeout: field(|p| p.send_timeout).unwrap_or(settings.send_timeout),
-            connect_timeout: field(|p| p.connect_timeout),
+            read_timeout: field(|p| p.read_timeout)
+                .or(global.proxy_read_timeout)
+                .unwrap_or(settings.read_timeout),
+            send_timeout: field(|p| p.send_timeout)
+                .or(global.proxy_send_timeout)
+                .unwrap_or(settings.send_timeout),
+            connect_timeout: field(|p| p.connect_timeout).or(global.proxy_connect_timeout),
         }
     }
 }
@@ -538,6 +773,44 @@ impl RequestLimits {
 /// scheme and host, as ingress-nginx answers it.
 fn app_root_redirect(scheme: &str, host: &str, root: &str) -> Response<ProxyBody> {
     redirect_to(StatusCode::FOUND, &format!("{scheme}://{host}{root}"))
+}
+
+/// The errors backend's answer for an upstream answer with `code` to
+/// `original` (the edge's own page for `code` without an errors backend).
+async fn error_page(
+    pages: &ErrorPages,
+    original: &errors::OriginalRequest,
+    code: u16,
+    client: &ClientContext,
+    limits: &RequestLimits,
+    state: &ProxyState,
+    slot: Option<ConnectionSlot>,
+) -> Response<ProxyBody> {
+    let Some(target) = &pages.upstream else {
+        return error_response(parts_status(code));
+    };
+    let request = pages.request(original, code, &client.client_ip_header());
+    match exchange(request, target, None, limits, state).await {
+        Ok((Exchanged::Response(mut parts, body), _)) => {
+            remove_hop_by_hop(&mut parts.headers, false);
+            let body = GuardedBody::new(body, limits.read_timeout, None);
+            Response::from_parts(parts, Holding::new(body, slot).boxed())
+        }
+        Ok((Exchanged::Upgraded(..), _)) => error_response(StatusCode::BAD_GATEWAY),
+        Err(status) => error_response(status),
+    }
+}
+
+/// `code` as a status (it came from one).
+fn parts_status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// The status of a request over a limit: `limit-req-status-code` or
+/// `limit-conn-status-code` of the ConfigMap, else 503 as ingress-nginx.
+fn limit_status(code: Option<u16>) -> StatusCode {
+    code.and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// The edge's own redirect page with `status` to `location`; a location
@@ -594,7 +867,12 @@ where
 
 /// A 308 to the same host and request target over HTTPS, as ingress-nginx
 /// answers plain HTTP for hosts with TLS.
-fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Response<ProxyBody> {
+fn https_redirect<B>(
+    request: &Request<B>,
+    host: &str,
+    https_port: u16,
+    status: StatusCode,
+) -> Response<ProxyBody> {
     let name = ingress_model::host::request_host(host);
     let name = if name.contains(':') {
         format!("[{name}]")
@@ -607,10 +885,7 @@ fn https_redirect<B>(request: &Request<B>, host: &str, https_port: u16) -> Respo
         format!(":{https_port}")
     };
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    redirect_to(
-        StatusCode::PERMANENT_REDIRECT,
-        &format!("https://{name}{port}{target}"),
-    )
+    redirect_to(status, &format!("https://{name}{port}{target}"))
 }
 
 /// The host a request names: `Host`, else the URI's authority (HTTP/2).
@@ -623,6 +898,14 @@ fn request_host<B>(request: &Request<B>) -> Option<HeaderValue> {
             .authority()
             .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()),
     }
+}
+
+/// Whether a response is gRPC's (`application/grpc`, `application/grpc+proto`...).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn is_upgrade_request<B>(request: &Request<B>) -> bool {
@@ -647,6 +930,27 @@ fn upstream_request(
     policy: Option<&RoutePolicy>,
     upgrade: bool,
 ) -> Result<OutgoingRequest, StatusCode> {
+    let (PreparedHead { head, forwarded }, body) =
+        prepare_upstream(request, host, client, limits, rewrite, policy, upgrade)?;
+    Ok(OutgoingRequest::new(
+        &head,
+        forwarded.outgoing(&head.headers),
+        body,
+    ))
+}
+
+/// What goes upstream whatever the protocol: the target (rewritten,
+/// origin-form), hop-by-hop headers out, `Host` (`upstream-vhost`),
+/// `X-Forwarded-*`, and the body with its limits.
+fn prepare_upstream(
+    request: Request<Incoming>,
+    host: &str,
+    client: &ClientContext,
+    limits: &RequestLimits,
+    rewrite: Option<&str>,
+    policy: Option<&RoutePolicy>,
+    upgrade: bool,
+) -> Result<(PreparedHead, ProxyBody), StatusCode> {
     let (mut parts, body) = request.into_parts();
     if let Some(target) = rewrite {
         parts.uri = Uri::try_from(target).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
@@ -688,11 +992,156 @@ fn upstream_request(
     } else {
         GuardedBody::new(body, limits.send_timeout, Some(limits.max_body_size)).boxed()
     };
-    Ok(OutgoingRequest::new(
-        &parts,
-        forwarded.outgoing(&parts.headers),
+    Ok((
+        PreparedHead {
+            head: parts,
+            forwarded,
+        },
         body,
     ))
+}
+
+/// The request as it goes upstream over hyper's client (HTTP/2, or
+/// HTTP/1.1 over TLS): the headers of [`upstream_request`]; for HTTP/2 an
+/// absolute URI whose authority is the `Host` that would go upstream, and
+/// `TE: trailers` kept when the client sent it (gRPC servers ask for it).
+#[allow(clippy::too_many_arguments)]
+fn client_request(
+    request: Request<Incoming>,
+    host: &str,
+    client: &ClientContext,
+    limits: &RequestLimits,
+    rewrite: Option<&str>,
+    policy: Option<&RoutePolicy>,
+    upgrade: bool,
+    protocol: UpstreamProtocol,
+) -> Result<Request<ProxyBody>, StatusCode> {
+    let te_trailers = request
+        .headers()
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("trailers"));
+    let (mut parts, body) =
+        prepare_upstream(request, host, client, limits, rewrite, policy, upgrade)?;
+    let headers: http::HeaderMap = parts
+        .forwarded
+        .outgoing(&parts.head.headers)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    parts.head.headers = headers;
+    if protocol.is_http2() {
+        let authority = parts
+            .head
+            .headers
+            .remove(header::HOST)
+            .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+            .ok_or(StatusCode::BAD_REQUEST)?;
+        let scheme = if protocol.uses_tls() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let mut uri = http::uri::Parts::from(parts.head.uri);
+        uri.scheme = Some(scheme);
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.head.uri = Uri::from_parts(uri).map_err(|_| StatusCode::BAD_REQUEST)?;
+        parts.head.version = Version::HTTP_2;
+        if te_trailers {
+            parts
+                .head
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    Ok(Request::from_parts(parts.head, body))
+}
+
+/// A request's head as it goes upstream, before it is encoded.
+struct PreparedHead {
+    head: http::request::Parts,
+    forwarded: ForwardedHeaders,
+}
+
+/// Sends `request` over hyper's client to one of the upstream's endpoints,
+/// as [`exchange`] does: a failed connect moves on to the next endpoint,
+/// once; a connection that closed under a request not yet sent is
+/// replaced, once.
+async fn exchange_client(
+    mut request: Request<ProxyBody>,
+    upstream: &Upstream,
+    preferred: Option<SocketAddr>,
+    protocol: UpstreamProtocol,
+    tls: Option<&UpstreamTls>,
+    limits: &RequestLimits,
+    state: &ProxyState,
+) -> Result<(Response<Incoming>, SocketAddr), StatusCode> {
+    const ATTEMPTS: usize = 2;
+    let upstream_host = match request.uri().authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    // The session's endpoint first (cookie affinity), then round-robin.
+    let candidates = preferred
+        .into_iter()
+        .chain(
+            upstream
+                .round_robin
+                .order(&upstream.endpoints)
+                .copied()
+                .filter(move |endpoint| Some(*endpoint) != preferred),
+        )
+        .take(ATTEMPTS);
+    for endpoint in candidates {
+        for _ in 0..2 {
+            let connection = match state
+                .clients
+                .connection(
+                    endpoint,
+                    protocol,
+                    tls,
+                    &upstream_host,
+                    limits.connect_timeout,
+                )
+                .await
+            {
+                Ok(connection) => connection,
+                Err(error) => {
+                    warn!(upstream = %upstream.name, %error, "upstream connect failed");
+                    break;
+                }
+            };
+            let deadline = tokio::time::Instant::now() + limits.read_timeout;
+            match tokio::time::timeout_at(deadline, connection.send(request)).await {
+                Err(_) => {
+                    warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
+                    return Err(StatusCode::GATEWAY_TIMEOUT);
+                }
+                Ok(Ok(response)) => return Ok((response, endpoint)),
+                Ok(Err(SendFailure::NotSent(unsent))) => {
+                    debug!(%endpoint, "upstream connection closed; sending on a new one");
+                    request = *unsent;
+                }
+                Ok(Err(SendFailure::Failed(error))) => {
+                    if let Some(status) = client_body_fault(&error) {
+                        return Err(status);
+                    }
+                    warn!(upstream = %upstream.name, %endpoint, %error, "upstream failed");
+                    return Err(StatusCode::BAD_GATEWAY);
+                }
+            }
+        }
+    }
+    Err(StatusCode::BAD_GATEWAY)
 }
 
 fn body_is_empty(body: &Incoming) -> bool {
@@ -706,15 +1155,22 @@ fn body_is_empty(body: &Incoming) -> bool {
 async fn exchange(
     mut request: OutgoingRequest,
     upstream: &Upstream,
+    preferred: Option<SocketAddr>,
     limits: &RequestLimits,
     state: &ProxyState,
-) -> Result<Exchanged, StatusCode> {
+) -> Result<(Exchanged, SocketAddr), StatusCode> {
     const ATTEMPTS: usize = 2;
-    let candidates = upstream
-        .round_robin
-        .order(&upstream.endpoints)
-        .take(ATTEMPTS)
-        .copied();
+    // The session's endpoint first (cookie affinity), then round-robin.
+    let candidates = preferred
+        .into_iter()
+        .chain(
+            upstream
+                .round_robin
+                .order(&upstream.endpoints)
+                .copied()
+                .filter(move |endpoint| Some(*endpoint) != preferred),
+        )
+        .take(ATTEMPTS);
     for endpoint in candidates {
         let mut checkout = match state
             .pool
@@ -741,7 +1197,7 @@ async fn exchange(
                     warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
                     return Err(StatusCode::GATEWAY_TIMEOUT);
                 }
-                Ok(Ok(exchanged)) => return Ok(exchanged),
+                Ok(Ok(exchanged)) => return Ok((exchanged, endpoint)),
                 Ok(Err(failure)) => failure,
             };
             match failure {
@@ -777,18 +1233,27 @@ async fn exchange(
 /// The status for a request body that could not be sent: too large (413),
 /// too slow (408), or broken by the client (400).
 fn status_for_body_error(error: &BoxError) -> StatusCode {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(cause) = source {
-        if cause.downcast_ref::<BodyTooLarge>().is_some() {
-            return StatusCode::PAYLOAD_TOO_LARGE;
-        }
-        if cause.downcast_ref::<BodyTimeout>().is_some() {
-            return StatusCode::REQUEST_TIMEOUT;
-        }
-        source = cause.source();
+    if let Some(status) = client_body_fault(error.as_ref()) {
+        return status;
     }
     debug!(%error, "request body failed");
     StatusCode::BAD_REQUEST
+}
+
+/// 413 or 408 when `error` comes from a request body too large or too
+/// slow (anywhere in its chain of causes).
+fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<BodyTooLarge>().is_some() {
+            return Some(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        if cause.downcast_ref::<BodyTimeout>().is_some() {
+            return Some(StatusCode::REQUEST_TIMEOUT);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// A small HTML error page, as nginx answers.
@@ -816,6 +1281,7 @@ mod tests {
 
     use super::*;
     use crate::proxy::upstream::{UpstreamSettings, tests::raw_backend};
+    use ingress_model::upstream::{UpstreamProtocol, UpstreamTls};
 
     /// Every request goes to one endpoint.
     struct Fixed(SocketAddr);
@@ -892,6 +1358,9 @@ mod tests {
             policy: None,
             rewrite: None,
             latency: None,
+            canary: None,
+            route_path: None,
+            errors: None,
         }
     }
 
@@ -942,10 +1411,12 @@ mod tests {
             metrics: Metrics::new(None),
             resolver,
             pool: UpstreamPool::new(UpstreamSettings::default()),
+            clients: ClientPool::new(Duration::from_secs(5), 32),
             settings: ProxySettings {
                 read_timeout: Duration::from_secs(5),
                 ..ProxySettings::default()
             },
+            global: Arc::default(),
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
             authenticator: Authenticator::default(),
@@ -1154,6 +1625,322 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_GATEWAY);
             assert_eq!(server, ["xdp-ingress"]);
             assert!(http_date(&date), "{date:?}");
+        }
+    }
+
+    /// Every request goes to one endpoint with one policy.
+    struct WithPolicy(SocketAddr, Arc<RoutePolicy>);
+
+    impl Resolve for WithPolicy {
+        fn resolve(&self, _host: &str, _path: &str) -> Resolution {
+            Resolution::Upstream(Upstream {
+                policy: Some(self.1.clone()),
+                ..upstream(self.0)
+            })
+        }
+    }
+
+    fn policy_of(protocol: UpstreamProtocol, tls: Option<UpstreamTls>) -> Arc<RoutePolicy> {
+        Arc::new(RoutePolicy {
+            upstream_protocol: protocol,
+            upstream_tls: tls.map(Arc::new),
+            ..RoutePolicy::default()
+        })
+    }
+
+    /// A gRPC-like backend over HTTP/2, cleartext or over TLS with
+    /// `tls`: two data frames (the first names the request's version, its
+    /// `te` and `:authority`), then the trailers `grpc-status: 7`; it
+    /// counts the connections it accepted. Over TLS it also speaks
+    /// HTTP/1.1 (ALPN).
+    async fn h2_backend(
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let first = format!(
+                        "{:?} te={:?} authority={:?};",
+                        request.version(),
+                        request.headers().get(header::TE),
+                        request.uri().authority().map(|a| a.to_string()),
+                    );
+                    let mut trailers = http::HeaderMap::new();
+                    let grpc = HeaderValue::from_static("application/grpc");
+                    trailers.insert("grpc-status", HeaderValue::from_static("7"));
+                    trailers.insert("grpc-message", HeaderValue::from_static("denied"));
+                    let frames = vec![
+                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(first))),
+                        Ok(hyper::body::Frame::data(Bytes::from_static(b"second"))),
+                        Ok(hyper::body::Frame::trailers(trailers)),
+                    ];
+                    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                    let mut response = Response::new(body);
+                    response.headers_mut().insert(header::CONTENT_TYPE, grpc);
+                    Ok::<_, Infallible>(response)
+                });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .http2_only()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(config) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A CA and a certificate it signed for `name` (PEM): CA, chain, key.
+    fn ca_and_leaf(name: &str) -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (ca.pem(), leaf.pem(), key.serialize_pem())
+    }
+
+    fn tls_server(chain: &str, key: &str) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// The status, body and trailers of a request to `proxy` over HTTP/2
+    /// (h2c) or HTTP/1.1 (with `TE: trailers`).
+    async fn get_with_trailers(
+        proxy: SocketAddr,
+        http2: bool,
+    ) -> (StatusCode, String, Option<http::HeaderMap>) {
+        let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let request = Request::post("http://grpc.example.com/pkg.Service/Method")
+            .header(header::HOST, "grpc.example.com")
+            .header(header::TE, "trailers")
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let send = async {
+            if http2 {
+                let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(stream),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            } else {
+                let (mut sender, connection) =
+                    client_http1::handshake(TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            }
+        };
+        let response = tokio::time::timeout(Duration::from_secs(5), send)
+            .await
+            .expect("the proxy answered in time")
+            .unwrap();
+        let status = response.status();
+        let collected =
+            tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+                .await
+                .expect("the body came in time")
+                .unwrap();
+        let trailers = collected.trailers().cloned();
+        (
+            status,
+            String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            trailers,
+        )
+    }
+
+    #[tokio::test]
+    async fn grpc_over_h2c_streams_and_passes_the_trailers_on_one_connection() {
+        let (backend, accepted) = h2_backend(None).await;
+        let policy = policy_of(UpstreamProtocol::H2c, None);
+        let (proxy, _stop, _task) = proxy_with(Arc::new(WithPolicy(backend, policy))).await;
+        for _ in 0..3 {
+            let (status, body, trailers) = get_with_trailers(proxy, true).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                body,
+                "HTTP/2.0 te=Some(\"trailers\") authority=Some(\"grpc.example.com\");second"
+            );
+            let trailers = trailers.expect("the trailers came through");
+            assert_eq!(trailers["grpc-status"], "7");
+            assert_eq!(trailers["grpc-message"], "denied");
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one multiplexed connection serves every request"
+        );
+        // An HTTP/1.1 client is proxied over HTTP/2 as well (nginx's
+        // grpc_pass does the same); its trailers come with chunked encoding.
+        let (status, body, trailers) = get_with_trailers(proxy, false).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("HTTP/2.0"), "{body}");
+        assert_eq!(trailers.unwrap()["grpc-status"], "7");
+    }
+
+    /// An HTTP/2 backend that closes each connection (GOAWAY) after its
+    /// first response; it counts the connections it accepted.
+    async fn one_request_h2_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (served, mut done) = tokio::sync::mpsc::channel::<()>(1);
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let served = served.clone();
+                    async move {
+                        let _ = served.try_send(());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                tokio::spawn(async move {
+                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                    let mut connection = std::pin::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        _ = done.recv() => connection.as_mut().graceful_shutdown(),
+                    }
+                    let _ = connection.await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_closed_h2_connection_is_replaced() {
+        let (backend, accepted) = one_request_h2_backend().await;
+        let policy = policy_of(UpstreamProtocol::H2c, None);
+        let (proxy, _stop, _task) = proxy_with(Arc::new(WithPolicy(backend, policy))).await;
+        for round in 1..=3 {
+            let (status, body, _) = get_with_trailers(proxy, true).await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"), "{round}");
+            // The backend's GOAWAY reaches the proxy.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn upstream_tls_verifies_as_the_route_asks() {
+        let (ca, chain, key) = ca_and_leaf("backend.test");
+        let (other_ca, _, _) = ca_and_leaf("backend.test");
+        let (backend, _) = h2_backend(Some(tls_server(&chain, &key))).await;
+        let verified = |ca: &str, name: &str| UpstreamTls {
+            verify: Some(Arc::from(ca.as_bytes())),
+            server_name: Some(name.to_owned()),
+            send_sni: true,
+            ..UpstreamTls::default()
+        };
+        let cases = [
+            // proxy-ssl-verify off: any certificate, as in ingress-nginx.
+            (
+                UpstreamProtocol::Http1OverTls,
+                None,
+                StatusCode::OK,
+                "HTTP/1.1",
+            ),
+            (
+                UpstreamProtocol::Http2OverTls,
+                None,
+                StatusCode::OK,
+                "HTTP/2.0",
+            ),
+            (
+                UpstreamProtocol::Http2OverTls,
+                Some(verified(&ca, "backend.test")),
+                StatusCode::OK,
+                "HTTP/2.0",
+            ),
+            (
+                UpstreamProtocol::Http1OverTls,
+                Some(verified(&ca, "backend.test")),
+                StatusCode::OK,
+                "HTTP/1.1",
+            ),
+            (
+                UpstreamProtocol::Http1OverTls,
+                Some(verified(&other_ca, "backend.test")),
+                StatusCode::BAD_GATEWAY,
+                "",
+            ),
+            (
+                UpstreamProtocol::Http2OverTls,
+                Some(verified(&ca, "other.test")),
+                StatusCode::BAD_GATEWAY,
+                "",
+            ),
+            // Verified without proxy-ssl-name: the Host going upstream.
+            (
+                UpstreamProtocol::Http2OverTls,
+                Some(UpstreamTls {
+                    server_name: None,
+                    ..verified(&ca, "unused")
+                }),
+                StatusCode::BAD_GATEWAY,
+                "",
+            ),
+        ];
+        for (protocol, tls, expected, version) in cases {
+            let described = format!("{protocol:?} {:?}", tls.as_ref().map(|t| &t.server_name));
+            let policy = policy_of(protocol, tls);
+            let (proxy, _stop, _task) = proxy_with(Arc::new(WithPolicy(backend, policy))).await;
+            let (status, body, trailers) = get_with_trailers(proxy, true).await;
+            assert_eq!(status, expected, "{described}: {body}");
+            if expected == StatusCode::OK {
+                assert!(body.starts_with(version), "{described}: {body}");
+                if protocol.is_http2() {
+                    assert_eq!(trailers.unwrap()["grpc-status"], "7", "{described}");
+                }
+            }
         }
     }
 

@@ -26,11 +26,19 @@
 //! its responses carry no `Date` but `/dated`'s (hyper adds one by
 //! default).
 //!
+//! With `--tls-cert FILE --tls-key FILE` (PEM) every listener speaks TLS
+//! (ALPN `h2` and `http/1.1`): an HTTPS upstream; with `--tls-client-ca
+//! FILE` too, it requires a client certificate signed by that CA.
+//!
 //! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]
-//! [--udp-echo ADDR:PORT ...] [--no-date]`
+//! [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]`
 
 use std::{
-    collections::VecDeque, convert::Infallible, net::SocketAddr, sync::Mutex, time::Duration,
+    collections::VecDeque,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
@@ -43,6 +51,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
 use xdp_ingress_lab::BackendReport;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -60,7 +69,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn usage() -> ! {
     eprintln!(
         "usage: lab-backend --name NAME --listen ADDR:PORT [--listen ADDR:PORT ...] \
-         [--udp-echo ADDR:PORT ...] [--no-date]"
+         [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]"
     );
     std::process::exit(2);
 }
@@ -71,6 +80,7 @@ async fn main() {
     let mut listens: Vec<SocketAddr> = Vec::new();
     let mut udp_echoes: Vec<SocketAddr> = Vec::new();
     let mut dated = true;
+    let (mut tls_cert, mut tls_key, mut client_ca) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -86,12 +96,26 @@ async fn main() {
                     .unwrap_or_else(|| usage()),
             ),
             "--no-date" => dated = false,
+            "--tls-cert" => tls_cert = Some(args.next().unwrap_or_else(|| usage())),
+            "--tls-key" => tls_key = Some(args.next().unwrap_or_else(|| usage())),
+            "--tls-client-ca" => client_ca = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
     if listens.is_empty() {
         usage();
     }
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => match tls_acceptor(&cert, &key, client_ca.as_deref()) {
+            Ok(acceptor) => Some(acceptor),
+            Err(error) => {
+                eprintln!("lab-backend: TLS from {cert} and {key}: {error}");
+                std::process::exit(1);
+            }
+        },
+        _ => usage(),
+    };
     let mut tasks = Vec::new();
     for addr in listens {
         let listener = match TcpListener::bind(addr).await {
@@ -101,7 +125,12 @@ async fn main() {
                 std::process::exit(1);
             }
         };
-        tasks.push(tokio::spawn(accept_loop(listener, name.clone(), dated)));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            name.clone(),
+            dated,
+            tls.clone(),
+        )));
     }
     for addr in udp_echoes {
         let socket = match UdpSocket::bind(addr).await {
@@ -119,7 +148,41 @@ async fn main() {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: String, dated: bool) {
+/// A TLS acceptor with the chain and key of these PEM files.
+/// Requiring a client certificate signed by the CA of `client_ca` (a PEM
+/// file), when given.
+fn tls_acceptor(
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)? {
+                roots.add(cert?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(listener: TcpListener, name: String, dated: bool, tls: Option<TlsAcceptor>) {
     let local = listener.local_addr().expect("bound");
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -127,6 +190,7 @@ async fn accept_loop(listener: TcpListener, name: String, dated: bool) {
         };
         let _ = stream.set_nodelay(true);
         let name = name.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let name = name.clone();
@@ -135,9 +199,21 @@ async fn accept_loop(listener: TcpListener, name: String, dated: bool) {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().auto_date_header(dated);
             builder.http2().auto_date_header(dated);
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
 }
