@@ -37,8 +37,9 @@ use crate::{
     canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
-        Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
-        parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
+        Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, RoutePolicy, is_token_list,
+        parse_from_to, parse_plain_path, parse_redirect_part, parse_seconds, parse_service_name,
+        parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -81,6 +82,22 @@ pub const IMPLEMENTED: &[&str] = &[
     "limit-whitelist",
     "custom-http-errors",
     "default-backend",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "preserve-trailing-slash",
+    // The proxy streams both ways whatever these say (see the migration
+    // notes): nothing to apply, nothing lost.
+    "proxy-buffering",
+    "proxy-request-buffering",
+    "proxy-buffer-size",
+    "proxy-buffers-number",
+    "proxy-busy-buffers-size",
+    "proxy-max-temp-file-size",
+    "client-body-buffer-size",
+    "proxy-http-version",
+    "connection-proxy-header",
     "backend-protocol",
     "proxy-ssl-secret",
     "proxy-ssl-verify",
@@ -295,6 +312,41 @@ fn read_policy(
     policy.service_upstream =
         parsed(annotations, "service-upstream", parse_bool, report).unwrap_or(false);
     read_rate_limits(annotations, &mut policy, report, unreadable);
+    policy.cookie_domain =
+        parsed(annotations, "proxy-cookie-domain", parse_from_to, report).flatten();
+    policy.cookie_path = parsed(annotations, "proxy-cookie-path", parse_from_to, report).flatten();
+    policy.preserve_trailing_slash =
+        parsed(annotations, "preserve-trailing-slash", parse_bool, report).unwrap_or(false);
+    // `proxy-redirect-from: off` (or default) keeps Location as it is.
+    let from = parsed(
+        annotations,
+        "proxy-redirect-from",
+        parse_redirect_part,
+        report,
+    );
+    let to = parsed(
+        annotations,
+        "proxy-redirect-to",
+        parse_redirect_part,
+        report,
+    );
+    policy.redirect_rewrite = match (from, to) {
+        (Some(from), _) if from == "off" || from == "default" => None,
+        (Some(from), Some(to)) => Some(PrefixRewrite { from, to }),
+        (Some(_), None) | (None, Some(_)) => {
+            let full = lookup(annotations, "proxy-redirect-from")
+                .or_else(|| lookup(annotations, "proxy-redirect-to"))
+                .map(|(full, _)| full)
+                .unwrap_or_default();
+            report(
+                &full,
+                "proxy-redirect-from and proxy-redirect-to go together".to_owned(),
+                "ignored",
+            );
+            None
+        }
+        (None, None) => None,
+    };
     policy.custom_http_errors =
         parsed(annotations, "custom-http-errors", parse_status_list, report).unwrap_or_default();
     policy.default_backend = parsed(annotations, "default-backend", parse_service_name, report);
@@ -651,6 +703,15 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
     }
     if SOURCE_RANGES.contains(&name) {
         return Treatment::SourceRange;
+    }
+    // A web application firewall protects: asked for and not there, the
+    // Ingress fails closed; turned off, nothing to do.
+    if name == "enable-modsecurity" || name == "enable-owasp-core-rules" {
+        return if value.trim().eq_ignore_ascii_case("false") {
+            Treatment::Implemented
+        } else {
+            Treatment::FailClosed
+        };
     }
     // Limits protect a backend as access control protects an app.
     if name.starts_with("auth-") || name.starts_with("limit-") || name.ends_with("-source-range") {
@@ -1341,7 +1402,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/server-alias",
                 "www.example.com",
             ),
-            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
+            ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
@@ -1356,7 +1417,7 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/proxy-buffering",
+                "nginx.ingress.kubernetes.io/load-balance",
                 "nginx.ingress.kubernetes.io/server-alias",
                 "xdp-ingress.io/enable-access-log",
             ]

@@ -125,6 +125,42 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
         "on: a plain-HTTP request that does not redirect to HTTPS gets 400 (nginx does not check plain HTTP)",
     ),
     (
+        "proxy-buffering",
+        "no effect: the edge streams responses (nginx buffers them with \"on\")",
+    ),
+    (
+        "proxy-request-buffering",
+        "no effect: the edge streams request bodies (nginx reads them whole with \"on\", the default)",
+    ),
+    (
+        "proxy-buffer-size",
+        "no effect: the edge streams; no nginx buffers to size",
+    ),
+    (
+        "proxy-buffers-number",
+        "no effect: the edge streams; no nginx buffers to size",
+    ),
+    (
+        "proxy-busy-buffers-size",
+        "no effect: the edge streams; no nginx buffers to size",
+    ),
+    (
+        "proxy-max-temp-file-size",
+        "no effect: nothing is written to disk",
+    ),
+    (
+        "client-body-buffer-size",
+        "no effect: request bodies are streamed, never buffered",
+    ),
+    (
+        "proxy-http-version",
+        "no effect: HTTP/1.1 upstream (or HTTP/2 by backend-protocol); \"1.0\" is not spoken",
+    ),
+    (
+        "connection-proxy-header",
+        "no effect: the edge pools keep-alive connections to the endpoints itself; the header is not sent",
+    ),
+    (
         "custom-http-errors",
         "without any default backend, the edge's own page with the status (ingress-nginx: its default backend's 404); the errors backend gets the Host, method and X-* headers, not the client's other headers",
     ),

@@ -703,7 +703,7 @@ mod tests {
                 .rule(Some("snippet.com"), vec![prefix("/", "d")]),
             ingress("ns", "open")
                 .ours()
-                .annotation("nginx.ingress.kubernetes.io/proxy-buffering", "on")
+                .annotation("nginx.ingress.kubernetes.io/load-balance", "ewma")
                 .rule(Some("open.com"), vec![prefix("/", "e")]),
             // Newer than the refused Ingress: it does not route around it.
             ingress("ns", "later")

@@ -143,7 +143,7 @@ fn cases() -> Vec<Case> {
         ),
         (
             "unsupported",
-            vec![("proxy-buffering", "on".to_owned())],
+            vec![("load-balance", "ewma".to_owned())],
             ServedIgnoring,
         ),
     ]

@@ -8,7 +8,9 @@
 //! rewritten path (the query kept), and makes the host's other paths
 //! regexes too, `limit-rpm` refuses a client past its burst (503) unless
 //! `limit-allowlist` exempts it, and `limit-connections` refuses requests
-//! past those in progress.
+//! past those in progress; `proxy-redirect-from/-to` and
+//! `proxy-cookie-domain/-path` rewrite the backend's `Location` and
+//! `Set-Cookie`.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -152,6 +154,15 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             &[
                 ("permanent-redirect", "https://new.example.com/"),
                 ("temporal-redirect", "https://away.example.com/later"),
+            ],
+        ),
+        site(
+            "rewritten",
+            &[
+                ("proxy-redirect-from", "http://internal.svc/"),
+                ("proxy-redirect-to", "https://rewritten.example.com/"),
+                ("proxy-cookie-domain", "internal.svc rewritten.example.com"),
+                ("proxy-cookie-path", "/app/ /"),
             ],
         ),
     ];
@@ -378,5 +389,45 @@ endpoints: [{{addresses: [{web_ip}]}}]",
         "anycors: {:?}",
         reply.text()
     );
+
+    // proxy-redirect-from/-to and proxy-cookie-domain/-path rewrite what
+    // the backend answers (nginx's proxy_redirect, proxy_cookie_*).
+    let answered = "/respond?Location=http%3A%2F%2Finternal.svc%2Fapp%2Fx\
+        &Set-Cookie=id%3D1%3B%20Domain%3Dinternal.svc%3B%20Path%3D%2Fapp%2Fx%3B%20HttpOnly\
+        &Set-Cookie=other%3D2%3B%20Domain%3Delsewhere.example%3B%20Path%3D%2Fkept";
+    for (name, location, cookies) in [
+        (
+            "rewritten",
+            "https://rewritten.example.com/app/x",
+            [
+                "id=1; Domain=rewritten.example.com; Path=/x; HttpOnly",
+                "other=2; Domain=elsewhere.example; Path=/kept",
+            ],
+        ),
+        (
+            "plain",
+            "http://internal.svc/app/x",
+            [
+                "id=1; Domain=internal.svc; Path=/app/x; HttpOnly",
+                "other=2; Domain=elsewhere.example; Path=/kept",
+            ],
+        ),
+    ] {
+        let reply = curl(name, answered, &["-D", "-"])?;
+        let head = reply.text();
+        ensure!(
+            header(&head, "location").as_deref() == Some(location),
+            "{name}: {head:?}"
+        );
+        let set: Vec<String> = head
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case("set-cookie")
+                    .then(|| value.trim().to_owned())
+            })
+            .collect();
+        ensure!(set == cookies, "{name}: {set:?}");
+    }
     Ok(())
 }

@@ -16,6 +16,8 @@
 //! - `/seen`: a JSON list of the reports of the last requests (at most
 //!   [`SEEN`]) it answered, `/seen` excepted, oldest first: what an
 //!   authentication service was asked;
+//! - `/respond?NAME=VALUE&...`: the report, with each `NAME: VALUE`
+//!   (percent-decoded) added to the response's headers;
 //! - an `Upgrade: websocket` request: `101`, then every byte is echoed; other
 //!   upgrades (`h2c`) are declined, as by servers that do not speak them:
 //!   the request is answered as usual.
@@ -400,7 +402,45 @@ async fn respond(
                 headers.insert(header::SET_COOKIE, "auth-failed=1".parse().expect("valid"));
             }
         }
+        ["", "respond"] => {
+            let query = path.split_once('?').map_or("", |(_, query)| query);
+            for pair in query.split('&') {
+                let Some((name, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(percent_decode(name).as_bytes()),
+                    http::HeaderValue::from_str(&percent_decode(value)),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+        }
         _ => {}
     }
     response
+}
+
+/// `text` with its `%XX` escapes decoded (and `+` as a space).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
