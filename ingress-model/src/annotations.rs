@@ -38,8 +38,8 @@ use crate::{
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, RoutePolicy, is_token_list,
-        parse_from_to, parse_plain_path, parse_redirect_part, parse_seconds, parse_service_name,
-        parse_size, parse_status_list, parse_vhost,
+        parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part, parse_seconds,
+        parse_service_name, parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -87,6 +87,8 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy-cookie-domain",
     "proxy-cookie-path",
     "preserve-trailing-slash",
+    "server-alias",
+    "from-to-www-redirect",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -347,6 +349,10 @@ fn read_policy(
         }
         (None, None) => None,
     };
+    policy.server_alias =
+        parsed(annotations, "server-alias", parse_host_list, report).unwrap_or_default();
+    policy.from_to_www_redirect =
+        parsed(annotations, "from-to-www-redirect", parse_bool, report).unwrap_or(false);
     policy.custom_http_errors =
         parsed(annotations, "custom-http-errors", parse_status_list, report).unwrap_or_default();
     policy.default_backend = parsed(annotations, "default-backend", parse_service_name, report);
@@ -1399,8 +1405,8 @@ mod tests {
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
             (
-                "nginx.ingress.kubernetes.io/server-alias",
-                "www.example.com",
+                "nginx.ingress.kubernetes.io/mirror-target",
+                "https://mirror.example.com",
             ),
             ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
             ("xdp-ingress.io/enable-access-log", "true"),
@@ -1418,7 +1424,7 @@ mod tests {
             named,
             [
                 "nginx.ingress.kubernetes.io/load-balance",
-                "nginx.ingress.kubernetes.io/server-alias",
+                "nginx.ingress.kubernetes.io/mirror-target",
                 "xdp-ingress.io/enable-access-log",
             ]
         );

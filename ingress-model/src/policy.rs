@@ -83,6 +83,15 @@ pub struct RoutePolicy {
     /// `preserve-trailing-slash`: the redirect to HTTPS keeps a trailing
     /// `/` (ingress-nginx removes it otherwise).
     pub preserve_trailing_slash: bool,
+    /// `server-alias`: more names served exactly as the Ingress's hosts
+    /// (a name some Ingress has as a host is not taken).
+    pub server_alias: Vec<String>,
+    /// `from-to-www-redirect`: `www.<host>` redirects to `<host>`, or
+    /// `<host>` to `www.<host>` for a `www.` host.
+    pub from_to_www_redirect: bool,
+    /// Set on the routes made for `from-to-www-redirect` alone: every
+    /// request is redirected to this host.
+    pub www_redirect_to: Option<String>,
     /// `backend-protocol`: how the endpoints are spoken to.
     pub upstream_protocol: UpstreamProtocol,
     /// `proxy-ssl-*`: TLS to the endpoints when the protocol is over TLS
@@ -145,6 +154,37 @@ pub fn parse_redirect_part(text: &str) -> Result<String, String> {
     } else {
         Err(format!("{text:?} is not a URL or path prefix"))
     }
+}
+
+/// Parses `server-alias`: comma-separated host names (lower-cased; no
+/// wildcards).
+pub fn parse_host_list(text: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = text
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in &names {
+        let labels = name.as_str();
+        let valid = !labels.is_empty()
+            && labels.len() <= 253
+            && labels.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            return Err(format!("{name:?} is not a host name"));
+        }
+    }
+    if names.is_empty() {
+        return Err("no host name".to_owned());
+    }
+    Ok(names)
 }
 
 /// Parses `custom-http-errors`: comma-separated statuses from 400 to 599.

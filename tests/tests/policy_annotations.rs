@@ -10,7 +10,8 @@
 //! `limit-allowlist` exempts it, and `limit-connections` refuses requests
 //! past those in progress; `proxy-redirect-from/-to` and
 //! `proxy-cookie-domain/-path` rewrite the backend's `Location` and
-//! `Set-Cookie`.
+//! `Set-Cookie`; `server-alias` names a host anew and
+//! `from-to-www-redirect` redirects its `www.` name.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -154,6 +155,13 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             &[
                 ("permanent-redirect", "https://new.example.com/"),
                 ("temporal-redirect", "https://away.example.com/later"),
+            ],
+        ),
+        site(
+            "aliased",
+            &[
+                ("server-alias", "alias.example.org"),
+                ("from-to-www-redirect", "true"),
             ],
         ),
         site(
@@ -387,6 +395,32 @@ endpoints: [{{addresses: [{web_ip}]}}]",
         reply.status == 200
             && header(&reply.text(), "access-control-allow-origin").as_deref() == Some("*"),
         "anycors: {:?}",
+        reply.text()
+    );
+
+    // server-alias: another name for the host; from-to-www-redirect: the
+    // www name redirects to the host (scheme, port, no trailing slash).
+    let by_host = |host: &str, path: &str, more: &[&str]| {
+        let host = format!("Host: {host}");
+        let url = format!("http://{EDGE_ADDR}{path}");
+        let mut args = vec!["-H", host.as_str()];
+        args.extend_from_slice(more);
+        args.push(&url);
+        lab.client.curl(&args)
+    };
+    let reply = by_host("alias.example.org", "/x", &[])?;
+    ensure!(
+        reply.status == 200 && reply.report()?.host == "alias.example.org",
+        "alias: {}",
+        reply.status
+    );
+    let reply = by_host("www.aliased.example.com", "/page/?q=1", &["-D", "-"])?;
+    ensure!(
+        reply.status == 308
+            && header(&reply.text(), "location").as_deref()
+                == Some("http://aliased.example.com:80/page/?q=1"),
+        "www: {} {:?}",
+        reply.status,
         reply.text()
     );
 

@@ -388,6 +388,21 @@ async fn route_request(
         } => (*https_redirect, policy.clone()),
         Resolution::NoRoute => (false, None),
     };
+    // `from-to-www-redirect`'s own server: everything goes to the host,
+    // as ingress-nginx's `ngx_srv_redirect.lua` sends it (scheme, port,
+    // the target without a trailing `/`).
+    if let Some(target) = policy.as_ref().and_then(|p| p.www_redirect_to.as_deref()) {
+        let status = global
+            .config
+            .http_redirect_code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::PERMANENT_REDIRECT);
+        let scheme = if plain_http { "http" } else { "https" };
+        let uri = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = uri.strip_suffix('/').unwrap_or(uri);
+        let port = client.listener_port;
+        return redirect_to(status, &format!("{scheme}://{target}:{port}{uri}"));
+    }
     // Client certificates are checked as nginx reads an HTTPS request:
     // first (plain HTTP on its way to HTTPS is not asked).
     if !(plain_http && to_https)
