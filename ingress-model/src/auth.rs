@@ -943,6 +943,7 @@ md5:$1$8zmYLGwd$zNOEHYd6kVtnN5GlVr3os1
 sha256:$5$Q1oUeJMmvCTbu/KI$z.LbsbaNjGVGI2/4y9Xn/vXpR6ifFGbCn1Sj6fbW6bA
 sha512:$6$tb0WaEpUh4Dt5dHQ$neD985.pCE/GIWIuy5.eG5.5.VgI4wIj9Gk7Jou85O/06sHzA.W93ozuFwcMtt0UKPDowxYDE4ddvxkqKJ/I80
 sha:{SHA}Ys23Ag/5IOWqZCw9QGaVDdHwH00=
+ssha:{SSHA}aTajYe2SJsRWrbKsIV9ZttXLp9RzYWx0
 plain:{PLAIN}bar
 bcrypt:$2y$05$KBCwKxOzLha2MUDgW0PjXeWVAwXaXuD9sAFW.2Ym99rHP9dxW6/Pi
 des:rqXexS6ZhobKA
@@ -953,7 +954,9 @@ des:rqXexS6ZhobKA
         let (credentials, problems) = Htpasswd::parse(LINES);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("DES"), "{problems:?}");
-        for user in ["foo", "md5", "sha256", "sha512", "sha", "plain", "bcrypt"] {
+        for user in [
+            "foo", "md5", "sha256", "sha512", "sha", "ssha", "plain", "bcrypt",
+        ] {
             assert!(credentials.verify(user, b"bar"), "{user}");
             assert!(!credentials.verify(user, b"baz"), "{user}");
             assert!(!credentials.verify(user, b""), "{user}");
