@@ -693,8 +693,8 @@ mod tests {
             ingress("ns", "basic")
                 .ours()
                 .created(1)
-                .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
-                .annotation("nginx.ingress.kubernetes.io/auth-secret", "htpasswd")
+                .annotation("nginx.ingress.kubernetes.io/auth-proxy-set-headers", "h")
+                .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
                 .rule(
                     Some("basic.com"),
                     vec![prefix("/", "a"), prefix("/api", "b")],

@@ -157,6 +157,7 @@ impl ConfigApplier {
         if let Some(certificates) = &self.certificates {
             let update = certificates.update(table.tls(), objects, unix_now());
             problems.extend(update.problems);
+            certificates.client_auth.update(&table);
         }
         let backends = self.routes.install(table);
         let l4_services = match &self.l4 {
