@@ -103,6 +103,12 @@ fn cases() -> Vec<Case> {
             vec![("enable-global-auth", "true".to_owned())],
             unsupported,
         ),
+        // A web application firewall asked for and not there.
+        (
+            "waf",
+            vec![("enable-modsecurity", "true".to_owned())],
+            unsupported,
+        ),
         (
             "snippet",
             vec![("configuration-snippet", "return 200;".to_owned())],
