@@ -38,8 +38,9 @@ use crate::{
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, ResponseRate, RoutePolicy,
-        is_token_list, parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part,
-        parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
+        is_token_list, parse_from_to, parse_host_list, parse_load_balance, parse_plain_path,
+        parse_redirect_part, parse_seconds, parse_service_name, parse_size, parse_status_list,
+        parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -92,6 +93,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "server-alias",
     "from-to-www-redirect",
     "upstream-hash-by",
+    "load-balance",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -352,6 +354,7 @@ fn read_policy(
         }
         (None, None) => None,
     };
+    policy.load_balance = parsed(annotations, "load-balance", parse_load_balance, report);
     policy.hash_by = parsed(
         annotations,
         "upstream-hash-by",
@@ -1468,7 +1471,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/mirror-target",
                 "https://mirror.example.com",
             ),
-            ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
+            ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
@@ -1483,8 +1486,8 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/load-balance",
                 "nginx.ingress.kubernetes.io/mirror-target",
+                "nginx.ingress.kubernetes.io/ssl-passthrough",
                 "xdp-ingress.io/enable-access-log",
             ]
         );

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use crate::{
     access::{IpRange, SourceRanges, parse_ranges},
     object::ObjectRef,
-    policy::{parse_seconds, parse_size, parse_status_list},
+    policy::{LoadBalance, parse_load_balance, parse_seconds, parse_size, parse_status_list},
     problem::{Problem, ProblemReason},
 };
 
@@ -67,6 +67,8 @@ pub struct ControllerConfig {
     /// `keep-alive`: seconds an idle client connection is kept (0: closed
     /// after each response).
     pub keep_alive: Option<Duration>,
+    /// `load-balance`: every route's, unless its Ingress sets its own.
+    pub load_balance: Option<LoadBalance>,
     /// `custom-http-errors`: every route's, unless its Ingress sets its
     /// own; answered by `--default-backend-service`.
     pub custom_http_errors: Vec<u16>,
@@ -247,7 +249,7 @@ impl PartialEq for UserAgentRule {
 impl Eq for UserAgentRule {}
 
 /// The keys read here.
-pub const IMPLEMENTED_KEYS: [&str; 26] = [
+pub const IMPLEMENTED_KEYS: [&str; 27] = [
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -274,6 +276,7 @@ pub const IMPLEMENTED_KEYS: [&str; 26] = [
     "proxy-real-ip-cidr",
     "keep-alive",
     "custom-http-errors",
+    "load-balance",
 ];
 
 /// Keys that protect something and are not applied yet: every route
@@ -291,7 +294,7 @@ const FAIL_CLOSED_KEYS: [&str; 8] = [
 
 /// Keys of ingress-nginx's that we know and do not implement (yet):
 /// reported and ignored. Anything else is unknown, also reported.
-const KNOWN_KEYS: [&str; 52] = [
+const KNOWN_KEYS: [&str; 51] = [
     "use-proxy-protocol",
     "use-http2",
     "proxy-protocol-header-timeout",
@@ -334,7 +337,6 @@ const KNOWN_KEYS: [&str; 52] = [
     "proxy-next-upstream-tries",
     "proxy-next-upstream-timeout",
     "proxy-http-version",
-    "load-balance",
     "upstream-hash-by",
     "enable-opentelemetry",
     "enable-brotli",
@@ -535,6 +537,7 @@ fn read_key(config: &mut ControllerConfig, key: &str, value: &str) -> Result<(),
         "proxy-real-ip-cidr" => config.forwarding.trusted = parse_ranges(value)?,
         "keep-alive" => config.keep_alive = Some(parse_seconds(value)?),
         "custom-http-errors" => config.custom_http_errors = parse_status_list(value)?,
+        "load-balance" => config.load_balance = Some(parse_load_balance(value)?),
         _ => unreachable!("{key} is in IMPLEMENTED_KEYS"),
     }
     Ok(())
@@ -586,6 +589,7 @@ mod tests {
             ("use-forwarded-headers", "true"),
             ("proxy-real-ip-cidr", "198.18.0.0/24"),
             ("keep-alive", "0"),
+            ("load-balance", "ewma"),
             ("allow-snippet-annotations", "false"),
         ]);
         assert!(problems.is_empty(), "{problems:?}");
@@ -602,6 +606,7 @@ mod tests {
         assert!(!config.block_user_agents[1].matches("curl/7.01"));
         assert_eq!(config.limit_req_status_code, Some(429));
         assert_eq!(config.keep_alive, Some(Duration::ZERO));
+        assert_eq!(config.load_balance, Some(LoadBalance::Ewma));
         assert_eq!(config.refusal, None);
     }
 

@@ -67,6 +67,9 @@ pub struct RoutePolicy {
     /// `satisfy: any`: the source ranges or the authentication (basic,
     /// external) suffices, rather than both.
     pub satisfy_any: bool,
+    /// `load-balance`: how requests spread over the endpoints (`None`:
+    /// the ConfigMap's, else round robin).
+    pub load_balance: Option<LoadBalance>,
     /// `upstream-hash-by`: requests with the same key go to the same
     /// endpoint (consistent hashing), unless cookie affinity decides.
     pub hash_by: Option<crate::auth::UrlTemplate>,
@@ -242,6 +245,25 @@ pub struct RateLimit {
     /// Requests allowed beyond the rate at once (the rate's requests per
     /// its unit times `limit-burst-multiplier`, default 5).
     pub burst: u32,
+}
+
+/// ingress-nginx's `load-balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LoadBalance {
+    /// `round_robin`, the default.
+    #[default]
+    RoundRobin,
+    /// `ewma`: the better of two endpoints by their response times.
+    Ewma,
+}
+
+/// Parses `load-balance`.
+pub fn parse_load_balance(text: &str) -> Result<LoadBalance, String> {
+    match text.trim() {
+        "round_robin" => Ok(LoadBalance::RoundRobin),
+        "ewma" => Ok(LoadBalance::Ewma),
+        other => Err(format!("{other:?} is neither round_robin nor ewma")),
+    }
 }
 
 /// nginx's `limit_rate` and `limit_rate_after`, per response.

@@ -709,7 +709,7 @@ mod tests {
                 .rule(Some("snippet.com"), vec![prefix("/", "d")]),
             ingress("ns", "open")
                 .ours()
-                .annotation("nginx.ingress.kubernetes.io/load-balance", "ewma")
+                .annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true")
                 .rule(Some("open.com"), vec![prefix("/", "e")]),
             // Newer than the refused Ingress: it does not route around it.
             ingress("ns", "later")

@@ -339,6 +339,7 @@ async fn serve(
             ..ProxySettings::default()
         },
         global,
+        ewma: Default::default(),
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
         authenticator: Default::default(),

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use arc_swap::ArcSwap;
 use ingress_model::{
     controller_config::ControllerConfig,
-    policy::{Cors, Redirect, RoutePolicy},
+    policy::{Cors, LoadBalance, Redirect, RoutePolicy},
     upstream::{UpstreamProtocol, UpstreamTls},
 };
 
@@ -179,6 +179,8 @@ pub struct ProxyState {
     pub settings: ProxySettings,
     /// The controller ConfigMap's settings (`--configmap`), over `settings`.
     pub global: Arc<ArcSwap<Global>>,
+    /// The endpoints' response times, for `load-balance: ewma`.
+    pub ewma: balance::Ewma,
     /// The routes' request rates per client (`limit-rps`, `limit-rpm`).
     pub rate_limiter: RateLimiter,
     /// The routes' requests in progress per client (`limit-connections`).
@@ -603,6 +605,16 @@ async fn route_request(
                 .first()
                 .copied()
         });
+    // `load-balance: ewma`: the better of two by response time.
+    let ewma = policy
+        .as_ref()
+        .and_then(|p| p.load_balance)
+        .or(global.config.load_balance)
+        == Some(LoadBalance::Ewma);
+    let preferred = match preferred {
+        None if ewma => state.ewma.pick(&upstream.endpoints),
+        preferred => preferred,
+    };
     // The cookie of a new session (or of one moved), for the endpoint that served.
     let session_cookie = |served: SocketAddr| {
         session.and_then(|(affinity, pick, user_agent)| {
@@ -657,6 +669,9 @@ async fn route_request(
         };
         if let Some(latency) = &upstream.latency {
             latency.observe(asked.elapsed().as_secs_f64());
+        }
+        if ewma {
+            state.ewma.record(served, asked.elapsed());
         }
         if intercepted.contains(&response.status().as_u16())
             && let (Some(pages), Some(original)) = (&errors, &original)
@@ -745,6 +760,9 @@ async fn route_request(
     let session_cookie = session_cookie(served);
     if let Some(latency) = &upstream.latency {
         latency.observe(asked.elapsed().as_secs_f64());
+    }
+    if ewma {
+        state.ewma.record(served, asked.elapsed());
     }
 
     match exchanged {
@@ -1492,6 +1510,7 @@ mod tests {
                 ..ProxySettings::default()
             },
             global: Arc::default(),
+            ewma: balance::Ewma::default(),
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
             authenticator: Authenticator::default(),
