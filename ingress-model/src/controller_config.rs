@@ -551,23 +551,53 @@ fn read_key(config: &mut ControllerConfig, key: &str, value: &str) -> Result<(),
 impl ControllerConfig {
     /// The source ranges the kernel enforces exactly on every listener of
     /// the proxy, given what our Ingresses say (`ingresses`):
-    /// `block-cidrs`, `xdp-drop-source-range` (the key and the
-    /// annotations), and the global deny and allow lists while no Ingress
-    /// of ours replaces them with its own (then they stay in the proxy,
-    /// which applies them per route, and `proxy_only` says why). Nothing
-    /// while the ConfigMap refuses to serve (every route answers 503).
+    /// `xdp-drop-source-range` (the key and the annotations: the peer's
+    /// address, always), `block-cidrs`, and the global deny and allow lists
+    /// while no Ingress of ours replaces them with its own (then they stay
+    /// in the proxy, which applies them per route, and `proxy_only` says
+    /// why). With `use-forwarded-headers` or `enable-real-ip` the client of
+    /// ingress-nginx's lists is the forwarded address: they stay in the
+    /// proxy. Nothing while the ConfigMap refuses to serve (every route
+    /// answers 503).
     pub fn kernel_source_ranges(&self, ingresses: &IngressSourceRanges) -> KernelSourceRanges {
         let mut kernel = KernelSourceRanges::default();
         if self.refusal.is_some() {
             return kernel;
         }
         let mut deny: Vec<IpRange> = self
-            .block_cidrs
+            .xdp_drop_source_range
             .iter()
-            .chain(&self.xdp_drop_source_range)
             .chain(&ingresses.xdp_drop)
             .copied()
             .collect();
+        // Behind a trusted proxy the client is the forwarded address, which
+        // XDP cannot see: ingress-nginx's lists then stay in the proxy.
+        let forwarded = self.forwarding.use_forwarded_headers || self.forwarding.enable_real_ip;
+        if forwarded {
+            let set: Vec<&str> = [
+                ("block-cidrs", !self.block_cidrs.is_empty()),
+                ("denylist-source-range", !self.source_ranges.deny.is_empty()),
+                (
+                    "whitelist-source-range",
+                    !self.source_ranges.allow.is_empty(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if !set.is_empty() {
+                kernel.proxy_only.push(format!(
+                    "{} stay in the proxy (403): with use-forwarded-headers or enable-real-ip the \
+                     client is the forwarded address",
+                    set.join(", ")
+                ));
+            }
+            deny.sort();
+            deny.dedup();
+            kernel.deny = deny;
+            return kernel;
+        }
+        deny.extend(&self.block_cidrs);
         let names = |keys: &[crate::object::ObjectKey]| {
             keys.iter()
                 .map(ToString::to_string)
