@@ -14,13 +14,14 @@ use arc_swap::ArcSwap;
 use ingress_model::{
     ClusterObjects, ModelOptions, ObjectKey, ObjectKind, ObjectRef, Problem, ProblemReason,
     RouteTableBuilder,
-    controller_config::{Hsts, controller_config},
+    access::IngressSourceRanges,
+    controller_config::{ControllerConfig, Hsts, controller_config},
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use tracing::{info, warn};
 
 use crate::{
-    bpf::l4_sync::L4Sync,
+    bpf::{l4_sync::L4Sync, source_ranges::SourceRangeSync},
     health::Readiness,
     metrics::Metrics,
     proxy::global::Global,
@@ -55,6 +56,10 @@ pub struct ConfigApplier {
     routes: Arc<LiveRoutes>,
     certificates: Option<Arc<CertStore>>,
     l4: Option<Arc<L4Sync>>,
+    source_ranges: Option<Arc<SourceRangeSync>>,
+    /// Whether the listener-wide drops were last seen without an XDP edge
+    /// to drop them (said once).
+    drops_without_edge: Mutex<bool>,
     metrics: Option<Arc<Metrics>>,
     readiness: Option<Arc<Readiness>>,
     reported: Mutex<BTreeSet<Problem>>,
@@ -93,6 +98,8 @@ impl ConfigApplier {
             routes,
             certificates,
             l4: None,
+            source_ranges: None,
+            drops_without_edge: Mutex::new(false),
             metrics: None,
             readiness: None,
             reported: Mutex::new(BTreeSet::new()),
@@ -138,6 +145,13 @@ impl ConfigApplier {
         self
     }
 
+    /// Also keeps the XDP program's source ranges at what the ConfigMap and
+    /// the Ingresses make exact for every host, at every apply.
+    pub fn with_source_ranges(mut self, source_ranges: Arc<SourceRangeSync>) -> Self {
+        self.source_ranges = Some(source_ranges);
+        self
+    }
+
     /// Builds the table for `objects` and installs it. Problems are logged
     /// once each (when they appear), and when they go away. Successive
     /// snapshots should be versions of one another (as the providers'
@@ -158,6 +172,7 @@ impl ConfigApplier {
             let update = certificates.update(table.tls(), objects, unix_now());
             problems.extend(update.problems);
         }
+        self.follow_source_ranges(table.ingress_source_ranges());
         let backends = self.routes.install(table);
         let l4_services = match &self.l4 {
             Some(l4) => {
@@ -243,6 +258,28 @@ impl ConfigApplier {
             .store(Arc::new(Global::new(config, source.hsts)));
         *seen = Some((current, problems.clone()));
         problems
+    }
+
+    /// Hands the kernel the source ranges it can drop exactly, from the
+    /// ConfigMap read last and what the Ingresses say.
+    fn follow_source_ranges(&self, ingresses: &IngressSourceRanges) {
+        let Some(sync) = &self.source_ranges else {
+            let mut said = self.drops_without_edge.lock().expect("drops lock");
+            let dropping = !ingresses.xdp_drop.is_empty();
+            if dropping && !*said {
+                warn!(
+                    "xdp-ingress.io/xdp-drop-source-range is dropped by the XDP edge only, and no \
+                     --interface runs it: those sources are not refused"
+                );
+            }
+            *said = dropping;
+            return;
+        };
+        let ranges = match &self.controller {
+            Some(source) => source.global.load().config.kernel_source_ranges(ingresses),
+            None => ControllerConfig::default().kernel_source_ranges(ingresses),
+        };
+        sync.set(ranges);
     }
 
     /// Our Ingresses that the last applied table does not serve: they lost

@@ -37,12 +37,14 @@ impl Global {
     }
 
     /// Whether a client at `ip` sending `user_agent` is refused
-    /// everywhere (`block-cidrs`, `block-user-agents`).
+    /// everywhere (`block-cidrs`, `xdp-drop-source-range`, which the XDP
+    /// edge drops before they get here, `block-user-agents`).
     pub fn blocks(&self, ip: IpAddr, user_agent: Option<&HeaderValue>) -> bool {
         if self
             .config
             .block_cidrs
             .iter()
+            .chain(&self.config.xdp_drop_source_range)
             .any(|range| range.contains(ip))
         {
             return true;
