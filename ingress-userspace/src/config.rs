@@ -57,6 +57,9 @@ pub struct ConfigApplier {
     certificates: Option<Arc<CertStore>>,
     l4: Option<Arc<L4Sync>>,
     source_ranges: Option<Arc<SourceRangeSync>>,
+    /// Where the proxy reads the global settings (the listener-wide drops
+    /// of the Ingresses go there too).
+    global: Option<Arc<ArcSwap<Global>>>,
     /// Whether the listener-wide drops were last seen without an XDP edge
     /// to drop them (said once).
     drops_without_edge: Mutex<bool>,
@@ -99,6 +102,7 @@ impl ConfigApplier {
             certificates,
             l4: None,
             source_ranges: None,
+            global: None,
             drops_without_edge: Mutex::new(false),
             metrics: None,
             readiness: None,
@@ -142,6 +146,14 @@ impl ConfigApplier {
     /// Also brings the kernel L4 tier's maps to every applied snapshot.
     pub fn with_l4(mut self, l4: Arc<L4Sync>) -> Self {
         self.l4 = Some(l4);
+        self
+    }
+
+    /// Also puts the Ingresses' listener-wide drops
+    /// (`xdp-ingress.io/xdp-drop-source-range`) into `global`, where the
+    /// proxy refuses them too.
+    pub fn with_proxy_global(mut self, global: Arc<ArcSwap<Global>>) -> Self {
+        self.global = Some(global);
         self
     }
 
@@ -253,9 +265,9 @@ impl ConfigApplier {
         }
         self.routes
             .set_custom_errors_everywhere(!config.custom_http_errors.is_empty());
-        source
-            .global
-            .store(Arc::new(Global::new(config, source.hsts)));
+        let mut global = Global::new(config, source.hsts);
+        global.listener_drop = source.global.load().listener_drop.clone();
+        source.global.store(Arc::new(global));
         *seen = Some((current, problems.clone()));
         problems
     }
@@ -263,13 +275,19 @@ impl ConfigApplier {
     /// Hands the kernel the source ranges it can drop exactly, from the
     /// ConfigMap read last and what the Ingresses say.
     fn follow_source_ranges(&self, ingresses: &IngressSourceRanges) {
+        if let Some(global) = &self.global
+            && global.load().listener_drop != ingresses.xdp_drop
+        {
+            let updated = global.load().with_listener_drop(ingresses.xdp_drop.clone());
+            global.store(Arc::new(updated));
+        }
         let Some(sync) = &self.source_ranges else {
             let mut said = self.drops_without_edge.lock().expect("drops lock");
             let dropping = !ingresses.xdp_drop.is_empty();
             if dropping && !*said {
                 warn!(
-                    "xdp-ingress.io/xdp-drop-source-range is dropped by the XDP edge only, and no \
-                     --interface runs it: those sources are not refused"
+                    "xdp-ingress.io/xdp-drop-source-range: no XDP edge (--interface) drops these \
+                     sources; the proxy refuses them (403)"
                 );
             }
             *said = dropping;
@@ -302,5 +320,35 @@ impl ConfigApplier {
         }
         *reported = current;
         appeared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ingress_model::fixtures::{ingress, prefix, world};
+
+    use super::*;
+
+    #[test]
+    fn listener_wide_drops_reach_the_proxy_and_the_kernel_sync() {
+        let global = Arc::new(ArcSwap::from_pointee(Global::default()));
+        let sync = Arc::new(SourceRangeSync::new());
+        let applier = ConfigApplier::new(ModelOptions::default(), LiveRoutes::new(), None)
+            .with_proxy_global(global.clone())
+            .with_source_ranges(sync);
+        let dropper = |value: &str| {
+            ingress("default", "web")
+                .ours()
+                .annotation("xdp-ingress.io/xdp-drop-source-range", value)
+                .rule(Some("web.example.com"), vec![prefix("/", "web")])
+                .object()
+        };
+        applier.apply(&world([dropper("198.18.7.0/24")]));
+        let ip = |text: &str| text.parse().unwrap();
+        assert!(global.load().blocks(ip("198.18.7.9"), None));
+        assert!(!global.load().blocks(ip("198.18.8.9"), None));
+        applier.apply(&world([dropper("198.18.8.0/24")]));
+        assert!(!global.load().blocks(ip("198.18.7.9"), None));
+        assert!(global.load().blocks(ip("198.18.8.9"), None));
     }
 }

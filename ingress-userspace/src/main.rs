@@ -328,6 +328,7 @@ async fn serve(
     )
     .with_observers(metrics.clone(), readiness.clone());
     let global = Arc::new(ArcSwap::from_pointee(Global::default()));
+    applier = applier.with_proxy_global(global.clone());
     if let Some(key) = &args.ingress.configmap {
         info!(configmap = %key, "global settings from the ConfigMap, applied live");
         applier = applier.with_controller_config(key.clone(), global.clone(), args.hsts_settings());
