@@ -303,10 +303,10 @@ impl SourceRangeSync {
         info!(?deny, ?allow, "source ranges dropped in XDP");
         state.ranges = ranges;
         let SyncState { ranges, kernel } = &mut *state;
-        if let Some((maps, listeners)) = kernel {
-            if let Err(error) = maps.sync(&plan_entries(listeners, ranges)) {
-                warn!(%error, "writing the source ranges into the XDP maps failed: the proxy still refuses them (403)");
-            }
+        if let Some((maps, listeners)) = kernel
+            && let Err(error) = maps.sync(&plan_entries(listeners, ranges))
+        {
+            warn!(%error, "writing the source ranges into the XDP maps failed: the proxy still refuses them (403)");
         }
     }
 }
