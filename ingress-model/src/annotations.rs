@@ -35,7 +35,8 @@ use crate::{
     canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
-        Cors, OriginPattern, RateLimit, Redirect, RoutePolicy, is_token_list, parse_plain_path,
+        Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, ResponseRate, RoutePolicy,
+        is_token_list, parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part,
         parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
@@ -77,8 +78,28 @@ pub const IMPLEMENTED: &[&str] = &[
     "limit-burst-multiplier",
     "limit-allowlist",
     "limit-whitelist",
+    "limit-rate",
+    "limit-rate-after",
     "custom-http-errors",
     "default-backend",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "preserve-trailing-slash",
+    "server-alias",
+    "from-to-www-redirect",
+    // The proxy streams both ways whatever these say (see the migration
+    // notes): nothing to apply, nothing lost.
+    "proxy-buffering",
+    "proxy-request-buffering",
+    "proxy-buffer-size",
+    "proxy-buffers-number",
+    "proxy-busy-buffers-size",
+    "proxy-max-temp-file-size",
+    "client-body-buffer-size",
+    "proxy-http-version",
+    "connection-proxy-header",
     "backend-protocol",
     "proxy-ssl-secret",
     "proxy-ssl-verify",
@@ -300,6 +321,45 @@ fn read_policy(
     policy.service_upstream =
         parsed(annotations, "service-upstream", parse_bool, report).unwrap_or(false);
     read_rate_limits(annotations, &mut policy, report, unreadable);
+    policy.cookie_domain =
+        parsed(annotations, "proxy-cookie-domain", parse_from_to, report).flatten();
+    policy.cookie_path = parsed(annotations, "proxy-cookie-path", parse_from_to, report).flatten();
+    policy.preserve_trailing_slash =
+        parsed(annotations, "preserve-trailing-slash", parse_bool, report).unwrap_or(false);
+    // `proxy-redirect-from: off` (or default) keeps Location as it is.
+    let from = parsed(
+        annotations,
+        "proxy-redirect-from",
+        parse_redirect_part,
+        report,
+    );
+    let to = parsed(
+        annotations,
+        "proxy-redirect-to",
+        parse_redirect_part,
+        report,
+    );
+    policy.redirect_rewrite = match (from, to) {
+        (Some(from), _) if from == "off" || from == "default" => None,
+        (Some(from), Some(to)) => Some(PrefixRewrite { from, to }),
+        (Some(_), None) | (None, Some(_)) => {
+            let full = lookup(annotations, "proxy-redirect-from")
+                .or_else(|| lookup(annotations, "proxy-redirect-to"))
+                .map(|(full, _)| full)
+                .unwrap_or_default();
+            report(
+                &full,
+                "proxy-redirect-from and proxy-redirect-to go together".to_owned(),
+                "ignored",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    policy.server_alias =
+        parsed(annotations, "server-alias", parse_host_list, report).unwrap_or_default();
+    policy.from_to_www_redirect =
+        parsed(annotations, "from-to-www-redirect", parse_bool, report).unwrap_or(false);
     policy.custom_http_errors =
         parsed(annotations, "custom-http-errors", parse_status_list, report).unwrap_or_default();
     policy.default_backend = parsed(annotations, "default-backend", parse_service_name, report);
@@ -604,6 +664,15 @@ fn read_rate_limits(
         }
     }
     policy.max_connections = limit("limit-connections");
+    // `limit-rate` and `limit-rate-after` are kilobytes (ingress-nginx
+    // writes `limit_rate Nk`).
+    if let Some(rate) = limit("limit-rate") {
+        let after = limit("limit-rate-after").unwrap_or(0);
+        policy.response_rate = Some(ResponseRate {
+            bytes_per_second: u64::from(rate) * 1024,
+            after: u64::from(after) * 1024,
+        });
+    }
     if let Some((full, value)) = ["limit-allowlist", "limit-whitelist"]
         .iter()
         .find_map(|name| lookup(annotations, name))
@@ -651,6 +720,15 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
     }
     if SOURCE_RANGES.contains(&name) {
         return Treatment::SourceRange;
+    }
+    // A web application firewall protects: asked for and not there, the
+    // Ingress fails closed; turned off, nothing to do.
+    if name == "enable-modsecurity" || name == "enable-owasp-core-rules" {
+        return if value.trim().eq_ignore_ascii_case("false") {
+            Treatment::Implemented
+        } else {
+            Treatment::FailClosed
+        };
     }
     // Limits protect a backend as access control protects an app.
     if name.starts_with("auth-")
@@ -867,8 +945,6 @@ mod tests {
                 "198.18.0.0/15",
             ),
             ("nginx.ingress.kubernetes.io/satisfy", "any"),
-            ("nginx.ingress.kubernetes.io/limit-rate-after", "10m"),
-            ("xdp-ingress.io/limit-rate", "100"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
         ];
@@ -918,6 +994,30 @@ mod tests {
         assert!(read.refusal.is_some());
         assert_eq!(reasons(&read), [ProblemReason::UnsupportedAnnotation]);
         assert!(read.xdp_drop.is_empty());
+    }
+
+    #[test]
+    fn limit_rate_is_kilobytes_a_second_after_kilobytes_and_unreadable_fails_closed() {
+        let read = verdict(&[
+            ("xdp-ingress.io/limit-rate", "100"),
+            ("nginx.ingress.kubernetes.io/limit-rate-after", "8"),
+        ]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(
+            read.policy.response_rate,
+            Some(ResponseRate {
+                bytes_per_second: 102_400,
+                after: 8192
+            })
+        );
+        let bad = verdict(&[
+            ("nginx.ingress.kubernetes.io/limit-rate", "100"),
+            ("nginx.ingress.kubernetes.io/limit-rate-after", "10m"),
+        ]);
+        assert_eq!(
+            bad.refusal.map(|r| r.reason),
+            Some(ProblemReason::InvalidAnnotation)
+        );
     }
 
     #[test]
@@ -1395,10 +1495,10 @@ mod tests {
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
             (
-                "nginx.ingress.kubernetes.io/server-alias",
-                "www.example.com",
+                "nginx.ingress.kubernetes.io/mirror-target",
+                "https://mirror.example.com",
             ),
-            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
+            ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
@@ -1413,8 +1513,8 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/proxy-buffering",
-                "nginx.ingress.kubernetes.io/server-alias",
+                "nginx.ingress.kubernetes.io/load-balance",
+                "nginx.ingress.kubernetes.io/mirror-target",
                 "xdp-ingress.io/enable-access-log",
             ]
         );

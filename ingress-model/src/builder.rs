@@ -36,13 +36,14 @@ use k8s_openapi::api::{
 use crate::{
     FastHashMap,
     access::IngressSourceRanges,
-    backend::{Resolution, ServiceEndpoints},
+    backend::{Backend, Resolution, ServiceEndpoints, UnavailableBackend},
     canary::CanaryRoute,
     class::classify_ingress,
     contribution::{Contribution, Outcome, Precedence, Step, path_context},
     host::HostPattern,
     object::{ObjectKey, ObjectKind, ObjectRef},
     options::ModelOptions,
+    policy::RoutePolicy,
     problem::{Problem, ProblemReason},
     rewrite::PathRegex,
     snapshot::{ClusterObjects, namespace_terminating},
@@ -105,6 +106,10 @@ pub struct RouteTableBuilder {
     exact_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
     wildcard_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
     any_host: Option<Arc<HostRoutes>>,
+    /// `server-alias` names and `from-to-www-redirect` counterparts, and
+    /// which host set each.
+    alias_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
+    aliases_of: FastHashMap<HostPattern, Vec<Arc<str>>>,
     ingress_fallback: Option<DefaultRoute>,
     tls: Arc<TlsPlan>,
     /// The problems of our Ingresses (TLS ones first), in precedence order.
@@ -233,6 +238,8 @@ impl RouteTableBuilder {
             exact_hosts: FastHashMap::default(),
             wildcard_hosts: FastHashMap::default(),
             any_host: None,
+            alias_hosts: FastHashMap::default(),
+            aliases_of: FastHashMap::default(),
             ingress_fallback: None,
             tls: Arc::new(TlsPlan::default()),
             problems: Arc::new(Vec::new()),
@@ -345,6 +352,7 @@ impl RouteTableBuilder {
             exact_hosts: self.exact_hosts.clone(),
             wildcard_hosts: self.wildcard_hosts.clone(),
             any_host: self.any_host.clone(),
+            alias_hosts: self.alias_hosts.clone(),
             fallback,
             tls: Arc::clone(&self.tls),
             unserved: Arc::clone(&self.unserved),
@@ -603,6 +611,7 @@ impl RouteTableBuilder {
     fn merge_host(&mut self, host: &HostPattern, dirty: &mut Dirty) {
         let Some(members) = self.host_members.get(host) else {
             self.put_host(host, None);
+            self.put_aliases(host, Vec::new());
             return;
         };
         let has_tls = self.tls_hosts.contains_key(host);
@@ -736,7 +745,96 @@ impl RouteTableBuilder {
             });
             routes.regex_order = Some(order.into_iter().map(|(key, _)| key.clone()).collect());
         }
-        self.put_host(host, Some(Arc::new(routes)));
+        let routes = Arc::new(routes);
+        let extras = self.host_extras(host, &routes);
+        self.put_host(host, Some(routes));
+        self.put_aliases(host, extras);
+    }
+
+    /// The other names `host` answers to (`server-alias` of the first of
+    /// its Ingresses that sets one, as ingress-nginx; never the host
+    /// itself), and the `from-to-www-redirect` counterpart of an exact host
+    /// if one of its Ingresses asks, each with its routes.
+    fn host_extras(
+        &self,
+        host: &HostPattern,
+        routes: &Arc<HostRoutes>,
+    ) -> Vec<(Arc<str>, Arc<HostRoutes>)> {
+        let Some(members) = self.host_members.get(host) else {
+            return Vec::new();
+        };
+        let policies: Vec<&RoutePolicy> = members
+            .iter()
+            .filter_map(|(precedence, _)| {
+                let ours = self.ingresses.get(&precedence.key)?.ours.as_ref()?;
+                ours.contribution
+                    .canary
+                    .is_none()
+                    .then_some(ours.contribution.policy.as_deref())
+                    .flatten()
+            })
+            .collect();
+        let name = host.to_string();
+        let mut extras: Vec<(Arc<str>, Arc<HostRoutes>)> = policies
+            .iter()
+            .find(|p| !p.server_alias.is_empty())
+            .map(|p| {
+                p.server_alias
+                    .iter()
+                    .filter(|alias| **alias != name)
+                    .map(|alias| (Arc::from(alias.as_str()), Arc::clone(routes)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let HostPattern::Exact(exact) = host
+            && policies.iter().any(|p| p.from_to_www_redirect)
+        {
+            let counterpart = match exact.strip_prefix("www.") {
+                Some(bare) => bare.to_owned(),
+                None => format!("www.{exact}"),
+            };
+            let policy = RoutePolicy {
+                www_redirect_to: Some(exact.clone()),
+                ..RoutePolicy::default()
+            };
+            let mut redirect = HostRoutes::new();
+            redirect.default = Some(DefaultRoute {
+                scope: DefaultScope::Host(host.clone()),
+                origin: DefaultOrigin::BuiltIn,
+                backend: Backend::Unavailable(UnavailableBackend {
+                    target: counterpart.clone(),
+                    reason: ProblemReason::InvalidBackend,
+                    message: format!("from-to-www-redirect: redirected to {exact}"),
+                }),
+                https_redirect: false,
+                policy: Some(Arc::new(policy)),
+                error_backend: None,
+            });
+            extras.push((Arc::from(counterpart.as_str()), Arc::new(redirect)));
+        }
+        extras
+    }
+
+    /// Replaces the other names of `host` by `extras` (none when `host`
+    /// goes). A name that is some Ingress's own host is answered by that
+    /// host first (the lookup tries exact hosts before these).
+    fn put_aliases(&mut self, host: &HostPattern, extras: Vec<(Arc<str>, Arc<HostRoutes>)>) {
+        for old in self.aliases_of.remove(host).unwrap_or_default() {
+            self.alias_hosts.remove(&old);
+        }
+        if extras.is_empty() {
+            return;
+        }
+        let mut names = Vec::with_capacity(extras.len());
+        for (name, routes) in extras {
+            // The first host to claim a name keeps it.
+            if self.alias_hosts.contains_key(&name) {
+                continue;
+            }
+            self.alias_hosts.insert(Arc::clone(&name), routes);
+            names.push(name);
+        }
+        self.aliases_of.insert(host.clone(), names);
     }
 
     fn put_host(&mut self, host: &HostPattern, routes: Option<Arc<HostRoutes>>) {

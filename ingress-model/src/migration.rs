@@ -64,6 +64,145 @@ pub struct AnnotationOutcome {
     pub note: String,
 }
 
+/// Every annotation of ingress-nginx's user guide (v1.15), and the two
+/// aliases its parsers also read (`allowlist-source-range`,
+/// `limit-allowlist`), without the prefix: what the README's table
+/// accounts for, one by one.
+pub const INGRESS_NGINX_ANNOTATIONS: &[&str] = &[
+    "allowlist-source-range",
+    "limit-allowlist",
+    "affinity",
+    "affinity-canary-behavior",
+    "affinity-mode",
+    "app-root",
+    "auth-always-set-cookie",
+    "auth-cache-duration",
+    "auth-cache-key",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+    "auth-method",
+    "auth-proxy-set-headers",
+    "auth-realm",
+    "auth-request-redirect",
+    "auth-response-headers",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-snippet",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-type",
+    "auth-url",
+    "backend-protocol",
+    "canary",
+    "canary-by-cookie",
+    "canary-by-header",
+    "canary-by-header-pattern",
+    "canary-by-header-value",
+    "canary-weight",
+    "canary-weight-total",
+    "client-body-buffer-size",
+    "configuration-snippet",
+    "connection-proxy-header",
+    "cors-allow-credentials",
+    "cors-allow-headers",
+    "cors-allow-methods",
+    "cors-allow-origin",
+    "cors-expose-headers",
+    "cors-max-age",
+    "custom-headers",
+    "custom-http-errors",
+    "default-backend",
+    "denylist-source-range",
+    "enable-access-log",
+    "enable-cors",
+    "enable-global-auth",
+    "enable-modsecurity",
+    "enable-opentelemetry",
+    "enable-owasp-core-rules",
+    "enable-rewrite-log",
+    "force-ssl-redirect",
+    "from-to-www-redirect",
+    "http2-push-preload",
+    "limit-burst-multiplier",
+    "limit-connections",
+    "limit-rate",
+    "limit-rate-after",
+    "limit-rpm",
+    "limit-rps",
+    "limit-whitelist",
+    "load-balance",
+    "mirror-host",
+    "mirror-request-body",
+    "mirror-target",
+    "modsecurity-snippet",
+    "modsecurity-transaction-id",
+    "opentelemetry-trust-incoming-span",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "preserve-trailing-slash",
+    "proxy-body-size",
+    "proxy-buffer-size",
+    "proxy-buffering",
+    "proxy-buffers-number",
+    "proxy-busy-buffers-size",
+    "proxy-connect-timeout",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "proxy-http-version",
+    "proxy-max-temp-file-size",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-read-timeout",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-request-buffering",
+    "proxy-send-timeout",
+    "proxy-ssl-ciphers",
+    "proxy-ssl-name",
+    "proxy-ssl-protocols",
+    "proxy-ssl-secret",
+    "proxy-ssl-server-name",
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "rewrite-target",
+    "satisfy",
+    "server-alias",
+    "server-snippet",
+    "service-upstream",
+    "session-cookie-change-on-failure",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-domain",
+    "session-cookie-expires",
+    "session-cookie-max-age",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-samesite",
+    "session-cookie-secure",
+    "ssl-ciphers",
+    "ssl-passthrough",
+    "ssl-prefer-server-ciphers",
+    "ssl-redirect",
+    "stream-snippet",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "upstream-vhost",
+    "use-regex",
+    "whitelist-source-range",
+    "x-forwarded-prefix",
+];
+
 /// Where xdp-ingress applies an annotation differently from ingress-nginx:
 /// (annotation without prefix, the difference).
 pub const DIFFERENCES: &[(&str, &str)] = &[
@@ -102,6 +241,42 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
     (
         "affinity",
         "the session key is hashed onto the endpoints by rendezvous hashing: a cookie set by ingress-nginx may land on another endpoint once",
+    ),
+    (
+        "proxy-buffering",
+        "no effect: the edge streams responses (nginx buffers them with \"on\")",
+    ),
+    (
+        "proxy-request-buffering",
+        "no effect: the edge streams request bodies (nginx reads them whole with \"on\", the default)",
+    ),
+    (
+        "proxy-buffer-size",
+        "no effect: the edge streams; no nginx buffers to size",
+    ),
+    (
+        "proxy-buffers-number",
+        "no effect: the edge streams; no nginx buffers to size",
+    ),
+    (
+        "proxy-busy-buffers-size",
+        "no effect: the edge streams; no nginx buffers to size",
+    ),
+    (
+        "proxy-max-temp-file-size",
+        "no effect: nothing is written to disk",
+    ),
+    (
+        "client-body-buffer-size",
+        "no effect: request bodies are streamed, never buffered",
+    ),
+    (
+        "proxy-http-version",
+        "no effect: HTTP/1.1 upstream (or HTTP/2 by backend-protocol); \"1.0\" is not spoken",
+    ),
+    (
+        "connection-proxy-header",
+        "no effect: the edge pools keep-alive connections to the endpoints itself; the header is not sent",
     ),
     (
         "custom-http-errors",
@@ -185,6 +360,25 @@ pub fn ingresses_named(report: &[AnnotationOutcome]) -> Vec<ObjectKey> {
 mod tests {
     use super::*;
     use crate::fixtures::{ingress, prefix, world};
+
+    #[test]
+    fn every_annotation_read_is_one_of_ingress_nginx_or_ours() {
+        // Ours alone (under `xdp-ingress.io/`).
+        const OURS: &[&str] = &["xdp-drop-source-range"];
+        let read = annotations::IMPLEMENTED
+            .iter()
+            .chain(&crate::canary::CANARY_ANNOTATIONS)
+            .chain(&crate::affinity::AFFINITY_ANNOTATIONS);
+        for name in read {
+            assert!(
+                INGRESS_NGINX_ANNOTATIONS.contains(name) || OURS.contains(name),
+                "{name} is no annotation of ingress-nginx's"
+            );
+        }
+        for name in DIFFERENCES.iter().map(|(name, _)| name) {
+            assert!(INGRESS_NGINX_ANNOTATIONS.contains(name), "{name}");
+        }
+    }
 
     #[test]
     fn every_kind_of_outcome() {

@@ -52,6 +52,9 @@ pub struct RoutePolicy {
     /// `limit-allowlist` (alias `limit-whitelist`): clients the rate and
     /// connection limits do not apply to.
     pub rate_limit_exempt: Vec<IpRange>,
+    /// `limit-rate` and `limit-rate-after`: each response no faster than
+    /// this after its first bytes.
+    pub response_rate: Option<ResponseRate>,
     /// `affinity: cookie` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
     /// `custom-http-errors`: upstream answers with these statuses are
@@ -61,11 +64,118 @@ pub struct RoutePolicy {
     /// first port) that answers the custom errors, and the requests of a
     /// route whose Service has no endpoints.
     pub default_backend: Option<String>,
+    /// `proxy-redirect-from` and `-to`: the prefix of an upstream's
+    /// `Location` and `Refresh` replaced (nginx's `proxy_redirect`).
+    pub redirect_rewrite: Option<PrefixRewrite>,
+    /// `proxy-cookie-domain`: a `Set-Cookie` domain replaced.
+    pub cookie_domain: Option<PrefixRewrite>,
+    /// `proxy-cookie-path`: the prefix of a `Set-Cookie` path replaced.
+    pub cookie_path: Option<PrefixRewrite>,
+    /// `preserve-trailing-slash`: the redirect to HTTPS keeps a trailing
+    /// `/` (ingress-nginx removes it otherwise).
+    pub preserve_trailing_slash: bool,
+    /// `server-alias`: more names served exactly as the Ingress's hosts
+    /// (a name some Ingress has as a host is not taken).
+    pub server_alias: Vec<String>,
+    /// `from-to-www-redirect`: `www.<host>` redirects to `<host>`, or
+    /// `<host>` to `www.<host>` for a `www.` host.
+    pub from_to_www_redirect: bool,
+    /// Set on the routes made for `from-to-www-redirect` alone: every
+    /// request is redirected to this host.
+    pub www_redirect_to: Option<String>,
     /// `backend-protocol`: how the endpoints are spoken to.
     pub upstream_protocol: UpstreamProtocol,
     /// `proxy-ssl-*`: TLS to the endpoints when the protocol is over TLS
     /// (`None`: not verified, no client certificate, the defaults).
     pub upstream_tls: Option<Arc<UpstreamTls>>,
+}
+
+/// A replacement nginx's `proxy_redirect`, `proxy_cookie_domain` and
+/// `proxy_cookie_path` make: text starting with `from` (compared without
+/// case for domains) has that part replaced by `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PrefixRewrite {
+    /// What is replaced.
+    pub from: String,
+    /// What replaces it.
+    pub to: String,
+}
+
+impl PrefixRewrite {
+    /// `value` with `from` at its start replaced (`exact`: the whole value
+    /// must be `from`, as a cookie's domain), if it matches.
+    pub fn apply(&self, value: &str, exact: bool) -> Option<String> {
+        if exact {
+            return value
+                .eq_ignore_ascii_case(&self.from)
+                .then(|| self.to.clone());
+        }
+        let rest = value.strip_prefix(self.from.as_str())?;
+        Some(format!("{}{rest}", self.to))
+    }
+}
+
+/// Parses `proxy-cookie-domain` or `proxy-cookie-path`: `FROM TO` (or
+/// `off`, nothing to do).
+pub fn parse_from_to(text: &str) -> Result<Option<PrefixRewrite>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let mut parts = text.split_ascii_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(from), Some(to), None) if visible(from) && visible(to) => Ok(Some(PrefixRewrite {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        })),
+        _ => Err(format!("{text:?} is not \"FROM TO\" (or off)")),
+    }
+}
+
+/// Whether `text` is visible ASCII without `;` (it lands in a header).
+fn visible(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+}
+
+/// Parses one of `proxy-redirect-from` or `-to`.
+pub fn parse_redirect_part(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if visible(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a URL or path prefix"))
+    }
+}
+
+/// Parses `server-alias`: comma-separated host names (lower-cased; no
+/// wildcards).
+pub fn parse_host_list(text: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = text
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in &names {
+        let labels = name.as_str();
+        let valid = !labels.is_empty()
+            && labels.len() <= 253
+            && labels.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            return Err(format!("{name:?} is not a host name"));
+        }
+    }
+    if names.is_empty() {
+        return Err("no host name".to_owned());
+    }
+    Ok(names)
 }
 
 /// Parses `custom-http-errors`: comma-separated statuses from 400 to 599.
@@ -117,6 +227,15 @@ pub struct RateLimit {
     /// Requests allowed beyond the rate at once (the rate's requests per
     /// its unit times `limit-burst-multiplier`, default 5).
     pub burst: u32,
+}
+
+/// nginx's `limit_rate` and `limit_rate_after`, per response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResponseRate {
+    /// Bytes a second (`limit-rate` kilobytes times 1024).
+    pub bytes_per_second: u64,
+    /// Bytes sent at full speed first (`limit-rate-after` kilobytes).
+    pub after: u64,
 }
 
 /// ingress-nginx's defaults for CORS.

@@ -274,6 +274,10 @@ impl HostRoutes {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     pub(crate) exact_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
+    /// `server-alias` names and `from-to-www-redirect` counterparts: tried
+    /// after the exact hosts, before the wildcards (nginx's exact
+    /// `server_name`s).
+    pub(crate) alias_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
     pub(crate) wildcard_hosts: FastHashMap<Arc<str>, Arc<HostRoutes>>,
     pub(crate) any_host: Option<Arc<HostRoutes>>,
     pub(crate) fallback: DefaultRoute,
@@ -299,6 +303,7 @@ impl Default for RouteTable {
             exact_hosts: FastHashMap::default(),
             wildcard_hosts: FastHashMap::default(),
             any_host: None,
+            alias_hosts: FastHashMap::default(),
             fallback: DefaultRoute {
                 scope: DefaultScope::Fallback,
                 origin: DefaultOrigin::BuiltIn,
@@ -364,6 +369,7 @@ impl RouteTable {
         let entry = self
             .exact_hosts
             .get(host.as_ref())
+            .or_else(|| self.alias_hosts.get(host.as_ref()))
             .or_else(|| wildcard_suffix(&host).and_then(|suffix| self.wildcard_hosts.get(suffix)))
             .or(self.any_host.as_ref());
         let Some(entry) = entry else {
@@ -715,7 +721,7 @@ mod tests {
                 .rule(Some("snippet.com"), vec![prefix("/", "d")]),
             ingress("ns", "open")
                 .ours()
-                .annotation("nginx.ingress.kubernetes.io/proxy-buffering", "on")
+                .annotation("nginx.ingress.kubernetes.io/load-balance", "ewma")
                 .rule(Some("open.com"), vec![prefix("/", "e")]),
             // Newer than the refused Ingress: it does not route around it.
             ingress("ns", "later")
@@ -910,6 +916,55 @@ mod tests {
             row.cells()[4],
             "ns/b:80 (canary: header x-canary: always|never, weight 10/100)"
         );
+    }
+
+    #[test]
+    fn server_alias_and_from_to_www_redirect_like_ingress_nginx() {
+        let (table, problems) = build([
+            ingress("ns", "shop")
+                .ours()
+                .created(1)
+                .annotation(
+                    "nginx.ingress.kubernetes.io/server-alias",
+                    "Shop.Example.Org, taken.com",
+                )
+                .annotation("nginx.ingress.kubernetes.io/from-to-www-redirect", "true")
+                .rule(
+                    Some("shop.com"),
+                    vec![prefix("/", "a"), prefix("/api", "b")],
+                ),
+            // A real host wins over an alias of the same name.
+            ingress("ns", "taken")
+                .ours()
+                .created(2)
+                .rule(Some("taken.com"), vec![prefix("/", "c")]),
+            ingress("ns", "www")
+                .ours()
+                .created(3)
+                .annotation("nginx.ingress.kubernetes.io/from-to-www-redirect", "true")
+                .rule(Some("www.blog.com"), vec![prefix("/", "d")]),
+            ingress("ns", "bad")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/server-alias", "*.wild.com")
+                .rule(Some("bad.com"), vec![prefix("/", "e")]),
+        ]);
+        assert_eq!(
+            reasons(&problems),
+            [("ns/bad".into(), ProblemReason::InvalidAnnotation)]
+        );
+        assert_eq!(
+            answer(&table, "shop.example.org", "/api/x"),
+            "b /api Prefix"
+        );
+        assert_eq!(answer(&table, "taken.com", "/"), "c / Prefix");
+        // The www counterparts: a redirect route to the Ingress's host.
+        for (asked, target) in [("www.shop.com", "shop.com"), ("blog.com", "www.blog.com")] {
+            let found = table.route(asked, "/x");
+            let policy = found.policy().expect("the redirect's policy");
+            assert_eq!(policy.www_redirect_to.as_deref(), Some(target), "{asked}");
+        }
+        assert!(table.route("shop.com", "/").policy().is_some());
+        assert_eq!(answer(&table, "www.taken.com", "/"), "default 404");
     }
 
     #[test]

@@ -84,13 +84,14 @@ fn cases() -> Vec<Case> {
             unsupported,
         ),
         ("satisfy", vec![("satisfy", "any".to_owned())], unsupported),
+        // limit-rate-after is whole kilobytes: "10m" cannot be read.
         (
             "limited",
             vec![
                 ("limit-rate", "1024".to_owned()),
                 ("limit-rate-after", "10m".to_owned()),
             ],
-            unsupported,
+            FailsClosed("InvalidAnnotation"),
         ),
         (
             "globalauth",
@@ -138,7 +139,7 @@ fn cases() -> Vec<Case> {
         ),
         (
             "unsupported",
-            vec![("proxy-buffering", "on".to_owned())],
+            vec![("load-balance", "ewma".to_owned())],
             ServedIgnoring,
         ),
     ]

@@ -8,7 +8,10 @@
 //! rewritten path (the query kept), and makes the host's other paths
 //! regexes too, `limit-rpm` refuses a client past its burst (503) unless
 //! `limit-allowlist` exempts it, and `limit-connections` refuses requests
-//! past those in progress.
+//! past those in progress; `proxy-redirect-from/-to` and
+//! `proxy-cookie-domain/-path` rewrite the backend's `Location` and
+//! `Set-Cookie`; `server-alias` names a host anew and
+//! `from-to-www-redirect` redirects its `www.` name.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -152,6 +155,23 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             &[
                 ("permanent-redirect", "https://new.example.com/"),
                 ("temporal-redirect", "https://away.example.com/later"),
+            ],
+        ),
+        site("paced", &[("limit-rate", "64"), ("limit-rate-after", "64")]),
+        site(
+            "aliased",
+            &[
+                ("server-alias", "alias.example.org"),
+                ("from-to-www-redirect", "true"),
+            ],
+        ),
+        site(
+            "rewritten",
+            &[
+                ("proxy-redirect-from", "http://internal.svc/"),
+                ("proxy-redirect-to", "https://rewritten.example.com/"),
+                ("proxy-cookie-domain", "internal.svc rewritten.example.com"),
+                ("proxy-cookie-path", "/app/ /"),
             ],
         ),
     ];
@@ -378,5 +398,90 @@ endpoints: [{{addresses: [{web_ip}]}}]",
         "anycors: {:?}",
         reply.text()
     );
+
+    // limit-rate 64 KiB/s after 64 KiB: 256 KiB take 3 s; without, a
+    // blink.
+    for (name, at_least, at_most) in [("paced", 2800, 4500), ("plain", 0, 1000)] {
+        let started = Instant::now();
+        let reply = curl(name, "/bytes/262144", &[])?;
+        let took = started.elapsed().as_millis();
+        ensure!(
+            reply.status == 200 && reply.body.len() == 262_144,
+            "{name}: {} {}",
+            reply.status,
+            reply.body.len()
+        );
+        ensure!(
+            (at_least..=at_most).contains(&took),
+            "{name}: {} bytes in {took} ms",
+            reply.body.len()
+        );
+    }
+
+    // server-alias: another name for the host; from-to-www-redirect: the
+    // www name redirects to the host (scheme, port, no trailing slash).
+    let by_host = |host: &str, path: &str, more: &[&str]| {
+        let host = format!("Host: {host}");
+        let url = format!("http://{EDGE_ADDR}{path}");
+        let mut args = vec!["-H", host.as_str()];
+        args.extend_from_slice(more);
+        args.push(&url);
+        lab.client.curl(&args)
+    };
+    let reply = by_host("alias.example.org", "/x", &[])?;
+    ensure!(
+        reply.status == 200 && reply.report()?.host == "alias.example.org",
+        "alias: {}",
+        reply.status
+    );
+    let reply = by_host("www.aliased.example.com", "/page/?q=1", &["-D", "-"])?;
+    ensure!(
+        reply.status == 308
+            && header(&reply.text(), "location").as_deref()
+                == Some("http://aliased.example.com:80/page/?q=1"),
+        "www: {} {:?}",
+        reply.status,
+        reply.text()
+    );
+
+    // proxy-redirect-from/-to and proxy-cookie-domain/-path rewrite what
+    // the backend answers (nginx's proxy_redirect, proxy_cookie_*).
+    let answered = "/respond?Location=http%3A%2F%2Finternal.svc%2Fapp%2Fx\
+        &Set-Cookie=id%3D1%3B%20Domain%3Dinternal.svc%3B%20Path%3D%2Fapp%2Fx%3B%20HttpOnly\
+        &Set-Cookie=other%3D2%3B%20Domain%3Delsewhere.example%3B%20Path%3D%2Fkept";
+    for (name, location, cookies) in [
+        (
+            "rewritten",
+            "https://rewritten.example.com/app/x",
+            [
+                "id=1; Domain=rewritten.example.com; Path=/x; HttpOnly",
+                "other=2; Domain=elsewhere.example; Path=/kept",
+            ],
+        ),
+        (
+            "plain",
+            "http://internal.svc/app/x",
+            [
+                "id=1; Domain=internal.svc; Path=/app/x; HttpOnly",
+                "other=2; Domain=elsewhere.example; Path=/kept",
+            ],
+        ),
+    ] {
+        let reply = curl(name, answered, &["-D", "-"])?;
+        let head = reply.text();
+        ensure!(
+            header(&head, "location").as_deref() == Some(location),
+            "{name}: {head:?}"
+        );
+        let set: Vec<String> = head
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case("set-cookie")
+                    .then(|| value.trim().to_owned())
+            })
+            .collect();
+        ensure!(set == cookies, "{name}: {set:?}");
+    }
     Ok(())
 }

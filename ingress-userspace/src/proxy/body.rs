@@ -146,6 +146,121 @@ impl<B: Body + Unpin, T: Unpin> Body for Holding<B, T> {
     }
 }
 
+/// A response body sent no faster than `rate` bytes a second once
+/// `unlimited` bytes have gone (nginx's `limit_rate` and
+/// `limit_rate_after`, per request). Frames are cut into pieces of a tenth
+/// of a second's bytes, each sent when the pace allows it.
+pub struct RateLimited<B> {
+    inner: B,
+    rate: u64,
+    unlimited: u64,
+    sent: u64,
+    /// When the limited part began (its first byte).
+    since: Option<Instant>,
+    /// The rest of a frame cut into pieces.
+    rest: Option<Bytes>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> RateLimited<B> {
+    /// Wraps `inner` at `rate` bytes a second (at least 1) after
+    /// `unlimited` bytes.
+    pub fn new(inner: B, rate: u64, unlimited: u64) -> Self {
+        Self {
+            inner,
+            rate: rate.max(1),
+            unlimited,
+            sent: 0,
+            since: None,
+            rest: None,
+            sleep: None,
+        }
+    }
+
+    /// The next piece of `data` to send now (the rest kept), or how long
+    /// to wait before the pace allows one.
+    fn piece(&mut self, mut data: Bytes) -> Result<Bytes, Duration> {
+        if self.sent < self.unlimited {
+            let free = (self.unlimited - self.sent).min(data.len() as u64) as usize;
+            let piece = data.split_to(free);
+            self.sent += piece.len() as u64;
+            if !data.is_empty() {
+                self.rest = Some(data);
+            }
+            return Ok(piece);
+        }
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let limited = self.sent - self.unlimited;
+        // The time at which `limited` bytes are due.
+        let due = since + Duration::from_secs_f64(limited as f64 / self.rate as f64);
+        if due > now {
+            self.rest = Some(data);
+            return Err(due - now);
+        }
+        let size = ((self.rate / 10).max(1) as usize).min(data.len());
+        let piece = data.split_to(size);
+        self.sent += piece.len() as u64;
+        if !data.is_empty() {
+            self.rest = Some(data);
+        }
+        Ok(piece)
+    }
+}
+
+impl<B> Body for RateLimited<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(sleep) = &mut this.sleep {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.sleep = None;
+            }
+            let data = match this.rest.take() {
+                Some(data) => data,
+                None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    },
+                    other => return other,
+                },
+            };
+            match this.piece(data) {
+                Ok(piece) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
+                Err(wait) => this.sleep = Some(Box::pin(tokio::time::sleep(wait))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        if let Some(rest) = &self.rest {
+            let rest = rest.len() as u64;
+            hint.set_lower(hint.lower() + rest);
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + rest);
+            }
+        }
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, Full, StreamBody};
@@ -201,5 +316,29 @@ mod tests {
         );
         let bytes = body.collect().await.expect("no timeout").to_bytes();
         assert_eq!(&bytes[..], b"chunkchunkchunk");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_body_keeps_its_pace_after_the_free_bytes() {
+        // 10 KiB: the first 2 KiB at once, the other 8 KiB at 4 KiB/s.
+        let body = RateLimited::new(Full::new(Bytes::from(vec![b'x'; 10 * 1024])), 4096, 2048);
+        let started = Instant::now();
+        let mut body = std::pin::pin!(body);
+        let mut received = 0usize;
+        let mut first_free = None;
+        while let Some(frame) = body.frame().await {
+            received += frame.unwrap().into_data().unwrap().len();
+            if received == 2048 {
+                first_free = Some(started.elapsed());
+            }
+        }
+        assert_eq!(received, 10 * 1024);
+        assert_eq!(first_free, Some(Duration::ZERO));
+        let took = started.elapsed();
+        // The last 409-byte piece is due at (8192 - 409) / 4096 s.
+        assert!(
+            took >= Duration::from_millis(1850) && took <= Duration::from_millis(2000),
+            "{took:?}"
+        );
     }
 }

@@ -25,6 +25,77 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The `Server` of every response the edge sends or relays.
 pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("xdp-ingress");
 
+/// The upstream response's headers as the route's Ingress asks them
+/// rewritten: `proxy-redirect-from/-to` on `Location` and `Refresh`,
+/// `proxy-cookie-domain` and `proxy-cookie-path` on each `Set-Cookie`.
+pub fn rewrite_response_headers(
+    headers: &mut HeaderMap,
+    policy: &ingress_model::policy::RoutePolicy,
+) {
+    if let Some(rewrite) = &policy.redirect_rewrite {
+        for name in [header::LOCATION, header::REFRESH] {
+            let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            // Refresh: `5; url=...`.
+            let (lead, url) = match value.find("url=").or_else(|| value.find("URL=")) {
+                Some(at) if name == header::REFRESH => value.split_at(at + 4),
+                _ => ("", value),
+            };
+            if let Some(url) = rewrite.apply(url, false)
+                && let Ok(new) = HeaderValue::from_str(&format!("{lead}{url}"))
+            {
+                headers.insert(name, new);
+            }
+        }
+    }
+    if policy.cookie_domain.is_none() && policy.cookie_path.is_none() {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        let rewritten = cookie.to_str().ok().map(|text| {
+            text.split(';')
+                .map(|attribute| {
+                    let trimmed = attribute.trim_start();
+                    let lead = &attribute[..attribute.len() - trimmed.len()];
+                    let (name, value) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+                    let new = if name.eq_ignore_ascii_case("domain") {
+                        policy
+                            .cookie_domain
+                            .as_ref()
+                            .and_then(|r| r.apply(value, true))
+                    } else if name.eq_ignore_ascii_case("path") {
+                        policy
+                            .cookie_path
+                            .as_ref()
+                            .and_then(|r| r.apply(value, false))
+                    } else {
+                        None
+                    };
+                    match new {
+                        Some(new) => format!("{lead}{name}={new}"),
+                        None => attribute.to_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(";")
+        });
+        let value = rewritten
+            .and_then(|text| HeaderValue::from_str(&text).ok())
+            .unwrap_or(cookie);
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
 /// The value of the request cookie `name` (the first one, over every
 /// `Cookie` header), as nginx's `$cookie_NAME` reads it.
 pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -376,6 +447,39 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn proxy_redirect_and_cookie_rewrites_as_nginx() {
+        use ingress_model::policy::{PrefixRewrite, RoutePolicy};
+        let rewrite = |from: &str, to: &str| {
+            Some(PrefixRewrite {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+        };
+        let policy = RoutePolicy {
+            redirect_rewrite: rewrite("http://internal/", "https://shop.example.com/"),
+            cookie_domain: rewrite("internal", "shop.example.com"),
+            cookie_path: rewrite("/app", "/"),
+            ..RoutePolicy::default()
+        };
+        let mut map = headers(&[
+            ("location", "http://internal/app/cart"),
+            ("refresh", "5; url=http://internal/later"),
+            ("set-cookie", "a=1; Domain=INTERNAL; Path=/app/x"),
+            ("set-cookie", "b=2; domain=other; path=/kept"),
+        ]);
+        rewrite_response_headers(&mut map, &policy);
+        assert_eq!(map["location"], "https://shop.example.com/app/cart");
+        assert_eq!(map["refresh"], "5; url=https://shop.example.com/later");
+        assert_eq!(
+            map.get_all("set-cookie").iter().collect::<Vec<_>>(),
+            [
+                "a=1; Domain=shop.example.com; Path=//x",
+                "b=2; domain=other; path=/kept"
+            ]
+        );
     }
 
     #[test]

@@ -52,11 +52,14 @@ use crate::{
 use super::{
     affinity,
     balance::RoundRobin,
-    body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding},
+    body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding, RateLimited},
     canary::{self, CanaryUpstream},
     errors::{self, ErrorPages},
     global::Global,
-    headers::{ClientContext, ForwardedHeaders, mark_response, remove_hop_by_hop, set_cors},
+    headers::{
+        ClientContext, ForwardedHeaders, X_FORWARDED_PROTO, mark_response, remove_hop_by_hop,
+        rewrite_response_headers, set_cors,
+    },
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
@@ -346,7 +349,12 @@ async fn route_request(
     state: &ProxyState,
     global: &Global,
 ) -> Response<ProxyBody> {
-    let plain_http = client.scheme == "http";
+    // With use-forwarded-headers, a trusted proxy's X-Forwarded-Proto says
+    // how the client came (ingress-nginx's `$pass_access_scheme`).
+    let plain_http = match request.headers().get(X_FORWARDED_PROTO) {
+        Some(proto) if client.trust_forwarded => proto.as_bytes().eq_ignore_ascii_case(b"http"),
+        _ => client.scheme == "http",
+    };
     // As nginx's phases order them: the redirects (to HTTPS, then the
     // Ingress's own), then the source ranges (403), then the backend.
     let (to_https, policy) = match &resolution {
@@ -357,6 +365,21 @@ async fn route_request(
         } => (*https_redirect, policy.clone()),
         Resolution::NoRoute => (false, None),
     };
+    // `from-to-www-redirect`'s own server: everything goes to the host,
+    // as ingress-nginx's `ngx_srv_redirect.lua` sends it (scheme, port,
+    // the target without a trailing `/`).
+    if let Some(target) = policy.as_ref().and_then(|p| p.www_redirect_to.as_deref()) {
+        let status = global
+            .config
+            .http_redirect_code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::PERMANENT_REDIRECT);
+        let scheme = if plain_http { "http" } else { "https" };
+        let uri = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = uri.strip_suffix('/').unwrap_or(uri);
+        let port = client.listener_port;
+        return redirect_to(status, &format!("{scheme}://{target}:{port}{uri}"));
+    }
     // `app-root` is the server's, before any location: first.
     if let Some(root) = policy.as_ref().and_then(|p| p.app_root.as_deref())
         && request.uri().path() == "/"
@@ -369,7 +392,14 @@ async fn route_request(
             .http_redirect_code
             .and_then(|code| StatusCode::from_u16(code).ok())
             .unwrap_or(StatusCode::PERMANENT_REDIRECT);
-        return https_redirect(&request, host, state.settings.https_port, status);
+        let keep_slash = policy.as_ref().is_some_and(|p| p.preserve_trailing_slash);
+        return https_redirect(
+            &request,
+            host,
+            state.settings.https_port,
+            status,
+            keep_slash,
+        );
     }
     if let Some(redirect) = policy.as_ref().and_then(|p| p.redirect.as_ref()) {
         return redirect_response(redirect);
@@ -587,6 +617,9 @@ async fn route_request(
         let (mut parts, body) = response.into_parts();
         parts.version = Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers, false);
+        if let Some(policy) = &policy {
+            rewrite_response_headers(&mut parts.headers, policy);
+        }
         if client_version < Version::HTTP_2 && is_grpc(&parts.headers) {
             // HTTP/1.1 sends only the trailers announced (hyper's rule);
             // HTTP/2 needs no announcement, so gRPC servers make none.
@@ -601,7 +634,10 @@ async fn route_request(
         if let Some(cookie) = session_cookie(served) {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
-        let body = GuardedBody::new(body, limits.read_timeout, None);
+        let body = paced(
+            GuardedBody::new(body, limits.read_timeout, None),
+            policy.as_deref(),
+        );
         return Response::from_parts(parts, Holding::new(body, slot).boxed());
     }
     let upstream_request = match upstream_request(
@@ -639,13 +675,19 @@ async fn route_request(
     match exchanged {
         Exchanged::Response(mut parts, body) => {
             remove_hop_by_hop(&mut parts.headers, false);
+            if let Some(policy) = &policy {
+                rewrite_response_headers(&mut parts.headers, policy);
+            }
             if let Some((cors, origin)) = &cors {
                 set_cors(&mut parts.headers, cors, origin);
             }
             if let Some(cookie) = session_cookie {
                 parts.headers.append(header::SET_COOKIE, cookie);
             }
-            let body = GuardedBody::new(body, limits.read_timeout, None);
+            let body = paced(
+                GuardedBody::new(body, limits.read_timeout, None),
+                policy.as_deref(),
+            );
             Response::from_parts(parts, Holding::new(body, slot).boxed())
         }
         Exchanged::Upgraded(mut parts, upstream_io) => {
@@ -741,6 +783,17 @@ async fn error_page(
     }
 }
 
+/// A response `body` at the pace the route's `limit-rate` asks, if any.
+fn paced<B>(body: B, policy: Option<&RoutePolicy>) -> ProxyBody
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static,
+{
+    match policy.and_then(|p| p.response_rate) {
+        Some(rate) => RateLimited::new(body, rate.bytes_per_second, rate.after).boxed(),
+        None => body.boxed(),
+    }
+}
+
 /// `code` as a status (it came from one).
 fn parts_status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -812,6 +865,7 @@ fn https_redirect<B>(
     host: &str,
     https_port: u16,
     status: StatusCode,
+    keep_trailing_slash: bool,
 ) -> Response<ProxyBody> {
     let name = ingress_model::host::request_host(host);
     let name = if name.contains(':') {
@@ -825,6 +879,12 @@ fn https_redirect<B>(
         format!(":{https_port}")
     };
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    // As ingress-nginx: a trailing `/` of the request target goes, unless
+    // `preserve-trailing-slash` (`/` itself becomes the bare origin).
+    let target = match target.strip_suffix('/') {
+        Some(trimmed) if !keep_trailing_slash => trimmed,
+        _ => target,
+    };
     redirect_to(status, &format!("https://{name}{port}{target}"))
 }
 
@@ -1363,6 +1423,41 @@ mod tests {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));
         (proxy, stop, task)
+    }
+
+    #[test]
+    fn the_https_redirect_drops_a_trailing_slash_unless_asked_as_ingress_nginx() {
+        let request = |target: &str| Request::get(target).body(()).unwrap();
+        let location = |target: &str, port: u16, keep: bool| {
+            let response = https_redirect(
+                &request(target),
+                "shop.example.com:80",
+                port,
+                StatusCode::PERMANENT_REDIRECT,
+                keep,
+            );
+            response.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            location("/cart/", 443, false),
+            "https://shop.example.com/cart"
+        );
+        assert_eq!(location("/", 443, false), "https://shop.example.com");
+        assert_eq!(
+            location("/cart/?q=1", 443, false),
+            "https://shop.example.com/cart/?q=1"
+        );
+        assert_eq!(
+            location("/cart/", 443, true),
+            "https://shop.example.com/cart/"
+        );
+        assert_eq!(
+            location("/x", 8443, false),
+            "https://shop.example.com:8443/x"
+        );
     }
 
     #[tokio::test]

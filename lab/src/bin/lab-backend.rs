@@ -5,8 +5,11 @@
 //! - `/delay/<ms>`: answer after that many milliseconds;
 //! - `/status/<code>`: answer with that status;
 //! - `/stream/<chunks>/<delay ms>`: a chunked body, one line per chunk;
+//! - `/bytes/<n>`: a body of `n` bytes (at most 64 MiB) instead of the report;
 //! - `/server/<name>`: the report, with `Server: <name>`;
 //! - `/dated`: the report, with `Date: Sun, 06 Nov 1994 08:49:37 GMT`;
+//! - `/respond?NAME=VALUE&...`: the report, with each `NAME: VALUE`
+//!   (percent-decoded) added to the response's headers;
 //! - an `Upgrade: websocket` request: `101`, then every byte is echoed; other
 //!   upgrades (`h2c`) are declined, as by servers that do not speak them:
 //!   the request is answered as usual.
@@ -300,6 +303,10 @@ async fn respond(
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::BAD_REQUEST);
         }
+        ["", "bytes", count] => {
+            let count: usize = count.parse().unwrap_or(0).min(64 << 20);
+            return Response::new(full(vec![b'x'; count]));
+        }
         ["", "stream", chunks, delay] => {
             let chunks: u32 = chunks.parse().unwrap_or(1).min(100_000);
             let delay = Duration::from_millis(delay.parse().unwrap_or(0));
@@ -347,7 +354,45 @@ async fn respond(
                 "Sun, 06 Nov 1994 08:49:37 GMT".parse().expect("valid"),
             );
         }
+        ["", "respond"] => {
+            let query = path.split_once('?').map_or("", |(_, query)| query);
+            for pair in query.split('&') {
+                let Some((name, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(percent_decode(name).as_bytes()),
+                    http::HeaderValue::from_str(&percent_decode(value)),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+        }
         _ => {}
     }
     response
+}
+
+/// `text` with its `%XX` escapes decoded (and `+` as a space).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
