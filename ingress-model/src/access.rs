@@ -133,6 +133,9 @@ pub struct IngressSourceRanges {
     pub own_allow: Vec<ObjectKey>,
     /// Our Ingresses with their own deny list.
     pub own_deny: Vec<ObjectKey>,
+    /// Our Ingresses with `satisfy: any` and authentication: a client
+    /// outside the source ranges may still pass by authenticating.
+    pub satisfy_any: Vec<ObjectKey>,
 }
 
 /// The source ranges the kernel can enforce exactly, for every listener of

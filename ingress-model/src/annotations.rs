@@ -17,15 +17,22 @@
 //!   see the Host, so it protects every Ingress on the node, not only its
 //!   own; unreadable, the Ingress fails closed (`InvalidAnnotation`); under
 //!   ingress-nginx's prefix it is not ours to read, and fails closed too;
-//! - access control we do not enforce (`auth-*`, `satisfy`,
-//!   `enable-global-auth`) fails closed: every path and default backend of
-//!   the Ingress answers 503 rather than serve what the user protected,
-//!   with an `UnsupportedAnnotation` problem naming it;
+//! - basic, external and client certificate authentication (`auth-type`,
+//!   `auth-secret`, `auth-url`, `auth-tls-*`, ...) are read by [`auth`]
+//!   and enforced by the proxy; what
+//!   cannot be applied as written fails closed (`InvalidAnnotation`);
+//! - access control we do not enforce (`auth-proxy-set-headers`,
+//!   `enable-global-auth`) fails
+//!   closed: every path and default backend of the Ingress answers 503
+//!   rather than serve what the user protected, with an
+//!   `UnsupportedAnnotation` problem naming it;
 //! - snippets (`*-snippet`) are free-form nginx configuration, which we
 //!   never execute, by design (CVE-2021-25742, CVE-2025-1974): the Ingress
 //!   is refused the same way, with a `SnippetRefused` problem;
 //! - every other annotation under the two prefixes is reported as
 //!   `UnsupportedAnnotation` and otherwise ignored.
+
+mod auth;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -702,7 +709,12 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
     if IMPLEMENTED.contains(&name)
         || CANARY_ANNOTATIONS.contains(&name)
         || AFFINITY_ANNOTATIONS.contains(&name)
+        || auth::IMPLEMENTED.contains(&name)
     {
+        return Treatment::Implemented;
+    }
+    // Reported by the auth reader, ignored: they tune connections only.
+    if auth::CONNECTION_TUNING.contains(&name) {
         return Treatment::Implemented;
     }
     if name.ends_with("-snippet") {
@@ -731,11 +743,7 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
         };
     }
     // Limits protect a backend as access control protects an app.
-    if name.starts_with("auth-")
-        || name.starts_with("limit-")
-        || name.ends_with("-source-range")
-        || name == "satisfy"
-    {
+    if name.starts_with("auth-") || name.starts_with("limit-") || name.ends_with("-source-range") {
         return Treatment::FailClosed;
     }
     Treatment::Ignored
@@ -850,6 +858,18 @@ pub fn read(
             "no effect",
         );
     }
+    let auth = auth::read(
+        annotations,
+        object,
+        objects,
+        &mut report,
+        &mut unreadable,
+        &mut verdict.secrets,
+    );
+    verdict.policy.basic_auth = auth.basic;
+    verdict.policy.external_auth = auth.external;
+    verdict.policy.client_cert = auth.client_cert;
+    verdict.policy.satisfy_any = auth.satisfy_any;
     verdict.canary = read_canary(
         |name| lookup(annotations, name).map(|(_, value)| value.as_str()),
         &mut |name, why, effect| {
@@ -931,20 +951,15 @@ mod tests {
     #[test]
     fn access_control_fails_closed_under_both_prefixes() {
         let cases: &[(&str, &str)] = &[
-            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-            ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
             (
-                "nginx.ingress.kubernetes.io/auth-url",
-                "http://auth.example/verify",
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                "headers",
             ),
-            ("nginx.ingress.kubernetes.io/auth-tls-secret", "ns/ca"),
-            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
             // A source range of another name: not one we enforce.
             (
                 "nginx.ingress.kubernetes.io/other-source-range",
                 "198.18.0.0/15",
             ),
-            ("nginx.ingress.kubernetes.io/satisfy", "any"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
             ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
         ];
@@ -1483,11 +1498,7 @@ mod tests {
         assert!(refusal.message.contains("server-snippet"));
         assert_eq!(
             reasons(&verdict),
-            [
-                ProblemReason::UnsupportedAnnotation,
-                ProblemReason::SnippetRefused,
-                ProblemReason::SnippetRefused
-            ]
+            [ProblemReason::SnippetRefused, ProblemReason::SnippetRefused]
         );
     }
 

@@ -374,6 +374,11 @@ impl RouteTableBuilder {
             };
             let contribution = &ours.contribution;
             ranges.xdp_drop.extend(&contribution.xdp_drop);
+            if contribution.policy.as_ref().is_some_and(|p| {
+                p.satisfy_any && (p.basic_auth.is_some() || p.external_auth.is_some())
+            }) {
+                ranges.satisfy_any.push(precedence.key.clone());
+            }
             if let Some(access) = contribution.policy.as_ref().and_then(|p| p.access.as_ref()) {
                 if !access.allow.is_empty() {
                     ranges.own_allow.push(precedence.key.clone());
@@ -387,6 +392,7 @@ impl RouteTableBuilder {
         ranges.xdp_drop.dedup();
         ranges.own_allow.sort();
         ranges.own_deny.sort();
+        ranges.satisfy_any.sort();
         ranges
     }
 

@@ -604,7 +604,26 @@ impl ControllerConfig {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        if !self.source_ranges.deny.is_empty() {
+        if !ingresses.satisfy_any.is_empty() {
+            let set: Vec<&str> = [
+                ("denylist-source-range", !self.source_ranges.deny.is_empty()),
+                (
+                    "whitelist-source-range",
+                    !self.source_ranges.allow.is_empty(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if !set.is_empty() {
+                kernel.proxy_only.push(format!(
+                    "{} stay in the proxy (403): Ingress {} lets a client outside them in by \
+                     authenticating (satisfy: any)",
+                    set.join(", "),
+                    names(&ingresses.satisfy_any)
+                ));
+            }
+        } else if !self.source_ranges.deny.is_empty() {
             if ingresses.own_deny.is_empty() {
                 deny.extend(&self.source_ranges.deny);
             } else {
@@ -614,7 +633,7 @@ impl ControllerConfig {
                 ));
             }
         }
-        if !self.source_ranges.allow.is_empty() {
+        if !self.source_ranges.allow.is_empty() && ingresses.satisfy_any.is_empty() {
             if ingresses.own_allow.is_empty() {
                 kernel.allow = self.source_ranges.allow.clone();
                 kernel.allow.sort();
@@ -678,6 +697,7 @@ mod tests {
             xdp_drop: vec![IpRange::parse("198.18.4.0/24").unwrap()],
             own_allow: vec![ObjectKey::new("ns", "a")],
             own_deny: vec![ObjectKey::new("ns", "d")],
+            satisfy_any: Vec::new(),
         };
         let kernel = config.kernel_source_ranges(&own);
         assert_eq!(
@@ -693,6 +713,20 @@ mod tests {
         assert_eq!(kernel.proxy_only.len(), 2, "{:?}", kernel.proxy_only);
         assert!(kernel.proxy_only[0].contains("ns/d"));
         assert!(kernel.proxy_only[1].contains("ns/a"));
+        // An Ingress that lets clients in by authenticating (satisfy: any)
+        // keeps both global lists in the proxy; block-cidrs stays exact.
+        let any = IngressSourceRanges {
+            satisfy_any: vec![ObjectKey::new("ns", "s")],
+            ..IngressSourceRanges::default()
+        };
+        let kernel = config.kernel_source_ranges(&any);
+        assert_eq!(
+            texts(&kernel.deny),
+            ["198.18.1.0/24", "198.18.2.0/24", "2001:db8:2::/48"]
+        );
+        assert!(kernel.allow.is_empty());
+        assert_eq!(kernel.proxy_only.len(), 1, "{:?}", kernel.proxy_only);
+        assert!(kernel.proxy_only[0].contains("satisfy: any"));
         // Unreadable, it fails closed (503 everywhere) and drops nothing more.
         let (config, problems) = read(&[("xdp-drop-source-range", "198.18.0.0/33")]);
         assert_eq!(problems.len(), 1);

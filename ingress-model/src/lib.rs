@@ -58,6 +58,7 @@ pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fa
 pub mod access;
 pub mod affinity;
 pub mod annotations;
+pub mod auth;
 pub mod backend;
 pub mod builder;
 pub mod canary;

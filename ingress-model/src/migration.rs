@@ -243,6 +243,27 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
         "the session key is hashed onto the endpoints by rendezvous hashing: a cookie set by ingress-nginx may land on another endpoint once",
     ),
     (
+        "auth-secret",
+        "a Secret of the Ingress's namespace only; a line whose hash is DES crypt(3), another crypt scheme or clear text never lets its user in (reported)",
+    ),
+    (
+        "auth-url",
+        "variables only in the path and query, of a known set; an https service is verified against the system's roots; one connection per sub-request",
+    ),
+    ("auth-cache-key", "answers cached in memory per replica"),
+    (
+        "auth-tls-secret",
+        "verified by rustls's webpki; a request on a connection made for a host with other settings gets 421",
+    ),
+    (
+        "auth-tls-error-page",
+        "a path is redirected to (302), where nginx serves it internally",
+    ),
+    (
+        "auth-tls-verify-client",
+        "on: a plain-HTTP request that does not redirect to HTTPS gets 400 (nginx does not check plain HTTP)",
+    ),
+    (
         "proxy-buffering",
         "no effect: the edge streams responses (nginx buffers them with \"on\")",
     ),
@@ -395,7 +416,7 @@ mod tests {
                 "more_set_headers x;",
             )
             .annotation("nginx.ingress.kubernetes.io/mirror-target", "http://m/")
-            .annotation("nginx.ingress.kubernetes.io/satisfy", "any")
+            .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
             .annotation("kubernetes.io/ingress.class", "nginx")
             .rule(Some("shop.example.com"), vec![prefix("/", "web")])
             .object()]);
@@ -412,6 +433,10 @@ mod tests {
                     Outcome::Refused
                 ),
                 (
+                    "nginx.ingress.kubernetes.io/enable-global-auth",
+                    Outcome::FailsClosed
+                ),
+                (
                     "nginx.ingress.kubernetes.io/mirror-target",
                     Outcome::Unsupported
                 ),
@@ -423,7 +448,6 @@ mod tests {
                     "nginx.ingress.kubernetes.io/rewrite-target",
                     Outcome::Applied
                 ),
-                ("nginx.ingress.kubernetes.io/satisfy", Outcome::FailsClosed),
                 (
                     "nginx.ingress.kubernetes.io/whitelist-source-range",
                     Outcome::Differs
@@ -431,7 +455,7 @@ mod tests {
             ],
             "{report:#?}"
         );
-        assert!(report[2].note.contains("\"huge\""), "{}", report[2].note);
+        assert!(report[3].note.contains("\"huge\""), "{}", report[3].note);
         assert_eq!(ingresses_named(&report), [ObjectKey::new("shop", "web")]);
     }
 }

@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     access::{IpRange, SourceRanges},
     affinity::SessionAffinity,
+    auth::{BasicAuth, ClientCertAuth, ExternalAuth},
     rewrite::RewriteTarget,
     upstream::{UpstreamProtocol, UpstreamTls},
 };
@@ -55,6 +56,17 @@ pub struct RoutePolicy {
     /// `limit-rate` and `limit-rate-after`: each response no faster than
     /// this after its first bytes.
     pub response_rate: Option<ResponseRate>,
+    /// `auth-type: basic` with its Secret's users (after the source
+    /// ranges: both must pass, nginx's `satisfy all`).
+    pub basic_auth: Option<BasicAuth>,
+    /// `auth-url` and its companions: the auth service asked first.
+    pub external_auth: Option<ExternalAuth>,
+    /// `auth-tls-secret` and the `auth-tls-*` annotations (per host: the
+    /// handshakes of the host ask for a certificate).
+    pub client_cert: Option<ClientCertAuth>,
+    /// `satisfy: any`: the source ranges or the authentication (basic,
+    /// external) suffices, rather than both.
+    pub satisfy_any: bool,
     /// `affinity: cookie` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
     /// `custom-http-errors`: upstream answers with these statuses are

@@ -705,8 +705,8 @@ mod tests {
             ingress("ns", "basic")
                 .ours()
                 .created(1)
-                .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
-                .annotation("nginx.ingress.kubernetes.io/auth-secret", "htpasswd")
+                .annotation("nginx.ingress.kubernetes.io/auth-proxy-set-headers", "h")
+                .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
                 .rule(
                     Some("basic.com"),
                     vec![prefix("/", "a"), prefix("/api", "b")],
@@ -816,6 +816,14 @@ mod tests {
                     "198.18.0.0/24",
                 )
                 .rule(Some("c.com"), vec![prefix("/", "c")]),
+            ingress("ns", "authed")
+                .ours()
+                .annotation(
+                    "nginx.ingress.kubernetes.io/auth-url",
+                    "http://auth.example.com/check",
+                )
+                .annotation("nginx.ingress.kubernetes.io/satisfy", "any")
+                .rule(Some("e.com"), vec![prefix("/", "e")]),
             ingress("ns", "theirs")
                 .annotation("xdp-ingress.io/xdp-drop-source-range", "198.18.10.0/24")
                 .annotation(
@@ -834,6 +842,7 @@ mod tests {
         );
         assert_eq!(ranges.own_deny, [ObjectKey::new("ns", "also")]);
         assert_eq!(ranges.own_allow, [ObjectKey::new("ns", "allows")]);
+        assert_eq!(ranges.satisfy_any, [ObjectKey::new("ns", "authed")]);
         // The annotation is listener-wide: it adds no route policy.
         assert!(table.route("a.com", "/").policy().is_none());
     }

@@ -183,6 +183,7 @@ impl ConfigApplier {
         if let Some(certificates) = &self.certificates {
             let update = certificates.update(table.tls(), objects, unix_now());
             problems.extend(update.problems);
+            certificates.client_auth.update(&table);
         }
         self.follow_source_ranges(table.ingress_source_ranges());
         let backends = self.routes.install(table);

@@ -10,7 +10,6 @@ use http::HeaderValue;
 use ingress_common::{action, protocol};
 use ingress_model::RouteRowsTable;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use xdp_ingress::{
     bpf::{
@@ -395,6 +394,7 @@ async fn serve(
         global,
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
+        authenticator: Default::default(),
     });
     let http_listener = TcpListener::bind(args.http_addr)
         .await
@@ -402,7 +402,7 @@ async fn serve(
     let https_listener = TcpListener::bind(args.https_addr)
         .await
         .with_context(|| format!("listening on --https-addr {}", args.https_addr))?;
-    let acceptor = TlsAcceptor::from(tls::server_config(certificates)?);
+    let terminator = Arc::new(tls::TlsTerminator::new(certificates)?);
     let http = tokio::spawn(server::serve(
         http_listener,
         None,
@@ -411,7 +411,7 @@ async fn serve(
     ));
     let https = tokio::spawn(server::serve(
         https_listener,
-        Some(acceptor),
+        Some(terminator),
         state,
         stop_rx,
     ));

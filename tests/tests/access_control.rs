@@ -2,7 +2,8 @@
 //! client (curl in the lab's client namespace, 198.18.0.2) meets them:
 //! source ranges are enforced (403 outside an allow list or inside a deny
 //! list, served otherwise); annotations xdp-ingress does not enforce yet
-//! (auth, `satisfy`, global auth), a snippet or an unreadable range fail
+//! (global auth), authentication it
+//! cannot apply as written, a snippet or an unreadable range fail
 //! closed, their paths answering 503 even with credentials, while the rest
 //! of the configuration serves; `xdp-ingress routes` names every such
 //! annotation with its reason.
@@ -61,29 +62,33 @@ fn cases() -> Vec<Case> {
     let client_range = format!("{CLIENT_ADDR}/32");
     let unsupported = FailsClosed("UnsupportedAnnotation");
     vec![
+        // Authentication that cannot be applied as written (see
+        // auth_annotations.rs for what can).
         (
-            "basic",
-            vec![
-                ("auth-type", "basic".to_owned()),
-                ("auth-secret", "htpasswd".to_owned()),
-                ("auth-realm", "Authentication Required".to_owned()),
-            ],
-            unsupported,
+            "digest",
+            vec![("auth-type", "digest".to_owned())],
+            FailsClosed("InvalidAnnotation"),
         ),
         (
             "external",
-            vec![("auth-url", "http://198.18.3.2:9/auth".to_owned())],
-            unsupported,
+            vec![("auth-url", "http://$host/auth".to_owned())],
+            FailsClosed("InvalidAnnotation"),
         ),
         (
             "mtls",
-            vec![
-                ("auth-tls-secret", "default/ca".to_owned()),
-                ("auth-tls-verify-client", "on".to_owned()),
-            ],
-            unsupported,
+            vec![("auth-tls-secret", "default/ca".to_owned())],
+            FailsClosed("InvalidAnnotation"),
         ),
-        ("satisfy", vec![("satisfy", "any".to_owned())], unsupported),
+        // satisfy: any with source ranges but no authentication: the
+        // ranges decide (the client is outside).
+        (
+            "satisfy",
+            vec![
+                ("satisfy", "any".to_owned()),
+                ("whitelist-source-range", "198.18.5.0/24".to_owned()),
+            ],
+            Forbidden,
+        ),
         // limit-rate-after is whole kilobytes: "10m" cannot be read.
         (
             "limited",
@@ -96,6 +101,12 @@ fn cases() -> Vec<Case> {
         (
             "globalauth",
             vec![("enable-global-auth", "true".to_owned())],
+            unsupported,
+        ),
+        // A web application firewall asked for and not there.
+        (
+            "waf",
+            vec![("enable-modsecurity", "true".to_owned())],
             unsupported,
         ),
         (

@@ -791,9 +791,9 @@ fn an_ingress_going_away_never_shadows_a_live_one() -> Result<()> {
 /// edge's backend link where no host answers ARP: the controller keeps
 /// trying to resolve it and says so on the Service, as a
 /// `NextHopUnresolved` Warning that `kubectl describe service` shows. In
-/// the same cluster, an Ingress guarded by an external auth xdp-ingress
-/// does not enforce yet answers 503, with an `UnsupportedAnnotation`
-/// Warning.
+/// the same cluster, an Ingress guarded by access control xdp-ingress does
+/// not enforce yet (global auth, from a ConfigMap not read yet) answers
+/// 503, with an `UnsupportedAnnotation` Warning.
 #[test]
 fn an_unresolvable_l4_next_hop_and_an_unenforced_auth_are_warnings() -> Result<()> {
     if !require_root() {
@@ -815,7 +815,7 @@ kind: Ingress
 metadata:
   name: guarded
   namespace: l4
-  annotations: {{nginx.ingress.kubernetes.io/auth-url: "http://198.18.3.2:9/auth"}}
+  annotations: {{nginx.ingress.kubernetes.io/enable-global-auth: "true"}}
 spec:
   ingressClassName: xdp
   rules:
@@ -864,7 +864,7 @@ spec:
 
     let described = lab.wait_described_in("l4", "guarded", "UnsupportedAnnotation")?;
     ensure!(
-        described.contains("auth-url") && described.contains("503"),
+        described.contains("enable-global-auth") && described.contains("503"),
         "{described}"
     );
     let reply = lab.get_plain("guarded.example.com")?;
@@ -874,5 +874,110 @@ spec:
         reply.status,
         reply.text()
     );
+    Ok(())
+}
+
+/// An `auth` Secret with the htpasswd line of user `foo` and `password`
+/// (`openssl passwd -apr1`), in namespace `auth`.
+fn htpasswd_secret_yaml(password: &str) -> Result<String> {
+    let out = std::process::Command::new("openssl")
+        .args(["passwd", "-apr1", password])
+        .output()
+        .context("running openssl passwd")?;
+    ensure!(out.status.success(), "openssl passwd: {out:?}");
+    let hash = String::from_utf8(out.stdout)?.trim().to_owned();
+    Ok(format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: basic-auth, namespace: auth}}\ntype: Opaque\nstringData:\n  auth: \"foo:{hash}\\n\"\n"
+    ))
+}
+
+/// Basic auth in a cluster: the Opaque Secret comes through the watch
+/// (under deploy/'s RBAC), a new password in it applies without touching
+/// the Ingress, and a deleted Secret fails closed.
+#[test]
+fn basic_auth_follows_its_secret() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut lab = ClusterLab::bare()?;
+    let web = SocketAddr::from(([198, 19, 7, 1], POD_PORT));
+    lab.lab.start_backend("web", &[web])?;
+    lab.cluster.kubectl(&["create", "namespace", "auth"])?;
+    let ingress = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  namespace: auth
+  annotations:
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: basic-auth
+    nginx.ingress.kubernetes.io/auth-realm: "Authentication Required - foo"
+spec:
+  ingressClassName: xdp
+  rules:
+  - host: guarded.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    lab.cluster.apply(
+        &(service_yaml(
+            "auth",
+            "web",
+            80,
+            POD_PORT,
+            &[SliceEndpoint::ready(web.ip())],
+        ) + "---\n"
+            + &htpasswd_secret_yaml("bar")?
+            + "---\n"
+            + ingress),
+    )?;
+    let edge = EDGE_ADDR.to_string();
+    lab.start_controller(None, &edge)?;
+    lab.wait_ready()?;
+    let status = |lab: &ClusterLab, user: &str| -> Result<u16> {
+        let url = format!("http://{EDGE_ADDR}/");
+        Ok(lab
+            .lab
+            .client
+            .curl(&[
+                "-sS",
+                "--max-time",
+                "5",
+                "-H",
+                "Host: guarded.example.com",
+                "-u",
+                user,
+                &url,
+            ])?
+            .status)
+    };
+    let wait = |lab: &ClusterLab, what: &str, expected: &[(&str, u16)]| {
+        poll_until(what, CHANGE_TIMEOUT, || {
+            for (user, code) in expected {
+                if status(lab, user)? != *code {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .with_context(|| lab.logs())
+    };
+    wait(
+        &lab,
+        "foo:bar to get in",
+        &[("foo:bar", 200), ("foo:baz", 401)],
+    )?;
+    lab.cluster.apply(&htpasswd_secret_yaml("newpass")?)?;
+    wait(
+        &lab,
+        "the new password to replace the old",
+        &[("foo:newpass", 200), ("foo:bar", 401)],
+    )?;
+    lab.cluster
+        .kubectl(&["-n", "auth", "delete", "secret", "basic-auth"])?;
+    wait(&lab, "the Ingress to fail closed", &[("foo:newpass", 503)])?;
+    let described = lab.wait_described_in("auth", "guarded", "InvalidAnnotation")?;
+    ensure!(described.contains("not found"), "{described}");
     Ok(())
 }

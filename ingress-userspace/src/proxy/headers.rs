@@ -2,7 +2,7 @@
 //! forwarded headers for the upstream, hop-by-hop headers removed both ways,
 //! and the edge's own `Server` on every response.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ingress_model::{controller_config::Forwarding, policy::Cors};
@@ -213,6 +213,20 @@ pub struct ClientContext {
     client_ip_value: HeaderValue,
     /// `listener_port` as a header value.
     listener_port_value: HeaderValue,
+    /// What the TLS handshake said (HTTPS only).
+    pub tls: Option<Arc<TlsSide>>,
+}
+
+/// What the TLS handshake of a connection said.
+#[derive(Debug)]
+pub struct TlsSide {
+    /// The client's SNI.
+    pub server_name: Option<String>,
+    /// The client certificate authentication of the SNI's host
+    /// (`auth-tls-*`), which the handshake asked for.
+    pub client_auth: Option<Arc<crate::tls::client_auth::HostClientAuth>>,
+    /// The chain the client sent, leaf first; `None`: none.
+    pub chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl ClientContext {
@@ -228,6 +242,7 @@ impl ClientContext {
             full_forwarded_for: false,
             client_ip_value: ip_value(client_ip),
             listener_port_value: HeaderValue::from(listener_port),
+            tls: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! and TLS as a route's `backend-protocol` asks.
 
 pub mod affinity;
+pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod canary;

@@ -34,7 +34,6 @@ use hyper_util::{
     },
 };
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use arc_swap::ArcSwap;
@@ -47,18 +46,20 @@ use ingress_model::{
 use crate::{
     metrics::{Metrics, RouteMetrics},
     proxy::limits::{ConnectionLimiter, ConnectionSlot, RateLimiter},
+    tls::TlsTerminator,
 };
 
 use super::{
     affinity,
+    auth::{AuthCookies, Authenticator},
     balance::RoundRobin,
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding, RateLimited},
     canary::{self, CanaryUpstream},
     errors::{self, ErrorPages},
     global::Global,
     headers::{
-        ClientContext, ForwardedHeaders, X_FORWARDED_PROTO, mark_response, remove_hop_by_hop,
-        rewrite_response_headers, set_cors,
+        ClientContext, ForwardedHeaders, TlsSide, X_FORWARDED_PROTO, mark_response,
+        remove_hop_by_hop, rewrite_response_headers, set_cors,
     },
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
@@ -181,6 +182,8 @@ pub struct ProxyState {
     pub rate_limiter: RateLimiter,
     /// The routes' requests in progress per client (`limit-connections`).
     pub connection_limiter: Arc<ConnectionLimiter>,
+    /// The routes' basic and external authentication (`auth-*`).
+    pub authenticator: Authenticator,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
@@ -188,7 +191,7 @@ pub struct ProxyState {
 /// every connection starts with a TLS handshake (HTTPS).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsTerminator>>,
     state: Arc<ProxyState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -208,7 +211,7 @@ pub async fn serve(
             () = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientContext::new(peer.ip(), scheme, listener_port);
+        let mut client = ClientContext::new(peer.ip(), scheme, listener_port);
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -216,15 +219,23 @@ pub async fn serve(
             let _open = state.metrics.connection_opened(scheme);
             match tls {
                 None => serve_connection(TokioIo::new(stream), client, state, watcher).await,
-                Some(acceptor) => {
+                Some(terminator) => {
                     let handshake = tokio::time::timeout(
                         state.settings.tls_handshake_timeout,
-                        acceptor.accept(stream),
+                        terminator.accept(stream),
                     )
                     .await;
                     match handshake {
-                        Ok(Ok(tls_stream)) => {
+                        Ok(Ok(accepted)) => {
                             state.metrics.tls_handshake(true);
+                            let tls_stream = accepted.stream;
+                            let chain = tls_stream.get_ref().1.peer_certificates();
+                            client.tls = Some(Arc::new(TlsSide {
+                                server_name: accepted.server_name,
+                                client_auth: accepted.client_auth,
+                                chain: chain
+                                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect()),
+                            }));
                             serve_connection(TokioIo::new(tls_stream), client, state, watcher)
                                 .await;
                         }
@@ -315,6 +326,7 @@ pub async fn handle(
     // A trusted proxy's client (use-forwarded-headers, enable-real-ip).
     let forwarded = client.for_request(&global.config.forwarding, request.headers());
     let client = forwarded.as_ref().unwrap_or(client);
+    let mut cookies = AuthCookies::default();
     let mut response = if global.config.refusal.is_some() {
         // A ConfigMap setting that protects everything cannot be applied.
         error_response(StatusCode::SERVICE_UNAVAILABLE)
@@ -322,8 +334,18 @@ pub async fn handle(
         debug!(client = %client.client_ip, host, "blocked by block-cidrs or block-user-agents");
         error_response(StatusCode::FORBIDDEN)
     } else {
-        route_request(request, host, resolution, client, state, &global).await
+        route_request(
+            request,
+            host,
+            resolution,
+            client,
+            state,
+            &global,
+            &mut cookies,
+        )
+        .await
     };
+    cookies.apply(&mut response);
     mark_response(response.headers_mut());
     let hsts = match &global.hsts {
         Some(hsts) => hsts.as_ref(),
@@ -348,6 +370,7 @@ async fn route_request(
     client: &ClientContext,
     state: &ProxyState,
     global: &Global,
+    cookies: &mut AuthCookies,
 ) -> Response<ProxyBody> {
     // With use-forwarded-headers, a trusted proxy's X-Forwarded-Proto says
     // how the client came (ingress-nginx's `$pass_access_scheme`).
@@ -379,6 +402,14 @@ async fn route_request(
         let uri = uri.strip_suffix('/').unwrap_or(uri);
         let port = client.listener_port;
         return redirect_to(status, &format!("{scheme}://{target}:{port}{uri}"));
+    }
+    // Client certificates are checked as nginx reads an HTTPS request:
+    // first (plain HTTP on its way to HTTPS is not asked).
+    if !(plain_http && to_https)
+        && let Some(refused) =
+            super::auth::check_client_cert(policy.as_deref(), host, client, &mut request)
+    {
+        return refused;
     }
     // `app-root` is the server's, before any location: first.
     if let Some(root) = policy.as_ref().and_then(|p| p.app_root.as_deref())
@@ -459,12 +490,39 @@ async fn route_request(
         }
         None => None,
     };
+    // nginx's access phase: the source ranges (the route's and the
+    // ConfigMap's), then authentication; both must pass (`satisfy all`),
+    // or either (`satisfy any`).
     let ranges = policy.as_ref().and_then(|p| p.access.as_ref());
-    if global.has_source_ranges(ranges) && !global.admits(ranges, client.client_ip) {
+    let in_ranges = global
+        .has_source_ranges(ranges)
+        .then(|| global.admits(ranges, client.client_ip));
+    let either = policy
+        .as_ref()
+        .is_some_and(|p| p.satisfy_any && (p.basic_auth.is_some() || p.external_auth.is_some()));
+    if in_ranges == Some(false) && !either {
         debug!(client = %client.client_ip, host, "refused by the route's source ranges");
         return error_response(StatusCode::FORBIDDEN);
     }
     let limits = RequestLimits::of(&state.settings, &global.config, policy.as_deref());
+    if either && in_ranges == Some(true) {
+        // Let in by address; the password still does not go upstream.
+        if policy.as_ref().is_some_and(|p| p.basic_auth.is_some()) {
+            request.headers_mut().remove(header::AUTHORIZATION);
+        }
+    } else if let Some(policy) = policy.as_deref() {
+        let timeouts = (
+            limits.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            limits.read_timeout,
+        );
+        if let Err(denied) = state
+            .authenticator
+            .authenticate(policy, &mut request, host, client, timeouts, cookies)
+            .await
+        {
+            return denied;
+        }
+    }
     let (mut upstream, to_canary) = match resolution {
         Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
@@ -1419,6 +1477,7 @@ mod tests {
             global: Arc::default(),
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
+            authenticator: Authenticator::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));

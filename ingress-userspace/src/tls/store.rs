@@ -19,7 +19,10 @@ use rustls::{
     sign::CertifiedKey,
 };
 
-use super::certs::{CertError, LoadedCert, load_secret};
+use super::{
+    certs::{CertError, LoadedCert, load_secret},
+    client_auth::ClientAuthHosts,
+};
 
 /// Certificates by host, as one immutable index.
 #[derive(Default)]
@@ -42,6 +45,8 @@ pub struct CertStore {
     cache: Mutex<BTreeMap<ObjectKey, CachedCert>>,
     generated_default: Arc<CertifiedKey>,
     default_secret: Option<ObjectKey>,
+    /// The hosts asking for client certificates (`auth-tls-*`).
+    pub client_auth: ClientAuthHosts,
 }
 
 impl fmt::Debug for CertStore {
@@ -73,6 +78,7 @@ impl CertStore {
             cache: Mutex::new(BTreeMap::new()),
             generated_default,
             default_secret,
+            client_auth: ClientAuthHosts::default(),
         }
     }
 

@@ -8,6 +8,15 @@
 //! - `/bytes/<n>`: a body of `n` bytes (at most 64 MiB) instead of the report;
 //! - `/server/<name>`: the report, with `Server: <name>`;
 //! - `/dated`: the report, with `Date: Sun, 06 Nov 1994 08:49:37 GMT`;
+//! - `/basic-auth/<user>/<password>`: an authentication service as
+//!   httpbin.org's (ingress-nginx's external-auth example asks it): 200,
+//!   `X-Auth-User: <user>` and `Set-Cookie: auth-session=<user>` for
+//!   `Authorization: Basic` with that user and password, else 401 with
+//!   `WWW-Authenticate: Basic realm="Fake Realm"` and `Set-Cookie:
+//!   auth-failed=1`;
+//! - `/seen`: a JSON list of the reports of the last requests (at most
+//!   [`SEEN`]) it answered, `/seen` excepted, oldest first: what an
+//!   authentication service was asked;
 //! - `/respond?NAME=VALUE&...`: the report, with each `NAME: VALUE`
 //!   (percent-decoded) added to the response's headers;
 //! - an `Upgrade: websocket` request: `101`, then every byte is echoed; other
@@ -27,8 +36,15 @@
 //! Usage: `lab-backend --name NAME --listen ADDR:PORT [--listen ...]
 //! [--udp-echo ADDR:PORT ...] [--no-date] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]`
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
@@ -42,6 +58,12 @@ use tokio_rustls::TlsAcceptor;
 use xdp_ingress_lab::BackendReport;
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// How many reports `/seen` keeps.
+const SEEN: usize = 64;
+
+/// The reports of the last requests answered, for `/seen`.
+static SEEN_REPORTS: Mutex<VecDeque<BackendReport>> = Mutex::new(VecDeque::new());
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
@@ -290,6 +312,18 @@ async fn respond(
     }
 
     let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+    if segments.as_slice() == ["", "seen"] {
+        let seen = SEEN_REPORTS.lock().expect("not poisoned");
+        let json = serde_json::to_vec(&*seen).expect("serializable");
+        return Response::new(full(json));
+    }
+    {
+        let mut seen = SEEN_REPORTS.lock().expect("not poisoned");
+        if seen.len() == SEEN {
+            seen.pop_front();
+        }
+        seen.push_back(report.clone());
+    }
     let mut status = StatusCode::OK;
     match segments.as_slice() {
         ["", "delay", ms] => {
@@ -353,6 +387,25 @@ async fn respond(
                 header::DATE,
                 "Sun, 06 Nov 1994 08:49:37 GMT".parse().expect("valid"),
             );
+        }
+        ["", "basic-auth", user, password] => {
+            let expected = format!("Basic {}", BASE64.encode(format!("{user}:{password}")));
+            if report.header("authorization") == Some(expected.as_str()) {
+                if let Ok(value) = user.parse() {
+                    headers.insert("x-auth-user", value);
+                }
+                if let Ok(value) = format!("auth-session={user}").parse() {
+                    headers.insert(header::SET_COOKIE, value);
+                }
+            } else {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"Fake Realm\"".parse().expect("valid"),
+                );
+                headers.insert(header::SET_COOKIE, "auth-failed=1".parse().expect("valid"));
+            }
         }
         ["", "respond"] => {
             let query = path.split_once('?').map_or("", |(_, query)| query);
