@@ -96,6 +96,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "preserve-trailing-slash",
     "server-alias",
     "from-to-www-redirect",
+    "upstream-hash-by",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -363,6 +364,12 @@ fn read_policy(
         }
         (None, None) => None,
     };
+    policy.hash_by = parsed(
+        annotations,
+        "upstream-hash-by",
+        |value| crate::auth::UrlTemplate::parse(value.trim(), false),
+        report,
+    );
     policy.server_alias =
         parsed(annotations, "server-alias", parse_host_list, report).unwrap_or_default();
     policy.from_to_www_redirect =
@@ -1009,6 +1016,26 @@ mod tests {
         assert!(read.refusal.is_some());
         assert_eq!(reasons(&read), [ProblemReason::UnsupportedAnnotation]);
         assert!(read.xdp_drop.is_empty());
+    }
+
+    #[test]
+    fn upstream_hash_by_takes_nginx_variables_of_a_known_set() {
+        for key in [
+            "$request_uri",
+            "$binary_remote_addr",
+            "$host$uri",
+            "${arg_user}",
+            "$http_x_user",
+        ] {
+            let read = verdict(&[("nginx.ingress.kubernetes.io/upstream-hash-by", key)]);
+            assert!(
+                read.policy.hash_by.is_some() && read.problems.is_empty(),
+                "{key}"
+            );
+        }
+        let unknown = verdict(&[("nginx.ingress.kubernetes.io/upstream-hash-by", "$nope")]);
+        assert_eq!(unknown.policy.hash_by, None);
+        assert_eq!(reasons(&unknown), [ProblemReason::InvalidAnnotation]);
     }
 
     #[test]
