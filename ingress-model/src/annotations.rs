@@ -12,6 +12,11 @@
 //!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
 //!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
 //!   ingress-nginx's "location denied" does (`InvalidAnnotation`);
+//! - `xdp-ingress.io/xdp-drop-source-range` (ours only) is dropped in XDP
+//!   for every listener of the proxy, whatever the host: the kernel cannot
+//!   see the Host, so it protects every Ingress on the node, not only its
+//!   own; unreadable, the Ingress fails closed (`InvalidAnnotation`); under
+//!   ingress-nginx's prefix it is not ours to read, and fails closed too;
 //! - basic, external and client certificate authentication (`auth-type`,
 //!   `auth-secret`, `auth-url`, `auth-tls-*`, ...) are read by [`auth`]
 //!   and enforced by the proxy; what
@@ -32,7 +37,7 @@ mod auth;
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    access::{SourceRanges, parse_ranges},
+    access::{IpRange, SourceRanges, parse_ranges},
     affinity::{AFFINITY_ANNOTATIONS, read_affinity},
     canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
@@ -113,7 +118,11 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy-ssl-server-name",
     "proxy-ssl-protocols",
     "proxy-ssl-ciphers",
+    XDP_DROP_SOURCE_RANGE,
 ];
+
+/// Our listener-wide source ranges dropped in XDP (under `xdp-ingress.io/` only).
+pub const XDP_DROP_SOURCE_RANGE: &str = "xdp-drop-source-range";
 
 /// What the annotations of one Ingress come to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,6 +141,9 @@ pub struct AnnotationVerdict {
     /// The Secrets the annotations name (`auth-secret`, `proxy-ssl-secret`,
     /// ...), found or not: a change to one reads the Ingress again.
     pub secrets: Vec<ObjectKey>,
+    /// `xdp-ingress.io/xdp-drop-source-range`: sources dropped in XDP on
+    /// every listener of the proxy (every host, not only this Ingress's).
+    pub xdp_drop: Vec<IpRange>,
 }
 
 /// Why an Ingress's routes answer 503 instead of serving.
@@ -765,6 +777,21 @@ pub fn read(
         else {
             continue;
         };
+        if name == XDP_DROP_SOURCE_RANGE && !full.starts_with("xdp-ingress.io/") {
+            // A protection asked of the wrong controller: not ours to read,
+            // and not to be served without.
+            fail_closed.push(full.as_str());
+            verdict.problems.push(Problem::new(
+                object.clone(),
+                ProblemReason::UnsupportedAnnotation,
+                format!(
+                    "annotation {full}: {XDP_DROP_SOURCE_RANGE} is xdp-ingress's own, read under \
+                     xdp-ingress.io/ only: the Ingress's paths answer 503 rather than serve \
+                     unprotected"
+                ),
+            ));
+            continue;
+        }
         let (reason, message) = match treatment(name, value) {
             Treatment::Implemented | Treatment::SourceRange => continue,
             Treatment::FailClosed => {
@@ -805,6 +832,17 @@ pub fn read(
         ));
     };
     verdict.policy = read_policy(annotations, &mut report, &mut unreadable);
+    let xdp_drop_name = format!("xdp-ingress.io/{XDP_DROP_SOURCE_RANGE}");
+    if let Some(value) = annotations.and_then(|a| a.get(&xdp_drop_name)) {
+        match parse_ranges(value) {
+            Ok(ranges) => verdict.xdp_drop = ranges,
+            Err(why) => {
+                let effect = "the Ingress's paths answer 503 rather than serve unprotected";
+                report(&xdp_drop_name, why, effect);
+                unreadable.push(xdp_drop_name);
+            }
+        }
+    }
     verdict.policy.upstream_tls = read_upstream_tls(
         object,
         annotations,
@@ -951,6 +989,36 @@ mod tests {
             assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation]);
             assert!(verdict.problems[0].message.contains("503"), "{name}");
         }
+    }
+
+    #[test]
+    fn xdp_drop_source_range_is_ours_listener_wide_and_fails_closed() {
+        let read = verdict(&[(
+            "xdp-ingress.io/xdp-drop-source-range",
+            "198.18.0.0/24,2001:db8::1",
+        )]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(reasons(&read), []);
+        let texts: Vec<String> = read.xdp_drop.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["198.18.0.0/24", "2001:db8::1/128"]);
+        assert_eq!(
+            read.policy,
+            RoutePolicy::default(),
+            "no route policy of its own"
+        );
+        let read = verdict(&[("xdp-ingress.io/xdp-drop-source-range", "198.18.0.0/24,nope")]);
+        let refusal = read.refusal.clone().expect("unreadable: fails closed");
+        assert_eq!(refusal.reason, ProblemReason::InvalidAnnotation);
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation]);
+        assert!(read.xdp_drop.is_empty());
+        // Under ingress-nginx's prefix it is not read, and fails closed.
+        let read = verdict(&[(
+            "nginx.ingress.kubernetes.io/xdp-drop-source-range",
+            "198.18.0.0/24",
+        )]);
+        assert!(read.refusal.is_some());
+        assert_eq!(reasons(&read), [ProblemReason::UnsupportedAnnotation]);
+        assert!(read.xdp_drop.is_empty());
     }
 
     #[test]
