@@ -99,6 +99,9 @@ pub const IMPLEMENTED: &[&str] = &[
     "from-to-www-redirect",
     "upstream-hash-by",
     "load-balance",
+    "mirror-target",
+    "mirror-host",
+    "mirror-request-body",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -367,6 +370,18 @@ fn read_policy(
         (None, None) => None,
     };
     policy.load_balance = parsed(annotations, "load-balance", parse_load_balance, report);
+    policy.mirror = parsed(
+        annotations,
+        "mirror-target",
+        crate::auth::AuthUrl::parse,
+        report,
+    )
+    .map(|target| crate::policy::Mirror {
+        target,
+        host: parsed(annotations, "mirror-host", parse_vhost, report),
+        request_body: parsed(annotations, "mirror-request-body", parse_on_off, report)
+            .unwrap_or(true),
+    });
     policy.hash_by = parsed(
         annotations,
         "upstream-hash-by",
@@ -1535,10 +1550,7 @@ mod tests {
     #[test]
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
-            (
-                "nginx.ingress.kubernetes.io/mirror-target",
-                "https://mirror.example.com",
-            ),
+            ("nginx.ingress.kubernetes.io/custom-headers", "ns/headers"),
             ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
             ("xdp-ingress.io/enable-access-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
@@ -1554,7 +1566,7 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/mirror-target",
+                "nginx.ingress.kubernetes.io/custom-headers",
                 "nginx.ingress.kubernetes.io/ssl-passthrough",
                 "xdp-ingress.io/enable-access-log",
             ]

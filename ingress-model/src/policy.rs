@@ -67,6 +67,9 @@ pub struct RoutePolicy {
     /// `satisfy: any`: the source ranges or the authentication (basic,
     /// external) suffices, rather than both.
     pub satisfy_any: bool,
+    /// `mirror-target`, `mirror-host`, `mirror-request-body`: a copy of
+    /// each request sent there, its answer ignored.
+    pub mirror: Option<Mirror>,
     /// `load-balance`: how requests spread over the endpoints (`None`:
     /// the ConfigMap's, else round robin).
     pub load_balance: Option<LoadBalance>,
@@ -245,6 +248,20 @@ pub struct RateLimit {
     /// Requests allowed beyond the rate at once (the rate's requests per
     /// its unit times `limit-burst-multiplier`, default 5).
     pub burst: u32,
+}
+
+/// Request mirroring as nginx's `mirror` does it for ingress-nginx.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mirror {
+    /// Where the copies go: an http(s) URL, variables (`$request_uri`,
+    /// ...) only in its path and query, never in its host
+    /// (CVE-2025-1098).
+    pub target: crate::auth::AuthUrl,
+    /// `mirror-host`: the copies' `Host` (else the target's host).
+    pub host: Option<String>,
+    /// `mirror-request-body` (`on`, the default): the copies carry the
+    /// request's body.
+    pub request_body: bool,
 }
 
 /// ingress-nginx's `load-balance`.

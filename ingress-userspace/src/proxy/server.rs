@@ -24,7 +24,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Either, Empty, Full, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -62,6 +62,7 @@ use super::{
         ClientContext, ForwardedHeaders, TlsSide, X_FORWARDED_PROTO, mark_response,
         remove_hop_by_hop, rewrite_response_headers, set_cors,
     },
+    mirror,
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
@@ -554,6 +555,29 @@ async fn route_request(
     };
     let original = (errors.is_some() && !intercepted.is_empty())
         .then(|| errors::OriginalRequest::of(&request));
+    // Mirroring: a copy of the request goes to the mirror; when it carries
+    // the body, the body is read whole first, as nginx does.
+    let mut request = request.map(Either::Left);
+    if let Some(mirror) = policy.as_ref().and_then(|p| p.mirror.as_ref()) {
+        let body = if mirror.request_body && !body_is_empty(request.body()) {
+            let (parts, body) = request.into_parts();
+            let limit = usize::try_from(limits.max_body_size).unwrap_or(usize::MAX);
+            let whole = match Limited::new(body, limit).collect().await {
+                Ok(whole) => whole.to_bytes(),
+                Err(error) => return error_response(status_for_body_error(&error)),
+            };
+            request = Request::from_parts(parts, Either::Right(Full::new(whole.clone())));
+            Some(whole)
+        } else {
+            None
+        };
+        let values = RequestValues {
+            request: &request,
+            http_host: host,
+            client,
+        };
+        mirror::send_copy(mirror, &values, body, limits.read_timeout);
+    }
     // Cookie affinity: the session's endpoint first (a canary's only with
     // `affinity-canary-behavior: sticky`, as ingress-nginx).
     let session = policy
@@ -1015,7 +1039,7 @@ fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 
 /// The request as it goes upstream: HTTP/1.1, origin-form URI, rewritten headers.
 fn upstream_request(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
@@ -1036,7 +1060,7 @@ fn upstream_request(
 /// origin-form), hop-by-hop headers out, `Host` (`upstream-vhost`),
 /// `X-Forwarded-*`, and the body with its limits.
 fn prepare_upstream(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
@@ -1100,7 +1124,7 @@ fn prepare_upstream(
 /// `TE: trailers` kept when the client sent it (gRPC servers ask for it).
 #[allow(clippy::too_many_arguments)]
 fn client_request(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
@@ -1237,7 +1261,11 @@ async fn exchange_client(
     Err(StatusCode::BAD_GATEWAY)
 }
 
-fn body_is_empty(body: &Incoming) -> bool {
+/// A request's body as it goes upstream: the client's, streamed, or read
+/// whole (for a mirror).
+type RequestBody = Either<Incoming, Full<Bytes>>;
+
+fn body_is_empty(body: &RequestBody) -> bool {
     use hyper::body::Body as _;
     body.is_end_stream()
 }
@@ -1338,7 +1366,11 @@ fn status_for_body_error(error: &BoxError) -> StatusCode {
 fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
     let mut source = Some(error);
     while let Some(cause) = source {
-        if cause.downcast_ref::<BodyTooLarge>().is_some() {
+        if cause.downcast_ref::<BodyTooLarge>().is_some()
+            || cause
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+        {
             return Some(StatusCode::PAYLOAD_TOO_LARGE);
         }
         if cause.downcast_ref::<BodyTimeout>().is_some() {
