@@ -43,9 +43,9 @@ use crate::{
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, ResponseRate, RoutePolicy,
-        is_token_list, parse_from_to, parse_host_list, parse_load_balance, parse_plain_path,
-        parse_redirect_part, parse_seconds, parse_service_name, parse_size, parse_status_list,
-        parse_vhost,
+        is_token_list, parse_from_to, parse_host_list, parse_load_balance, parse_next_upstream,
+        parse_plain_path, parse_redirect_part, parse_seconds, parse_service_name, parse_size,
+        parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -99,6 +99,9 @@ pub const IMPLEMENTED: &[&str] = &[
     "from-to-www-redirect",
     "upstream-hash-by",
     "load-balance",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "proxy-next-upstream-timeout",
     "mirror-target",
     "mirror-host",
     "mirror-request-body",
@@ -370,6 +373,34 @@ fn read_policy(
         (None, None) => None,
     };
     policy.load_balance = parsed(annotations, "load-balance", parse_load_balance, report);
+    let next = parsed(
+        annotations,
+        "proxy-next-upstream",
+        parse_next_upstream,
+        report,
+    );
+    let tries = parsed(
+        annotations,
+        "proxy-next-upstream-tries",
+        |v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{v:?} is not a whole number"))
+        },
+        report,
+    );
+    let timeout = parsed(
+        annotations,
+        "proxy-next-upstream-timeout",
+        parse_seconds,
+        report,
+    );
+    if next.is_some() || tries.is_some() || timeout.is_some() {
+        let mut next = next.unwrap_or_default();
+        next.tries = tries.unwrap_or(next.tries);
+        next.timeout = timeout.filter(|t| !t.is_zero());
+        policy.next_upstream = Some(next);
+    }
     policy.mirror = parsed(
         annotations,
         "mirror-target",
@@ -1034,6 +1065,40 @@ mod tests {
         assert!(read.refusal.is_some());
         assert_eq!(reasons(&read), [ProblemReason::UnsupportedAnnotation]);
         assert!(read.xdp_drop.is_empty());
+    }
+
+    #[test]
+    fn proxy_next_upstream_as_nginx_reads_it() {
+        let read = verdict(&[
+            (
+                "nginx.ingress.kubernetes.io/proxy-next-upstream",
+                "error http_502 http_503 non_idempotent",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "5"),
+            (
+                "nginx.ingress.kubernetes.io/proxy-next-upstream-timeout",
+                "10",
+            ),
+        ]);
+        let next = read.policy.next_upstream.expect("set");
+        assert!(next.on_error && !next.on_timeout && next.non_idempotent);
+        assert_eq!(next.on_status, [502, 503]);
+        assert_eq!(
+            (next.tries, next.timeout),
+            (5, Some(std::time::Duration::from_secs(10)))
+        );
+        let off = verdict(&[("nginx.ingress.kubernetes.io/proxy-next-upstream", "off")]);
+        let off = off.policy.next_upstream.expect("set");
+        assert!(!off.on_error && !off.on_timeout && off.on_status.is_empty());
+        // Only the tries: the default conditions with them.
+        let tries = verdict(&[("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "1")]);
+        let tries = tries.policy.next_upstream.expect("set");
+        assert!(tries.on_error && tries.on_timeout && tries.tries == 1);
+        let bad = verdict(&[(
+            "nginx.ingress.kubernetes.io/proxy-next-upstream",
+            "error http_418",
+        )]);
+        assert_eq!(reasons(&bad), [ProblemReason::InvalidAnnotation]);
     }
 
     #[test]

@@ -304,6 +304,10 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
         "variables only in the target's path and query, never its host; at most 256 copies in flight, past that a copy is skipped",
     ),
     (
+        "proxy-next-upstream",
+        "a request with a body is streamed, so never sent twice (nginx buffers it and may); to HTTP/2 and TLS upstreams only a failed connect is tried again",
+    ),
+    (
         "upstream-hash-by",
         "the key's variables are of a known set ($request_uri, $uri, $host, $remote_addr, $binary_remote_addr, $http_*, $cookie_*, $arg_*, ...); keys are placed by rendezvous hashing, so a key may land on another endpoint than under ingress-nginx",
     ),

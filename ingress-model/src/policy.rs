@@ -67,6 +67,10 @@ pub struct RoutePolicy {
     /// `satisfy: any`: the source ranges or the authentication (basic,
     /// external) suffices, rather than both.
     pub satisfy_any: bool,
+    /// `proxy-next-upstream`, `-tries`, `-timeout`: when a request is
+    /// tried again on another endpoint (`None`: ingress-nginx's default,
+    /// `error timeout`, 3 tries).
+    pub next_upstream: Option<NextUpstream>,
     /// `mirror-target`, `mirror-host`, `mirror-request-body`: a copy of
     /// each request sent there, its answer ignored.
     pub mirror: Option<Mirror>,
@@ -248,6 +252,67 @@ pub struct RateLimit {
     /// Requests allowed beyond the rate at once (the rate's requests per
     /// its unit times `limit-burst-multiplier`, default 5).
     pub burst: u32,
+}
+
+/// nginx's `proxy_next_upstream`, `_tries` and `_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NextUpstream {
+    /// `error`: the connection failed or broke.
+    pub on_error: bool,
+    /// `timeout`.
+    pub on_timeout: bool,
+    /// `http_500`, `http_502`, ...: answers with these statuses.
+    pub on_status: Vec<u16>,
+    /// `non_idempotent`: POST, LOCK and PATCH too (else only before they
+    /// were sent).
+    pub non_idempotent: bool,
+    /// `proxy-next-upstream-tries` (0: as many as there are endpoints).
+    pub tries: u32,
+    /// `proxy-next-upstream-timeout` (`None`: no limit).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for NextUpstream {
+    /// ingress-nginx's: `error timeout`, 3 tries, no time limit.
+    fn default() -> Self {
+        Self {
+            on_error: true,
+            on_timeout: true,
+            on_status: Vec::new(),
+            non_idempotent: false,
+            tries: 3,
+            timeout: None,
+        }
+    }
+}
+
+/// Parses `proxy-next-upstream`: nginx's space-separated conditions
+/// (`off` alone: never).
+pub fn parse_next_upstream(text: &str) -> Result<NextUpstream, String> {
+    let mut next = NextUpstream {
+        on_error: false,
+        on_timeout: false,
+        ..NextUpstream::default()
+    };
+    for condition in text.split_ascii_whitespace() {
+        match condition {
+            "off" => {}
+            "error" => next.on_error = true,
+            "timeout" => next.on_timeout = true,
+            // An answer the codec cannot read is an error to us.
+            "invalid_header" => next.on_error = true,
+            "non_idempotent" => next.non_idempotent = true,
+            other => {
+                let status = other
+                    .strip_prefix("http_")
+                    .and_then(|code| code.parse::<u16>().ok())
+                    .filter(|code| [500, 502, 503, 504, 403, 404, 429].contains(code))
+                    .ok_or_else(|| format!("{other:?} is not a proxy_next_upstream condition"))?;
+                next.on_status.push(status);
+            }
+        }
+    }
+    Ok(next)
 }
 
 /// Request mirroring as nginx's `mirror` does it for ingress-nginx.

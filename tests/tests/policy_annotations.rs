@@ -12,7 +12,8 @@
 //! `proxy-cookie-domain/-path` rewrite the backend's `Location` and
 //! `Set-Cookie`; `server-alias` names a host anew and
 //! `from-to-www-redirect` redirects its `www.` name; `mirror-target`
-//! copies requests to a mirror.
+//! copies requests to a mirror; `proxy-next-upstream` tries a timed-out
+//! request on the next endpoint.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -56,6 +57,9 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
     // What a node's kube-proxy would put behind Service `vip`'s cluster IP.
     let vip = SocketAddr::from(([198, 19, 6, 100], 80));
     lab.start_backend("vip", &[vip])?;
+    // A second endpoint for `pair`.
+    let twin = SocketAddr::from(([198, 19, 6, 2], 8080));
+    lab.start_backend("twin", &[twin])?;
     // The mirror's copies land here.
     let mirror = SocketAddr::from(([198, 19, 6, 50], 8080));
     lab.start_backend("mirror", &[mirror])?;
@@ -162,6 +166,31 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             ],
         ),
         site("paced", &[("limit-rate", "64"), ("limit-rate-after", "64")]),
+        service_yaml(
+            "default",
+            "pair",
+            80,
+            8080,
+            &[
+                SliceEndpoint::ready(web.ip()),
+                SliceEndpoint::ready(twin.ip()),
+            ],
+        ),
+        manifest(
+            &ingress("default", "retried")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")
+                .rule(Some("retried.example.com"), vec![prefix("/", "pair")])
+                .build(),
+        ),
+        manifest(
+            &ingress("default", "once")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")
+                .annotation("nginx.ingress.kubernetes.io/proxy-next-upstream", "off")
+                .rule(Some("once.example.com"), vec![prefix("/", "pair")])
+                .build(),
+        ),
         site(
             "mirrored",
             &[
@@ -449,6 +478,20 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             (at_least..=at_most).contains(&took),
             "{name}: {} bytes in {took} ms",
             reply.body.len()
+        );
+    }
+
+    // proxy-next-upstream: by default (error timeout) a GET that times out
+    // on one endpoint is tried on the other (two 1 s waits, then 504);
+    // `off`: one wait.
+    for (name, at_least, at_most) in [("retried", 1900, 2900), ("once", 900, 1800)] {
+        let started = Instant::now();
+        let reply = curl(name, "/delay/1500", &[])?;
+        let took = started.elapsed().as_millis();
+        ensure!(
+            reply.status == 504 && (at_least..=at_most).contains(&took),
+            "{name}: {} after {took} ms",
+            reply.status
         );
     }
 

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use arc_swap::ArcSwap;
 use ingress_model::{
     controller_config::ControllerConfig,
-    policy::{Cors, LoadBalance, Redirect, RoutePolicy},
+    policy::{Cors, LoadBalance, NextUpstream, Redirect, RoutePolicy},
     upstream::{UpstreamProtocol, UpstreamTls},
 };
 
@@ -1280,9 +1280,22 @@ async fn exchange(
     limits: &RequestLimits,
     state: &ProxyState,
 ) -> Result<(Exchanged, SocketAddr), StatusCode> {
-    const ATTEMPTS: usize = 2;
+    // `proxy-next-upstream`: ingress-nginx's `error timeout`, 3 tries,
+    // unless the route says otherwise.
+    let default_next = NextUpstream::default();
+    let next = upstream
+        .policy
+        .as_ref()
+        .and_then(|p| p.next_upstream.as_ref())
+        .unwrap_or(&default_next);
+    let tries = match next.tries {
+        0 => usize::MAX,
+        tries => tries as usize,
+    };
+    let started = tokio::time::Instant::now();
+    let in_time = || next.timeout.is_none_or(|limit| started.elapsed() < limit);
     // The session's endpoint first (cookie affinity), then round-robin.
-    let candidates = preferred
+    let mut candidates = preferred
         .into_iter()
         .chain(
             upstream
@@ -1291,8 +1304,16 @@ async fn exchange(
                 .copied()
                 .filter(move |endpoint| Some(*endpoint) != preferred),
         )
-        .take(ATTEMPTS);
-    for endpoint in candidates {
+        .take(tries)
+        .peekable();
+    // What failed last, if every endpoint does.
+    let mut failed = StatusCode::BAD_GATEWAY;
+    while let Some(endpoint) = candidates.next() {
+        let more = candidates.peek().is_some() && in_time();
+        // A copy to try again with, when trying again is allowed.
+        let retry = more
+            .then(|| request.copy_for_retry(next.non_idempotent))
+            .flatten();
         let mut checkout = match state
             .pool
             .checkout_within(endpoint, limits.connect_timeout)
@@ -1301,7 +1322,11 @@ async fn exchange(
             Ok(checkout) => checkout,
             Err(error) => {
                 warn!(upstream = %upstream.name, %error, "upstream connect failed");
-                continue;
+                // Nothing was sent: any method may go to the next one.
+                if next.on_error {
+                    continue;
+                }
+                return Err(StatusCode::BAD_GATEWAY);
             }
         };
         let deadline = tokio::time::Instant::now() + limits.read_timeout;
@@ -1316,7 +1341,22 @@ async fn exchange(
             let failure = match exchanged {
                 Err(_) => {
                     warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
-                    return Err(StatusCode::GATEWAY_TIMEOUT);
+                    match retry {
+                        Some(copy) if next.on_timeout => {
+                            request = copy;
+                            failed = StatusCode::GATEWAY_TIMEOUT;
+                            break;
+                        }
+                        _ => return Err(StatusCode::GATEWAY_TIMEOUT),
+                    }
+                }
+                Ok(Ok(Exchanged::Response(parts, _)))
+                    if next.on_status.contains(&parts.status.as_u16()) && retry.is_some() =>
+                {
+                    debug!(upstream = %upstream.name, %endpoint, status = %parts.status, "trying the next endpoint");
+                    request = retry.expect("checked");
+                    failed = parts.status;
+                    break;
                 }
                 Ok(Ok(exchanged)) => return Ok((exchanged, endpoint)),
                 Ok(Err(failure)) => failure,
@@ -1343,12 +1383,22 @@ async fn exchange(
                 ExchangeFailure::RequestBody(error) => return Err(status_for_body_error(&error)),
                 ExchangeFailure::Upstream(error) => {
                     warn!(upstream = %upstream.name, %endpoint, %error, "upstream failed");
-                    return Err(StatusCode::BAD_GATEWAY);
+                    match retry {
+                        Some(copy) if next.on_error => {
+                            request = copy;
+                            failed = StatusCode::BAD_GATEWAY;
+                            break;
+                        }
+                        _ => return Err(StatusCode::BAD_GATEWAY),
+                    }
                 }
             }
         }
+        if !in_time() {
+            break;
+        }
     }
-    Err(StatusCode::BAD_GATEWAY)
+    Err(failed)
 }
 
 /// The status for a request body that could not be sent: too large (413),
