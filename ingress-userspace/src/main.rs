@@ -457,7 +457,7 @@ async fn serve(
     }
     health.abort();
     if let Some(keeper) = neighbours {
-        keeper.stop();
+        keeper.stop(args.l4.keep_pins_on_exit);
     }
     match failure {
         Some(error) => Err(error),
