@@ -747,6 +747,41 @@ fn read_rate_limits(
     }
 }
 
+/// The Ingress's annotations as the model reads them under
+/// `--annotations-prefix prefix`: those under `prefix/` renamed to
+/// ingress-nginx's prefix, and the ones under ingress-nginx's own prefix
+/// (when `prefix` is another) set apart, unread, to be reported. Borrowed
+/// as they are with the default prefix.
+pub fn under_prefix<'a>(
+    annotations: Option<&'a BTreeMap<String, String>>,
+    prefix: &str,
+) -> (
+    Option<std::borrow::Cow<'a, BTreeMap<String, String>>>,
+    Vec<String>,
+) {
+    let prefix = prefix.trim_end_matches('/');
+    let Some(annotations) = annotations else {
+        return (None, Vec::new());
+    };
+    if prefix == crate::options::DEFAULT_ANNOTATIONS_PREFIX {
+        return (Some(std::borrow::Cow::Borrowed(annotations)), Vec::new());
+    }
+    let nginx = ANNOTATION_PREFIXES[0];
+    let custom = format!("{prefix}/");
+    let mut unread = Vec::new();
+    let mut renamed = BTreeMap::new();
+    for (key, value) in annotations {
+        if let Some(name) = key.strip_prefix(&custom) {
+            renamed.insert(format!("{nginx}{name}"), value.clone());
+        } else if key.starts_with(nginx) {
+            unread.push(key.clone());
+        } else {
+            renamed.insert(key.clone(), value.clone());
+        }
+    }
+    (Some(std::borrow::Cow::Owned(renamed)), unread)
+}
+
 /// The annotation `name` under our prefix, else under ingress-nginx's: its
 /// full name and value.
 fn lookup<'a>(

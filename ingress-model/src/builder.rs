@@ -531,7 +531,13 @@ impl RouteTableBuilder {
         let precedence = Precedence::of(key, ingress, objects.namespace_going_away(&key.namespace));
         let mut contribution = {
             let mut resolver = self.endpoints.resolver(objects);
-            Contribution::of(key, ingress, objects, &mut resolver)
+            Contribution::of(
+                key,
+                ingress,
+                objects,
+                &mut resolver,
+                &self.options.annotations_prefix,
+            )
         };
         self.order.insert(precedence.clone());
         for (index, slot) in contribution.hosts.iter().enumerate() {

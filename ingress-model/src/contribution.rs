@@ -153,12 +153,14 @@ pub(crate) struct Contribution {
 }
 
 impl Contribution {
-    /// Reads one of our Ingresses, resolving its backends with `resolver`.
+    /// Reads one of our Ingresses, resolving its backends with `resolver`;
+    /// ingress-nginx's annotations are read under `annotations_prefix`.
     pub fn of(
         key: &ObjectKey,
         ingress: &Ingress,
         objects: &ClusterObjects,
         resolver: &mut BackendResolver<'_>,
+        annotations_prefix: &str,
     ) -> Self {
         let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
         let mut contribution = Self {
@@ -184,15 +186,29 @@ impl Contribution {
             return contribution;
         };
         let mut annotation_problems = Vec::new();
+        // `--annotations-prefix`: ingress-nginx's annotations under another
+        // prefix; the ones under its usual prefix are not read, and said so.
+        let (annotations, unread) =
+            annotations::under_prefix(ingress.metadata.annotations.as_ref(), annotations_prefix);
+        let annotations = annotations.as_deref();
+        for full in unread {
+            annotation_problems.push(Problem::new(
+                contribution.object.clone(),
+                ProblemReason::UnsupportedAnnotation,
+                format!(
+                    "annotation {full} is not read: --annotations-prefix is {annotations_prefix}"
+                ),
+            ));
+        }
         contribution.ssl_redirect =
-            bool_annotation(ingress, key, "ssl-redirect", &mut annotation_problems);
-        contribution.force_ssl_redirect =
-            bool_annotation(ingress, key, "force-ssl-redirect", &mut annotation_problems);
-        let verdict = annotations::read(
-            &contribution.object,
-            ingress.metadata.annotations.as_ref(),
-            objects,
+            bool_annotation(annotations, key, "ssl-redirect", &mut annotation_problems);
+        contribution.force_ssl_redirect = bool_annotation(
+            annotations,
+            key,
+            "force-ssl-redirect",
+            &mut annotation_problems,
         );
+        let verdict = annotations::read(&contribution.object, annotations, objects);
         contribution.refusal = verdict.refusal;
         contribution.xdp_drop = verdict.xdp_drop;
         contribution.canary = verdict.canary;

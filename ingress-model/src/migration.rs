@@ -318,11 +318,13 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
 ];
 
 /// The report for every Ingress of `objects`, by Ingress and annotation.
-pub fn migration_report(objects: &ClusterObjects) -> Vec<AnnotationOutcome> {
+pub fn migration_report(objects: &ClusterObjects, prefix: &str) -> Vec<AnnotationOutcome> {
     let differences: BTreeMap<&str, &str> = DIFFERENCES.iter().copied().collect();
     let mut report = Vec::new();
     for (key, ingress) in &objects.ingresses {
-        let annotations = ingress.metadata.annotations.as_ref();
+        let (annotations, _unread) =
+            annotations::under_prefix(ingress.metadata.annotations.as_ref(), prefix);
+        let annotations = annotations.as_deref();
         let object = ObjectRef::new(ObjectKind::Ingress, key.clone());
         let verdict = annotations::read(&object, annotations, objects);
         for (full, value) in annotations.into_iter().flatten() {
@@ -432,7 +434,7 @@ mod tests {
             .annotation("kubernetes.io/ingress.class", "nginx")
             .rule(Some("shop.example.com"), vec![prefix("/", "web")])
             .object()]);
-        let report = migration_report(&objects);
+        let report = migration_report(&objects, crate::options::DEFAULT_ANNOTATIONS_PREFIX);
         let outcomes: Vec<(&str, Outcome)> = report
             .iter()
             .map(|row| (row.annotation.as_str(), row.outcome))

@@ -8,6 +8,9 @@ use crate::{backend::ServicePortRef, object::ObjectKey};
 /// ours.
 pub const CONTROLLER_NAME: &str = "xdp-ingress.io/controller";
 
+/// ingress-nginx's annotation prefix, its `--annotations-prefix` default.
+pub const DEFAULT_ANNOTATIONS_PREFIX: &str = "nginx.ingress.kubernetes.io";
+
 /// Our ingress class name unless `--ingress-class` says otherwise.
 pub const DEFAULT_INGRESS_CLASS: &str = "xdp";
 
@@ -31,6 +34,10 @@ pub struct ModelOptions {
     pub ssl_redirect: bool,
     /// The default of every Ingress's `force-ssl-redirect`.
     pub force_ssl_redirect: bool,
+    /// `--annotations-prefix`: where ingress-nginx's annotations are read
+    /// (`nginx.ingress.kubernetes.io` unless the flag says otherwise, as in
+    /// ingress-nginx); `xdp-ingress.io/` is read too, and wins.
+    pub annotations_prefix: String,
 }
 
 impl Default for ModelOptions {
@@ -42,6 +49,7 @@ impl Default for ModelOptions {
             default_backend_service: None,
             ssl_redirect: true,
             force_ssl_redirect: false,
+            annotations_prefix: DEFAULT_ANNOTATIONS_PREFIX.to_owned(),
         }
     }
 }

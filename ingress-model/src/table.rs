@@ -928,6 +928,40 @@ mod tests {
     }
 
     #[test]
+    fn annotations_prefix_reads_ingress_nginx_annotations_elsewhere() {
+        let options = ModelOptions {
+            annotations_prefix: "acme.example.com".to_owned(),
+            ..ModelOptions::default()
+        };
+        let (table, problems) = build_with(
+            [ingress("ns", "moved")
+                .ours()
+                .annotation(
+                    "acme.example.com/permanent-redirect",
+                    "https://new.example.com/",
+                )
+                .annotation("nginx.ingress.kubernetes.io/app-root", "/app")
+                .rule(Some("moved.com"), vec![prefix("/", "a")])],
+            &options,
+        );
+        assert_eq!(
+            reasons(&problems),
+            [("ns/moved".into(), ProblemReason::UnsupportedAnnotation)]
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains("--annotations-prefix is acme.example.com")
+        );
+        let policy = table
+            .route("moved.com", "/")
+            .policy()
+            .cloned()
+            .expect("a policy");
+        assert!(policy.redirect.is_some() && policy.app_root.is_none());
+    }
+
+    #[test]
     fn server_alias_and_from_to_www_redirect_like_ingress_nginx() {
         let (table, problems) = build([
             ingress("ns", "shop")

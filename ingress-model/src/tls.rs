@@ -24,12 +24,12 @@ pub const ANNOTATION_PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "xdp
 /// A boolean annotation of an Ingress under either prefix, `None` when
 /// absent; a value other than `true` or `false` is a problem.
 pub fn bool_annotation(
-    ingress: &Ingress,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
     key: &ObjectKey,
     name: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<bool> {
-    let annotations = ingress.metadata.annotations.as_ref()?;
+    let annotations = annotations?;
     for prefix in ANNOTATION_PREFIXES {
         let full = format!("{prefix}{name}");
         if let Some(value) = annotations.get(&full) {
@@ -419,7 +419,12 @@ mod tests {
             &[("nginx.ingress.kubernetes.io/ssl-redirect", "false")],
         );
         assert_eq!(
-            bool_annotation(&nginx, &key("a"), "ssl-redirect", &mut problems),
+            bool_annotation(
+                nginx.metadata.annotations.as_ref(),
+                &key("a"),
+                "ssl-redirect",
+                &mut problems
+            ),
             Some(false)
         );
         let ours = ingress(
@@ -429,11 +434,21 @@ mod tests {
             &[("xdp-ingress.io/force-ssl-redirect", "True")],
         );
         assert_eq!(
-            bool_annotation(&ours, &key("b"), "force-ssl-redirect", &mut problems),
+            bool_annotation(
+                ours.metadata.annotations.as_ref(),
+                &key("b"),
+                "force-ssl-redirect",
+                &mut problems
+            ),
             Some(true)
         );
         assert_eq!(
-            bool_annotation(&ours, &key("b"), "ssl-redirect", &mut problems),
+            bool_annotation(
+                ours.metadata.annotations.as_ref(),
+                &key("b"),
+                "ssl-redirect",
+                &mut problems
+            ),
             None
         );
         assert!(problems.is_empty());
@@ -444,7 +459,12 @@ mod tests {
             &[("nginx.ingress.kubernetes.io/ssl-redirect", "yes")],
         );
         assert_eq!(
-            bool_annotation(&bad, &key("c"), "ssl-redirect", &mut problems),
+            bool_annotation(
+                bad.metadata.annotations.as_ref(),
+                &key("c"),
+                "ssl-redirect",
+                &mut problems
+            ),
             None
         );
         assert_eq!(problems[0].reason, ProblemReason::InvalidAnnotation);

@@ -55,6 +55,10 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Where ingress-nginx's annotations are (its `--annotations-prefix`).
+    #[arg(long, value_name = "PREFIX", default_value = ingress_model::options::DEFAULT_ANNOTATIONS_PREFIX)]
+    pub annotations_prefix: String,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -92,6 +96,11 @@ pub struct IngressArgs {
     /// ssl-redirect, ...), applied live; they override the flags.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
     pub configmap: Option<ingress_model::ObjectKey>,
+
+    /// Where ingress-nginx's annotations are read, as its flag of the same
+    /// name (xdp-ingress.io/ is read too, and wins).
+    #[arg(long, value_name = "PREFIX", default_value = ingress_model::options::DEFAULT_ANNOTATIONS_PREFIX)]
+    pub annotations_prefix: String,
 }
 
 impl IngressArgs {
@@ -102,6 +111,7 @@ impl IngressArgs {
             ingress_class: self.ingress_class.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_backend_service: self.default_backend_service.clone(),
+            annotations_prefix: self.annotations_prefix.clone(),
             ..ingress_model::ModelOptions::default()
         }
     }

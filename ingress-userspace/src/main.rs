@@ -629,7 +629,7 @@ fn print_migration(args: &MigrateArgs) -> Result<()> {
         (None, false) => manifests::load(&args.manifests)?,
         _ => anyhow::bail!("give either --manifests PATH or --kubeconfig PATH"),
     };
-    let report = ingress_model::migration::migration_report(&objects);
+    let report = ingress_model::migration::migration_report(&objects, &args.annotations_prefix);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
