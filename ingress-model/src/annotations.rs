@@ -91,6 +91,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "preserve-trailing-slash",
     "server-alias",
     "from-to-www-redirect",
+    "enable-access-log",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -321,6 +322,8 @@ fn read_policy(
     policy.cookie_path = parsed(annotations, "proxy-cookie-path", parse_from_to, report).flatten();
     policy.preserve_trailing_slash =
         parsed(annotations, "preserve-trailing-slash", parse_bool, report).unwrap_or(false);
+    policy.no_access_log =
+        !parsed(annotations, "enable-access-log", parse_bool, report).unwrap_or(true);
     // `proxy-redirect-from: off` (or default) keeps Location as it is.
     let from = parsed(
         annotations,
@@ -1442,7 +1445,7 @@ mod tests {
                 "https://mirror.example.com",
             ),
             ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
-            ("xdp-ingress.io/enable-access-log", "true"),
+            ("xdp-ingress.io/enable-rewrite-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
             ("example.com/owner", "team-a"),
@@ -1458,7 +1461,7 @@ mod tests {
             [
                 "nginx.ingress.kubernetes.io/load-balance",
                 "nginx.ingress.kubernetes.io/mirror-target",
-                "xdp-ingress.io/enable-access-log",
+                "xdp-ingress.io/enable-rewrite-log",
             ]
         );
         assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation; 3]);
