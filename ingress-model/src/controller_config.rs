@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::{
     access::{IpRange, SourceRanges, parse_ranges},
-    object::ObjectRef,
     log_format::{LogEscape, LogFormat},
+    object::ObjectRef,
     policy::{parse_seconds, parse_size, parse_status_list},
     problem::{Problem, ProblemReason},
 };
@@ -701,7 +701,10 @@ mod tests {
     #[test]
     fn access_log_keys() {
         let (config, problems) = read(&[
-            ("log-format-upstream", r#"{"status": $status, "city": "$geoip_city"}"#),
+            (
+                "log-format-upstream",
+                r#"{"status": $status, "city": "$geoip_city"}"#,
+            ),
             ("log-format-escape-json", "true"),
             ("skip-access-log-urls", "/healthz, /ready?x=1"),
         ]);

@@ -257,7 +257,7 @@ impl LogFormat {
 
     /// Writes one line (without its newline) into `out`: `value` appends
     /// a variable's value and returns false when it has none (then `-`,
-    /// as nginx writes an empty variable).
+    /// as nginx writes a variable not found; one found empty is empty).
     pub fn render(
         &self,
         escape: LogEscape,
@@ -269,8 +269,7 @@ impl LogFormat {
                 LogPart::Literal(text) => out.push_str(text),
                 LogPart::Variable(variable) => {
                     let start = out.len();
-                    let written = value(variable, &mut ValueSink { out, escape });
-                    if !written || out.len() == start {
+                    if !value(variable, &mut ValueSink { out, escape }) {
                         out.truncate(start);
                         out.push('-');
                     }
@@ -300,10 +299,7 @@ impl ValueSink<'_> {
 }
 
 fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `$time_local` of `unix` seconds, in UTC: `08/Dec/2026:02:12:42 +0000`.
@@ -372,7 +368,10 @@ mod tests {
         // (template, parts)
         let cases: [(&str, &[&str]); 7] = [
             ("$status", &["Status"]),
-            ("[$time_local] $status", &["'['", "TimeLocal", "'] '", "Status"]),
+            (
+                "[$time_local] $status",
+                &["'['", "TimeLocal", "'] '", "Status"],
+            ),
             ("${status}ms$msec", &["Status", "'ms'", "Msec"]),
             (
                 "$http_user_agent $http_X_Forwarded_For",

@@ -50,6 +50,7 @@ use crate::{
 };
 
 use super::{
+    access_log::AccessLog,
     affinity,
     auth::{AuthCookies, Authenticator},
     balance::RoundRobin,
@@ -184,6 +185,8 @@ pub struct ProxyState {
     pub connection_limiter: Arc<ConnectionLimiter>,
     /// The routes' basic and external authentication (`auth-*`).
     pub authenticator: Authenticator,
+    /// Where access log lines go (`--access-log`).
+    pub access_log: AccessLog,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
@@ -212,6 +215,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let mut client = ClientContext::new(peer.ip(), scheme, listener_port);
+        client.peer_port = peer.port();
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -310,7 +314,7 @@ async fn serve_connection<IO>(
 
 /// Proxies one request; never fails: every problem is an HTTP status.
 pub async fn handle(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     client: &ClientContext,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
@@ -326,6 +330,14 @@ pub async fn handle(
     // A trusted proxy's client (use-forwarded-headers, enable-real-ip).
     let forwarded = client.for_request(&global.config.forwarding, request.headers());
     let client = forwarded.as_ref().unwrap_or(client);
+    let logged = state.access_log.begin(
+        &mut request,
+        client,
+        &global,
+        &resolution,
+        route.as_ref(),
+        started,
+    );
     let mut cookies = AuthCookies::default();
     let mut response = if global.config.refusal.is_some() {
         // A ConfigMap setting that protects everything cannot be applied.
@@ -360,7 +372,10 @@ pub async fn handle(
     }
     let route = route.as_ref().unwrap_or(state.metrics.unrouted());
     route.observe(response.status().as_u16(), started.elapsed());
-    response
+    match logged {
+        Some(entry) => state.access_log.attach(entry, response),
+        None => response,
+    }
 }
 
 async fn route_request(
@@ -641,6 +656,12 @@ async fn route_request(
         if let Some(latency) = &upstream.latency {
             latency.observe(asked.elapsed().as_secs_f64());
         }
+        let canary = to_canary.then_some(&upstream.name);
+        let status = response.status();
+        let extensions = response.extensions_mut();
+        state
+            .access_log
+            .served(extensions, served, status, asked, canary);
         if intercepted.contains(&response.status().as_u16())
             && let (Some(pages), Some(original)) = (&errors, &original)
         {
@@ -732,6 +753,11 @@ async fn route_request(
 
     match exchanged {
         Exchanged::Response(mut parts, body) => {
+            let canary = to_canary.then_some(&upstream.name);
+            let extensions = &mut parts.extensions;
+            state
+                .access_log
+                .served(extensions, served, parts.status, asked, canary);
             remove_hop_by_hop(&mut parts.headers, false);
             if let Some(policy) = &policy {
                 rewrite_response_headers(&mut parts.headers, policy);
@@ -1478,6 +1504,7 @@ mod tests {
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
             authenticator: Authenticator::default(),
+            access_log: AccessLog::off(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));
