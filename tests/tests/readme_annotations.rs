@@ -38,7 +38,10 @@ fn readme_table() -> BTreeMap<String, String> {
 fn the_readme_table_names_every_annotation_once() {
     let table = readme_table();
     for name in INGRESS_NGINX_ANNOTATIONS {
-        assert!(table.contains_key(*name), "{name} is missing from the README's table");
+        assert!(
+            table.contains_key(*name),
+            "{name} is missing from the README's table"
+        );
     }
     for name in table.keys() {
         assert!(
@@ -63,6 +66,9 @@ fn each_row_says_what_the_code_does() {
             "no" => treated == Treatment::Ignored,
             other => panic!("{name}: unknown word {other:?}"),
         };
-        assert!(matches, "the README says {word:?} of {name}; the code: {treated:?}");
+        assert!(
+            matches,
+            "the README says {word:?} of {name}; the code: {treated:?}"
+        );
     }
 }
