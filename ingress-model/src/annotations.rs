@@ -92,6 +92,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "server-alias",
     "from-to-www-redirect",
     "enable-access-log",
+    "upstream-hash-by",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -354,6 +355,12 @@ fn read_policy(
         }
         (None, None) => None,
     };
+    policy.hash_by = parsed(
+        annotations,
+        "upstream-hash-by",
+        |value| crate::auth::UrlTemplate::parse(value.trim(), false),
+        report,
+    );
     policy.server_alias =
         parsed(annotations, "server-alias", parse_host_list, report).unwrap_or_default();
     policy.from_to_www_redirect =
@@ -944,6 +951,26 @@ mod tests {
             assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation]);
             assert!(verdict.problems[0].message.contains("503"), "{name}");
         }
+    }
+
+    #[test]
+    fn upstream_hash_by_takes_nginx_variables_of_a_known_set() {
+        for key in [
+            "$request_uri",
+            "$binary_remote_addr",
+            "$host$uri",
+            "${arg_user}",
+            "$http_x_user",
+        ] {
+            let read = verdict(&[("nginx.ingress.kubernetes.io/upstream-hash-by", key)]);
+            assert!(
+                read.policy.hash_by.is_some() && read.problems.is_empty(),
+                "{key}"
+            );
+        }
+        let unknown = verdict(&[("nginx.ingress.kubernetes.io/upstream-hash-by", "$nope")]);
+        assert_eq!(unknown.policy.hash_by, None);
+        assert_eq!(reasons(&unknown), [ProblemReason::InvalidAnnotation]);
     }
 
     #[test]

@@ -381,6 +381,10 @@ pub enum Variable {
     /// `$remote_user`: the user of a basic `Authorization` (only in a
     /// cache key).
     RemoteUser,
+    /// `$uri`: the request's path, without the query (only in a key).
+    Uri,
+    /// `$arg_<name>`: a query parameter, as sent (only in a key).
+    Arg(String),
 }
 
 impl Variable {
@@ -394,6 +398,12 @@ impl Variable {
             "request_method" => Self::RequestMethod,
             "remote_addr" => Self::RemoteAddr,
             "remote_user" if !in_url => Self::RemoteUser,
+            // nginx's binary form hashes the same as the text.
+            "binary_remote_addr" if !in_url => Self::RemoteAddr,
+            "uri" if !in_url => Self::Uri,
+            _ if !in_url && name.starts_with("arg_") && name.len() > 4 => {
+                Self::Arg(name["arg_".len()..].to_owned())
+            }
             _ => match (name.strip_prefix("http_"), name.strip_prefix("cookie_")) {
                 (Some(header), _) if !in_url && !header.is_empty() => {
                     Self::Header(header.replace('_', "-"))
@@ -405,8 +415,9 @@ impl Variable {
                     return Err(format!(
                         "${name} is not a variable xdp-ingress fills in here (URLs: $host, \
                          $http_host, $scheme, $pass_access_scheme, $request_uri, \
-                         $escaped_request_uri, $request_method, $remote_addr; cache keys also \
-                         $http_<header>, $cookie_<name>, $remote_user)"
+                         $escaped_request_uri, $request_method, $remote_addr; keys also \
+                         $http_<header>, $cookie_<name>, $arg_<name>, $uri, $remote_user, \
+                         $binary_remote_addr)"
                     ));
                 }
             },

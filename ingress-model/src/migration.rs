@@ -300,6 +300,10 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
         "no effect: the edge pools keep-alive connections to the endpoints itself; the header is not sent",
     ),
     (
+        "upstream-hash-by",
+        "the key's variables are of a known set ($request_uri, $uri, $host, $remote_addr, $binary_remote_addr, $http_*, $cookie_*, $arg_*, ...); keys are placed by rendezvous hashing, so a key may land on another endpoint than under ingress-nginx",
+    ),
+    (
         "custom-http-errors",
         "without any default backend, the edge's own page with the status (ingress-nginx: its default backend's 404); the errors backend gets the Host, method and X-* headers, not the client's other headers",
     ),

@@ -67,6 +67,9 @@ pub struct RoutePolicy {
     /// `satisfy: any`: the source ranges or the authentication (basic,
     /// external) suffices, rather than both.
     pub satisfy_any: bool,
+    /// `upstream-hash-by`: requests with the same key go to the same
+    /// endpoint (consistent hashing), unless cookie affinity decides.
+    pub hash_by: Option<crate::auth::UrlTemplate>,
     /// `affinity: cookie` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
     /// `custom-http-errors`: upstream answers with these statuses are

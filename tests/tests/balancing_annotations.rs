@@ -12,6 +12,7 @@
 //! Affinity (`affinity: cookie`): the first response sets the session
 //! cookie, requests that send it stay on its endpoint (both modes) while
 //! requests without it spread; a canary's session sticks to the canary.
+//! `upstream-hash-by` keeps a key on one endpoint.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -246,6 +247,12 @@ fn cookie_affinity_keeps_a_session_on_its_endpoint() -> Result<()> {
             &[("affinity", "cookie"), ("affinity-mode", "persistent")],
         ),
         site("plain", "plain.example.com", "web", &[]),
+        site(
+            "hashed",
+            "hashed.example.com",
+            "web",
+            &[("upstream-hash-by", "$arg_user")],
+        ),
         site("half", "half.example.com", "web", &[("affinity", "cookie")]),
         site(
             "half-canary",
@@ -308,6 +315,26 @@ fn cookie_affinity_keeps_a_session_on_its_endpoint() -> Result<()> {
         }
         ensure!(seen.len() == 3, "{host}: new sessions went to {seen:?}");
     }
+    // upstream-hash-by: the same key, the same endpoint; 20 fixed keys
+    // spread over all three (rendezvous hashing is deterministic).
+    let hashed = |user: &str| -> Result<String> {
+        let url = format!("http://{EDGE_ADDR}/?user={user}");
+        Ok(lab
+            .client
+            .curl(&["-H", "Host: hashed.example.com", &url])?
+            .report()?
+            .endpoint)
+    };
+    let first = hashed("alice")?;
+    for _ in 0..10 {
+        ensure!(hashed("alice")? == first, "alice moved");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..20 {
+        seen.insert(hashed(&format!("user{user}"))?);
+    }
+    ensure!(seen.len() == 3, "20 keys went to {seen:?}");
+
     // No affinity: no cookie.
     let reply = curl("plain.example.com", &["-D", "-"])?;
     ensure!(

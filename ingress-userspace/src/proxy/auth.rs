@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 use crate::tls::client_auth::CertVerdict;
 
 use super::{
-    headers::{ClientContext, TlsSide, X_REQUEST_ID, new_request_id},
+    headers::{ClientContext, TlsSide, X_REQUEST_ID, new_request_id, request_cookie},
     server::error_response,
     upstream::ProxyBody,
 };
@@ -121,12 +121,13 @@ struct Answer {
     www_authenticate: Vec<HeaderValue>,
 }
 
-/// The request values the auth annotations' templates name.
-struct RequestValues<'a, B> {
-    request: &'a Request<B>,
+/// The request values the annotations' templates name (the auth
+/// annotations', `upstream-hash-by`).
+pub(crate) struct RequestValues<'a, B> {
+    pub(crate) request: &'a Request<B>,
     /// The `Host` as sent (or the HTTP/2 authority).
-    http_host: &'a str,
-    client: &'a ClientContext,
+    pub(crate) http_host: &'a str,
+    pub(crate) client: &'a ClientContext,
 }
 
 impl<B> RequestValues<'_, B> {
@@ -137,7 +138,7 @@ impl<B> RequestValues<'_, B> {
             .map_or("/", |pq| pq.as_str())
     }
 
-    fn value(&self, variable: &Variable) -> Cow<'_, str> {
+    pub(crate) fn value(&self, variable: &Variable) -> Cow<'_, str> {
         let headers = self.request.headers();
         match variable {
             Variable::Host => {
@@ -153,26 +154,25 @@ impl<B> RequestValues<'_, B> {
                 .get(name.as_str())
                 .and_then(|v| v.to_str().ok())
                 .map_or(Cow::Borrowed(""), Cow::Borrowed),
-            Variable::Cookie(name) => Cow::Borrowed(cookie(headers, name).unwrap_or("")),
+            Variable::Cookie(name) => Cow::Borrowed(request_cookie(headers, name).unwrap_or("")),
             Variable::RemoteUser => Cow::Owned(
                 basic_credentials(headers)
                     .map(|(user, _)| user)
                     .unwrap_or_default(),
             ),
+            Variable::Uri => Cow::Borrowed(self.request.uri().path()),
+            Variable::Arg(name) => Cow::Borrowed(
+                self.request
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+                    .find(|(key, _)| key == name)
+                    .map_or("", |(_, value)| value),
+            ),
         }
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 /// The user and password of `Authorization: Basic`.
@@ -808,8 +808,8 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let h = headers(&[("cookie", "a=1; _oauth2_proxy=tok; b=2")]);
-        assert_eq!(cookie(&h, "_oauth2_proxy"), Some("tok"));
-        assert_eq!(cookie(&h, "c"), None);
+        assert_eq!(request_cookie(&h, "_oauth2_proxy"), Some("tok"));
+        assert_eq!(request_cookie(&h, "c"), None);
     }
 
     #[tokio::test]

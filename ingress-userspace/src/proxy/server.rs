@@ -52,8 +52,9 @@ use crate::{
 use super::{
     access_log::AccessLog,
     affinity,
+    auth::RequestValues,
     auth::{AuthCookies, Authenticator},
-    balance::RoundRobin,
+    balance::{self, RoundRobin},
     body::{BodyTimeout, BodyTooLarge, GuardedBody, Holding, RateLimited},
     canary::{self, CanaryUpstream},
     errors::{self, ErrorPages},
@@ -600,7 +601,23 @@ async fn route_request(
     let upgrade = is_upgrade_request(&request) && !protocol.is_http2();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let rewrite = upstream.rewrite.as_deref();
-    let preferred = session.as_ref().map(|(_, pick, _)| pick.endpoint);
+    // The session's endpoint (cookie affinity), else the one the route's
+    // `upstream-hash-by` key hashes to.
+    let preferred = session
+        .as_ref()
+        .map(|(_, pick, _)| pick.endpoint)
+        .or_else(|| {
+            let template = policy.as_ref()?.hash_by.as_ref()?;
+            let values = RequestValues {
+                request: &request,
+                http_host: host,
+                client,
+            };
+            let key = template.render(|variable| values.value(variable));
+            balance::consistent_order(&upstream.endpoints, key.as_bytes())
+                .first()
+                .copied()
+        });
     // The cookie of a new session (or of one moved), for the endpoint that served.
     let session_cookie = |served: SocketAddr| {
         session.and_then(|(affinity, pick, user_agent)| {
