@@ -24,7 +24,7 @@ use std::{
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use ingress_model::log_format::{LogFormat, LogPart, LogVariable, ValueSink};
@@ -152,12 +152,12 @@ impl AccessLog {
         let method = request.method();
         let request_length =
             (method.as_str().len() + target.len() + 12) as u64 + head_length(headers) + declared;
-        let host = request
-            .uri()
-            .host()
-            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-            .map(|host| without_port(host).to_ascii_lowercase())
-            .unwrap_or_default();
+        // Kept as the request has them (reference-counted, no copy); the
+        // writer thread reads them.
+        let host = match request.uri().host() {
+            Some(_) => None,
+            None => headers.get(header::HOST).cloned(),
+        };
         Some(Box::new(Entry {
             global: Arc::clone(global),
             route: route.cloned(),
@@ -166,7 +166,7 @@ impl AccessLog {
             remote_port: client.peer_port,
             scheme: client.scheme,
             method: method.clone(),
-            target: target.to_owned(),
+            uri: request.uri().clone(),
             version: request.version(),
             host,
             headers: logged_headers,
@@ -270,9 +270,10 @@ pub struct Entry {
     remote_port: u16,
     scheme: &'static str,
     method: Method,
-    target: String,
+    uri: Uri,
     version: Version,
-    host: String,
+    /// The `Host` header, when the request target has no host.
+    host: Option<HeaderValue>,
     /// The values of the format's `$http_*` variables, in order.
     headers: Vec<Option<HeaderValue>>,
     authorization: Option<HeaderValue>,
@@ -298,6 +299,21 @@ impl Entry {
             }
             self.value(variable, header.wrapping_sub(1), sink)
         });
+    }
+
+    /// The request target, query included.
+    fn target(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    }
+
+    /// The request's host, without a port, lower case.
+    fn host(&self) -> String {
+        let host = match (self.uri.host(), &self.host) {
+            (Some(host), _) => host,
+            (None, Some(value)) => value.to_str().unwrap_or_default(),
+            (None, None) => "",
+        };
+        without_port(host).to_ascii_lowercase()
     }
 
     /// Writes `variable`'s value (`header`: the index of a `$http_*`).
@@ -332,21 +348,21 @@ impl Entry {
             V::Request => {
                 sink.text(self.method.as_str());
                 sink.plain(format_args!(" "));
-                sink.text(&self.target);
+                sink.text(self.target());
                 sink.plain(format_args!(" {:?}", self.version));
             }
             V::RequestMethod => sink.text(self.method.as_str()),
-            V::RequestUri => sink.text(&self.target),
-            V::Uri => sink.text(self.target.split('?').next().unwrap_or_default()),
-            V::Args => match self.target.split_once('?') {
-                Some((_, args)) => sink.text(args),
+            V::RequestUri => sink.text(self.target()),
+            V::Uri => sink.text(self.uri.path()),
+            V::Args => match self.uri.query() {
+                Some(args) => sink.text(args),
                 None => return false,
             },
             V::ServerProtocol => sink.plain(format_args!("{:?}", self.version)),
             V::Scheme => sink.plain(format_args!("{}", self.scheme)),
-            V::Host => sink.text(&self.host),
+            V::Host => sink.text(&self.host()),
             V::ServerName if !server_name.is_empty() => sink.text(server_name),
-            V::ServerName => sink.text(&self.host),
+            V::ServerName => sink.text(&self.host()),
             V::Status => sink.plain(format_args!("{}", self.status)),
             V::BodyBytesSent => sink.plain(format_args!("{}", self.body_bytes)),
             V::BytesSent => sink.plain(format_args!("{}", self.response_head + self.body_bytes)),
@@ -355,12 +371,12 @@ impl Entry {
             V::ProxyUpstreamName if service.is_empty() => {
                 sink.plain(format_args!("upstream-default-backend"))
             }
-            V::ProxyUpstreamName => sink.text(&nginx_upstream_name(service)),
+            V::ProxyUpstreamName => nginx_upstream_name(service, sink),
             // Empty, not `-`, when no canary served (ingress-nginx sets it
             // to "").
             V::ProxyAlternativeUpstreamName => {
                 if let Some(canary) = self.upstream.as_ref().and_then(|u| u.canary.as_deref()) {
-                    sink.text(&nginx_upstream_name(canary));
+                    nginx_upstream_name(canary, sink);
                 }
             }
             V::UpstreamAddr
@@ -436,8 +452,13 @@ impl std::fmt::Display for Seconds {
 
 /// `namespace/service:port` as ingress-nginx names it:
 /// `namespace-service-port`.
-fn nginx_upstream_name(name: &str) -> String {
-    name.replace(['/', ':'], "-")
+fn nginx_upstream_name(name: &str, sink: &mut ValueSink<'_>) {
+    for (index, piece) in name.split(['/', ':']).enumerate() {
+        if index > 0 {
+            sink.plain(format_args!("-"));
+        }
+        sink.text(piece);
+    }
 }
 
 /// The service name and port of `namespace/service:port`.
@@ -726,7 +747,13 @@ mod tests {
 
     #[test]
     fn upstream_names_as_ingress_nginx_spells_them() {
-        assert_eq!(nginx_upstream_name("shop/web:http"), "shop-web-http");
+        let format = LogFormat::parse("$proxy_upstream_name");
+        let mut line = String::new();
+        format.render(Default::default(), &mut line, |_, sink| {
+            nginx_upstream_name("shop/web:http", sink);
+            true
+        });
+        assert_eq!(line, "shop-web-http");
         assert_eq!(service_parts("shop/web:8080"), Some(("web", "8080")));
         assert_eq!(without_port("[2001:db8::1]:80"), "2001:db8::1");
         assert_eq!(without_port("a.example.com:80"), "a.example.com");
