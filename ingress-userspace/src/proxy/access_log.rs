@@ -24,7 +24,7 @@ use std::{
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use ingress_model::log_format::{LogFormat, LogPart, LogVariable, ValueSink};
@@ -123,27 +123,29 @@ impl AccessLog {
         if !global.config.access_log.logs(target) || policy.is_some_and(|p| p.no_access_log) {
             return None;
         }
-        let request_id = match request.headers().get(&X_REQUEST_ID) {
-            Some(id) if !id.is_empty() => id.clone(),
-            _ => {
-                let id = new_request_id();
-                request.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
+        if !matches!(request.headers().get(&X_REQUEST_ID), Some(id) if !id.is_empty()) {
+            request.headers_mut().insert(X_REQUEST_ID, new_request_id());
+        }
+        let (uri, headers) = (request.uri(), request.headers());
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // The text the line needs, copied into one buffer: holding the
+        // request's own (shared) bytes would keep the connection's read
+        // buffer from being reused, and free it on the writer's thread.
+        let mut text = Text::default();
+        text.push(Some(target.as_bytes()));
+        let host = uri.host().map(str::as_bytes);
+        text.push(host.or_else(|| headers.get(header::HOST).map(HeaderValue::as_bytes)));
+        text.push(headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
+        text.push(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        );
+        for part in &format_of(global).parts {
+            if let LogPart::Variable(LogVariable::RequestHeader(name)) = part {
+                text.push(headers.get(name.as_str()).map(HeaderValue::as_bytes));
             }
-        };
-        let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let headers = request.headers();
-        let format = format_of(global);
-        let logged_headers = format
-            .parts
-            .iter()
-            .filter_map(|part| match part {
-                LogPart::Variable(LogVariable::RequestHeader(name)) => {
-                    Some(headers.get(name.as_str()).cloned())
-                }
-                _ => None,
-            })
-            .collect();
+        }
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -152,12 +154,6 @@ impl AccessLog {
         let method = request.method();
         let request_length =
             (method.as_str().len() + target.len() + 12) as u64 + head_length(headers) + declared;
-        // Kept as the request has them (reference-counted, no copy); the
-        // writer thread reads them.
-        let host = match request.uri().host() {
-            Some(_) => None,
-            None => headers.get(header::HOST).cloned(),
-        };
         Some(Box::new(Entry {
             global: Arc::clone(global),
             route: route.cloned(),
@@ -166,12 +162,8 @@ impl AccessLog {
             remote_port: client.peer_port,
             scheme: client.scheme,
             method: method.clone(),
-            uri: request.uri().clone(),
             version: request.version(),
-            host,
-            headers: logged_headers,
-            authorization: headers.get(header::AUTHORIZATION).cloned(),
-            request_id,
+            text,
             request_length,
             status: 0,
             upstream: None,
@@ -270,14 +262,10 @@ pub struct Entry {
     remote_port: u16,
     scheme: &'static str,
     method: Method,
-    uri: Uri,
     version: Version,
-    /// The `Host` header, when the request target has no host.
-    host: Option<HeaderValue>,
-    /// The values of the format's `$http_*` variables, in order.
-    headers: Vec<Option<HeaderValue>>,
-    authorization: Option<HeaderValue>,
-    request_id: HeaderValue,
+    /// The target, the host, the request id, `Authorization`, then the
+    /// values of the format's `$http_*` variables, in order.
+    text: Text,
     request_length: u64,
     status: u16,
     upstream: Option<UpstreamServed>,
@@ -303,17 +291,12 @@ impl Entry {
 
     /// The request target, query included.
     fn target(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+        self.text.get(0).unwrap_or("/")
     }
 
     /// The request's host, without a port, lower case.
     fn host(&self) -> String {
-        let host = match (self.uri.host(), &self.host) {
-            (Some(host), _) => host,
-            (None, Some(value)) => value.to_str().unwrap_or_default(),
-            (None, None) => "",
-        };
-        without_port(host).to_ascii_lowercase()
+        without_port(self.text.get(1).unwrap_or_default()).to_ascii_lowercase()
     }
 
     /// Writes `variable`'s value (`header`: the index of a `$http_*`).
@@ -353,8 +336,8 @@ impl Entry {
             }
             V::RequestMethod => sink.text(self.method.as_str()),
             V::RequestUri => sink.text(self.target()),
-            V::Uri => sink.text(self.uri.path()),
-            V::Args => match self.uri.query() {
+            V::Uri => sink.text(self.target().split('?').next().unwrap_or_default()),
+            V::Args => match self.target().split_once('?').map(|(_, args)| args) {
                 Some(args) => sink.text(args),
                 None => return false,
             },
@@ -395,7 +378,10 @@ impl Entry {
                     _ => sink.plain(format_args!("{}", self.body_bytes)),
                 }
             }
-            V::ReqId => sink.text(&String::from_utf8_lossy(self.request_id.as_bytes())),
+            V::ReqId => match self.text.get(2) {
+                Some(id) => sink.text(id),
+                None => return false,
+            },
             V::Namespace | V::IngressName => {
                 let Some((namespace, name)) = ingress.split_once('/') else {
                     return false;
@@ -416,8 +402,8 @@ impl Entry {
                     port
                 });
             }
-            V::RequestHeader(_) => match self.headers.get(header).and_then(Option::as_ref) {
-                Some(value) => sink.text(&String::from_utf8_lossy(value.as_bytes())),
+            V::RequestHeader(_) => match self.text.get(4 + header) {
+                Some(value) => sink.text(value),
                 None => return false,
             },
             V::RemotePort | V::Unknown(_) => return false,
@@ -427,7 +413,7 @@ impl Entry {
 
     /// The user of a `Basic` `Authorization`, as nginx's `$remote_user`.
     fn remote_user(&self) -> Option<String> {
-        let value = self.authorization.as_ref()?.to_str().ok()?;
+        let value = self.text.get(3)?;
         let (scheme, credentials) = value.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("basic") {
             return None;
@@ -447,6 +433,32 @@ struct Seconds(Duration);
 impl std::fmt::Display for Seconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{:03}", self.0.as_secs(), self.0.subsec_millis())
+    }
+}
+
+/// Pieces of text in one buffer.
+#[derive(Default)]
+struct Text {
+    buffer: String,
+    /// Where each piece lies in `buffer`; `None`: absent.
+    spans: Vec<Option<(u32, u32)>>,
+}
+
+impl Text {
+    /// Appends a piece (bytes that are not UTF-8 replaced).
+    fn push(&mut self, value: Option<&[u8]>) {
+        let span = value.map(|value| {
+            let start = self.buffer.len() as u32;
+            self.buffer.push_str(&String::from_utf8_lossy(value));
+            (start, self.buffer.len() as u32)
+        });
+        self.spans.push(span);
+    }
+
+    /// The piece at `index`, if present.
+    fn get(&self, index: usize) -> Option<&str> {
+        let (start, end) = (*self.spans.get(index)?)?;
+        self.buffer.get(start as usize..end as usize)
     }
 }
 
