@@ -52,6 +52,24 @@ pub mod map_names {
     /// The ports in use by L4 services and backends, four bits a port
     /// (see [`crate::l4::port_flags`]).
     pub const L4_PORT_FLAGS: &str = "L4_PORT_FLAGS";
+    /// LPM trie [`crate::SourcePrefix4`] (a listener id and an IPv4 source
+    /// prefix) -> a [`crate::source_range`] rule.
+    pub const SOURCE_RANGES4: &str = "SOURCE_RANGES4";
+    /// LPM trie [`crate::SourcePrefix6`] -> a [`crate::source_range`] rule.
+    pub const SOURCE_RANGES6: &str = "SOURCE_RANGES6";
+    /// `u32` by listener id: which families' tries the listener's packets
+    /// are looked up in ([`crate::source_range::CHECK_IPV4`], ...).
+    pub const LISTENER_SOURCE_CHECKS: &str = "LISTENER_SOURCE_CHECKS";
+    /// Per-CPU [`crate::TrafficCounters`] by listener id: the packets of
+    /// the listener dropped for their source address.
+    pub const LISTENER_DENIED_STATS: &str = "LISTENER_DENIED_STATS";
+    /// The maps of the kernel source ranges, with the file names of their pins.
+    pub const SOURCE_RANGE_PINNED: [(&str, &str); 4] = [
+        (SOURCE_RANGES4, "source_ranges4"),
+        (SOURCE_RANGES6, "source_ranges6"),
+        (LISTENER_SOURCE_CHECKS, "listener_source_checks"),
+        (LISTENER_DENIED_STATS, "listener_denied_stats"),
+    ];
     /// The maps of the L4 tier, with the file names of their pins.
     pub const L4_PINNED: [(&str, &str); 14] = [
         (L4_CONFIG, "l4_config"),
@@ -70,10 +88,14 @@ pub mod map_names {
         (L4_FLOW_CACHE6, "l4_flow_cache6"),
     ];
     /// Every map the daemon pins, with the file name of its pin.
-    pub const PINNED: [(&str, &str); 17] = [
+    pub const PINNED: [(&str, &str); 21] = [
         (LISTENERS, "listeners"),
         (LISTENER_STATS, "listener_stats"),
         (VERDICT_STATS, "verdict_stats"),
+        SOURCE_RANGE_PINNED[0],
+        SOURCE_RANGE_PINNED[1],
+        SOURCE_RANGE_PINNED[2],
+        SOURCE_RANGE_PINNED[3],
         L4_PINNED[0],
         L4_PINNED[1],
         L4_PINNED[2],
@@ -170,8 +192,11 @@ pub mod verdict {
     /// as a martian with full NAT, and the stack would never resolve the
     /// neighbour either.)
     pub const L4_NO_NEIGH: u32 = 13;
+    /// To a listener with [`crate::action::PASS_TO_PROXY`], from a source
+    /// address its [`crate::source_range`] rules deny: dropped.
+    pub const DROP_SOURCE_RANGE: u32 = 14;
     /// Number of verdict reasons (the size of `VERDICT_STATS`).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// A short lower-case name for each reason, by index.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -189,7 +214,67 @@ pub mod verdict {
         "l4-unsupported",
         "l4-no-route",
         "l4-no-neigh",
+        "drop-source-range",
     ];
+}
+
+/// Source ranges in the kernel: per listener, the client addresses whose
+/// packets are dropped before the stack sees them.
+///
+/// Two LPM tries (`SOURCE_RANGES4`, `SOURCE_RANGES6`) are keyed by the
+/// listener id (big-endian, so it forms the first 32 bits of the prefix)
+/// followed by the source address: a key's prefix length is 32 plus the
+/// range's. A packet is looked up with its listener's id and full address;
+/// the longest matching entry's rule decides. Userspace writes every entry
+/// with the rule the longest match must give: [`DENY`] for a deny range and
+/// for an allowed range inside a deny range; [`ALLOW`] for the other
+/// allowed ranges; a listener with an allow list gets a [`DENY`] entry of
+/// the bare listener id (prefix 32) in both tries, so a source outside
+/// every range is denied. No match: passed.
+pub mod source_range {
+    /// The source is dropped.
+    pub const DENY: u32 = 1;
+    /// The source is let through (a range of an allow list).
+    pub const ALLOW: u32 = 2;
+    /// `LISTENER_SOURCE_CHECKS` bit: look IPv4 packets up in `SOURCE_RANGES4`.
+    pub const CHECK_IPV4: u32 = 1;
+    /// `LISTENER_SOURCE_CHECKS` bit: look IPv6 packets up in `SOURCE_RANGES6`.
+    pub const CHECK_IPV6: u32 = 2;
+    /// Entries of each trie.
+    pub const MAX_ENTRIES: u32 = 16_384;
+    /// Bits of a key's prefix taken by the listener id.
+    pub const LISTENER_BITS: u32 = 32;
+
+    /// A short lower-case name of a rule.
+    pub const fn name(rule: u32) -> &'static str {
+        match rule {
+            DENY => "deny",
+            ALLOW => "allow",
+            _ => "unknown",
+        }
+    }
+}
+
+/// The data of a `SOURCE_RANGES4` key (after its prefix length): a
+/// listener id and an IPv4 source address, both in network byte order.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePrefix4 {
+    /// `ListenerValue::listener_id`, big-endian.
+    pub listener: [u8; 4],
+    /// The address (its first bits, as many as the prefix length says).
+    pub addr: [u8; 4],
+}
+
+/// The data of a `SOURCE_RANGES6` key: a listener id and an IPv6 source
+/// address, both in network byte order.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePrefix6 {
+    /// `ListenerValue::listener_id`, big-endian.
+    pub listener: [u8; 4],
+    /// The address.
+    pub addr: [u8; 16],
 }
 
 /// Key of the listener map: where a packet is going.
@@ -783,12 +868,18 @@ mod pod {
     unsafe impl aya::Pod for super::L4Nat6 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L4CachedFlow6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourcePrefix4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourcePrefix6 {}
 }
 
 // The layouts are part of the contract with the kernel side and with bpftool.
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ListenerValue>() == 8);
 const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 16);
+const _: () = assert!(core::mem::size_of::<SourcePrefix4>() == 8);
+const _: () = assert!(core::mem::size_of::<SourcePrefix6>() == 20);
 const _: () = assert!(core::mem::size_of::<L4Config>() == 16);
 const _: () = assert!(core::mem::size_of::<L4ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<L4Service>() == 16);

@@ -92,7 +92,7 @@ pub fn plain_ipv4(ctx: &XdpContext) -> Option<(u32, u32)> {
 #[inline(always)]
 fn by_listener(key: &L4FlowKey4, bytes: u64) -> u32 {
     let listener = listener_key([key.dst, 0, 0, 0], key.dport, family::IPV4, key.protocol);
-    listener_verdict(&listener, bytes)
+    listener_verdict(&listener, &[key.src, 0, 0, 0], bytes)
 }
 
 #[inline(always)]

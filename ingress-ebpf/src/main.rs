@@ -18,11 +18,16 @@ mod stats;
 
 use core::mem::{MaybeUninit, size_of};
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use ingress_common::{ListenerKey, action, verdict};
+use aya_ebpf::{bindings::xdp_action, btf_maps::lpm_trie::Key, macros::xdp, programs::XdpContext};
+use ingress_common::{
+    ListenerKey, SourcePrefix4, SourcePrefix6, action, family, source_range, verdict,
+};
 
 use crate::{
-    maps::{LISTENER_STATS, LISTENERS, VERDICT_STATS},
+    maps::{
+        LISTENER_DENIED_STATS, LISTENER_SOURCE_CHECKS, LISTENER_STATS, LISTENERS, SOURCE_RANGES4,
+        SOURCE_RANGES6, VERDICT_STATS,
+    },
     parse::parse_flow,
     stats::count,
 };
@@ -54,7 +59,7 @@ fn decide(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
         return decided;
     }
     let key = listener_key(flow.daddr, flow.dport, flow.family, flow.protocol);
-    let packed = listener_verdict(&key, bytes);
+    let packed = listener_verdict(&key, &flow.saddr, bytes);
     (packed >> 8, packed & 0xff)
 }
 
@@ -70,18 +75,19 @@ pub fn listener_key(daddr: [u32; 4], port: u16, family: u8, protocol: u8) -> Lis
     }
 }
 
-/// The verdict of a packet by its listener `key`, packed as `reason << 8
-/// | action`. Not inlined: called from the IPv4 fast path and from the
-/// general one, and its keys get a stack frame of their own, beside the L4
-/// tier's deepest call chain rather than under it.
+/// The verdict of a packet from `saddr` (words of `addr_words`) by its
+/// listener `key`, packed as `reason << 8 | action`. Not inlined: called
+/// from the IPv4 fast path and from the general one, and its keys get a
+/// stack frame of their own, beside the L4 tier's deepest call chain rather
+/// than under it.
 #[inline(never)]
-pub fn listener_verdict(key: &ListenerKey, bytes: u64) -> u32 {
-    let (reason, action) = listener_decide(key, bytes);
+pub fn listener_verdict(key: &ListenerKey, saddr: &[u32; 4], bytes: u64) -> u32 {
+    let (reason, action) = listener_decide(key, saddr, bytes);
     (reason << 8) | action
 }
 
 #[inline(always)]
-fn listener_decide(key: &ListenerKey, bytes: u64) -> (u32, u32) {
+fn listener_decide(key: &ListenerKey, saddr: &[u32; 4], bytes: u64) -> (u32, u32) {
     let listener = match LISTENERS.get_ptr(key) {
         Some(listener) => listener,
         None => match LISTENERS.get_ptr(wildcard(key, &mut MaybeUninit::uninit())) {
@@ -95,8 +101,50 @@ fn listener_decide(key: &ListenerKey, bytes: u64) -> (u32, u32) {
     count(&LISTENER_STATS, listener_id, bytes);
     match listener_action {
         action::DROP => (verdict::DROP_LISTENER, xdp_action::XDP_DROP),
+        _ if source_denied(key.family, listener_id, saddr) => {
+            count(&LISTENER_DENIED_STATS, listener_id, bytes);
+            (verdict::DROP_SOURCE_RANGE, xdp_action::XDP_DROP)
+        }
         _ => (verdict::PASS_TO_PROXY, xdp_action::XDP_PASS),
     }
+}
+
+/// Whether the source ranges of listener `listener_id` deny `saddr` (of
+/// `source_family`): the longest match in the family's trie says so. A
+/// listener without ranges of that family costs one array load.
+#[inline(always)]
+fn source_denied(source_family: u8, listener_id: u32, saddr: &[u32; 4]) -> bool {
+    let Some(checks) = LISTENER_SOURCE_CHECKS.get_ptr(listener_id) else {
+        return false;
+    };
+    // SAFETY: an array slot is valid for the whole run.
+    let checks = unsafe { *checks };
+    let listener = listener_id.to_be_bytes();
+    let rule = if source_family == family::IPV4 {
+        if checks & source_range::CHECK_IPV4 == 0 {
+            return false;
+        }
+        let key = Key::new(
+            source_range::LISTENER_BITS + 32,
+            SourcePrefix4 {
+                listener,
+                addr: saddr[0].to_ne_bytes(),
+            },
+        );
+        SOURCE_RANGES4.get(&key).copied()
+    } else {
+        if checks & source_range::CHECK_IPV6 == 0 {
+            return false;
+        }
+        // SAFETY: four words and sixteen bytes are the same plain data.
+        let addr = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(*saddr) };
+        let key = Key::new(
+            source_range::LISTENER_BITS + 128,
+            SourcePrefix6 { listener, addr },
+        );
+        SOURCE_RANGES6.get(&key).copied()
+    };
+    rule == Some(source_range::DENY)
 }
 
 /// Writes `key.wildcard()` into `out` with five word stores, in place: a

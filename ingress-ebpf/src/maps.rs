@@ -9,13 +9,14 @@ use crate::fib::FibQuery;
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use ingress_common::{
     L4Backend, L4CachedFlow4, L4CachedFlow6, L4Config, L4Counters, L4Flow, L4FlowKey, L4FlowKey4,
     L4Nat4, L4NeighbourMiss, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, ListenerKey,
-    ListenerValue, MAX_LISTENERS, MaglevLanes, TrafficCounters, l4, maglev_elements, verdict,
+    ListenerValue, MAX_LISTENERS, MaglevLanes, SourcePrefix4, SourcePrefix6, TrafficCounters, l4,
+    maglev_elements, source_range, verdict,
 };
 
 /// Where a packet goes -> what to do with it. Filled by userspace.
@@ -31,6 +32,28 @@ pub static LISTENER_STATS: PerCpuArray<TrafficCounters, { MAX_LISTENERS as usize
 /// Per-CPU counters per verdict reason (`ingress_common::verdict`).
 #[btf_map]
 pub static VERDICT_STATS: PerCpuArray<TrafficCounters, { verdict::COUNT as usize }> =
+    PerCpuArray::new();
+
+/// (listener id, IPv4 source prefix) -> `source_range::DENY` or `ALLOW`
+/// (see `ingress_common::source_range`). Filled by userspace.
+#[btf_map]
+pub static SOURCE_RANGES4: LpmTrie<SourcePrefix4, u32, { source_range::MAX_ENTRIES as usize }> =
+    LpmTrie::new();
+
+/// (listener id, IPv6 source prefix) -> a rule, as [`SOURCE_RANGES4`].
+#[btf_map]
+pub static SOURCE_RANGES6: LpmTrie<SourcePrefix6, u32, { source_range::MAX_ENTRIES as usize }> =
+    LpmTrie::new();
+
+/// Per listener id, which families' tries its packets are looked up in
+/// (`source_range::CHECK_IPV4`, `CHECK_IPV6`): a listener without source
+/// ranges costs one array load. Filled by userspace.
+#[btf_map]
+pub static LISTENER_SOURCE_CHECKS: Array<u32, { MAX_LISTENERS as usize }> = Array::new();
+
+/// Per-CPU counters per listener id: its packets dropped for their source.
+#[btf_map]
+pub static LISTENER_DENIED_STATS: PerCpuArray<TrafficCounters, { MAX_LISTENERS as usize }> =
     PerCpuArray::new();
 
 /// The L4 tier's settings, at index 0. Filled by userspace.

@@ -7,6 +7,8 @@
 
 use std::{fmt, net::IpAddr};
 
+use crate::object::ObjectKey;
+
 /// An address range: `addr` with its first `prefix` bits significant (the
 /// rest zeroed when parsed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +43,22 @@ impl IpRange {
             addr: masked(addr, prefix),
             prefix,
         })
+    }
+
+    /// The first address of the range (the bits after the prefix are zero).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `other` lies wholly inside this range (the same family, a
+    /// prefix as long or longer).
+    pub fn covers(&self, other: &IpRange) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
     }
 
     /// Whether `ip` (an IPv4-mapped IPv6 address counts as IPv4) is in the
@@ -100,6 +118,37 @@ impl SourceRanges {
         !self.deny.iter().any(|range| range.contains(ip))
             && (self.allow.is_empty() || self.allow.iter().any(|range| range.contains(ip)))
     }
+}
+
+/// What our Ingresses say about source ranges that matters beyond their
+/// own routes: the listener-wide `xdp-ingress.io/xdp-drop-source-range`
+/// lists, and which Ingresses set their own allow or deny list (which then
+/// replaces the ConfigMap's for their routes, so the ConfigMap's list
+/// cannot be dropped for every host in the kernel).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressSourceRanges {
+    /// Every `xdp-drop-source-range` range of our Ingresses, sorted, once each.
+    pub xdp_drop: Vec<IpRange>,
+    /// Our Ingresses with their own allow list.
+    pub own_allow: Vec<ObjectKey>,
+    /// Our Ingresses with their own deny list.
+    pub own_deny: Vec<ObjectKey>,
+    /// Our Ingresses with `satisfy: any` and authentication: a client
+    /// outside the source ranges may still pass by authenticating.
+    pub satisfy_any: Vec<ObjectKey>,
+}
+
+/// The source ranges the kernel can enforce exactly, for every listener of
+/// the proxy: what is dropped there never reaches the proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelSourceRanges {
+    /// Sources dropped.
+    pub deny: Vec<IpRange>,
+    /// When not empty, sources outside these ranges (and not in `deny`)
+    /// are dropped too.
+    pub allow: Vec<IpRange>,
+    /// Why a global list stays in the proxy only (for the log), if one does.
+    pub proxy_only: Vec<String>,
 }
 
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //!   `whitelist-source-range`, `denylist-source-range`) are enforced by the
 //!   proxy ([`crate::access`]); a value that cannot be read fails closed, as
 //!   ingress-nginx's "location denied" does (`InvalidAnnotation`);
+//! - `xdp-ingress.io/xdp-drop-source-range` (ours only) is dropped in XDP
+//!   for every listener of the proxy, whatever the host: the kernel cannot
+//!   see the Host, so it protects every Ingress on the node, not only its
+//!   own; unreadable, the Ingress fails closed (`InvalidAnnotation`); under
+//!   ingress-nginx's prefix it is not ours to read, and fails closed too;
 //! - basic, external and client certificate authentication (`auth-type`,
 //!   `auth-secret`, `auth-url`, `auth-tls-*`, ...) are read by [`auth`]
 //!   and enforced by the proxy; what
@@ -32,14 +37,15 @@ mod auth;
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    access::{SourceRanges, parse_ranges},
+    access::{IpRange, SourceRanges, parse_ranges},
     affinity::{AFFINITY_ANNOTATIONS, read_affinity},
     canary::{CANARY_ANNOTATIONS, CanaryRule, read_canary},
     object::{ObjectKey, ObjectRef},
     policy::{
         Cors, OriginPattern, PrefixRewrite, RateLimit, Redirect, ResponseRate, RoutePolicy,
-        is_token_list, parse_from_to, parse_host_list, parse_plain_path, parse_redirect_part,
-        parse_seconds, parse_service_name, parse_size, parse_status_list, parse_vhost,
+        is_token_list, parse_from_to, parse_host_list, parse_load_balance, parse_next_upstream,
+        parse_plain_path, parse_redirect_part, parse_seconds, parse_service_name, parse_size,
+        parse_status_list, parse_vhost,
     },
     problem::{Problem, ProblemReason},
     rewrite::RewriteTarget,
@@ -93,6 +99,13 @@ pub const IMPLEMENTED: &[&str] = &[
     "from-to-www-redirect",
     "enable-access-log",
     "upstream-hash-by",
+    "load-balance",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "proxy-next-upstream-timeout",
+    "mirror-target",
+    "mirror-host",
+    "mirror-request-body",
     // The proxy streams both ways whatever these say (see the migration
     // notes): nothing to apply, nothing lost.
     "proxy-buffering",
@@ -112,7 +125,11 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy-ssl-server-name",
     "proxy-ssl-protocols",
     "proxy-ssl-ciphers",
+    XDP_DROP_SOURCE_RANGE,
 ];
+
+/// Our listener-wide source ranges dropped in XDP (under `xdp-ingress.io/` only).
+pub const XDP_DROP_SOURCE_RANGE: &str = "xdp-drop-source-range";
 
 /// What the annotations of one Ingress come to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,6 +148,9 @@ pub struct AnnotationVerdict {
     /// The Secrets the annotations name (`auth-secret`, `proxy-ssl-secret`,
     /// ...), found or not: a change to one reads the Ingress again.
     pub secrets: Vec<ObjectKey>,
+    /// `xdp-ingress.io/xdp-drop-source-range`: sources dropped in XDP on
+    /// every listener of the proxy (every host, not only this Ingress's).
+    pub xdp_drop: Vec<IpRange>,
 }
 
 /// Why an Ingress's routes answer 503 instead of serving.
@@ -355,6 +375,47 @@ fn read_policy(
         }
         (None, None) => None,
     };
+    policy.load_balance = parsed(annotations, "load-balance", parse_load_balance, report);
+    let next = parsed(
+        annotations,
+        "proxy-next-upstream",
+        parse_next_upstream,
+        report,
+    );
+    let tries = parsed(
+        annotations,
+        "proxy-next-upstream-tries",
+        |v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{v:?} is not a whole number"))
+        },
+        report,
+    );
+    let timeout = parsed(
+        annotations,
+        "proxy-next-upstream-timeout",
+        parse_seconds,
+        report,
+    );
+    if next.is_some() || tries.is_some() || timeout.is_some() {
+        let mut next = next.unwrap_or_default();
+        next.tries = tries.unwrap_or(next.tries);
+        next.timeout = timeout.filter(|t| !t.is_zero());
+        policy.next_upstream = Some(next);
+    }
+    policy.mirror = parsed(
+        annotations,
+        "mirror-target",
+        crate::auth::AuthUrl::parse,
+        report,
+    )
+    .map(|target| crate::policy::Mirror {
+        target,
+        host: parsed(annotations, "mirror-host", parse_vhost, report),
+        request_body: parsed(annotations, "mirror-request-body", parse_on_off, report)
+            .unwrap_or(true),
+    });
     policy.hash_by = parsed(
         annotations,
         "upstream-hash-by",
@@ -765,6 +826,21 @@ pub fn read(
         else {
             continue;
         };
+        if name == XDP_DROP_SOURCE_RANGE && !full.starts_with("xdp-ingress.io/") {
+            // A protection asked of the wrong controller: not ours to read,
+            // and not to be served without.
+            fail_closed.push(full.as_str());
+            verdict.problems.push(Problem::new(
+                object.clone(),
+                ProblemReason::UnsupportedAnnotation,
+                format!(
+                    "annotation {full}: {XDP_DROP_SOURCE_RANGE} is xdp-ingress's own, read under \
+                     xdp-ingress.io/ only: the Ingress's paths answer 503 rather than serve \
+                     unprotected"
+                ),
+            ));
+            continue;
+        }
         let (reason, message) = match treatment(name, value) {
             Treatment::Implemented | Treatment::SourceRange => continue,
             Treatment::FailClosed => {
@@ -805,6 +881,17 @@ pub fn read(
         ));
     };
     verdict.policy = read_policy(annotations, &mut report, &mut unreadable);
+    let xdp_drop_name = format!("xdp-ingress.io/{XDP_DROP_SOURCE_RANGE}");
+    if let Some(value) = annotations.and_then(|a| a.get(&xdp_drop_name)) {
+        match parse_ranges(value) {
+            Ok(ranges) => verdict.xdp_drop = ranges,
+            Err(why) => {
+                let effect = "the Ingress's paths answer 503 rather than serve unprotected";
+                report(&xdp_drop_name, why, effect);
+                unreadable.push(xdp_drop_name);
+            }
+        }
+    }
     verdict.policy.upstream_tls = read_upstream_tls(
         object,
         annotations,
@@ -951,6 +1038,70 @@ mod tests {
             assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation]);
             assert!(verdict.problems[0].message.contains("503"), "{name}");
         }
+    }
+
+    #[test]
+    fn xdp_drop_source_range_is_ours_listener_wide_and_fails_closed() {
+        let read = verdict(&[(
+            "xdp-ingress.io/xdp-drop-source-range",
+            "198.18.0.0/24,2001:db8::1",
+        )]);
+        assert_eq!(read.refusal, None);
+        assert_eq!(reasons(&read), []);
+        let texts: Vec<String> = read.xdp_drop.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["198.18.0.0/24", "2001:db8::1/128"]);
+        assert_eq!(
+            read.policy,
+            RoutePolicy::default(),
+            "no route policy of its own"
+        );
+        let read = verdict(&[("xdp-ingress.io/xdp-drop-source-range", "198.18.0.0/24,nope")]);
+        let refusal = read.refusal.clone().expect("unreadable: fails closed");
+        assert_eq!(refusal.reason, ProblemReason::InvalidAnnotation);
+        assert_eq!(reasons(&read), [ProblemReason::InvalidAnnotation]);
+        assert!(read.xdp_drop.is_empty());
+        // Under ingress-nginx's prefix it is not read, and fails closed.
+        let read = verdict(&[(
+            "nginx.ingress.kubernetes.io/xdp-drop-source-range",
+            "198.18.0.0/24",
+        )]);
+        assert!(read.refusal.is_some());
+        assert_eq!(reasons(&read), [ProblemReason::UnsupportedAnnotation]);
+        assert!(read.xdp_drop.is_empty());
+    }
+
+    #[test]
+    fn proxy_next_upstream_as_nginx_reads_it() {
+        let read = verdict(&[
+            (
+                "nginx.ingress.kubernetes.io/proxy-next-upstream",
+                "error http_502 http_503 non_idempotent",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "5"),
+            (
+                "nginx.ingress.kubernetes.io/proxy-next-upstream-timeout",
+                "10",
+            ),
+        ]);
+        let next = read.policy.next_upstream.expect("set");
+        assert!(next.on_error && !next.on_timeout && next.non_idempotent);
+        assert_eq!(next.on_status, [502, 503]);
+        assert_eq!(
+            (next.tries, next.timeout),
+            (5, Some(std::time::Duration::from_secs(10)))
+        );
+        let off = verdict(&[("nginx.ingress.kubernetes.io/proxy-next-upstream", "off")]);
+        let off = off.policy.next_upstream.expect("set");
+        assert!(!off.on_error && !off.on_timeout && off.on_status.is_empty());
+        // Only the tries: the default conditions with them.
+        let tries = verdict(&[("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "1")]);
+        let tries = tries.policy.next_upstream.expect("set");
+        assert!(tries.on_error && tries.on_timeout && tries.tries == 1);
+        let bad = verdict(&[(
+            "nginx.ingress.kubernetes.io/proxy-next-upstream",
+            "error http_418",
+        )]);
+        assert_eq!(reasons(&bad), [ProblemReason::InvalidAnnotation]);
     }
 
     #[test]
@@ -1467,11 +1618,8 @@ mod tests {
     #[test]
     fn other_annotations_are_reported_and_ignored() {
         let verdict = verdict(&[
-            (
-                "nginx.ingress.kubernetes.io/mirror-target",
-                "https://mirror.example.com",
-            ),
-            ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
+            ("nginx.ingress.kubernetes.io/custom-headers", "ns/headers"),
+            ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
             ("xdp-ingress.io/enable-rewrite-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
@@ -1486,8 +1634,8 @@ mod tests {
         assert_eq!(
             named,
             [
-                "nginx.ingress.kubernetes.io/load-balance",
-                "nginx.ingress.kubernetes.io/mirror-target",
+                "nginx.ingress.kubernetes.io/custom-headers",
+                "nginx.ingress.kubernetes.io/ssl-passthrough",
                 "xdp-ingress.io/enable-rewrite-log",
             ]
         );

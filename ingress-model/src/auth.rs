@@ -567,7 +567,15 @@ impl AuthUrl {
         } else {
             return Err(format!("{text:?} is not an http:// or https:// URL"));
         };
+        // `http://host:8080$request_uri`: the variable, which starts with
+        // `/`, begins the path (no other variable may touch the host).
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let split = ["$request_uri", "${request_uri}"]
+            .iter()
+            .filter_map(|variable| rest.find(variable))
+            .filter(|at| *at < split)
+            .min()
+            .unwrap_or(split);
         let (authority, target) = rest.split_at(split);
         if authority.contains(['$', '@', '#']) {
             return Err(format!(
@@ -1079,13 +1087,19 @@ des:rqXexS6ZhobKA
             _ => "".into(),
         });
         assert_eq!(rendered, "/?x=%2Fa%20b%3Fc%3Dd");
+        // A `$request_uri` right after the port starts the path (as mirror
+        // targets are written).
+        let url = AuthUrl::parse("http://198.18.0.9:8080$request_uri").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("198.18.0.9", 8080));
         let url = AuthUrl::parse("http://[2001:db8::9]:81/auth").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("2001:db8::9", 81));
         for bad in [
             "ftp://a/",
             "http://",
             "http://$host/auth",
+            "http://$request_uri",
             "http://a:$port/",
+            "http://a$host/",
             "http://user@a/",
             "http://a:99999/",
             "http://a/path with space",

@@ -35,6 +35,7 @@ use k8s_openapi::api::{
 
 use crate::{
     FastHashMap,
+    access::IngressSourceRanges,
     backend::{Backend, Resolution, ServiceEndpoints, UnavailableBackend},
     canary::CanaryRoute,
     class::classify_ingress,
@@ -118,6 +119,8 @@ pub struct RouteTableBuilder {
     unserved: Arc<BTreeSet<ObjectKey>>,
     /// Paths routed, all hosts together.
     paths: usize,
+    /// What our Ingresses say about source ranges beyond their routes.
+    source_ranges: Arc<IngressSourceRanges>,
     /// The id of the last table built (0: none yet).
     last_table: u64,
 }
@@ -241,6 +244,7 @@ impl RouteTableBuilder {
             tls: Arc::new(TlsPlan::default()),
             problems: Arc::new(Vec::new()),
             unserved: Arc::default(),
+            source_ranges: Arc::default(),
             paths: 0,
             last_table: 0,
         }
@@ -274,6 +278,7 @@ impl RouteTableBuilder {
             }
         }
         let mut dirty = Dirty::default();
+        let ingresses_changed = !stale.is_empty();
         let mut stale: Vec<ObjectKey> = stale.into_iter().collect();
         stale.sort();
         for key in &stale {
@@ -335,6 +340,9 @@ impl RouteTableBuilder {
             }
             self.problems = Arc::new(problems);
         }
+        if ingresses_changed {
+            self.source_ranges = Arc::new(self.ingress_source_ranges());
+        }
         let mut problems = Vec::clone(&self.problems);
         let fallback = self.fallback(objects, &mut problems);
         let id = NEXT_TABLE_ID.fetch_add(1, AtomicOrdering::Relaxed);
@@ -348,11 +356,44 @@ impl RouteTableBuilder {
             fallback,
             tls: Arc::clone(&self.tls),
             unserved: Arc::clone(&self.unserved),
+            source_ranges: Arc::clone(&self.source_ranges),
             paths: self.paths,
             id,
             parent,
         };
         (table, problems)
+    }
+
+    /// The listener-wide drops of our Ingresses and which of them set
+    /// their own source lists (a canary's lists are the main Ingress's).
+    fn ingress_source_ranges(&self) -> IngressSourceRanges {
+        let mut ranges = IngressSourceRanges::default();
+        for precedence in &self.order {
+            let Some(ours) = self.ours(&precedence.key) else {
+                continue;
+            };
+            let contribution = &ours.contribution;
+            ranges.xdp_drop.extend(&contribution.xdp_drop);
+            if contribution.policy.as_ref().is_some_and(|p| {
+                p.satisfy_any && (p.basic_auth.is_some() || p.external_auth.is_some())
+            }) {
+                ranges.satisfy_any.push(precedence.key.clone());
+            }
+            if let Some(access) = contribution.policy.as_ref().and_then(|p| p.access.as_ref()) {
+                if !access.allow.is_empty() {
+                    ranges.own_allow.push(precedence.key.clone());
+                }
+                if !access.deny.is_empty() {
+                    ranges.own_deny.push(precedence.key.clone());
+                }
+            }
+        }
+        ranges.xdp_drop.sort();
+        ranges.xdp_drop.dedup();
+        ranges.own_allow.sort();
+        ranges.own_deny.sort();
+        ranges.satisfy_any.sort();
+        ranges
     }
 
     fn ours(&self, key: &ObjectKey) -> Option<&Ours> {

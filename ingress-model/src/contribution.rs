@@ -19,6 +19,7 @@ use k8s_openapi::{
 };
 
 use crate::{
+    access::IpRange,
     annotations::{self, Refusal},
     backend::{Backend, BackendResolver, EndpointSet, Resolution, UnavailableBackend},
     canary::CanaryRule,
@@ -146,6 +147,9 @@ pub(crate) struct Contribution {
     pub services: Vec<ObjectKey>,
     /// The Secrets its TLS entries name.
     pub secrets: Vec<ObjectKey>,
+    /// Its `xdp-ingress.io/xdp-drop-source-range`: dropped in XDP on every
+    /// listener.
+    pub xdp_drop: Vec<IpRange>,
 }
 
 impl Contribution {
@@ -174,6 +178,7 @@ impl Contribution {
             tls_problems: Vec::new(),
             services: Vec::new(),
             secrets: Vec::new(),
+            xdp_drop: Vec::new(),
         };
         let Some(spec) = &ingress.spec else {
             return contribution;
@@ -189,6 +194,7 @@ impl Contribution {
             objects,
         );
         contribution.refusal = verdict.refusal;
+        contribution.xdp_drop = verdict.xdp_drop;
         contribution.canary = verdict.canary;
         contribution.policy = (!verdict.policy.is_default()).then(|| Arc::new(verdict.policy));
         contribution.steps.extend(

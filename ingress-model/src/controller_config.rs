@@ -14,10 +14,10 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::{
-    access::{IpRange, SourceRanges, parse_ranges},
+    access::{IngressSourceRanges, IpRange, KernelSourceRanges, SourceRanges, parse_ranges},
     log_format::{LogEscape, LogFormat},
     object::ObjectRef,
-    policy::{parse_seconds, parse_size, parse_status_list},
+    policy::{LoadBalance, parse_load_balance, parse_seconds, parse_size, parse_status_list},
     problem::{Problem, ProblemReason},
 };
 
@@ -53,8 +53,13 @@ pub struct ControllerConfig {
     /// `denylist-source-range`: every route's, unless its Ingress sets its
     /// own list of the same kind.
     pub source_ranges: SourceRanges,
-    /// `block-cidrs`: clients refused everywhere (403).
+    /// `block-cidrs`: clients refused everywhere (403; dropped in XDP
+    /// when the XDP edge runs).
     pub block_cidrs: Vec<IpRange>,
+    /// `xdp-drop-source-range` (ours): clients dropped in XDP on every
+    /// listener of the proxy (403 from the proxy when they get through,
+    /// without the XDP edge).
+    pub xdp_drop_source_range: Vec<IpRange>,
     /// `block-user-agents`: requests refused everywhere (403).
     pub block_user_agents: Vec<UserAgentRule>,
     /// `limit-req-status-code`: the status of a request over a rate.
@@ -68,6 +73,8 @@ pub struct ControllerConfig {
     /// `keep-alive`: seconds an idle client connection is kept (0: closed
     /// after each response).
     pub keep_alive: Option<Duration>,
+    /// `load-balance`: every route's, unless its Ingress sets its own.
+    pub load_balance: Option<LoadBalance>,
     /// `custom-http-errors`: every route's, unless its Ingress sets its
     /// own; answered by `--default-backend-service`.
     pub custom_http_errors: Vec<u16>,
@@ -285,7 +292,7 @@ impl PartialEq for UserAgentRule {
 impl Eq for UserAgentRule {}
 
 /// The keys read here.
-pub const IMPLEMENTED_KEYS: [&str; 31] = [
+pub const IMPLEMENTED_KEYS: &[&str] = &[
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -317,11 +324,13 @@ pub const IMPLEMENTED_KEYS: [&str; 31] = [
     "log-format-escape-none",
     "disable-access-log",
     "skip-access-log-urls",
+    "load-balance",
+    "xdp-drop-source-range",
 ];
 
 /// Keys that protect something and are not applied yet: every route
 /// answers 503 while one is set.
-const FAIL_CLOSED_KEYS: [&str; 8] = [
+const FAIL_CLOSED_KEYS: &[&str] = &[
     "global-auth-url",
     "global-auth-method",
     "global-auth-signin",
@@ -334,7 +343,7 @@ const FAIL_CLOSED_KEYS: [&str; 8] = [
 
 /// Keys of ingress-nginx's that we know and do not implement (yet):
 /// reported and ignored. Anything else is unknown, also reported.
-const KNOWN_KEYS: [&str; 47] = [
+const KNOWN_KEYS: &[&str] = &[
     "use-proxy-protocol",
     "use-http2",
     "proxy-protocol-header-timeout",
@@ -372,7 +381,6 @@ const KNOWN_KEYS: [&str; 47] = [
     "proxy-next-upstream-tries",
     "proxy-next-upstream-timeout",
     "proxy-http-version",
-    "load-balance",
     "upstream-hash-by",
     "enable-opentelemetry",
     "enable-brotli",
@@ -451,6 +459,7 @@ pub fn read_controller_config(
                         | "allowlist-source-range"
                         | "denylist-source-range"
                         | "block-cidrs"
+                        | "xdp-drop-source-range"
                         | "block-user-agents"
                 );
                 if protects {
@@ -553,6 +562,7 @@ fn read_key(config: &mut ControllerConfig, key: &str, value: &str) -> Result<(),
         }
         "denylist-source-range" => config.source_ranges.deny = parse_ranges(value)?,
         "block-cidrs" => config.block_cidrs = parse_ranges(value)?,
+        "xdp-drop-source-range" => config.xdp_drop_source_range = parse_ranges(value)?,
         "block-user-agents" => {
             config.block_user_agents = list(value)
                 .iter()
@@ -595,9 +605,114 @@ fn read_key(config: &mut ControllerConfig, key: &str, value: &str) -> Result<(),
         }
         "disable-access-log" => config.access_log.disabled = parse_bool(value)?,
         "skip-access-log-urls" => config.access_log.skip_urls = list(value),
+        "load-balance" => config.load_balance = Some(parse_load_balance(value)?),
         _ => unreachable!("{key} is in IMPLEMENTED_KEYS"),
     }
     Ok(())
+}
+
+impl ControllerConfig {
+    /// The source ranges the kernel enforces exactly on every listener of
+    /// the proxy, given what our Ingresses say (`ingresses`):
+    /// `xdp-drop-source-range` (the key and the annotations: the peer's
+    /// address, always), `block-cidrs`, and the global deny and allow lists
+    /// while no Ingress of ours replaces them with its own (then they stay
+    /// in the proxy, which applies them per route, and `proxy_only` says
+    /// why). With `use-forwarded-headers` or `enable-real-ip` the client of
+    /// ingress-nginx's lists is the forwarded address: they stay in the
+    /// proxy. Nothing while the ConfigMap refuses to serve (every route
+    /// answers 503).
+    pub fn kernel_source_ranges(&self, ingresses: &IngressSourceRanges) -> KernelSourceRanges {
+        let mut kernel = KernelSourceRanges::default();
+        if self.refusal.is_some() {
+            return kernel;
+        }
+        let mut deny: Vec<IpRange> = self
+            .xdp_drop_source_range
+            .iter()
+            .chain(&ingresses.xdp_drop)
+            .copied()
+            .collect();
+        // Behind a trusted proxy the client is the forwarded address, which
+        // XDP cannot see: ingress-nginx's lists then stay in the proxy.
+        let forwarded = self.forwarding.use_forwarded_headers || self.forwarding.enable_real_ip;
+        if forwarded {
+            let set: Vec<&str> = [
+                ("block-cidrs", !self.block_cidrs.is_empty()),
+                ("denylist-source-range", !self.source_ranges.deny.is_empty()),
+                (
+                    "whitelist-source-range",
+                    !self.source_ranges.allow.is_empty(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if !set.is_empty() {
+                kernel.proxy_only.push(format!(
+                    "{} stay in the proxy (403): with use-forwarded-headers or enable-real-ip the \
+                     client is the forwarded address",
+                    set.join(", ")
+                ));
+            }
+            deny.sort();
+            deny.dedup();
+            kernel.deny = deny;
+            return kernel;
+        }
+        deny.extend(&self.block_cidrs);
+        let names = |keys: &[crate::object::ObjectKey]| {
+            keys.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !ingresses.satisfy_any.is_empty() {
+            let set: Vec<&str> = [
+                ("denylist-source-range", !self.source_ranges.deny.is_empty()),
+                (
+                    "whitelist-source-range",
+                    !self.source_ranges.allow.is_empty(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if !set.is_empty() {
+                kernel.proxy_only.push(format!(
+                    "{} stay in the proxy (403): Ingress {} lets a client outside them in by \
+                     authenticating (satisfy: any)",
+                    set.join(", "),
+                    names(&ingresses.satisfy_any)
+                ));
+            }
+        } else if !self.source_ranges.deny.is_empty() {
+            if ingresses.own_deny.is_empty() {
+                deny.extend(&self.source_ranges.deny);
+            } else {
+                kernel.proxy_only.push(format!(
+                    "denylist-source-range stays in the proxy (403): Ingress {} sets its own",
+                    names(&ingresses.own_deny)
+                ));
+            }
+        }
+        if !self.source_ranges.allow.is_empty() && ingresses.satisfy_any.is_empty() {
+            if ingresses.own_allow.is_empty() {
+                kernel.allow = self.source_ranges.allow.clone();
+                kernel.allow.sort();
+                kernel.allow.dedup();
+            } else {
+                kernel.proxy_only.push(format!(
+                    "whitelist-source-range stays in the proxy (403): Ingress {} sets its own",
+                    names(&ingresses.own_allow)
+                ));
+            }
+        }
+        deny.sort();
+        deny.dedup();
+        kernel.deny = deny;
+        kernel
+    }
 }
 
 /// Reads the ConfigMap of `config_map`, empty when there is none.
@@ -615,6 +730,76 @@ pub fn controller_config(
 mod tests {
     use super::*;
     use crate::object::{ObjectKey, ObjectKind};
+
+    #[test]
+    fn kernel_source_ranges_take_what_is_exact_for_every_host() {
+        use crate::access::IngressSourceRanges;
+        let texts = |ranges: &[IpRange]| ranges.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let (config, problems) = read(&[
+            ("block-cidrs", "198.18.1.0/24"),
+            ("xdp-drop-source-range", "198.18.2.0/24, 2001:db8:2::/48"),
+            ("denylist-source-range", "198.18.3.3"),
+            ("whitelist-source-range", "198.18.0.0/15"),
+        ]);
+        assert_eq!(problems, []);
+        let none = IngressSourceRanges::default();
+        let kernel = config.kernel_source_ranges(&none);
+        assert_eq!(
+            texts(&kernel.deny),
+            [
+                "198.18.1.0/24",
+                "198.18.2.0/24",
+                "198.18.3.3/32",
+                "2001:db8:2::/48"
+            ]
+        );
+        assert_eq!(texts(&kernel.allow), ["198.18.0.0/15"]);
+        assert!(kernel.proxy_only.is_empty());
+        // An Ingress with its own lists keeps the global ones in the proxy.
+        let own = IngressSourceRanges {
+            xdp_drop: vec![IpRange::parse("198.18.4.0/24").unwrap()],
+            own_allow: vec![ObjectKey::new("ns", "a")],
+            own_deny: vec![ObjectKey::new("ns", "d")],
+            satisfy_any: Vec::new(),
+        };
+        let kernel = config.kernel_source_ranges(&own);
+        assert_eq!(
+            texts(&kernel.deny),
+            [
+                "198.18.1.0/24",
+                "198.18.2.0/24",
+                "198.18.4.0/24",
+                "2001:db8:2::/48"
+            ]
+        );
+        assert!(kernel.allow.is_empty());
+        assert_eq!(kernel.proxy_only.len(), 2, "{:?}", kernel.proxy_only);
+        assert!(kernel.proxy_only[0].contains("ns/d"));
+        assert!(kernel.proxy_only[1].contains("ns/a"));
+        // An Ingress that lets clients in by authenticating (satisfy: any)
+        // keeps both global lists in the proxy; block-cidrs stays exact.
+        let any = IngressSourceRanges {
+            satisfy_any: vec![ObjectKey::new("ns", "s")],
+            ..IngressSourceRanges::default()
+        };
+        let kernel = config.kernel_source_ranges(&any);
+        assert_eq!(
+            texts(&kernel.deny),
+            ["198.18.1.0/24", "198.18.2.0/24", "2001:db8:2::/48"]
+        );
+        assert!(kernel.allow.is_empty());
+        assert_eq!(kernel.proxy_only.len(), 1, "{:?}", kernel.proxy_only);
+        assert!(kernel.proxy_only[0].contains("satisfy: any"));
+        // Unreadable, it fails closed (503 everywhere) and drops nothing more.
+        let (config, problems) = read(&[("xdp-drop-source-range", "198.18.0.0/33")]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, ProblemReason::InvalidAnnotation);
+        assert!(config.refusal.is_some());
+        assert_eq!(
+            config.kernel_source_ranges(&none),
+            KernelSourceRanges::default()
+        );
+    }
 
     fn read(pairs: &[(&str, &str)]) -> (ControllerConfig, Vec<(ProblemReason, String)>) {
         let object = ObjectRef::new(ObjectKind::ConfigMap, ObjectKey::new("ingress", "config"));
@@ -646,6 +831,7 @@ mod tests {
             ("use-forwarded-headers", "true"),
             ("proxy-real-ip-cidr", "198.18.0.0/24"),
             ("keep-alive", "0"),
+            ("load-balance", "ewma"),
             ("allow-snippet-annotations", "false"),
         ]);
         assert!(problems.is_empty(), "{problems:?}");
@@ -662,6 +848,7 @@ mod tests {
         assert!(!config.block_user_agents[1].matches("curl/7.01"));
         assert_eq!(config.limit_req_status_code, Some(429));
         assert_eq!(config.keep_alive, Some(Duration::ZERO));
+        assert_eq!(config.load_balance, Some(LoadBalance::Ewma));
         assert_eq!(config.refusal, None);
     }
 

@@ -300,6 +300,14 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
         "no effect: the edge pools keep-alive connections to the endpoints itself; the header is not sent",
     ),
     (
+        "mirror-target",
+        "variables only in the target's path and query, never its host; at most 256 copies in flight, past that a copy is skipped",
+    ),
+    (
+        "proxy-next-upstream",
+        "a request with a body is streamed, so never sent twice (nginx buffers it and may); to HTTP/2 and TLS upstreams only a failed connect is tried again",
+    ),
+    (
         "upstream-hash-by",
         "the key's variables are of a known set ($request_uri, $uri, $host, $remote_addr, $binary_remote_addr, $http_*, $cookie_*, $arg_*, ...); keys are placed by rendezvous hashing, so a key may land on another endpoint than under ingress-nginx",
     ),
@@ -419,7 +427,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/configuration-snippet",
                 "more_set_headers x;",
             )
-            .annotation("nginx.ingress.kubernetes.io/mirror-target", "http://m/")
+            .annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true")
             .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
             .annotation("kubernetes.io/ingress.class", "nginx")
             .rule(Some("shop.example.com"), vec![prefix("/", "web")])
@@ -441,10 +449,6 @@ mod tests {
                     Outcome::FailsClosed
                 ),
                 (
-                    "nginx.ingress.kubernetes.io/mirror-target",
-                    Outcome::Unsupported
-                ),
-                (
                     "nginx.ingress.kubernetes.io/proxy-body-size",
                     Outcome::Invalid
                 ),
@@ -453,13 +457,17 @@ mod tests {
                     Outcome::Applied
                 ),
                 (
+                    "nginx.ingress.kubernetes.io/ssl-passthrough",
+                    Outcome::Unsupported
+                ),
+                (
                     "nginx.ingress.kubernetes.io/whitelist-source-range",
                     Outcome::Differs
                 ),
             ],
             "{report:#?}"
         );
-        assert!(report[3].note.contains("\"huge\""), "{}", report[3].note);
+        assert!(report[2].note.contains("\"huge\""), "{}", report[2].note);
         assert_eq!(ingresses_named(&report), [ObjectKey::new("shop", "web")]);
     }
 }

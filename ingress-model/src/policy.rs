@@ -67,6 +67,16 @@ pub struct RoutePolicy {
     /// `satisfy: any`: the source ranges or the authentication (basic,
     /// external) suffices, rather than both.
     pub satisfy_any: bool,
+    /// `proxy-next-upstream`, `-tries`, `-timeout`: when a request is
+    /// tried again on another endpoint (`None`: ingress-nginx's default,
+    /// `error timeout`, 3 tries).
+    pub next_upstream: Option<NextUpstream>,
+    /// `mirror-target`, `mirror-host`, `mirror-request-body`: a copy of
+    /// each request sent there, its answer ignored.
+    pub mirror: Option<Mirror>,
+    /// `load-balance`: how requests spread over the endpoints (`None`:
+    /// the ConfigMap's, else round robin).
+    pub load_balance: Option<LoadBalance>,
     /// `upstream-hash-by`: requests with the same key go to the same
     /// endpoint (consistent hashing), unless cookie affinity decides.
     pub hash_by: Option<crate::auth::UrlTemplate>,
@@ -244,6 +254,100 @@ pub struct RateLimit {
     /// Requests allowed beyond the rate at once (the rate's requests per
     /// its unit times `limit-burst-multiplier`, default 5).
     pub burst: u32,
+}
+
+/// nginx's `proxy_next_upstream`, `_tries` and `_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NextUpstream {
+    /// `error`: the connection failed or broke.
+    pub on_error: bool,
+    /// `timeout`.
+    pub on_timeout: bool,
+    /// `http_500`, `http_502`, ...: answers with these statuses.
+    pub on_status: Vec<u16>,
+    /// `non_idempotent`: POST, LOCK and PATCH too (else only before they
+    /// were sent).
+    pub non_idempotent: bool,
+    /// `proxy-next-upstream-tries` (0: as many as there are endpoints).
+    pub tries: u32,
+    /// `proxy-next-upstream-timeout` (`None`: no limit).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for NextUpstream {
+    /// ingress-nginx's: `error timeout`, 3 tries, no time limit.
+    fn default() -> Self {
+        Self {
+            on_error: true,
+            on_timeout: true,
+            on_status: Vec::new(),
+            non_idempotent: false,
+            tries: 3,
+            timeout: None,
+        }
+    }
+}
+
+/// Parses `proxy-next-upstream`: nginx's space-separated conditions
+/// (`off` alone: never).
+pub fn parse_next_upstream(text: &str) -> Result<NextUpstream, String> {
+    let mut next = NextUpstream {
+        on_error: false,
+        on_timeout: false,
+        ..NextUpstream::default()
+    };
+    for condition in text.split_ascii_whitespace() {
+        match condition {
+            "off" => {}
+            "error" => next.on_error = true,
+            "timeout" => next.on_timeout = true,
+            // An answer the codec cannot read is an error to us.
+            "invalid_header" => next.on_error = true,
+            "non_idempotent" => next.non_idempotent = true,
+            other => {
+                let status = other
+                    .strip_prefix("http_")
+                    .and_then(|code| code.parse::<u16>().ok())
+                    .filter(|code| [500, 502, 503, 504, 403, 404, 429].contains(code))
+                    .ok_or_else(|| format!("{other:?} is not a proxy_next_upstream condition"))?;
+                next.on_status.push(status);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Request mirroring as nginx's `mirror` does it for ingress-nginx.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mirror {
+    /// Where the copies go: an http(s) URL, variables (`$request_uri`,
+    /// ...) only in its path and query, never in its host
+    /// (CVE-2025-1098).
+    pub target: crate::auth::AuthUrl,
+    /// `mirror-host`: the copies' `Host` (else the target's host).
+    pub host: Option<String>,
+    /// `mirror-request-body` (`on`, the default): the copies carry the
+    /// request's body.
+    pub request_body: bool,
+}
+
+/// ingress-nginx's `load-balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LoadBalance {
+    /// `round_robin`, the default.
+    #[default]
+    RoundRobin,
+    /// `ewma`: the better of two endpoints by their response times.
+    Ewma,
+}
+
+/// Parses `load-balance`.
+pub fn parse_load_balance(text: &str) -> Result<LoadBalance, String> {
+    match text.trim() {
+        "round_robin" => Ok(LoadBalance::RoundRobin),
+        "ewma" => Ok(LoadBalance::Ewma),
+        other => Err(format!("{other:?} is neither round_robin nor ewma")),
+    }
 }
 
 /// nginx's `limit_rate` and `limit_rate_after`, per response.

@@ -21,6 +21,7 @@ use std::{
 
 use crate::{
     FastHashMap,
+    access::IngressSourceRanges,
     backend::{Backend, BackendId, ServiceBackend},
     builder::RouteTableBuilder,
     canary::CanaryRoute,
@@ -283,6 +284,8 @@ pub struct RouteTable {
     pub(crate) tls: Arc<TlsPlan>,
     /// Our Ingresses that route nothing, having lost every conflict.
     pub(crate) unserved: Arc<BTreeSet<ObjectKey>>,
+    /// What our Ingresses say about source ranges beyond their routes.
+    pub(crate) source_ranges: Arc<IngressSourceRanges>,
     /// Paths routed, all hosts together.
     pub(crate) paths: usize,
     /// Tells this table apart from every other one in the process (0 for
@@ -311,6 +314,7 @@ impl Default for RouteTable {
             },
             tls: Arc::default(),
             unserved: Arc::default(),
+            source_ranges: Arc::default(),
             paths: 0,
             id: 0,
             parent: None,
@@ -344,6 +348,14 @@ impl RouteTable {
     /// problem says so). Their status should claim no address.
     pub fn unserved_ingresses(&self) -> &Arc<BTreeSet<ObjectKey>> {
         &self.unserved
+    }
+
+    /// The listener-wide `xdp-drop-source-range` ranges of our Ingresses,
+    /// and which of them set their own allow or deny list: what decides
+    /// which source ranges the kernel drops
+    /// ([`ControllerConfig::kernel_source_ranges`](crate::controller_config::ControllerConfig::kernel_source_ranges)).
+    pub fn ingress_source_ranges(&self) -> &Arc<IngressSourceRanges> {
+        &self.source_ranges
     }
 
     /// Routes a request: `host` is the `Host` header or `:authority` (a port
@@ -709,7 +721,7 @@ mod tests {
                 .rule(Some("snippet.com"), vec![prefix("/", "d")]),
             ingress("ns", "open")
                 .ours()
-                .annotation("nginx.ingress.kubernetes.io/load-balance", "ewma")
+                .annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true")
                 .rule(Some("open.com"), vec![prefix("/", "e")]),
             // Newer than the refused Ingress: it does not route around it.
             ingress("ns", "later")
@@ -777,6 +789,62 @@ mod tests {
         assert!(table.route("guarded.com:443", "/").policy().is_some());
         assert_eq!(answer(&table, "elsewhere.com", "/"), "default 404");
         assert!(table.route("open.com", "/").policy().is_none());
+    }
+
+    #[test]
+    fn listener_wide_drops_and_own_source_lists_are_gathered() {
+        let (table, problems) = build([
+            ingress("ns", "dropper")
+                .ours()
+                .annotation(
+                    "xdp-ingress.io/xdp-drop-source-range",
+                    "198.18.9.0/24, 2001:db8:9::/48",
+                )
+                .rule(Some("a.com"), vec![prefix("/", "a")]),
+            ingress("ns", "also")
+                .ours()
+                .annotation("xdp-ingress.io/xdp-drop-source-range", "198.18.9.0/24")
+                .annotation(
+                    "nginx.ingress.kubernetes.io/denylist-source-range",
+                    "198.18.0.66",
+                )
+                .rule(Some("b.com"), vec![prefix("/", "b")]),
+            ingress("ns", "allows")
+                .ours()
+                .annotation(
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "198.18.0.0/24",
+                )
+                .rule(Some("c.com"), vec![prefix("/", "c")]),
+            ingress("ns", "authed")
+                .ours()
+                .annotation(
+                    "nginx.ingress.kubernetes.io/auth-url",
+                    "http://auth.example.com/check",
+                )
+                .annotation("nginx.ingress.kubernetes.io/satisfy", "any")
+                .rule(Some("e.com"), vec![prefix("/", "e")]),
+            ingress("ns", "theirs")
+                .annotation("xdp-ingress.io/xdp-drop-source-range", "198.18.10.0/24")
+                .annotation(
+                    "nginx.ingress.kubernetes.io/denylist-source-range",
+                    "198.18.0.67",
+                )
+                .rule(Some("d.com"), vec![prefix("/", "d")]),
+        ]);
+        assert_eq!(problems, []);
+        let ranges = table.ingress_source_ranges();
+        let texts: Vec<String> = ranges.xdp_drop.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            ["198.18.9.0/24", "2001:db8:9::/48"],
+            "once each, ours only"
+        );
+        assert_eq!(ranges.own_deny, [ObjectKey::new("ns", "also")]);
+        assert_eq!(ranges.own_allow, [ObjectKey::new("ns", "allows")]);
+        assert_eq!(ranges.satisfy_any, [ObjectKey::new("ns", "authed")]);
+        // The annotation is listener-wide: it adds no route policy.
+        assert!(table.route("a.com", "/").policy().is_none());
     }
 
     #[test]

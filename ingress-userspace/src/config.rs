@@ -14,13 +14,14 @@ use arc_swap::ArcSwap;
 use ingress_model::{
     ClusterObjects, ModelOptions, ObjectKey, ObjectKind, ObjectRef, Problem, ProblemReason,
     RouteTableBuilder,
-    controller_config::{Hsts, controller_config},
+    access::IngressSourceRanges,
+    controller_config::{ControllerConfig, Hsts, controller_config},
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use tracing::{info, warn};
 
 use crate::{
-    bpf::l4_sync::L4Sync,
+    bpf::{l4_sync::L4Sync, source_ranges::SourceRangeSync},
     health::Readiness,
     metrics::Metrics,
     proxy::global::Global,
@@ -55,6 +56,13 @@ pub struct ConfigApplier {
     routes: Arc<LiveRoutes>,
     certificates: Option<Arc<CertStore>>,
     l4: Option<Arc<L4Sync>>,
+    source_ranges: Option<Arc<SourceRangeSync>>,
+    /// Where the proxy reads the global settings (the listener-wide drops
+    /// of the Ingresses go there too).
+    global: Option<Arc<ArcSwap<Global>>>,
+    /// Whether the listener-wide drops were last seen without an XDP edge
+    /// to drop them (said once).
+    drops_without_edge: Mutex<bool>,
     metrics: Option<Arc<Metrics>>,
     readiness: Option<Arc<Readiness>>,
     reported: Mutex<BTreeSet<Problem>>,
@@ -93,6 +101,9 @@ impl ConfigApplier {
             routes,
             certificates,
             l4: None,
+            source_ranges: None,
+            global: None,
+            drops_without_edge: Mutex::new(false),
             metrics: None,
             readiness: None,
             reported: Mutex::new(BTreeSet::new()),
@@ -138,6 +149,21 @@ impl ConfigApplier {
         self
     }
 
+    /// Also puts the Ingresses' listener-wide drops
+    /// (`xdp-ingress.io/xdp-drop-source-range`) into `global`, where the
+    /// proxy refuses them too.
+    pub fn with_proxy_global(mut self, global: Arc<ArcSwap<Global>>) -> Self {
+        self.global = Some(global);
+        self
+    }
+
+    /// Also keeps the XDP program's source ranges at what the ConfigMap and
+    /// the Ingresses make exact for every host, at every apply.
+    pub fn with_source_ranges(mut self, source_ranges: Arc<SourceRangeSync>) -> Self {
+        self.source_ranges = Some(source_ranges);
+        self
+    }
+
     /// Builds the table for `objects` and installs it. Problems are logged
     /// once each (when they appear), and when they go away. Successive
     /// snapshots should be versions of one another (as the providers'
@@ -159,6 +185,7 @@ impl ConfigApplier {
             problems.extend(update.problems);
             certificates.client_auth.update(&table);
         }
+        self.follow_source_ranges(table.ingress_source_ranges());
         let backends = self.routes.install(table);
         let l4_services = match &self.l4 {
             Some(l4) => {
@@ -239,11 +266,39 @@ impl ConfigApplier {
         }
         self.routes
             .set_custom_errors_everywhere(!config.custom_http_errors.is_empty());
-        source
-            .global
-            .store(Arc::new(Global::new(config, source.hsts)));
+        let mut global = Global::new(config, source.hsts);
+        global.listener_drop = source.global.load().listener_drop.clone();
+        source.global.store(Arc::new(global));
         *seen = Some((current, problems.clone()));
         problems
+    }
+
+    /// Hands the kernel the source ranges it can drop exactly, from the
+    /// ConfigMap read last and what the Ingresses say.
+    fn follow_source_ranges(&self, ingresses: &IngressSourceRanges) {
+        if let Some(global) = &self.global
+            && global.load().listener_drop != ingresses.xdp_drop
+        {
+            let updated = global.load().with_listener_drop(ingresses.xdp_drop.clone());
+            global.store(Arc::new(updated));
+        }
+        let Some(sync) = &self.source_ranges else {
+            let mut said = self.drops_without_edge.lock().expect("drops lock");
+            let dropping = !ingresses.xdp_drop.is_empty();
+            if dropping && !*said {
+                warn!(
+                    "xdp-ingress.io/xdp-drop-source-range: no XDP edge (--interface) drops these \
+                     sources; the proxy refuses them (403)"
+                );
+            }
+            *said = dropping;
+            return;
+        };
+        let ranges = match &self.controller {
+            Some(source) => source.global.load().config.kernel_source_ranges(ingresses),
+            None => ControllerConfig::default().kernel_source_ranges(ingresses),
+        };
+        sync.set(ranges);
     }
 
     /// Our Ingresses that the last applied table does not serve: they lost
@@ -266,5 +321,35 @@ impl ConfigApplier {
         }
         *reported = current;
         appeared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ingress_model::fixtures::{ingress, prefix, world};
+
+    use super::*;
+
+    #[test]
+    fn listener_wide_drops_reach_the_proxy_and_the_kernel_sync() {
+        let global = Arc::new(ArcSwap::from_pointee(Global::default()));
+        let sync = Arc::new(SourceRangeSync::new());
+        let applier = ConfigApplier::new(ModelOptions::default(), LiveRoutes::new(), None)
+            .with_proxy_global(global.clone())
+            .with_source_ranges(sync);
+        let dropper = |value: &str| {
+            ingress("default", "web")
+                .ours()
+                .annotation("xdp-ingress.io/xdp-drop-source-range", value)
+                .rule(Some("web.example.com"), vec![prefix("/", "web")])
+                .object()
+        };
+        applier.apply(&world([dropper("198.18.7.0/24")]));
+        let ip = |text: &str| text.parse().unwrap();
+        assert!(global.load().blocks(ip("198.18.7.9"), None));
+        assert!(!global.load().blocks(ip("198.18.8.9"), None));
+        applier.apply(&world([dropper("198.18.8.0/24")]));
+        assert!(!global.load().blocks(ip("198.18.7.9"), None));
+        assert!(global.load().blocks(ip("198.18.8.9"), None));
     }
 }

@@ -19,6 +19,7 @@ use xdp_ingress::{
         l4_plan::{DEFAULT_NAT_PORTS, L4Settings},
         l4_sync::{L4Addresses, L4Sync},
         listeners::keys_for_socket,
+        source_ranges::SourceRangeSync,
     },
     cli::{AccessLogTarget, Cli, Command, MapsArgs, MigrateArgs, RoutesArgs, RunArgs},
     cluster::{
@@ -77,7 +78,7 @@ async fn run(args: RunArgs) -> Result<()> {
         if !args.l4.config_maps().is_empty() {
             warn!("TCP/UDP services ConfigMaps need the XDP edge (--interface): not served");
         }
-        return serve(&args, &mut shutdown, None, EdgeStart::None).await;
+        return serve(&args, &mut shutdown, None, None, EdgeStart::None).await;
     }
     if bpffs::ensure_pin_dir(&args.bpffs)? {
         info!(
@@ -89,13 +90,23 @@ async fn run(args: RunArgs) -> Result<()> {
     let options = EdgeOptions {
         maglev_table_size: args.l4.maglev_table_size,
     };
+    let source_ranges = Arc::new(SourceRangeSync::new());
     if args.l4.config_maps().is_empty() {
-        return run_serving_while_loading(&args, &mut shutdown, options).await;
+        return run_serving_while_loading(&args, &mut shutdown, options, source_ranges).await;
     }
     let mut edge =
         XdpEdge::load_with(Some(&args.bpffs), &options).context("loading the XDP program")?;
-    let result = match start_edge(&mut edge, &args) {
-        Ok(l4) => serve(&args, &mut shutdown, l4, EdgeStart::Attached).await,
+    let result = match start_edge(&mut edge, &args, &source_ranges) {
+        Ok(l4) => {
+            serve(
+                &args,
+                &mut shutdown,
+                l4,
+                Some(source_ranges),
+                EdgeStart::Attached,
+            )
+            .await
+        }
         Err(error) => Err(error),
     };
     release_edge(edge, &args)?;
@@ -111,8 +122,10 @@ async fn run_serving_while_loading(
     args: &RunArgs,
     shutdown: &mut ShutdownSignals,
     options: EdgeOptions,
+    source_ranges: Arc<SourceRangeSync>,
 ) -> Result<()> {
     let bpffs = args.bpffs.clone();
+    let kernel_ranges = source_ranges.clone();
     let interfaces = args.interfaces.clone();
     let (http_addr, https_addr, mode) = (args.http_addr, args.https_addr, args.xdp_mode);
     let (attached_tx, attached_rx) = tokio::sync::oneshot::channel();
@@ -131,13 +144,26 @@ async fn run_serving_while_loading(
                     return None;
                 }
             };
-            let attached =
-                sync_listeners_and_attach(&mut edge, http_addr, https_addr, &interfaces, mode);
+            let attached = sync_listeners_and_attach(
+                &mut edge,
+                http_addr,
+                https_addr,
+                &interfaces,
+                mode,
+                &kernel_ranges,
+            );
             let _ = attached_tx.send(attached.map_err(|error| format!("{error:#}")));
             Some(edge)
         })
         .context("starting the XDP loading thread")?;
-    let served = serve(args, shutdown, None, EdgeStart::Loading(attached_rx)).await;
+    let served = serve(
+        args,
+        shutdown,
+        None,
+        Some(source_ranges),
+        EdgeStart::Loading(attached_rx),
+    )
+    .await;
     // Whatever ended the serving, the program's pins are the run's to
     // clean: wait for the load (over already, unless stopped during it).
     match loading.join() {
@@ -162,7 +188,11 @@ fn release_edge(mut edge: XdpEdge, args: &RunArgs) -> Result<()> {
 
 /// Fills the listener map, takes the L4 maps when TCP/UDP services are
 /// configured, then attaches to every interface.
-fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<L4Edge>> {
+fn start_edge(
+    edge: &mut XdpEdge,
+    args: &RunArgs,
+    source_ranges: &SourceRangeSync,
+) -> Result<Option<L4Edge>> {
     let l4 = match l4_sync(edge, args)? {
         Some(sync) => Some(L4Edge {
             sync,
@@ -178,18 +208,21 @@ fn start_edge(edge: &mut XdpEdge, args: &RunArgs) -> Result<Option<L4Edge>> {
         args.https_addr,
         &args.interfaces,
         args.xdp_mode,
+        source_ranges,
     )?;
     Ok(l4)
 }
 
-/// Steers the proxy's listener ports to the proxy, then attaches to every
-/// interface.
+/// Steers the proxy's listener ports to the proxy, hands the source-range
+/// maps to `source_ranges` (which writes the ranges asked for so far), then
+/// attaches to every interface.
 fn sync_listeners_and_attach(
     edge: &mut XdpEdge,
     http_addr: std::net::SocketAddr,
     https_addr: std::net::SocketAddr,
     interfaces: &[String],
     mode: XdpModeChoice,
+    source_ranges: &SourceRangeSync,
 ) -> Result<()> {
     let mut listeners = BTreeMap::new();
     for addr in [http_addr, https_addr] {
@@ -197,7 +230,22 @@ fn sync_listeners_and_attach(
             listeners.insert(key, action::PASS_TO_PROXY);
         }
     }
-    edge.sync_listeners(&listeners)?;
+    let plan = edge.sync_listeners(&listeners)?;
+    let mut maps = edge
+        .take_source_range_maps()
+        .context("the source-range maps")?;
+    for &slot in &plan.fresh_slots {
+        maps.zero_denied(slot).context("the source-range maps")?;
+    }
+    let proxy_listeners: Vec<u32> = edge
+        .listeners()?
+        .values()
+        .filter(|value| value.action == action::PASS_TO_PROXY)
+        .map(|value| value.listener_id)
+        .collect();
+    source_ranges
+        .attach(maps, proxy_listeners)
+        .context("writing the source ranges")?;
     for interface in interfaces {
         let mode = edge.attach(interface, mode)?;
         info!(%interface, %mode, "attached XDP");
@@ -242,6 +290,7 @@ async fn serve(
     args: &RunArgs,
     shutdown: &mut ShutdownSignals,
     l4: Option<L4Edge>,
+    source_ranges: Option<Arc<SourceRangeSync>>,
     edge: EdgeStart,
 ) -> Result<()> {
     let metrics = Metrics::new((!matches!(edge, EdgeStart::None)).then(|| args.bpffs.clone()));
@@ -279,12 +328,16 @@ async fn serve(
     )
     .with_observers(metrics.clone(), readiness.clone());
     let global = Arc::new(ArcSwap::from_pointee(Global::default()));
+    applier = applier.with_proxy_global(global.clone());
     if let Some(key) = &args.ingress.configmap {
         info!(configmap = %key, "global settings from the ConfigMap, applied live");
         applier = applier.with_controller_config(key.clone(), global.clone(), args.hsts_settings());
     }
     if let Some(l4) = l4 {
         applier = applier.with_l4(l4);
+    }
+    if let Some(source_ranges) = source_ranges {
+        applier = applier.with_source_ranges(source_ranges);
     }
     let applier = Arc::new(applier);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -344,6 +397,7 @@ async fn serve(
             ..ProxySettings::default()
         },
         global,
+        ewma: Default::default(),
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
         authenticator: Default::default(),
@@ -409,7 +463,7 @@ async fn serve(
     }
     health.abort();
     if let Some(keeper) = neighbours {
-        keeper.stop();
+        keeper.stop(args.l4.keep_pins_on_exit);
     }
     match failure {
         Some(error) => Err(error),

@@ -360,6 +360,26 @@ impl Collector for XdpCounters {
                 .collect(),
         )?;
         family(
+            "xdp_listener_denied_packets",
+            "Packets of a listener dropped at XDP for their source address (source ranges)",
+            report
+                .listeners
+                .iter()
+                .filter(|row| row.action == "pass-to-proxy")
+                .map(|row| (listener_labels(row), row.denied_packets))
+                .collect(),
+        )?;
+        family(
+            "xdp_listener_denied_bytes",
+            "Bytes of a listener dropped at XDP for their source address (source ranges)",
+            report
+                .listeners
+                .iter()
+                .filter(|row| row.action == "pass-to-proxy")
+                .map(|row| (listener_labels(row), row.denied_bytes))
+                .collect(),
+        )?;
+        family(
             "xdp_verdict_packets",
             "Packets by the XDP program's verdict reason",
             report

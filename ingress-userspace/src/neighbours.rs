@@ -223,6 +223,8 @@ pub fn unresolved_problems(
 #[derive(Debug)]
 pub struct NeighbourKeeper {
     stop: Arc<AtomicBool>,
+    /// Leave the managed entries when stopping.
+    keep: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -238,6 +240,8 @@ impl NeighbourKeeper {
         let socket = RouteSocket::open()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let keep = Arc::new(AtomicBool::new(false));
+        let keeping = keep.clone();
         let thread = std::thread::Builder::new()
             .name("neighbours".into())
             .spawn(move || {
@@ -253,16 +257,23 @@ impl NeighbourKeeper {
                     unresolved: BTreeSet::new(),
                 };
                 keeper.run(&stopping);
-                keeper.release();
+                if !keeping.load(Ordering::Relaxed) {
+                    keeper.release();
+                }
             })?;
         Ok(Self {
             stop,
+            keep,
             thread: Some(thread),
         })
     }
 
-    /// Stops the keeper and removes the managed entries it made.
-    pub fn stop(mut self) {
+    /// Stops the keeper and removes the managed entries it made, unless
+    /// `keep_entries`: the XDP program goes on forwarding after the daemon
+    /// (`--keep-pins-on-exit`) and needs its next hops resolved; the next
+    /// daemon takes them over.
+    pub fn stop(mut self, keep_entries: bool) {
+        self.keep.store(keep_entries, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

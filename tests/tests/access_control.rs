@@ -150,7 +150,7 @@ fn cases() -> Vec<Case> {
         ),
         (
             "unsupported",
-            vec![("load-balance", "ewma".to_owned())],
+            vec![("ssl-passthrough", "true".to_owned())],
             ServedIgnoring,
         ),
     ]

@@ -248,6 +248,12 @@ fn cookie_affinity_keeps_a_session_on_its_endpoint() -> Result<()> {
         ),
         site("plain", "plain.example.com", "web", &[]),
         site(
+            "ewma",
+            "ewma.example.com",
+            "web",
+            &[("load-balance", "ewma")],
+        ),
+        site(
             "hashed",
             "hashed.example.com",
             "web",
@@ -334,6 +340,23 @@ fn cookie_affinity_keeps_a_session_on_its_endpoint() -> Result<()> {
         seen.insert(hashed(&format!("user{user}"))?);
     }
     ensure!(seen.len() == 3, "20 keys went to {seen:?}");
+
+    // load-balance: ewma serves from the endpoints it measures (which one
+    // wins is the unit tests' business: here every endpoint is as fast).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let reply = lab.client.curl(&[
+            "-H",
+            "Host: ewma.example.com",
+            &format!("http://{EDGE_ADDR}/"),
+        ])?;
+        ensure!(reply.status == 200, "ewma: {}", reply.status);
+        seen.insert(reply.report()?.endpoint);
+    }
+    ensure!(
+        !seen.is_empty() && seen.iter().all(|e| web.iter().any(|w| w.to_string() == *e)),
+        "{seen:?}"
+    );
 
     // No affinity: no cookie.
     let reply = curl("plain.example.com", &["-D", "-"])?;

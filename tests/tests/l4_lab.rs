@@ -758,6 +758,17 @@ fn restart_keeps_flows(mode: &str) -> Result<()> {
             attached_prog(&l4)? == prog_before,
             "the program did not stay attached when the daemon exited with its pins kept"
         );
+        // The program goes on forwarding: the next hops it needs stay.
+        let table = l4
+            .lab
+            .edge
+            .ip(&["-d", "neigh", "show", "dev", &l4.lab.backend_link.a.name])?;
+        ensure!(
+            table
+                .lines()
+                .any(|l| l.starts_with("198.18.3.2 ") && l.contains("managed")),
+            "the managed next hop went with the daemon:\n{table}"
+        );
         let between = kept.request("GET", "/", "l4.example", &[], b"")?.report()?;
 
         let restarted =

@@ -1,7 +1,7 @@
 //! `xdp-ingress migrate` as a user runs it before switching the class: a
 //! typical production Ingress of ingress-nginx (the issue's: rewrite-target,
 //! proxy-body-size, backend-protocol GRPC, enable-cors, a source range, a
-//! snippet, a mirror) from manifest files, as a table and as JSON, and the
+//! snippet, a mirror, ssl-passthrough) from manifest files, as a table and as JSON, and the
 //! same Ingress read from a real API server with `--kubeconfig`.
 //!
 //! The manifests case needs nothing; the cluster case needs the binaries of
@@ -29,6 +29,7 @@ metadata:
       more_set_headers "X-Frame-Options: DENY";
     nginx.ingress.kubernetes.io/mirror-target: https://mirror.example.com$request_uri
     nginx.ingress.kubernetes.io/limit-rps: lots
+    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
 spec:
   ingressClassName: nginx
   rules:
@@ -41,14 +42,15 @@ spec:
 "#;
 
 /// (annotation without prefix, outcome) the report must give.
-const EXPECTED: [(&str, &str); 9] = [
+const EXPECTED: [(&str, &str); 10] = [
     ("backend-protocol", "applied"),
     ("configuration-snippet", "refused"),
     ("enable-cors", "applied"),
     ("limit-rps", "invalid"),
-    ("mirror-target", "unsupported"),
+    ("mirror-target", "differs"),
     ("proxy-body-size", "applied"),
     ("rewrite-target", "applied"),
+    ("ssl-passthrough", "unsupported"),
     ("use-regex", "applied"),
     ("whitelist-source-range", "differs"),
 ];
@@ -124,7 +126,7 @@ fn the_report_of_a_production_ingress_from_manifests() -> Result<()> {
     );
     ensure!(
         table.contains(
-            "1 Ingresses with annotations: 5 applied, 1 differ, 1 invalid, 1 unsupported, 0 fail closed, 1 refused"
+            "1 Ingresses with annotations: 5 applied, 2 differ, 1 invalid, 1 unsupported, 0 fail closed, 1 refused"
         ),
         "{table}"
     );

@@ -11,7 +11,9 @@
 //! past those in progress; `proxy-redirect-from/-to` and
 //! `proxy-cookie-domain/-path` rewrite the backend's `Location` and
 //! `Set-Cookie`; `server-alias` names a host anew and
-//! `from-to-www-redirect` redirects its `www.` name.
+//! `from-to-www-redirect` redirects its `www.` name; `mirror-target`
+//! copies requests to a mirror; `proxy-next-upstream` tries a timed-out
+//! request on the next endpoint.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
 //! ingress-userspace -p xdp-ingress-lab`) and curl.
@@ -55,6 +57,12 @@ fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
     // What a node's kube-proxy would put behind Service `vip`'s cluster IP.
     let vip = SocketAddr::from(([198, 19, 6, 100], 80));
     lab.start_backend("vip", &[vip])?;
+    // A second endpoint for `pair`.
+    let twin = SocketAddr::from(([198, 19, 6, 2], 8080));
+    lab.start_backend("twin", &[twin])?;
+    // The mirror's copies land here.
+    let mirror = SocketAddr::from(([198, 19, 6, 50], 8080));
+    lab.start_backend("mirror", &[mirror])?;
     let docs = [
         XDP_INGRESS_CLASS.to_owned(),
         service_yaml(
@@ -158,6 +166,61 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             ],
         ),
         site("paced", &[("limit-rate", "64"), ("limit-rate-after", "64")]),
+        service_yaml(
+            "default",
+            "pair",
+            80,
+            8080,
+            &[
+                SliceEndpoint::ready(web.ip()),
+                SliceEndpoint::ready(twin.ip()),
+            ],
+        ),
+        manifest(
+            &ingress("default", "retried")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")
+                .rule(Some("retried.example.com"), vec![prefix("/", "pair")])
+                .build(),
+        ),
+        manifest(
+            &ingress("default", "once")
+                .ours()
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")
+                .annotation("nginx.ingress.kubernetes.io/proxy-next-upstream", "off")
+                .rule(Some("once.example.com"), vec![prefix("/", "pair")])
+                .build(),
+        ),
+        site(
+            "mirrored",
+            &[
+                ("mirror-target", "http://198.19.6.50:8080$request_uri"),
+                ("mirror-host", "mirror.internal"),
+            ],
+        ),
+        site(
+            "bodiless",
+            &[
+                ("mirror-target", "http://198.19.6.50:8080/copy$request_uri"),
+                ("mirror-request-body", "off"),
+            ],
+        ),
+        service_yaml(
+            "default",
+            "mirror",
+            80,
+            8080,
+            &[SliceEndpoint::ready(mirror.ip())],
+        ),
+        manifest(
+            &ingress("default", "mirror-admin")
+                .ours()
+                .rule(
+                    Some("mirror-admin.example.com"),
+                    vec![prefix("/", "mirror")],
+                )
+                .build(),
+        ),
         site(
             "aliased",
             &[
@@ -417,6 +480,56 @@ endpoints: [{{addresses: [{web_ip}]}}]",
             reply.body.len()
         );
     }
+
+    // proxy-next-upstream: by default (error timeout) a GET that times out
+    // on one endpoint is tried on the other (two 1 s waits, then 504);
+    // `off`: one wait.
+    for (name, at_least, at_most) in [("retried", 1900, 2900), ("once", 900, 1800)] {
+        let started = Instant::now();
+        let reply = curl(name, "/delay/1500", &[])?;
+        let took = started.elapsed().as_millis();
+        ensure!(
+            reply.status == 504 && (at_least..=at_most).contains(&took),
+            "{name}: {} after {took} ms",
+            reply.status
+        );
+    }
+
+    // mirror-target: a copy of each request (method, path, body) goes to
+    // the mirror with mirror-host's Host; the client gets the backend's
+    // answer. mirror-request-body off: copies without the body.
+    let body = "y".repeat(100);
+    for (name, path) in [("mirrored", "/m/path?x=1"), ("bodiless", "/n")] {
+        let reply = curl(name, path, &["--data-binary", &body])?;
+        ensure!(
+            reply.status == 200 && reply.report()?.backend == "web",
+            "{name}: {}",
+            reply.status
+        );
+    }
+    let expected = [
+        ("/m/path?x=1", "mirror.internal", 100),
+        ("/copy/n", "198.19.6.50:8080", 0),
+    ];
+    let mut copies = Vec::new();
+    for _ in 0..40 {
+        let seen = curl("mirror-admin", "/seen", &[])?;
+        let reports: Vec<lab::BackendReport> = serde_json::from_slice(&seen.body)?;
+        copies = reports
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| (r.path, r.host, r.body_bytes))
+            .collect();
+        if copies.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|(p, h, b)| (p.to_string(), h.to_string(), *b))
+        .collect();
+    ensure!(copies == expected, "the mirror got {copies:?}");
 
     // server-alias: another name for the host; from-to-www-redirect: the
     // www name redirects to the host (scheme, port, no trailing slash).

@@ -1,7 +1,8 @@
 //! Kernel tests of the XDP program with `BPF_PROG_TEST_RUN`: crafted packets
 //! in, verdict out, and for every packet the counters it must (and must
-//! not) have bumped: `VERDICT_STATS` by reason and `LISTENER_STATS` by
-//! listener id, packets and bytes.
+//! not) have bumped: `VERDICT_STATS` by reason, `LISTENER_STATS` by
+//! listener id, and `LISTENER_DENIED_STATS` (packets dropped for their
+//! source by the source-range tries), packets and bytes.
 //!
 //! Each test loads its own, unpinned copy of the program (`XdpEdge::load(None)`),
 //! so counters start at zero and tests run in parallel. Needs root.
@@ -12,7 +13,12 @@ use aya::programs::{ProgramError, TestRun, TestRunOptions, TestRunResult};
 use ingress_common::{
     ListenerKey, MAX_LISTENERS, TrafficCounters, action, map_names, protocol, verdict,
 };
-use xdp_ingress::bpf::{edge::XdpEdge, listeners::key_for_ip};
+use ingress_model::access::{IpRange, KernelSourceRanges};
+use xdp_ingress::bpf::{
+    edge::XdpEdge,
+    listeners::key_for_ip,
+    source_ranges::{SourceRangeMaps, TrieEntries, plan_entries},
+};
 use xdp_ingress_lab as lab;
 use xdp_ingress_tests::packets::{
     ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_P_LLDP, ExtHeader, Packet,
@@ -114,6 +120,14 @@ fn dropped(key: ListenerKey) -> Expect {
     }
 }
 
+fn denied(key: ListenerKey) -> Expect {
+    Expect::Verdict {
+        xdp: XDP_DROP,
+        reason: verdict::DROP_SOURCE_RANGE,
+        listener: Some(key),
+    }
+}
+
 fn reason_name(reason: u32) -> &'static str {
     verdict::NAMES
         .get(reason as usize)
@@ -124,10 +138,12 @@ fn reason_name(reason: u32) -> &'static str {
 /// One loaded program with its listeners, and the counters as last seen.
 struct Harness {
     edge: XdpEdge,
+    source_ranges: SourceRangeMaps,
     listeners: BTreeMap<ListenerKey, u32>,
     ids: BTreeMap<ListenerKey, u32>,
     verdicts: Vec<TrafficCounters>,
     listener_stats: Vec<TrafficCounters>,
+    denied_stats: Vec<TrafficCounters>,
     checked: usize,
 }
 
@@ -137,18 +153,30 @@ impl Harness {
         if !lab::require_root() {
             return None;
         }
-        let edge = XdpEdge::load(None).expect("loading the XDP program");
+        let mut edge = XdpEdge::load(None).expect("loading the XDP program");
+        let source_ranges = edge
+            .take_source_range_maps()
+            .expect("the source-range maps");
         let mut harness = Self {
             edge,
+            source_ranges,
             listeners: BTreeMap::new(),
             ids: BTreeMap::new(),
             verdicts: Vec::new(),
             listener_stats: Vec::new(),
+            denied_stats: Vec::new(),
             checked: 0,
         };
         harness.sync(listeners);
         harness.verdicts = harness.read(map_names::VERDICT_STATS);
         harness.listener_stats = harness.read(map_names::LISTENER_STATS);
+        harness.denied_stats = harness.source_ranges.denied().expect("denied counters");
+        assert!(
+            harness
+                .denied_stats
+                .iter()
+                .all(|c| *c == TrafficCounters::default())
+        );
         assert_eq!(harness.verdicts.len(), verdict::COUNT as usize);
         assert_eq!(harness.listener_stats.len(), MAX_LISTENERS as usize);
         assert!(
@@ -188,6 +216,34 @@ impl Harness {
             .ids
             .get(key)
             .unwrap_or_else(|| panic!("no listener {key:?}"))
+    }
+
+    /// Writes the source ranges `ranges` of each listener into the tries
+    /// (replacing what they held).
+    fn set_source_ranges(&mut self, ranges: &[(ListenerKey, &[&str], &[&str])]) {
+        let mut entries = TrieEntries::default();
+        for (key, deny, allow) in ranges {
+            let parse = |list: &[&str]| list.iter().map(|r| IpRange::parse(r).unwrap()).collect();
+            let planned = plan_entries(
+                &[self.id(key)],
+                &KernelSourceRanges {
+                    deny: parse(deny),
+                    allow: parse(allow),
+                    proxy_only: Vec::new(),
+                },
+            );
+            entries.v4.extend(planned.v4);
+            entries.v6.extend(planned.v6);
+            entries.checks.extend(planned.checks);
+        }
+        self.source_ranges
+            .sync(&entries)
+            .expect("syncing the source ranges");
+        assert_eq!(
+            self.source_ranges.present().expect("reading the tries"),
+            entries,
+            "the tries hold exactly what was synced"
+        );
     }
 
     fn read(&mut self, map: &'static str) -> Vec<TrafficCounters> {
@@ -273,6 +329,7 @@ impl Harness {
     ) {
         let verdicts = self.read(map_names::VERDICT_STATS);
         let listener_stats = self.read(map_names::LISTENER_STATS);
+        let denied_stats = self.source_ranges.denied().expect("denied counters");
         let delta = |now: &TrafficCounters, before: &TrafficCounters| TrafficCounters {
             packets: now.packets - before.packets,
             bytes: now.bytes - before.bytes,
@@ -307,8 +364,22 @@ impl Harness {
                 "{ctx}: LISTENER_STATS[{id}] (expected listener id {listener:?})"
             );
         }
+        for (id, (now, before)) in denied_stats.iter().zip(&self.denied_stats).enumerate() {
+            let wanted =
+                if listener == Some(id as u32) && reason == Some(verdict::DROP_SOURCE_RANGE) {
+                    one
+                } else {
+                    TrafficCounters::default()
+                };
+            assert_eq!(
+                delta(now, before),
+                wanted,
+                "{ctx}: LISTENER_DENIED_STATS[{id}] (expected listener id {listener:?})"
+            );
+        }
         self.verdicts = verdicts;
         self.listener_stats = listener_stats;
+        self.denied_stats = denied_stats;
     }
 
     /// The reference model's answer for `packet` under this harness's listeners.
@@ -1275,6 +1346,174 @@ fn listener_changes_take_effect_and_reused_slots_start_at_zero() {
 }
 
 #[test]
+fn source_ranges_drop_denied_sources_per_listener() {
+    let Some(mut h) = Harness::standard() else {
+        return;
+    };
+    let (http4, https4) = (tcp4(ANY_V4, 80), tcp4(ANY_V4, 443));
+    let (http6, https6) = (tcp6(ANY_V6, 80), tcp6(ANY_V6, 443));
+    // Deny ranges on port 80 only (both families); nothing on 443.
+    h.set_source_ranges(&[
+        (http4, &["198.18.7.0/24", "2001:db8:7::/48"], &[]),
+        (http6, &["198.18.7.0/24", "2001:db8:7::/48"], &[]),
+    ]);
+    let from4 = |src: [u8; 4], port| Packet::tcp_v4(OTHER_V4, port).src_v4(src).build();
+    let from6 = |src: &str, port| {
+        Packet::tcp_v6(other_v6(), port)
+            .src_v6(src.parse().unwrap())
+            .build()
+    };
+    h.check(
+        "IPv4 denied source to 80",
+        &from4([198, 18, 7, 9], 80),
+        denied(http4),
+    );
+    h.check(
+        "IPv4 denied source, payload, to 80",
+        &Packet::tcp_v4(OTHER_V4, 80)
+            .src_v4([198, 18, 7, 200])
+            .tcp_flags(0x18)
+            .payload(&[b'G'; 100])
+            .build(),
+        denied(http4),
+    );
+    h.check(
+        "IPv4 allowed source to 80",
+        &from4([198, 18, 8, 9], 80),
+        proxied(http4),
+    );
+    h.check(
+        "IPv4 denied source to 443: another listener's ranges do not apply",
+        &from4([198, 18, 7, 9], 443),
+        proxied(https4),
+    );
+    h.check(
+        "IPv4 denied source to 22: no listener, nothing to deny",
+        &from4([198, 18, 7, 9], 22),
+        passed(verdict::PASS_NO_LISTENER),
+    );
+    h.check(
+        "IPv4 denied source to the drop listener: the listener's drop first",
+        &Packet::tcp_v4(EXACT_V4, 23).src_v4([198, 18, 7, 9]).build(),
+        dropped(tcp4(EXACT_V4, 23)),
+    );
+    h.check(
+        "IPv6 denied source to 80",
+        &from6("2001:db8:7::1", 80),
+        denied(http6),
+    );
+    h.check(
+        "IPv6 allowed source to 80",
+        &from6("2001:db8:8::1", 80),
+        proxied(http6),
+    );
+    h.check(
+        "IPv6 denied source to 443",
+        &from6("2001:db8:7::1", 443),
+        proxied(https6),
+    );
+    h.check(
+        "VLAN-tagged IPv4 denied source (the general parser)",
+        &Packet::tcp_v4(OTHER_V4, 80)
+            .vlan(ETH_P_8021Q, 5)
+            .src_v4([198, 18, 7, 1])
+            .build(),
+        denied(http4),
+    );
+    h.check(
+        "IPv6 with extension headers, denied source",
+        &Packet::tcp_v6(other_v6(), 80)
+            .ext(ExtHeader::HopByHop { len: 0 })
+            .src_v6("2001:db8:7::5".parse().unwrap())
+            .build(),
+        denied(http6),
+    );
+    // Removed: served again, and the counters stay where they were.
+    h.set_source_ranges(&[]);
+    h.check(
+        "IPv4 formerly denied source",
+        &from4([198, 18, 7, 9], 80),
+        proxied(http4),
+    );
+    h.check(
+        "IPv6 formerly denied source",
+        &from6("2001:db8:7::1", 80),
+        proxied(http6),
+    );
+}
+
+#[test]
+fn source_ranges_longest_prefix_and_allow_lists() {
+    let Some(mut h) = Harness::standard() else {
+        return;
+    };
+    let http4 = tcp4(ANY_V4, 80);
+    let http6 = tcp6(ANY_V6, 80);
+    let from4 = |src: [u8; 4]| Packet::tcp_v4(OTHER_V4, 80).src_v4(src).build();
+    let from6 = |src: &str| {
+        Packet::tcp_v6(other_v6(), 80)
+            .src_v6(src.parse().unwrap())
+            .build()
+    };
+    // Allow 198.18.0.0/15 and 2001:db8::/32 but deny 198.18.5.0/24 and one
+    // address; an allowed /28 inside the denied /24 stays denied.
+    let deny: &[&str] = &["198.18.5.0/24", "198.19.0.77"];
+    let allow: &[&str] = &["198.18.0.0/15", "198.18.5.16/28", "2001:db8::/32"];
+    h.set_source_ranges(&[(http4, deny, allow), (http6, deny, allow)]);
+    h.check("allowed", &from4([198, 18, 0, 2]), proxied(http4));
+    h.check(
+        "allowed, other half of the /15",
+        &from4([198, 19, 0, 1]),
+        proxied(http4),
+    );
+    h.check(
+        "the denied address inside the allowed /15",
+        &from4([198, 19, 0, 77]),
+        denied(http4),
+    );
+    h.check(
+        "the denied /24 inside the allowed /15",
+        &from4([198, 18, 5, 1]),
+        denied(http4),
+    );
+    h.check(
+        "an allowed /28 inside the denied /24: the deny wins",
+        &from4([198, 18, 5, 17]),
+        denied(http4),
+    );
+    h.check(
+        "outside the allow list",
+        &from4([203, 0, 113, 1]),
+        denied(http4),
+    );
+    h.check(
+        "IPv6 inside the allow list",
+        &from6("2001:db8:1::1"),
+        proxied(http6),
+    );
+    h.check(
+        "IPv6 outside the allow list",
+        &from6("2001:db9::1"),
+        denied(http6),
+    );
+    // Longest prefix between deny ranges: a /16 denied, nothing allowed
+    // more specifically: every address of it is dropped, its neighbours not.
+    h.set_source_ranges(&[(http4, &["198.18.0.0/16", "198.18.3.0/24"], &[])]);
+    h.check(
+        "in the /24 and the /16",
+        &from4([198, 18, 3, 3]),
+        denied(http4),
+    );
+    h.check("in the /16 only", &from4([198, 18, 200, 3]), denied(http4));
+    h.check("next to the /16", &from4([198, 19, 0, 3]), proxied(http4));
+    h.check(
+        "IPv6 on a listener with IPv4 ranges only",
+        &from6("2001:db8::1"),
+        proxied(http6),
+    );
+}
+
+#[test]
 fn fast_path_timing_with_repeat() {
     let Some(mut h) = Harness::standard() else {
         return;
@@ -1342,6 +1581,46 @@ fn fast_path_timing_with_repeat() {
             packet.len() as u64,
         );
         // The kernel reports the mean time of one run.
+        eprintln!(
+            "fast path: {name}: {} ns/packet (mean of {REPEAT} runs, BPF_PROG_TEST_RUN)",
+            result.duration.as_nanos()
+        );
+    }
+    // The same listener with 1,000 deny ranges (a /32 each) on it.
+    let http4 = tcp4(ANY_V4, 80);
+    let ranges: Vec<String> = (0..1000u32)
+        .map(|i| format!("198.18.{}.{}/32", 16 + i / 250, i % 250))
+        .collect();
+    let ranges: Vec<&str> = ranges.iter().map(String::as_str).collect();
+    h.set_source_ranges(&[(http4, &ranges, &[])]);
+    for (name, src, expect) in [
+        (
+            "IPv4 TCP SYN to 80, 1,000 ranges, allowed",
+            [198, 18, 0, 2],
+            proxied(http4),
+        ),
+        (
+            "IPv4 TCP SYN to 80, 1,000 ranges, denied",
+            [198, 18, 17, 7],
+            denied(http4),
+        ),
+    ] {
+        let Expect::Verdict { xdp, reason, .. } = expect else {
+            unreachable!()
+        };
+        let packet = Packet::tcp_v4(OTHER_V4, 80).src_v4(src).build();
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = h
+            .test_run(&packet, &mut out, REPEAT)
+            .expect("BPF_PROG_TEST_RUN with repeat");
+        assert_eq!(result.return_value, xdp, "{name}");
+        h.expect_deltas(
+            &format!("{name} x{REPEAT}"),
+            Some(reason),
+            Some(h.id(&http4)),
+            u64::from(REPEAT),
+            packet.len() as u64,
+        );
         eprintln!(
             "fast path: {name}: {} ns/packet (mean of {REPEAT} runs, BPF_PROG_TEST_RUN)",
             result.duration.as_nanos()

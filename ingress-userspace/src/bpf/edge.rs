@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use super::{
     l4_maps::{L4Maps, L4MapsError},
     listeners::{ListenerSyncPlan, TooManyListeners, plan_sync},
+    source_ranges::{SourceRangeMapError, SourceRangeMaps},
 };
 
 /// The XDP object, built by `cargo xtask build-ebpf` and embedded at build time.
@@ -166,8 +167,8 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
 
     use ingress_common::{
         L4Backend, L4CachedFlow4, L4CachedFlow6, L4Config, L4Counters, L4Flow, L4FlowKey,
-        L4FlowKey4, L4Nat4, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MAX_LISTENERS, l4,
-        verdict,
+        L4FlowKey4, L4Nat4, L4PortCursor, L4ReverseNat, L4Service, L4ServiceKey, MAX_LISTENERS,
+        SourcePrefix4, SourcePrefix6, l4, source_range, verdict,
     };
     let size = |bytes: usize| bytes as u32;
     Some(match name {
@@ -178,6 +179,18 @@ fn expected_shape(name: &str, maglev_entries: u32) -> Option<(u32, u32, u32)> {
         ),
         map_names::LISTENER_STATS => (4, size(size_of::<TrafficCounters>()), MAX_LISTENERS),
         map_names::VERDICT_STATS => (4, size(size_of::<TrafficCounters>()), verdict::COUNT),
+        map_names::SOURCE_RANGES4 => (
+            size(4 + size_of::<SourcePrefix4>()),
+            4,
+            source_range::MAX_ENTRIES,
+        ),
+        map_names::SOURCE_RANGES6 => (
+            size(4 + size_of::<SourcePrefix6>()),
+            4,
+            source_range::MAX_ENTRIES,
+        ),
+        map_names::LISTENER_SOURCE_CHECKS => (4, 4, MAX_LISTENERS),
+        map_names::LISTENER_DENIED_STATS => (4, size(size_of::<TrafficCounters>()), MAX_LISTENERS),
         map_names::L4_CONFIG => (4, size(size_of::<L4Config>()), 1),
         map_names::L4_SERVICES => (
             size(size_of::<L4ServiceKey>()),
@@ -513,6 +526,12 @@ impl XdpEdge {
     /// program keeps using them; their pins stay).
     pub fn take_l4_maps(&mut self) -> Result<L4Maps, L4MapsError> {
         L4Maps::from_maps(|name| self.ebpf.take_map(name))
+    }
+
+    /// Takes the source-range maps out of the object, for the daemon's
+    /// source-range sync (the program keeps using them; their pins stay).
+    pub fn take_source_range_maps(&mut self) -> Result<SourceRangeMaps, SourceRangeMapError> {
+        SourceRangeMaps::from_maps(|name| self.ebpf.take_map(name))
     }
 
     /// Takes the ring buffer of next hops the program found no neighbour

@@ -1,14 +1,14 @@
 //! `xdp-ingress maps`: reads the pinned maps of a running daemon and shows
-//! them as a table a person can read, or as JSON: the listeners, the
-//! verdict counters and, when the L4 maps are pinned, the L4 services and
-//! backends with their counters.
+//! them as a table a person can read, or as JSON: the listeners with their
+//! source ranges and denied counters, the verdict counters and, when the L4
+//! maps are pinned, the L4 services and backends with their counters.
 
 use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr, path::Path};
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, lpm_trie::LpmTrie};
 use ingress_common::{
-    L4Config, L4Counters, ListenerKey, ListenerValue, TrafficCounters, action, family, l4,
-    map_names, verdict, words_octets,
+    L4Config, L4Counters, ListenerKey, ListenerValue, SourcePrefix4, SourcePrefix6,
+    TrafficCounters, action, family, l4, map_names, source_range, verdict, words_octets,
 };
 use serde::Serialize;
 
@@ -71,6 +71,22 @@ pub struct ListenerRow {
     pub packets: u64,
     /// Bytes matched, summed over CPUs.
     pub bytes: u64,
+    /// Of those, packets dropped for their source address.
+    pub denied_packets: u64,
+    /// Their bytes.
+    pub denied_bytes: u64,
+    /// The source ranges in the kernel for this listener, most specific
+    /// last; empty when none.
+    pub source_ranges: Vec<SourceRangeRow>,
+}
+
+/// One source range of a listener in the kernel's tries.
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceRangeRow {
+    /// The range (`0.0.0.0/0` and `::/0`: the rest, with an allow list).
+    pub range: String,
+    /// `deny` or `allow`: what its longest-prefix match does.
+    pub rule: &'static str,
 }
 
 /// One verdict reason with its counters.
@@ -348,8 +364,87 @@ pub fn read_pinned(dir: &Path) -> Result<MapsReport, InspectError> {
     let listener_stats = counters_from_pin(dir, map_names::LISTENER_STATS)?;
     let verdict_stats = counters_from_pin(dir, map_names::VERDICT_STATS)?;
     let mut report = build_report(dir, &entries, &listener_stats, &verdict_stats);
+    read_source_ranges(dir, &mut report)?;
     report.l4 = read_l4(dir)?;
     Ok(report)
+}
+
+/// Adds the source ranges and denied counters of each listener (none when
+/// their maps are not pinned, as by an older daemon).
+fn read_source_ranges(dir: &Path, report: &mut MapsReport) -> Result<(), InspectError> {
+    if !dir
+        .join(pin_file(map_names::LISTENER_DENIED_STATS))
+        .exists()
+    {
+        return Ok(());
+    }
+    let denied = counters_from_pin(dir, map_names::LISTENER_DENIED_STATS)?;
+    let mut ranges: Vec<(u32, SourceRangeRow)> = Vec::new();
+    let error = |name: &'static str| {
+        move |source| InspectError::Map {
+            path: dir.join(pin_file(name)).display().to_string(),
+            source,
+        }
+    };
+    let row = |prefix_len: u32, addr: IpAddr, rule: u32| SourceRangeRow {
+        range: format!("{addr}/{}", prefix_len - source_range::LISTENER_BITS),
+        rule: source_range::name(rule),
+    };
+    let name = map_names::SOURCE_RANGES4;
+    let v4 =
+        LpmTrie::<_, SourcePrefix4, u32>::try_from(Map::LpmTrie(open_pin(dir, pin_file(name))?))
+            .map_err(error(name))?;
+    for entry in v4.iter() {
+        let (key, rule) = entry.map_err(error(name))?;
+        let data = key.data();
+        let id = u32::from_be_bytes(data.listener);
+        ranges.push((id, row(key.prefix_len(), IpAddr::from(data.addr), rule)));
+    }
+    let name = map_names::SOURCE_RANGES6;
+    let v6 =
+        LpmTrie::<_, SourcePrefix6, u32>::try_from(Map::LpmTrie(open_pin(dir, pin_file(name))?))
+            .map_err(error(name))?;
+    for entry in v6.iter() {
+        let (key, rule) = entry.map_err(error(name))?;
+        let data = key.data();
+        let id = u32::from_be_bytes(data.listener);
+        ranges.push((id, row(key.prefix_len(), IpAddr::from(data.addr), rule)));
+    }
+    join_source_ranges(report, &denied, ranges);
+    Ok(())
+}
+
+/// Joins the denied counters and the ranges (by listener id) with the
+/// report's listeners (pure, for the tests).
+pub fn join_source_ranges(
+    report: &mut MapsReport,
+    denied: &[TrafficCounters],
+    mut ranges: Vec<(u32, SourceRangeRow)>,
+) {
+    // The rest (`/0`) first, then by family and prefix: the most specific last.
+    ranges.sort_by_key(|(id, row)| {
+        let (addr, bits) = row.range.split_once('/').unwrap_or((&row.range, "0"));
+        (
+            *id,
+            bits != "0",
+            addr.contains(':'),
+            bits.parse::<u8>().unwrap_or(0),
+            row.range.clone(),
+        )
+    });
+    for listener in &mut report.listeners {
+        let counters = denied
+            .get(listener.id as usize)
+            .copied()
+            .unwrap_or_default();
+        listener.denied_packets = counters.packets;
+        listener.denied_bytes = counters.bytes;
+    }
+    for (id, row) in ranges {
+        if let Some(listener) = report.listeners.iter_mut().find(|l| l.id == id) {
+            listener.source_ranges.push(row);
+        }
+    }
 }
 
 /// Joins listener entries with their counters (pure, for the tests).
@@ -379,6 +474,9 @@ pub fn build_report(
                 action: action::name(value.action),
                 packets: counters.packets,
                 bytes: counters.bytes,
+                denied_packets: 0,
+                denied_bytes: 0,
+                source_ranges: Vec::new(),
             }
         })
         .collect();
@@ -411,7 +509,16 @@ impl MapsReport {
         let _ = writeln!(out, "LISTENERS");
         let mut rows = vec![
             [
-                "ID", "FAMILY", "PROTO", "ADDRESS", "PORT", "ACTION", "PACKETS", "BYTES",
+                "ID",
+                "FAMILY",
+                "PROTO",
+                "ADDRESS",
+                "PORT",
+                "ACTION",
+                "PACKETS",
+                "BYTES",
+                "DENIED",
+                "DENIED-BYTES",
             ]
             .map(String::from)
             .to_vec(),
@@ -426,9 +533,26 @@ impl MapsReport {
                 row.action.to_owned(),
                 row.packets.to_string(),
                 row.bytes.to_string(),
+                row.denied_packets.to_string(),
+                row.denied_bytes.to_string(),
             ]);
         }
         if self.listeners.is_empty() {
+            rows.push(vec!["(none)".into()]);
+        }
+        out.push_str(&align(&rows));
+        let _ = writeln!(out, "\nSOURCE RANGES (dropped at XDP; longest prefix wins)");
+        let mut rows = vec![["LISTENER", "RANGE", "RULE"].map(String::from).to_vec()];
+        for listener in &self.listeners {
+            for range in &listener.source_ranges {
+                rows.push(vec![
+                    listener.id.to_string(),
+                    range.range.clone(),
+                    range.rule.to_owned(),
+                ]);
+            }
+        }
+        if rows.len() == 1 {
             rows.push(vec!["(none)".into()]);
         }
         out.push_str(&align(&rows));
@@ -611,7 +735,37 @@ mod tests {
             packets: 9,
             bytes: 900,
         }];
-        let report = build_report(Path::new("/pins"), &entries, &stats, &verdicts);
+        let mut report = build_report(Path::new("/pins"), &entries, &stats, &verdicts);
+        let row = |range: &str, rule| SourceRangeRow {
+            range: range.to_owned(),
+            rule,
+        };
+        join_source_ranges(
+            &mut report,
+            &[TrafficCounters {
+                packets: 2,
+                bytes: 128,
+            }],
+            vec![
+                (0, row("198.18.5.0/24", "deny")),
+                (0, row("::/0", "deny")),
+                (0, row("198.18.0.0/15", "allow")),
+                (0, row("0.0.0.0/0", "deny")),
+            ],
+        );
+        assert_eq!(report.listeners[0].denied_packets, 2);
+        assert_eq!(report.listeners[0].denied_bytes, 128);
+        assert_eq!(report.listeners[1].denied_packets, 0);
+        let ranges: Vec<&str> = report.listeners[0]
+            .source_ranges
+            .iter()
+            .map(|r| r.range.as_str())
+            .collect();
+        assert_eq!(
+            ranges,
+            ["0.0.0.0/0", "::/0", "198.18.0.0/15", "198.18.5.0/24"]
+        );
+        assert!(report.listeners[1].source_ranges.is_empty());
         assert_eq!(report.listeners[0].address, "*");
         assert_eq!(report.listeners[0].action, "pass-to-proxy");
         assert_eq!(report.listeners[0].packets, 3);
@@ -624,8 +778,11 @@ mod tests {
         let table = report.to_table();
         assert!(table.contains("pass-to-proxy"), "{table}");
         assert!(table.contains("pass-not-ip"), "{table}");
+        assert!(table.contains("198.18.5.0/24  deny"), "{table}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["listeners"][1]["port"], 23);
+        assert_eq!(json["listeners"][0]["denied_packets"], 2);
+        assert_eq!(json["listeners"][0]["source_ranges"][2]["rule"], "allow");
         assert!(json["l4"].is_null());
     }
 

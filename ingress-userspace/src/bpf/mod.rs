@@ -9,3 +9,4 @@ pub mod l4_maps;
 pub mod l4_plan;
 pub mod l4_sync;
 pub mod listeners;
+pub mod source_ranges;

@@ -531,7 +531,7 @@ fn skipped_for_auth(name: &HeaderName) -> bool {
 }
 
 /// A TCP connection to the service's host (resolved on each use).
-async fn connect(url: &AuthUrl) -> Result<tokio::net::TcpStream, String> {
+pub(crate) async fn connect(url: &AuthUrl) -> Result<tokio::net::TcpStream, String> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("resolving {}: {e}", url.host))?
@@ -549,7 +549,7 @@ async fn connect(url: &AuthUrl) -> Result<tokio::net::TcpStream, String> {
     Err(last)
 }
 
-fn tls_connector() -> Option<tokio_rustls::TlsConnector> {
+pub(crate) fn tls_connector() -> Option<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(found.certs);

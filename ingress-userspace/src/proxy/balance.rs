@@ -63,6 +63,79 @@ fn score(key: &[u8], endpoint: &SocketAddr) -> u64 {
     hash ^ (hash >> 31)
 }
 
+/// ingress-nginx's `load-balance: ewma` (its `balancer/ewma.lua`): each
+/// endpoint's response time as an exponentially weighted moving average
+/// that decays over 10 s, kept per endpoint address for every route; a
+/// request takes the better of two endpoints drawn at random ("power of
+/// two choices"), an endpoint not measured yet scoring as the mean of
+/// those that are (slow start).
+#[derive(Debug, Default)]
+pub struct Ewma {
+    scores: std::sync::Mutex<foldhash::HashMap<SocketAddr, (f64, std::time::Instant)>>,
+}
+
+/// How many endpoints' measures are kept before old ones are dropped.
+const EWMA_ENDPOINTS: usize = 16_384;
+
+/// How fast a measure fades, in seconds.
+const EWMA_DECAY_SECONDS: f64 = 10.0;
+
+impl Ewma {
+    /// The endpoint of `endpoints` to try first.
+    pub fn pick(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+        match endpoints.len() {
+            0 => None,
+            1 => Some(endpoints[0]),
+            n => {
+                let first = fastrand::usize(..n);
+                let second = (first + 1 + fastrand::usize(..n - 1)) % n;
+                let (a, b) = (endpoints[first], endpoints[second]);
+                let now = std::time::Instant::now();
+                let scores = self.scores.lock().expect("ewma lock");
+                let score = |endpoint: &SocketAddr| match scores.get(endpoint) {
+                    Some(&(ewma, at)) => decayed(ewma, at, 0.0, now),
+                    None => {
+                        let known: Vec<f64> = endpoints
+                            .iter()
+                            .filter_map(|e| {
+                                scores.get(e).map(|&(ewma, at)| decayed(ewma, at, 0.0, now))
+                            })
+                            .collect();
+                        if known.is_empty() {
+                            0.0
+                        } else {
+                            known.iter().sum::<f64>() / known.len() as f64
+                        }
+                    }
+                };
+                Some(if score(&b) < score(&a) { b } else { a })
+            }
+        }
+    }
+
+    /// Counts a response of `endpoint` that took `took` (connect and
+    /// response, as ingress-nginx's `upstream_connect_time` plus
+    /// `upstream_response_time`).
+    pub fn record(&self, endpoint: SocketAddr, took: std::time::Duration) {
+        let now = std::time::Instant::now();
+        let mut scores = self.scores.lock().expect("ewma lock");
+        // Endpoints come and go: measures a minute old have faded to
+        // nothing (e^-6) and are dropped once there are many.
+        if scores.len() >= EWMA_ENDPOINTS {
+            scores.retain(|_, (_, at)| now.saturating_duration_since(*at).as_secs() < 60);
+        }
+        let entry = scores.entry(endpoint).or_insert((took.as_secs_f64(), now));
+        *entry = (decayed(entry.0, entry.1, took.as_secs_f64(), now), now);
+    }
+}
+
+/// `ewma` last updated at `at`, moved toward `sample` by the time since.
+fn decayed(ewma: f64, at: std::time::Instant, sample: f64, now: std::time::Instant) -> f64 {
+    let elapsed = now.saturating_duration_since(at).as_secs_f64();
+    let weight = (-elapsed / EWMA_DECAY_SECONDS).exp();
+    ewma * weight + sample * (1.0 - weight)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -119,5 +192,26 @@ mod tests {
                 assert_eq!(before, after, "key {key} moved without cause");
             }
         }
+    }
+
+    #[test]
+    fn ewma_prefers_the_faster_endpoint_and_tries_the_new_one() {
+        let eps = endpoints(2);
+        let ewma = Ewma::default();
+        ewma.record(eps[0], std::time::Duration::from_millis(200));
+        ewma.record(eps[1], std::time::Duration::from_millis(5));
+        for _ in 0..50 {
+            assert_eq!(ewma.pick(&eps), Some(eps[1]));
+        }
+        // A third endpoint, not measured: the mean of the others, so it
+        // wins against the slow one and loses against the fast one.
+        let three = endpoints(3);
+        let picks: Vec<SocketAddr> = (0..300).filter_map(|_| ewma.pick(&three)).collect();
+        assert!(
+            picks.contains(&three[2]) && !picks.contains(&three[0]),
+            "{picks:?}"
+        );
+        assert_eq!(ewma.pick(&[]), None);
+        assert_eq!(ewma.pick(&eps[..1]), Some(eps[0]));
     }
 }

@@ -19,6 +19,10 @@ pub struct Global {
     /// over them; `None` when the ConfigMap sets no `hsts*` key (the
     /// flags' value applies).
     pub hsts: Option<Option<HeaderValue>>,
+    /// The Ingresses' `xdp-ingress.io/xdp-drop-source-range` ranges: the
+    /// XDP edge drops them on every listener; refused here too (403),
+    /// for what gets past it (or when there is no XDP edge).
+    pub listener_drop: Vec<IpRange>,
 }
 
 impl Global {
@@ -33,16 +37,33 @@ impl Global {
                 .value()
                 .map(|value| HeaderValue::from_str(&value).expect("an HSTS value is ASCII"))
         });
-        Self { config, hsts }
+        Self {
+            config,
+            hsts,
+            listener_drop: Vec::new(),
+        }
+    }
+
+    /// These settings with `listener_drop` refused everywhere.
+    pub fn with_listener_drop(&self, listener_drop: Vec<IpRange>) -> Self {
+        Self {
+            config: self.config.clone(),
+            hsts: self.hsts.clone(),
+            listener_drop,
+        }
     }
 
     /// Whether a client at `ip` sending `user_agent` is refused
-    /// everywhere (`block-cidrs`, `block-user-agents`).
+    /// everywhere (`block-cidrs` and `xdp-drop-source-range`, the key and
+    /// the annotation, which the XDP edge drops before they get here;
+    /// `block-user-agents`).
     pub fn blocks(&self, ip: IpAddr, user_agent: Option<&HeaderValue>) -> bool {
         if self
             .config
             .block_cidrs
             .iter()
+            .chain(&self.config.xdp_drop_source_range)
+            .chain(&self.listener_drop)
             .any(|range| range.contains(ip))
         {
             return true;
@@ -150,5 +171,8 @@ mod tests {
             )))
         );
         assert_eq!(Global::default().hsts, None);
+        let dropping = Global::default().with_listener_drop(parse_ranges("198.18.7.0/24").unwrap());
+        assert!(dropping.blocks(ip("198.18.7.7"), None));
+        assert!(!dropping.blocks(ip("198.18.8.7"), None));
     }
 }

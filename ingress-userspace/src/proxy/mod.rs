@@ -13,6 +13,7 @@ pub mod global;
 pub mod headers;
 pub mod http1;
 pub mod limits;
+pub mod mirror;
 pub mod server;
 pub mod upstream;
 pub mod upstream_client;

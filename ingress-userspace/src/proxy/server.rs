@@ -24,7 +24,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Either, Empty, Full, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use arc_swap::ArcSwap;
 use ingress_model::{
     controller_config::ControllerConfig,
-    policy::{Cors, Redirect, RoutePolicy},
+    policy::{Cors, LoadBalance, NextUpstream, Redirect, RoutePolicy},
     upstream::{UpstreamProtocol, UpstreamTls},
 };
 
@@ -63,6 +63,7 @@ use super::{
         ClientContext, ForwardedHeaders, TlsSide, X_FORWARDED_PROTO, mark_response,
         remove_hop_by_hop, rewrite_response_headers, set_cors,
     },
+    mirror,
     upstream::{
         BoxError, ExchangeFailure, Exchanged, OutgoingRequest, ProxyBody, UpgradedStream,
         UpstreamPool,
@@ -180,6 +181,8 @@ pub struct ProxyState {
     pub settings: ProxySettings,
     /// The controller ConfigMap's settings (`--configmap`), over `settings`.
     pub global: Arc<ArcSwap<Global>>,
+    /// The endpoints' response times, for `load-balance: ewma`.
+    pub ewma: balance::Ewma,
     /// The routes' request rates per client (`limit-rps`, `limit-rpm`).
     pub rate_limiter: RateLimiter,
     /// The routes' requests in progress per client (`limit-connections`).
@@ -567,6 +570,29 @@ async fn route_request(
     };
     let original = (errors.is_some() && !intercepted.is_empty())
         .then(|| errors::OriginalRequest::of(&request));
+    // Mirroring: a copy of the request goes to the mirror; when it carries
+    // the body, the body is read whole first, as nginx does.
+    let mut request = request.map(Either::Left);
+    if let Some(mirror) = policy.as_ref().and_then(|p| p.mirror.as_ref()) {
+        let body = if mirror.request_body && !body_is_empty(request.body()) {
+            let (parts, body) = request.into_parts();
+            let limit = usize::try_from(limits.max_body_size).unwrap_or(usize::MAX);
+            let whole = match Limited::new(body, limit).collect().await {
+                Ok(whole) => whole.to_bytes(),
+                Err(error) => return error_response(status_for_body_error(&error)),
+            };
+            request = Request::from_parts(parts, Either::Right(Full::new(whole.clone())));
+            Some(whole)
+        } else {
+            None
+        };
+        let values = RequestValues {
+            request: &request,
+            http_host: host,
+            client,
+        };
+        mirror::send_copy(mirror, &values, body, limits.read_timeout);
+    }
     // Cookie affinity: the session's endpoint first (a canary's only with
     // `affinity-canary-behavior: sticky`, as ingress-nginx).
     let session = policy
@@ -618,6 +644,16 @@ async fn route_request(
                 .first()
                 .copied()
         });
+    // `load-balance: ewma`: the better of two by response time.
+    let ewma = policy
+        .as_ref()
+        .and_then(|p| p.load_balance)
+        .or(global.config.load_balance)
+        == Some(LoadBalance::Ewma);
+    let preferred = match preferred {
+        None if ewma => state.ewma.pick(&upstream.endpoints),
+        preferred => preferred,
+    };
     // The cookie of a new session (or of one moved), for the endpoint that served.
     let session_cookie = |served: SocketAddr| {
         session.and_then(|(affinity, pick, user_agent)| {
@@ -672,6 +708,9 @@ async fn route_request(
         };
         if let Some(latency) = &upstream.latency {
             latency.observe(asked.elapsed().as_secs_f64());
+        }
+        if ewma {
+            state.ewma.record(served, asked.elapsed());
         }
         let canary = to_canary.then_some(&upstream.name);
         let status = response.status();
@@ -766,6 +805,9 @@ async fn route_request(
     let session_cookie = session_cookie(served);
     if let Some(latency) = &upstream.latency {
         latency.observe(asked.elapsed().as_secs_f64());
+    }
+    if ewma {
+        state.ewma.record(served, asked.elapsed());
     }
 
     match exchanged {
@@ -1023,7 +1065,7 @@ fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 
 /// The request as it goes upstream: HTTP/1.1, origin-form URI, rewritten headers.
 fn upstream_request(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
@@ -1044,7 +1086,7 @@ fn upstream_request(
 /// origin-form), hop-by-hop headers out, `Host` (`upstream-vhost`),
 /// `X-Forwarded-*`, and the body with its limits.
 fn prepare_upstream(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
@@ -1108,7 +1150,7 @@ fn prepare_upstream(
 /// `TE: trailers` kept when the client sent it (gRPC servers ask for it).
 #[allow(clippy::too_many_arguments)]
 fn client_request(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: &str,
     client: &ClientContext,
     limits: &RequestLimits,
@@ -1245,7 +1287,11 @@ async fn exchange_client(
     Err(StatusCode::BAD_GATEWAY)
 }
 
-fn body_is_empty(body: &Incoming) -> bool {
+/// A request's body as it goes upstream: the client's, streamed, or read
+/// whole (for a mirror).
+type RequestBody = Either<Incoming, Full<Bytes>>;
+
+fn body_is_empty(body: &RequestBody) -> bool {
     use hyper::body::Body as _;
     body.is_end_stream()
 }
@@ -1260,9 +1306,22 @@ async fn exchange(
     limits: &RequestLimits,
     state: &ProxyState,
 ) -> Result<(Exchanged, SocketAddr), StatusCode> {
-    const ATTEMPTS: usize = 2;
+    // `proxy-next-upstream`: ingress-nginx's `error timeout`, 3 tries,
+    // unless the route says otherwise.
+    let default_next = NextUpstream::default();
+    let next = upstream
+        .policy
+        .as_ref()
+        .and_then(|p| p.next_upstream.as_ref())
+        .unwrap_or(&default_next);
+    let tries = match next.tries {
+        0 => usize::MAX,
+        tries => tries as usize,
+    };
+    let started = tokio::time::Instant::now();
+    let in_time = || next.timeout.is_none_or(|limit| started.elapsed() < limit);
     // The session's endpoint first (cookie affinity), then round-robin.
-    let candidates = preferred
+    let mut candidates = preferred
         .into_iter()
         .chain(
             upstream
@@ -1271,8 +1330,16 @@ async fn exchange(
                 .copied()
                 .filter(move |endpoint| Some(*endpoint) != preferred),
         )
-        .take(ATTEMPTS);
-    for endpoint in candidates {
+        .take(tries)
+        .peekable();
+    // What failed last, if every endpoint does.
+    let mut failed = StatusCode::BAD_GATEWAY;
+    while let Some(endpoint) = candidates.next() {
+        let more = candidates.peek().is_some() && in_time();
+        // A copy to try again with, when trying again is allowed.
+        let retry = more
+            .then(|| request.copy_for_retry(next.non_idempotent))
+            .flatten();
         let mut checkout = match state
             .pool
             .checkout_within(endpoint, limits.connect_timeout)
@@ -1281,7 +1348,11 @@ async fn exchange(
             Ok(checkout) => checkout,
             Err(error) => {
                 warn!(upstream = %upstream.name, %error, "upstream connect failed");
-                continue;
+                // Nothing was sent: any method may go to the next one.
+                if next.on_error {
+                    continue;
+                }
+                return Err(StatusCode::BAD_GATEWAY);
             }
         };
         let deadline = tokio::time::Instant::now() + limits.read_timeout;
@@ -1296,7 +1367,22 @@ async fn exchange(
             let failure = match exchanged {
                 Err(_) => {
                     warn!(upstream = %upstream.name, %endpoint, "upstream timed out");
-                    return Err(StatusCode::GATEWAY_TIMEOUT);
+                    match retry {
+                        Some(copy) if next.on_timeout => {
+                            request = copy;
+                            failed = StatusCode::GATEWAY_TIMEOUT;
+                            break;
+                        }
+                        _ => return Err(StatusCode::GATEWAY_TIMEOUT),
+                    }
+                }
+                Ok(Ok(Exchanged::Response(parts, _)))
+                    if next.on_status.contains(&parts.status.as_u16()) && retry.is_some() =>
+                {
+                    debug!(upstream = %upstream.name, %endpoint, status = %parts.status, "trying the next endpoint");
+                    request = retry.expect("checked");
+                    failed = parts.status;
+                    break;
                 }
                 Ok(Ok(exchanged)) => return Ok((exchanged, endpoint)),
                 Ok(Err(failure)) => failure,
@@ -1323,12 +1409,22 @@ async fn exchange(
                 ExchangeFailure::RequestBody(error) => return Err(status_for_body_error(&error)),
                 ExchangeFailure::Upstream(error) => {
                     warn!(upstream = %upstream.name, %endpoint, %error, "upstream failed");
-                    return Err(StatusCode::BAD_GATEWAY);
+                    match retry {
+                        Some(copy) if next.on_error => {
+                            request = copy;
+                            failed = StatusCode::BAD_GATEWAY;
+                            break;
+                        }
+                        _ => return Err(StatusCode::BAD_GATEWAY),
+                    }
                 }
             }
         }
+        if !in_time() {
+            break;
+        }
     }
-    Err(StatusCode::BAD_GATEWAY)
+    Err(failed)
 }
 
 /// The status for a request body that could not be sent: too large (413),
@@ -1346,7 +1442,11 @@ fn status_for_body_error(error: &BoxError) -> StatusCode {
 fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
     let mut source = Some(error);
     while let Some(cause) = source {
-        if cause.downcast_ref::<BodyTooLarge>().is_some() {
+        if cause.downcast_ref::<BodyTooLarge>().is_some()
+            || cause
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+        {
             return Some(StatusCode::PAYLOAD_TOO_LARGE);
         }
         if cause.downcast_ref::<BodyTimeout>().is_some() {
@@ -1518,6 +1618,7 @@ mod tests {
                 ..ProxySettings::default()
             },
             global: Arc::default(),
+            ewma: balance::Ewma::default(),
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
             authenticator: Authenticator::default(),

@@ -295,6 +295,18 @@ impl OutgoingRequest {
         }
     }
 
+    /// A copy to send again to another endpoint, when it has no body (a
+    /// streamed body cannot be sent twice) and, unless `non_idempotent`,
+    /// its method is idempotent.
+    pub fn copy_for_retry(&self, non_idempotent: bool) -> Option<Self> {
+        (self.body.is_none() && (non_idempotent || self.method.is_idempotent())).then(|| Self {
+            head: self.head.clone(),
+            method: self.method.clone(),
+            framing: self.framing,
+            body: None,
+        })
+    }
+
     /// Whether it may be sent again after a connection failed under it: no
     /// body was taken, and the method is idempotent (RFC 9110 9.2.2).
     fn is_replayable(&self) -> bool {
