@@ -97,6 +97,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "preserve-trailing-slash",
     "server-alias",
     "from-to-www-redirect",
+    "enable-access-log",
     "upstream-hash-by",
     "load-balance",
     "proxy-next-upstream",
@@ -342,6 +343,8 @@ fn read_policy(
     policy.cookie_path = parsed(annotations, "proxy-cookie-path", parse_from_to, report).flatten();
     policy.preserve_trailing_slash =
         parsed(annotations, "preserve-trailing-slash", parse_bool, report).unwrap_or(false);
+    policy.no_access_log =
+        !parsed(annotations, "enable-access-log", parse_bool, report).unwrap_or(true);
     // `proxy-redirect-from: off` (or default) keeps Location as it is.
     let from = parsed(
         annotations,
@@ -1652,7 +1655,7 @@ mod tests {
         let verdict = verdict(&[
             ("nginx.ingress.kubernetes.io/custom-headers", "ns/headers"),
             ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
-            ("xdp-ingress.io/enable-access-log", "true"),
+            ("xdp-ingress.io/enable-rewrite-log", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "xdp"),
             ("example.com/owner", "team-a"),
@@ -1668,7 +1671,7 @@ mod tests {
             [
                 "nginx.ingress.kubernetes.io/custom-headers",
                 "nginx.ingress.kubernetes.io/ssl-passthrough",
-                "xdp-ingress.io/enable-access-log",
+                "xdp-ingress.io/enable-rewrite-log",
             ]
         );
         assert_eq!(reasons(&verdict), [ProblemReason::UnsupportedAnnotation; 3]);

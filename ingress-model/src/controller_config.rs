@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::{
     access::{IngressSourceRanges, IpRange, KernelSourceRanges, SourceRanges, parse_ranges},
+    log_format::{LogEscape, LogFormat},
     object::ObjectRef,
     policy::{LoadBalance, parse_load_balance, parse_seconds, parse_size, parse_status_list},
     problem::{Problem, ProblemReason},
@@ -77,9 +78,46 @@ pub struct ControllerConfig {
     /// `custom-http-errors`: every route's, unless its Ingress sets its
     /// own; answered by `--default-backend-service`.
     pub custom_http_errors: Vec<u16>,
+    /// The access log's settings.
+    pub access_log: AccessLogConfig,
     /// Why every route answers 503 (a key that protects something and is
     /// not applied), if so.
     pub refusal: Option<String>,
+}
+
+/// The access log as the ConfigMap sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// `disable-access-log`: no line at all.
+    pub disabled: bool,
+    /// `log-format-upstream`, compiled (`None`: ingress-nginx's
+    /// `upstreaminfo`).
+    pub format: Option<LogFormat>,
+    /// `log-format-escape-json`, `log-format-escape-none` (none wins, as
+    /// in ingress-nginx's template).
+    pub escape: LogEscape,
+    /// `skip-access-log-urls`: request URIs (`$request_uri`, query
+    /// included) never logged.
+    pub skip_urls: Vec<String>,
+    escape_json: bool,
+    escape_none: bool,
+}
+
+impl AccessLogConfig {
+    /// Whether a request for `request_uri` is logged.
+    pub fn logs(&self, request_uri: &str) -> bool {
+        !self.disabled && !self.skip_urls.iter().any(|url| url == request_uri)
+    }
+
+    fn set_escape(&mut self) {
+        self.escape = if self.escape_none {
+            LogEscape::None
+        } else if self.escape_json {
+            LogEscape::Json
+        } else {
+            LogEscape::Default
+        };
+    }
 }
 
 /// `Strict-Transport-Security` as ingress-nginx's `hsts*` keys (and our
@@ -281,6 +319,11 @@ pub const IMPLEMENTED_KEYS: &[&str] = &[
     "proxy-real-ip-cidr",
     "keep-alive",
     "custom-http-errors",
+    "log-format-upstream",
+    "log-format-escape-json",
+    "log-format-escape-none",
+    "disable-access-log",
+    "skip-access-log-urls",
     "load-balance",
     "xdp-drop-source-range",
 ];
@@ -317,15 +360,10 @@ const KNOWN_KEYS: &[&str] = &[
     "upstream-keepalive-connections",
     "upstream-keepalive-timeout",
     "upstream-keepalive-requests",
-    "log-format-upstream",
-    "log-format-escape-json",
-    "log-format-escape-none",
     "log-format-stream",
-    "disable-access-log",
     "access-log-path",
     "error-log-path",
     "error-log-level",
-    "skip-access-log-urls",
     "enable-access-log-for-default-backend",
     "worker-processes",
     "worker-connections",
@@ -436,6 +474,17 @@ pub fn read_controller_config(
                     ProblemReason::InvalidAnnotation,
                     format!("key {key}: {why}: {effect}"),
                 );
+            } else if key == "log-format-upstream"
+                && let Some(format) = config.access_log.format.as_ref()
+            {
+                for name in format.unknown() {
+                    report(
+                        ProblemReason::InvalidAnnotation,
+                        format!(
+                            "key {key}: ${name} is not a variable xdp-ingress knows: written as -"
+                        ),
+                    );
+                }
             }
         } else if FAIL_CLOSED_KEYS.contains(&key) {
             refused.push(key.to_owned());
@@ -545,6 +594,17 @@ fn read_key(config: &mut ControllerConfig, key: &str, value: &str) -> Result<(),
         "proxy-real-ip-cidr" => config.forwarding.trusted = parse_ranges(value)?,
         "keep-alive" => config.keep_alive = Some(parse_seconds(value)?),
         "custom-http-errors" => config.custom_http_errors = parse_status_list(value)?,
+        "log-format-upstream" => config.access_log.format = Some(LogFormat::parse(value)),
+        "log-format-escape-json" => {
+            config.access_log.escape_json = parse_bool(value)?;
+            config.access_log.set_escape();
+        }
+        "log-format-escape-none" => {
+            config.access_log.escape_none = parse_bool(value)?;
+            config.access_log.set_escape();
+        }
+        "disable-access-log" => config.access_log.disabled = parse_bool(value)?,
+        "skip-access-log-urls" => config.access_log.skip_urls = list(value),
         "load-balance" => config.load_balance = Some(parse_load_balance(value)?),
         _ => unreachable!("{key} is in IMPLEMENTED_KEYS"),
     }
@@ -823,6 +883,40 @@ mod tests {
             refusal.contains("denylist-source-range") && refusal.contains("global-auth-url"),
             "{refusal}"
         );
+    }
+
+    #[test]
+    fn access_log_keys() {
+        let (config, problems) = read(&[
+            (
+                "log-format-upstream",
+                r#"{"status": $status, "city": "$geoip_city"}"#,
+            ),
+            ("log-format-escape-json", "true"),
+            ("skip-access-log-urls", "/healthz, /ready?x=1"),
+        ]);
+        assert_eq!(
+            problems,
+            [(
+                ProblemReason::InvalidAnnotation,
+                "key log-format-upstream: $geoip_city is not a variable xdp-ingress knows: \
+                 written as -"
+                    .to_owned()
+            )]
+        );
+        let log = &config.access_log;
+        assert_eq!(log.escape, LogEscape::Json);
+        assert!(log.format.is_some() && !log.disabled);
+        assert!(!log.logs("/healthz") && !log.logs("/ready?x=1"));
+        assert!(log.logs("/ready") && log.logs("/healthz/x"));
+        let (config, problems) = read(&[
+            ("log-format-escape-json", "true"),
+            ("log-format-escape-none", "true"),
+            ("disable-access-log", "true"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.access_log.escape, LogEscape::None);
+        assert!(!config.access_log.logs("/"));
     }
 
     #[test]

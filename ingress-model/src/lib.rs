@@ -67,6 +67,7 @@ mod contribution;
 pub mod controller_config;
 pub mod host;
 pub mod l4;
+pub mod log_format;
 pub mod maglev;
 pub mod manifest;
 pub mod migration;

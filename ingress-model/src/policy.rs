@@ -99,6 +99,8 @@ pub struct RoutePolicy {
     /// `preserve-trailing-slash`: the redirect to HTTPS keeps a trailing
     /// `/` (ingress-nginx removes it otherwise).
     pub preserve_trailing_slash: bool,
+    /// `enable-access-log: "false"`: no access log line for its requests.
+    pub no_access_log: bool,
     /// `server-alias`: more names served exactly as the Ingress's hosts
     /// (a name some Ingress has as a host is not taken).
     pub server_alias: Vec<String>,

@@ -181,6 +181,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
     pub hsts_preload: bool,
 
+    /// Where the access log goes: one line per request on stdout, in the
+    /// ConfigMap's log-format-upstream (ingress-nginx's upstreaminfo by
+    /// default), or off.
+    #[arg(long, value_enum, default_value_t = AccessLogTarget::Stdout)]
+    pub access_log: AccessLogTarget,
+
     /// Largest request body in bytes (ingress-nginx's proxy-body-size, 1m);
     /// larger requests get 413.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
@@ -484,4 +490,13 @@ mod tests {
             .is_err()
         );
     }
+}
+
+/// Where the access log goes (`--access-log`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogTarget {
+    /// One line per request on stdout.
+    Stdout,
+    /// No access log.
+    Off,
 }

@@ -21,7 +21,7 @@ use xdp_ingress::{
         listeners::keys_for_socket,
         source_ranges::SourceRangeSync,
     },
-    cli::{Cli, Command, MapsArgs, MigrateArgs, RoutesArgs, RunArgs},
+    cli::{AccessLogTarget, Cli, Command, MapsArgs, MigrateArgs, RoutesArgs, RunArgs},
     cluster::{
         self, Identity, events,
         leader::Leadership,
@@ -35,6 +35,7 @@ use xdp_ingress::{
     neighbours::{NeighbourKeeper, ReportedProblem},
     providers::manifests,
     proxy::{
+        access_log::AccessLog,
         global::Global,
         server::{self, ProxySettings, ProxyState},
         upstream::{UpstreamPool, UpstreamSettings},
@@ -368,6 +369,10 @@ async fn serve(
         Provider::None
     };
 
+    let access_log = match args.access_log {
+        AccessLogTarget::Stdout => AccessLog::stdout(metrics.access_log_dropped()),
+        AccessLogTarget::Off => AccessLog::off(),
+    };
     let state = Arc::new(ProxyState {
         metrics,
         resolver: routes,
@@ -396,6 +401,7 @@ async fn serve(
         rate_limiter: Default::default(),
         connection_limiter: Default::default(),
         authenticator: Default::default(),
+        access_log,
     });
     let http_listener = TcpListener::bind(args.http_addr)
         .await

@@ -72,6 +72,7 @@ pub struct Metrics {
     config_problems: Gauge,
     unresolved_next_hops: Gauge,
     unrouted: Arc<RouteMetrics>,
+    access_log_dropped: Counter,
 }
 
 /// The request histograms of one route (Ingress, host rule, Service), one
@@ -180,6 +181,12 @@ impl Metrics {
             "Next hops of L4 backends the kernel cannot resolve (their packets are dropped until they answer)",
             unresolved_next_hops.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         let unrouted = Arc::new(RouteMetrics {
             requests: requests.clone(),
             ingress: String::new(),
@@ -201,7 +208,13 @@ impl Metrics {
             config_problems,
             unresolved_next_hops,
             unrouted,
+            access_log_dropped,
         })
+    }
+
+    /// The count of access log lines dropped, for the access log to keep.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The request histograms of a route (empty strings where no Ingress,

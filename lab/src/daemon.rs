@@ -63,7 +63,9 @@ impl DaemonBuilder<'_> {
         self
     }
 
-    /// More arguments of `xdp-ingress run` (`--xdp-mode`, `--http-addr`, ...).
+    /// More arguments of `xdp-ingress run` (`--xdp-mode`, `--http-addr`,
+    /// ...). Without `--access-log stdout` the daemon runs with
+    /// `--access-log off`.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
@@ -120,6 +122,11 @@ impl DaemonBuilder<'_> {
             command.args(["--interface", iface]);
         }
         command.arg("--bpffs").arg(&bpffs).args(&self.args);
+        // Its log is a file: no access log (a line per request) unless the
+        // test asks for it with `--access-log`.
+        if !self.args.iter().any(|arg| arg.starts_with("--access-log")) {
+            command.args(["--access-log", "off"]);
+        }
         let line = describe(&command);
         guard_process(&mut command);
         let child = command

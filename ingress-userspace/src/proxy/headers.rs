@@ -202,6 +202,8 @@ pub struct ClientContext {
     pub scheme: &'static str,
     /// The port of the listener that took the request.
     pub listener_port: u16,
+    /// The TCP peer's port (0: not known).
+    pub peer_port: u16,
     /// The peer is a trusted proxy whose `X-Forwarded-Proto`, `-Host`
     /// and `-Port` are passed on (`use-forwarded-headers`).
     pub trust_forwarded: bool,
@@ -238,6 +240,7 @@ impl ClientContext {
             peer_ip: client_ip,
             scheme,
             listener_port,
+            peer_port: 0,
             trust_forwarded: false,
             full_forwarded_for: false,
             client_ip_value: ip_value(client_ip),

@@ -2,6 +2,7 @@
 //! model to upstream endpoints over pooled HTTP/1.1 connections, or HTTP/2
 //! and TLS as a route's `backend-protocol` asks.
 
+pub mod access_log;
 pub mod affinity;
 pub mod auth;
 pub mod balance;

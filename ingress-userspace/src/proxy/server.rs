@@ -50,6 +50,7 @@ use crate::{
 };
 
 use super::{
+    access_log::AccessLog,
     affinity,
     auth::RequestValues,
     auth::{AuthCookies, Authenticator},
@@ -188,6 +189,8 @@ pub struct ProxyState {
     pub connection_limiter: Arc<ConnectionLimiter>,
     /// The routes' basic and external authentication (`auth-*`).
     pub authenticator: Authenticator,
+    /// Where access log lines go (`--access-log`).
+    pub access_log: AccessLog,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections
@@ -216,6 +219,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let mut client = ClientContext::new(peer.ip(), scheme, listener_port);
+        client.peer_port = peer.port();
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -314,7 +318,7 @@ async fn serve_connection<IO>(
 
 /// Proxies one request; never fails: every problem is an HTTP status.
 pub async fn handle(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     client: &ClientContext,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
@@ -330,6 +334,14 @@ pub async fn handle(
     // A trusted proxy's client (use-forwarded-headers, enable-real-ip).
     let forwarded = client.for_request(&global.config.forwarding, request.headers());
     let client = forwarded.as_ref().unwrap_or(client);
+    let logged = state.access_log.begin(
+        &mut request,
+        client,
+        &global,
+        &resolution,
+        route.as_ref(),
+        started,
+    );
     let mut cookies = AuthCookies::default();
     let mut response = if global.config.refusal.is_some() {
         // A ConfigMap setting that protects everything cannot be applied.
@@ -364,7 +376,10 @@ pub async fn handle(
     }
     let route = route.as_ref().unwrap_or(state.metrics.unrouted());
     route.observe(response.status().as_u16(), started.elapsed());
-    response
+    match logged {
+        Some(entry) => state.access_log.attach(entry, response),
+        None => response,
+    }
 }
 
 async fn route_request(
@@ -697,6 +712,12 @@ async fn route_request(
         if ewma {
             state.ewma.record(served, asked.elapsed());
         }
+        let canary = to_canary.then_some(&upstream.name);
+        let status = response.status();
+        let extensions = response.extensions_mut();
+        state
+            .access_log
+            .served(extensions, served, status, asked, canary);
         if intercepted.contains(&response.status().as_u16())
             && let (Some(pages), Some(original)) = (&errors, &original)
         {
@@ -791,6 +812,11 @@ async fn route_request(
 
     match exchanged {
         Exchanged::Response(mut parts, body) => {
+            let canary = to_canary.then_some(&upstream.name);
+            let extensions = &mut parts.extensions;
+            state
+                .access_log
+                .served(extensions, served, parts.status, asked, canary);
             remove_hop_by_hop(&mut parts.headers, false);
             if let Some(policy) = &policy {
                 rewrite_response_headers(&mut parts.headers, policy);
@@ -1596,6 +1622,7 @@ mod tests {
             rate_limiter: RateLimiter::default(),
             connection_limiter: Arc::default(),
             authenticator: Authenticator::default(),
+            access_log: AccessLog::off(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, None, state, stop_rx));

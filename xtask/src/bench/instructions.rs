@@ -157,6 +157,8 @@ fn proxy_command(
                     "127.0.0.1:8443",
                     "--metrics-addr",
                     "127.0.0.1:10254",
+                    "--access-log",
+                    "off",
                 ]);
         }
         Proxy::Nginx => {

@@ -2,13 +2,15 @@
 //! with the same client, backends and CPU budget for both. One subcommand
 //! per comparison: `l7` (HTTP proxying, against nginx configured as
 //! ingress-nginx configures it), `tls` (HTTPS termination), `l4` (the
-//! kernel L4 tier, against nftables DNAT) and `cluster` (xdp-ingress alone
-//! as a controller of a real API server at scale).
+//! kernel L4 tier, against nftables DNAT), `cluster` (xdp-ingress alone
+//! as a controller of a real API server at scale) and `access-log` (the
+//! access log on against off).
 //!
 //! Every benchmark builds release binaries first, runs in network
 //! namespaces of the shared lab, bounds every wait, and removes what it
 //! created on exit, on error and on Ctrl-C.
 
+mod access_log;
 mod api_proxy;
 mod audit;
 mod cluster;
@@ -72,6 +74,10 @@ enum BenchTarget {
     /// through the API until every host answers, peak RSS, the API
     /// requests it made, and EndpointSlice updates followed (p50/p99).
     Cluster(cluster::ClusterArgs),
+    /// The access log's cost per request: xdp-ingress with
+    /// `--access-log off` and `--access-log stdout` side by side (one
+    /// core each, alternating rounds), as a ratio against the target.
+    AccessLog(access_log::AccessLogArgs),
 }
 
 /// `cargo xtask bench ...`.
@@ -81,6 +87,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchTarget::Tls(tls_args) => tls::run(tls_args),
         BenchTarget::L4(l4_args) => l4::run(l4_args),
         BenchTarget::Cluster(cluster_args) => cluster::run(cluster_args),
+        BenchTarget::AccessLog(log_args) => access_log::run(log_args),
     }
 }
 
