@@ -9,3 +9,4 @@
 
 pub mod certs;
 pub mod packets;
+pub mod sites;

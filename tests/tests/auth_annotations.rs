@@ -30,6 +30,7 @@ use xdp_ingress_lab::{
     self as lab, BackendReport, CLIENT_ADDR, CurlReply, Daemon, EDGE_ADDR, EdgeLab, ManifestDir,
     SliceEndpoint, XDP_INGRESS_CLASS, documents, service_yaml,
 };
+use xdp_ingress_tests::sites::site;
 
 /// The web backend (Services `web` and `http-svc`).
 const WEB: SocketAddr = SocketAddr::new(
@@ -114,22 +115,6 @@ spec:
             port:
               number: 80
 "
-    )
-}
-
-/// An Ingress of host `NAME.example.com` sending `/` to Service `web`.
-fn site(name: &str, annotations: &[(&str, &str)]) -> String {
-    let mut builder = ingress("default", name).ours();
-    for (key, value) in annotations {
-        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
-    }
-    manifest(
-        &builder
-            .rule(
-                Some(&format!("{name}.example.com")),
-                vec![prefix("/", "web")],
-            )
-            .build(),
     )
 }
 

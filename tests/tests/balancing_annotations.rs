@@ -20,20 +20,16 @@
 use std::{net::SocketAddr, process::Command};
 
 use anyhow::{Context, Result, ensure};
-use ingress_model::fixtures::{ingress, manifest, prefix};
 use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
     daemon_binary, documents, service_yaml,
 };
+use xdp_ingress_tests::sites::{header_values, site_for};
 
-/// Ingress `NAME` for `HOST`, `/` to Service `service`, with ingress-nginx
+/// Ingress `NAME` for `HOST`, `/` to `service`, with ingress-nginx
 /// annotations.
 fn site(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
-    let mut builder = ingress("default", name).ours();
-    for (key, value) in annotations {
-        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
-    }
-    manifest(&builder.rule(Some(host), vec![prefix("/", service)]).build())
+    site_for(name, host, service, annotations)
 }
 
 #[test]
@@ -198,13 +194,7 @@ fn canary_by_header_cookie_and_weight_in_ingress_nginx_order() -> Result<()> {
 
 /// The `Set-Cookie` lines of a `curl -D -` output.
 fn set_cookies(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("set-cookie")
-                .then(|| value.trim().to_owned())
-        })
-        .collect()
+    header_values(text, "set-cookie")
 }
 
 #[test]

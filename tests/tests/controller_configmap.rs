@@ -18,27 +18,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use ingress_model::fixtures::{ingress, manifest, prefix};
 use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint,
     XDP_INGRESS_CLASS, daemon_binary, documents, service_yaml,
 };
-
-/// Ingress `NAME` for `NAME.example.com`, `/` to Service `web`.
-fn site(name: &str, annotations: &[(&str, &str)]) -> String {
-    let mut builder = ingress("default", name).ours();
-    for (key, value) in annotations {
-        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
-    }
-    manifest(
-        &builder
-            .rule(
-                Some(&format!("{name}.example.com")),
-                vec![prefix("/", "web")],
-            )
-            .build(),
-    )
-}
+use xdp_ingress_tests::sites::site;
 
 /// The controller ConfigMap `ingress/xdp-ingress` with `data`.
 fn config_map(data: &[(&str, &str)]) -> String {

@@ -14,26 +14,15 @@
 use std::net::SocketAddr;
 
 use anyhow::{Result, ensure};
-use ingress_model::fixtures::{ingress, manifest, prefix};
 use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
     documents, service_yaml,
 };
+use xdp_ingress_tests::sites::site_for;
 
 /// Ingress `NAME` for `NAME.example.com`, `/` to `service`.
 fn site(name: &str, service: &str, annotations: &[(&str, &str)]) -> String {
-    let mut builder = ingress("default", name).ours();
-    for (key, value) in annotations {
-        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
-    }
-    manifest(
-        &builder
-            .rule(
-                Some(&format!("{name}.example.com")),
-                vec![prefix("/", service)],
-            )
-            .build(),
-    )
+    site_for(name, &format!("{name}.example.com"), service, annotations)
 }
 
 #[test]

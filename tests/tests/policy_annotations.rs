@@ -29,22 +29,7 @@ use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
     documents, service_yaml,
 };
-
-/// An Ingress of host `NAME.example.com` sending `/` to Service `web`.
-fn site(name: &str, annotations: &[(&str, &str)]) -> String {
-    let mut builder = ingress("default", name).ours();
-    for (key, value) in annotations {
-        builder = builder.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value);
-    }
-    manifest(
-        &builder
-            .rule(
-                Some(&format!("{name}.example.com")),
-                vec![prefix("/", "web")],
-            )
-            .build(),
-    )
-}
+use xdp_ingress_tests::sites::{header_value, site};
 
 #[test]
 fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
@@ -406,13 +391,7 @@ endpoints: [{{addresses: [{web_ip}]}}]",
 
     // CORS: headers for allowed origins only; a preflight answered by the
     // edge (204, nothing from the backend).
-    let header = |text: &str, name: &str| -> Option<String> {
-        text.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    };
+    let header = header_value;
     for (origin, allowed) in [
         ("https://app.example.com", true),
         ("https://one.example.org", true),

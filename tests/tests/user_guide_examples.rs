@@ -16,6 +16,7 @@ use anyhow::{Result, ensure};
 use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, documents, service_yaml,
 };
+use xdp_ingress_tests::sites::header_value;
 
 /// An IngressClass `nginx` of our controller: the guide's Ingresses name it.
 const NGINX_CLASS: &str = "\
@@ -73,13 +74,7 @@ fn the_user_guide_examples_behave_as_the_guide_says() -> Result<()> {
         args.push(&url);
         lab.client.curl(&args)
     };
-    let header = |text: &str, name: &str| -> Option<String> {
-        text.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    };
+    let header = header_value;
 
     // "rewrite.bar.com/something rewrites to rewrite.bar.com/", and so on.
     for (asked, rewritten) in [

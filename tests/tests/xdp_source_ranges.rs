@@ -17,29 +17,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use ingress_model::fixtures::{ingress, manifest, prefix};
 use serde_json::Value;
 use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, MapsJson, Netns,
     SliceEndpoint, XDP_INGRESS_CLASS, documents, service_yaml,
 };
-
-/// Ingress `NAME` for `NAME.example.com`, `/` to Service `web`, with
-/// `annotations` (full names).
-fn site(name: &str, annotations: &[(&str, &str)]) -> String {
-    let mut builder = ingress("default", name).ours();
-    for (key, value) in annotations {
-        builder = builder.annotation(key, value);
-    }
-    manifest(
-        &builder
-            .rule(
-                Some(&format!("{name}.example.com")),
-                vec![prefix("/", "web")],
-            )
-            .build(),
-    )
-}
+use xdp_ingress_tests::sites::site;
 
 /// The controller ConfigMap `ingress/xdp-ingress` with `data`.
 fn config_map(data: &[(&str, &str)]) -> String {
