@@ -32,7 +32,7 @@
 //! - every other annotation under the two prefixes is reported as
 //!   `UnsupportedAnnotation` and otherwise ignored.
 
-mod auth;
+pub(crate) mod auth;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -422,6 +422,10 @@ fn read_policy(
         |value| crate::auth::UrlTemplate::parse(value.trim(), false),
         report,
     );
+    // `enable-global-auth: "false"` opts out of the ConfigMap's external
+    // auth; anything else keeps it (an unreadable value is reported).
+    policy.skip_global_auth =
+        parsed(annotations, "enable-global-auth", parse_bool, report) == Some(false);
     policy.server_alias =
         parsed(annotations, "server-alias", parse_host_list, report).unwrap_or_default();
     policy.from_to_www_redirect =
@@ -814,15 +818,10 @@ pub fn treatment(name: &str, value: &str) -> Treatment {
     if name.ends_with("-snippet") {
         return Treatment::Snippet;
     }
-    // `enable-global-auth: "false"` opts out of a global auth that we do
-    // not have: it asks for exactly what happens. Any other value asks for
-    // a global auth we cannot apply.
+    // `enable-global-auth`: whether the ConfigMap's `global-auth-url`
+    // applies (read with the policy).
     if name == "enable-global-auth" {
-        return if value.trim().eq_ignore_ascii_case("false") {
-            Treatment::Implemented
-        } else {
-            Treatment::FailClosed
-        };
+        return Treatment::Implemented;
     }
     if SOURCE_RANGES.contains(&name) {
         return Treatment::SourceRange;
@@ -1054,8 +1053,6 @@ mod tests {
                 "nginx.ingress.kubernetes.io/other-source-range",
                 "198.18.0.0/15",
             ),
-            ("nginx.ingress.kubernetes.io/enable-global-auth", "true"),
-            ("nginx.ingress.kubernetes.io/enable-global-auth", "maybe"),
         ];
         for &(name, value) in cases {
             let verdict = verdict(&[(name, value)]);
@@ -1622,9 +1619,15 @@ mod tests {
     }
 
     #[test]
-    fn opting_out_of_global_auth_is_what_happens() {
-        let verdict = verdict(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
-        assert_eq!(verdict, AnnotationVerdict::default());
+    fn enable_global_auth_false_opts_out_of_the_configmaps() {
+        let out = verdict(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
+        assert!(out.refusal.is_none() && out.problems.is_empty() && out.policy.skip_global_auth);
+        let kept = verdict(&[("nginx.ingress.kubernetes.io/enable-global-auth", "true")]);
+        assert!(kept.problems.is_empty() && !kept.policy.skip_global_auth);
+        // Unreadable: reported, and the global auth still applies.
+        let unread = verdict(&[("nginx.ingress.kubernetes.io/enable-global-auth", "maybe")]);
+        assert_eq!(reasons(&unread), [ProblemReason::InvalidAnnotation]);
+        assert!(!unread.policy.skip_global_auth && unread.refusal.is_none());
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct ControllerConfig {
     pub custom_http_errors: Vec<u16>,
     /// The access log's settings.
     pub access_log: AccessLogConfig,
+    /// `global-auth-url` and its companions: the external auth of every
+    /// route whose Ingress has no `auth-url` of its own and does not set
+    /// `enable-global-auth: "false"`.
+    pub global_auth: Option<crate::auth::ExternalAuth>,
     /// Why every route answers 503 (a key that protects something and is
     /// not applied), if so.
     pub refusal: Option<String>,
@@ -330,16 +334,7 @@ pub const IMPLEMENTED_KEYS: &[&str] = &[
 
 /// Keys that protect something and are not applied yet: every route
 /// answers 503 while one is set.
-const FAIL_CLOSED_KEYS: &[&str] = &[
-    "global-auth-url",
-    "global-auth-method",
-    "global-auth-signin",
-    "global-auth-response-headers",
-    "global-auth-request-redirect",
-    "global-auth-cache-key",
-    "block-referers",
-    "global-rate-limit-memcached-host",
-];
+const FAIL_CLOSED_KEYS: &[&str] = &["block-referers", "global-rate-limit-memcached-host"];
 
 /// Keys of ingress-nginx's that we know and do not implement (yet):
 /// reported and ignored. Anything else is unknown, also reported.
@@ -392,6 +387,19 @@ const KNOWN_KEYS: &[&str] = &[
     "add-headers",
 ];
 
+/// The ConfigMap's external auth keys, ingress-nginx's `global-auth-*`.
+const GLOBAL_AUTH_KEYS: [&str; 9] = [
+    "global-auth-url",
+    "global-auth-method",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-response-headers",
+    "global-auth-request-redirect",
+    "global-auth-cache-key",
+    "global-auth-cache-duration",
+    "global-auth-always-set-cookie",
+];
+
 /// Why `value` is not a status code of a redirect or a refusal.
 fn parse_status(value: &str, allowed: std::ops::RangeInclusive<u16>) -> Result<u16, String> {
     value
@@ -427,7 +435,47 @@ pub fn read_controller_config(
         problems.push(Problem::new(object.clone(), reason, message));
     };
     let mut refused = Vec::new();
+    // The global external auth: read as the Ingress annotations it
+    // mirrors (`global-auth-X` as `auth-X`), by the same reader.
+    let global: BTreeMap<String, String> = data
+        .iter()
+        .filter(|(key, _)| GLOBAL_AUTH_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| {
+            let name = key.trim_start_matches("global-");
+            (
+                format!("{}{name}", crate::tls::ANNOTATION_PREFIXES[0]),
+                value.clone(),
+            )
+        })
+        .collect();
+    if !global.is_empty() {
+        let url = format!("{}auth-url", crate::tls::ANNOTATION_PREFIXES[0]);
+        if global.contains_key(&url) {
+            match crate::annotations::auth::external_auth(Some(&global)) {
+                Ok(auth) => config.global_auth = Some(auth),
+                Err((name, why)) => {
+                    let key = name.replacen(crate::tls::ANNOTATION_PREFIXES[0], "global-", 1);
+                    report(
+                        ProblemReason::InvalidAnnotation,
+                        format!(
+                            "key {key}: {why}: every route answers 503 rather than serve \
+                             unprotected"
+                        ),
+                    );
+                    refused.push(key);
+                }
+            }
+        } else {
+            report(
+                ProblemReason::InvalidAnnotation,
+                "the global-auth-* keys are set without global-auth-url: ignored".to_owned(),
+            );
+        }
+    }
     for (key, value) in data {
+        if GLOBAL_AUTH_KEYS.contains(&key.as_str()) {
+            continue;
+        }
         let key = key.as_str();
         if key.ends_with("-snippet") || key == "main-snippet" {
             report(
@@ -860,7 +908,7 @@ mod tests {
             ("server-snippet", "return 200;"),
             ("allow-snippet-annotations", "true"),
             ("proxy-body-size", "big"),
-            ("global-auth-url", "http://auth.example.com/"),
+            ("block-referers", "~*spam"),
             ("denylist-source-range", "198.18.0.0/33"),
         ]);
         let reasons: Vec<ProblemReason> = problems.iter().map(|p| p.0).collect();
@@ -868,8 +916,8 @@ mod tests {
             reasons,
             [
                 ProblemReason::SnippetRefused,
-                ProblemReason::InvalidAnnotation,
                 ProblemReason::UnsupportedAnnotation,
+                ProblemReason::InvalidAnnotation,
                 ProblemReason::UnsupportedAnnotation,
                 ProblemReason::InvalidAnnotation,
                 ProblemReason::SnippetRefused,
@@ -880,8 +928,35 @@ mod tests {
         assert_eq!(config.proxy_body_size, None);
         let refusal = config.refusal.expect("fails closed");
         assert!(
-            refusal.contains("denylist-source-range") && refusal.contains("global-auth-url"),
+            refusal.contains("denylist-source-range") && refusal.contains("block-referers"),
             "{refusal}"
+        );
+    }
+
+    #[test]
+    fn global_auth_is_read_as_the_auth_annotations_and_fails_closed_unread() {
+        let (config, problems) = read(&[
+            ("global-auth-url", "http://198.18.9.9:9000/check"),
+            ("global-auth-signin", "https://login.example.com/start"),
+            ("global-auth-response-headers", "X-User"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let auth = config.global_auth.expect("global auth");
+        assert_eq!(
+            (auth.url.host.as_str(), auth.url.port),
+            ("198.18.9.9", 9000)
+        );
+        assert!(auth.signin.is_some());
+        assert_eq!(auth.response_headers, ["x-user"]);
+        assert_eq!(config.refusal, None);
+        // A URL whose host would come from the request: refused, 503.
+        let (config, problems) = read(&[("global-auth-url", "http://$host/check")]);
+        assert_eq!(config.global_auth, None);
+        assert!(problems[0].1.contains("global-auth-url"), "{problems:?}");
+        assert!(
+            config
+                .refusal
+                .is_some_and(|r| r.contains("global-auth-url"))
         );
     }
 

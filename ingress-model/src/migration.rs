@@ -430,7 +430,7 @@ mod tests {
                 "more_set_headers x;",
             )
             .annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true")
-            .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
+            .annotation("nginx.ingress.kubernetes.io/enable-modsecurity", "true")
             .annotation("kubernetes.io/ingress.class", "nginx")
             .rule(Some("shop.example.com"), vec![prefix("/", "web")])
             .object()]);
@@ -447,7 +447,7 @@ mod tests {
                     Outcome::Refused
                 ),
                 (
-                    "nginx.ingress.kubernetes.io/enable-global-auth",
+                    "nginx.ingress.kubernetes.io/enable-modsecurity",
                     Outcome::FailsClosed
                 ),
                 (

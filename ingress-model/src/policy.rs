@@ -101,6 +101,9 @@ pub struct RoutePolicy {
     pub preserve_trailing_slash: bool,
     /// `enable-access-log: "false"`: no access log line for its requests.
     pub no_access_log: bool,
+    /// `enable-global-auth: "false"`: the ConfigMap's `global-auth-url`
+    /// does not apply.
+    pub skip_global_auth: bool,
     /// `server-alias`: more names served exactly as the Ingress's hosts
     /// (a name some Ingress has as a host is not taken).
     pub server_alias: Vec<String>,

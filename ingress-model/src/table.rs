@@ -706,7 +706,10 @@ mod tests {
                 .ours()
                 .created(1)
                 .annotation("nginx.ingress.kubernetes.io/auth-proxy-set-headers", "h")
-                .annotation("nginx.ingress.kubernetes.io/enable-global-auth", "true")
+                .annotation(
+                    "nginx.ingress.kubernetes.io/enable-owasp-core-rules",
+                    "true",
+                )
                 .rule(
                     Some("basic.com"),
                     vec![prefix("/", "a"), prefix("/api", "b")],

@@ -101,7 +101,7 @@ fn cases() -> Vec<Case> {
         (
             "globalauth",
             vec![("enable-global-auth", "true".to_owned())],
-            unsupported,
+            Served,
         ),
         // A web application firewall asked for and not there.
         (

@@ -815,7 +815,7 @@ kind: Ingress
 metadata:
   name: guarded
   namespace: l4
-  annotations: {{nginx.ingress.kubernetes.io/enable-global-auth: "true"}}
+  annotations: {{nginx.ingress.kubernetes.io/auth-proxy-set-headers: "l4/headers"}}
 spec:
   ingressClassName: xdp
   rules:
@@ -864,7 +864,7 @@ spec:
 
     let described = lab.wait_described_in("l4", "guarded", "UnsupportedAnnotation")?;
     ensure!(
-        described.contains("enable-global-auth") && described.contains("503"),
+        described.contains("auth-proxy-set-headers") && described.contains("503"),
         "{described}"
     );
     let reply = lab.get_plain("guarded.example.com")?;

@@ -5,7 +5,9 @@
 //! Ingress's own wins), `limit-req-status-code` (429 for a rate limit),
 //! `use-forwarded-headers` with `proxy-real-ip-cidr` (the client a
 //! trusted proxy names), each change applied live, a key that protects
-//! something and is not applied (`global-auth-url`) failing closed, and
+//! something and is not applied (`block-referers`) failing closed,
+//! `global-auth-url` asking an auth service for every route but those
+//! that opt out, and
 //! the unknown keys reported by `xdp-ingress routes`.
 //!
 //! Needs root, the daemon and `lab-backend` (`cargo build -p
@@ -44,6 +46,9 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
     let mut lab = EdgeLab::create()?;
     let web = SocketAddr::from(([198, 19, 9, 1], 8080));
     lab.start_backend("web", &[web])?;
+    // The global auth service (lab-backend's /basic-auth/USER/PASSWORD).
+    let auth = SocketAddr::from(([198, 19, 9, 5], 8080));
+    lab.start_backend("auth", &[auth])?;
     let client = CLIENT_ADDR.to_string();
     let routes = |config: String| {
         documents(&[
@@ -61,6 +66,7 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
                 &[("whitelist-source-range", &format!("{client}/32"))],
             ),
             site("big", &[("proxy-body-size", "8k")]),
+            site("optout", &[("enable-global-auth", "false")]),
             site(
                 "limited",
                 &[("limit-rpm", "1"), ("limit-burst-multiplier", "1")],
@@ -184,12 +190,24 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
         "the global body limit is gone"
     );
 
-    // A key that protects everything and is not applied: every route 503.
-    let third = config_map(&[("global-auth-url", "http://auth.example.com/check")]);
+    // global-auth-url: every route asks the auth service first, unless its
+    // Ingress opts out (enable-global-auth: "false").
+    let url = format!("http://{auth}/basic-auth/user/secret");
+    let third = config_map(&[("global-auth-url", &url)]);
     manifests.write("routes.yaml", &routes(third))?;
+    wait_for(|| Ok(status("plain", &[])? == 401), "the global auth")?;
+    ensure!(
+        status("plain", &["-u", "user:secret"])? == 200,
+        "with the password"
+    );
+    ensure!(status("optout", &[])? == 200, "enable-global-auth: false");
+
+    // A key that protects everything and is not applied: every route 503.
+    let fourth = config_map(&[("block-referers", "~*spam")]);
+    manifests.write("routes.yaml", &routes(fourth))?;
     wait_for(
         || Ok(status("own", &[])? == 503),
-        "global-auth-url failing closed",
+        "block-referers failing closed",
     )?;
     ensure!(status("plain", &[])? == 503);
     assert!(daemon.running(), "the daemon died:\n{}", daemon.log());

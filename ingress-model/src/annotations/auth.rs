@@ -368,7 +368,9 @@ fn secret_fields(secret: &Secret) -> Vec<(String, Cow<'_, [u8]>)> {
     fields
 }
 
-fn external_auth(annotations: Option<&BTreeMap<String, String>>) -> Result<ExternalAuth, Refused> {
+pub(crate) fn external_auth(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<ExternalAuth, Refused> {
     fn read<T>(
         annotations: Option<&BTreeMap<String, String>>,
         name: &str,

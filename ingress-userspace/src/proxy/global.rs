@@ -8,6 +8,7 @@ use http::HeaderValue;
 use ingress_model::{
     access::{IpRange, SourceRanges},
     controller_config::{ControllerConfig, Hsts},
+    policy::RoutePolicy,
 };
 
 /// The ConfigMap's settings, with what the proxy derives from them.
@@ -23,6 +24,8 @@ pub struct Global {
     /// XDP edge drops them on every listener; refused here too (403),
     /// for what gets past it (or when there is no XDP edge).
     pub listener_drop: Vec<IpRange>,
+    /// `global-auth-url` as a route policy the authenticator runs.
+    pub auth_policy: Option<RoutePolicy>,
 }
 
 impl Global {
@@ -37,10 +40,15 @@ impl Global {
                 .value()
                 .map(|value| HeaderValue::from_str(&value).expect("an HSTS value is ASCII"))
         });
+        let auth_policy = config.global_auth.clone().map(|auth| RoutePolicy {
+            external_auth: Some(auth),
+            ..RoutePolicy::default()
+        });
         Self {
             config,
             hsts,
             listener_drop: Vec::new(),
+            auth_policy,
         }
     }
 
@@ -50,6 +58,7 @@ impl Global {
             config: self.config.clone(),
             hsts: self.hsts.clone(),
             listener_drop,
+            auth_policy: self.auth_policy.clone(),
         }
     }
 

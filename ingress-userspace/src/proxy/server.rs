@@ -542,6 +542,25 @@ async fn route_request(
             return denied;
         }
     }
+    // The ConfigMap's `global-auth-url`, for a route without an `auth-url`
+    // of its own whose Ingress does not opt out (`enable-global-auth`).
+    if let Some(global_auth) = &global.auth_policy
+        && !policy
+            .as_ref()
+            .is_some_and(|p| p.skip_global_auth || p.external_auth.is_some())
+    {
+        let timeouts = (
+            limits.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            limits.read_timeout,
+        );
+        if let Err(denied) = state
+            .authenticator
+            .authenticate(global_auth, &mut request, host, client, timeouts, cookies)
+            .await
+        {
+            return denied;
+        }
+    }
     let (mut upstream, to_canary) = match resolution {
         Resolution::Upstream(upstream) => canary::choose(upstream, request.headers()),
         Resolution::Unavailable { .. } => return error_response(StatusCode::SERVICE_UNAVAILABLE),
