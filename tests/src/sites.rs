@@ -42,3 +42,32 @@ pub fn header_values(head: &str, name: &str) -> Vec<String> {
 pub fn header_value(head: &str, name: &str) -> Option<String> {
     header_values(head, name).into_iter().next()
 }
+
+/// curl from `client` to the edge (`EDGE_ADDR`) for `path` with the `Host`
+/// `host`, and the curl options `more`.
+pub fn curl_host(
+    client: &xdp_ingress_lab::Netns,
+    host: &str,
+    path: &str,
+    more: &[&str],
+) -> anyhow::Result<xdp_ingress_lab::CurlReply> {
+    let host = format!("Host: {host}");
+    let url = format!("http://{}{path}", xdp_ingress_lab::EDGE_ADDR);
+    let mut args = vec!["-H", host.as_str()];
+    args.extend_from_slice(more);
+    args.push(&url);
+    client.curl(&args)
+}
+
+/// The controller ConfigMap `ingress/xdp-ingress` with `data`, as a
+/// manifest.
+pub fn controller_config_map(data: &[(&str, &str)]) -> String {
+    let data: Vec<String> = data
+        .iter()
+        .map(|(key, value)| format!("  {key}: {value:?}"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: xdp-ingress, namespace: ingress}}\ndata:\n{}",
+        data.join("\n")
+    )
+}

@@ -20,19 +20,7 @@ use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint,
     XDP_INGRESS_CLASS, daemon_binary, documents, service_yaml,
 };
-use xdp_ingress_tests::sites::site;
-
-/// The controller ConfigMap `ingress/xdp-ingress` with `data`.
-fn config_map(data: &[(&str, &str)]) -> String {
-    let data: Vec<String> = data
-        .iter()
-        .map(|(key, value)| format!("  {key}: {value:?}"))
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: xdp-ingress, namespace: ingress}}\ndata:\n{}",
-        data.join("\n")
-    )
-}
+use xdp_ingress_tests::sites::{controller_config_map, site};
 
 /// The daemon's log line that ends with (or holds, for JSON) `id`, waited
 /// for up to 10 s.
@@ -73,7 +61,10 @@ fn access_log_lines_as_ingress_nginx_writes_them() -> Result<()> {
     let manifests = ManifestDir::new()?;
     manifests.write(
         "routes.yaml",
-        &routes(config_map(&[("skip-access-log-urls", "/healthz, /ready")])),
+        &routes(controller_config_map(&[(
+            "skip-access-log-urls",
+            "/healthz, /ready",
+        )])),
     )?;
     let mut daemon = Daemon::in_netns(&lab.edge)
         .interface(lab.edge_interface())
@@ -132,7 +123,7 @@ fn access_log_lines_as_ingress_nginx_writes_them() -> Result<()> {
     let json = r#"{"time": "$time_iso8601", "status": $status, "id": "$req_id", "upstream": "$upstream_addr", "upstream_status": "$upstream_status", "bytes": $body_bytes_sent, "uri": "$request_uri", "host": "$host", "namespace": "$namespace", "ingress": "$ingress_name", "service": "$service_name", "port": "$service_port", "agent": "$http_user_agent", "city": "$geoip_city"}"#;
     manifests.write(
         "routes.yaml",
-        &routes(config_map(&[
+        &routes(controller_config_map(&[
             ("log-format-upstream", json),
             ("log-format-escape-json", "true"),
         ])),
@@ -190,7 +181,7 @@ fn access_log_lines_as_ingress_nginx_writes_them() -> Result<()> {
     // ConfigMap is applied).
     manifests.write(
         "routes.yaml",
-        &routes(config_map(&[
+        &routes(controller_config_map(&[
             ("disable-access-log", "true"),
             ("block-user-agents", "~*probe"),
         ])),

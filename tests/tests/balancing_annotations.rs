@@ -24,7 +24,7 @@ use xdp_ingress_lab::{
     self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
     daemon_binary, documents, service_yaml,
 };
-use xdp_ingress_tests::sites::{header_values, site_for};
+use xdp_ingress_tests::sites::{curl_host, header_values, site_for};
 
 /// Ingress `NAME` for `HOST`, `/` to `service`, with ingress-nginx
 /// annotations.
@@ -95,14 +95,7 @@ fn canary_by_header_cookie_and_weight_in_ingress_nginx_order() -> Result<()> {
         .args(&["--xdp-mode", "native", "--manifests"])
         .args(&[&manifests.path().display().to_string()])
         .start()?;
-    let curl = |host: &str, path: &str, more: &[&str]| {
-        let host = format!("Host: {host}");
-        let url = format!("http://{EDGE_ADDR}{path}");
-        let mut args = vec!["-H", host.as_str()];
-        args.extend_from_slice(more);
-        args.push(&url);
-        lab.client.curl(&args)
-    };
+    let curl = |host: &str, path: &str, more: &[&str]| curl_host(&lab.client, host, path, more);
     // Which backend answers, ten times over (a weight of 30 would mix
     // them, so ten alike show the header or cookie decided).
     let answers = |host: &str, more: &[&str]| -> Result<Vec<String>> {

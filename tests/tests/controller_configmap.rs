@@ -24,19 +24,7 @@ use xdp_ingress_lab::{
     self as lab, CLIENT_ADDR, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint,
     XDP_INGRESS_CLASS, daemon_binary, documents, service_yaml,
 };
-use xdp_ingress_tests::sites::site;
-
-/// The controller ConfigMap `ingress/xdp-ingress` with `data`.
-fn config_map(data: &[(&str, &str)]) -> String {
-    let data: Vec<String> = data
-        .iter()
-        .map(|(key, value)| format!("  {key}: {value:?}"))
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: xdp-ingress, namespace: ingress}}\ndata:\n{}",
-        data.join("\n")
-    )
-}
+use xdp_ingress_tests::sites::{controller_config_map, site};
 
 #[test]
 fn global_settings_from_the_configmap_apply_live() -> Result<()> {
@@ -77,7 +65,7 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
     let manifests = ManifestDir::new()?;
     // A global allow list the client is outside of; a small body limit; a
     // rate-limit status; blocked agents; the client trusted as a proxy.
-    let first = config_map(&[
+    let first = controller_config_map(&[
         ("whitelist-source-range", "198.19.200.0/24"),
         ("proxy-body-size", "1k"),
         ("limit-req-status-code", "429"),
@@ -178,7 +166,7 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
 
     // Live: the allow list now holds the client; block-cidrs refuses
     // another range. No restart.
-    let second = config_map(&[
+    let second = controller_config_map(&[
         ("whitelist-source-range", &format!("{client}/32")),
         ("block-cidrs", "198.19.201.0/24"),
     ]);
@@ -193,7 +181,7 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
     // global-auth-url: every route asks the auth service first, unless its
     // Ingress opts out (enable-global-auth: "false").
     let url = format!("http://{auth}/basic-auth/user/secret");
-    let third = config_map(&[("global-auth-url", &url)]);
+    let third = controller_config_map(&[("global-auth-url", &url)]);
     manifests.write("routes.yaml", &routes(third))?;
     wait_for(|| Ok(status("plain", &[])? == 401), "the global auth")?;
     ensure!(
@@ -203,7 +191,7 @@ fn global_settings_from_the_configmap_apply_live() -> Result<()> {
     ensure!(status("optout", &[])? == 200, "enable-global-auth: false");
 
     // A key that protects everything and is not applied: every route 503.
-    let fourth = config_map(&[("block-referers", "~*spam")]);
+    let fourth = controller_config_map(&[("block-referers", "~*spam")]);
     manifests.write("routes.yaml", &routes(fourth))?;
     wait_for(
         || Ok(status("own", &[])? == 503),

@@ -15,10 +15,10 @@ use std::net::SocketAddr;
 
 use anyhow::{Result, ensure};
 use xdp_ingress_lab::{
-    self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
-    documents, service_yaml,
+    self as lab, Daemon, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, documents,
+    service_yaml,
 };
-use xdp_ingress_tests::sites::site_for;
+use xdp_ingress_tests::sites::{curl_host, site_for};
 
 /// Ingress `NAME` for `NAME.example.com`, `/` to `service`.
 fn site(name: &str, service: &str, annotations: &[(&str, &str)]) -> String {
@@ -65,12 +65,7 @@ fn custom_errors_and_default_backend_as_ingress_nginx() -> Result<()> {
         .args(&[&manifests.path().display().to_string()])
         .start()?;
     let curl = |name: &str, path: &str, more: &[&str]| {
-        let host = format!("Host: {name}.example.com");
-        let url = format!("http://{EDGE_ADDR}{path}");
-        let mut args = vec!["-H", host.as_str()];
-        args.extend_from_slice(more);
-        args.push(&url);
-        lab.client.curl(&args)
+        curl_host(&lab.client, &format!("{name}.example.com"), path, more)
     };
 
     // A 404 of the backend: the errors backend answers, told everything.

@@ -26,10 +26,10 @@ use std::{
 use anyhow::{Result, ensure};
 use ingress_model::fixtures::{backend, ingress, manifest, path, prefix};
 use xdp_ingress_lab::{
-    self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS,
-    documents, service_yaml,
+    self as lab, Daemon, EdgeLab, ManifestDir, SliceEndpoint, XDP_INGRESS_CLASS, documents,
+    service_yaml,
 };
-use xdp_ingress_tests::sites::{header_value, site};
+use xdp_ingress_tests::sites::{curl_host, header_value, site};
 
 #[test]
 fn body_size_timeouts_redirects_and_cors_per_ingress() -> Result<()> {
@@ -234,12 +234,7 @@ endpoints: [{{addresses: [{web_ip}]}}]",
         .args(&[&manifests.path().display().to_string()])
         .start()?;
     let curl = |name: &str, path: &str, more: &[&str]| {
-        let host = format!("Host: {name}.example.com");
-        let url = format!("http://{EDGE_ADDR}{path}");
-        let mut args = vec!["-H", host.as_str()];
-        args.extend_from_slice(more);
-        args.push(&url);
-        lab.client.curl(&args)
+        curl_host(&lab.client, &format!("{name}.example.com"), path, more)
     };
 
     // A 2 MiB upload: over the default 1 MiB, under `big`'s 4 MiB, and no
@@ -512,14 +507,7 @@ endpoints: [{{addresses: [{web_ip}]}}]",
 
     // server-alias: another name for the host; from-to-www-redirect: the
     // www name redirects to the host (scheme, port, no trailing slash).
-    let by_host = |host: &str, path: &str, more: &[&str]| {
-        let host = format!("Host: {host}");
-        let url = format!("http://{EDGE_ADDR}{path}");
-        let mut args = vec!["-H", host.as_str()];
-        args.extend_from_slice(more);
-        args.push(&url);
-        lab.client.curl(&args)
-    };
+    let by_host = |host: &str, path: &str, more: &[&str]| curl_host(&lab.client, host, path, more);
     let reply = by_host("alias.example.org", "/x", &[])?;
     ensure!(
         reply.status == 200 && reply.report()?.host == "alias.example.org",

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 
 use anyhow::{Result, ensure};
 use xdp_ingress_lab::{
-    self as lab, Daemon, EDGE_ADDR, EdgeLab, ManifestDir, SliceEndpoint, documents, service_yaml,
+    self as lab, Daemon, EdgeLab, ManifestDir, SliceEndpoint, documents, service_yaml,
 };
-use xdp_ingress_tests::sites::header_value;
+use xdp_ingress_tests::sites::{curl_host, header_value};
 
 /// An IngressClass `nginx` of our controller: the guide's Ingresses name it.
 const NGINX_CLASS: &str = "\
@@ -66,14 +66,7 @@ fn the_user_guide_examples_behave_as_the_guide_says() -> Result<()> {
         .args(&["--xdp-mode", "native", "--manifests"])
         .args(&[&manifests.path().display().to_string()])
         .start()?;
-    let curl = |host: &str, path: &str, more: &[&str]| {
-        let host = format!("Host: {host}");
-        let url = format!("http://{EDGE_ADDR}{path}");
-        let mut args = vec!["-H", host.as_str()];
-        args.extend_from_slice(more);
-        args.push(&url);
-        lab.client.curl(&args)
-    };
+    let curl = |host: &str, path: &str, more: &[&str]| curl_host(&lab.client, host, path, more);
     let header = header_value;
 
     // "rewrite.bar.com/something rewrites to rewrite.bar.com/", and so on.
